@@ -1,0 +1,88 @@
+"""Backend choice and the one input checker every public kernel calls at its boundary.
+
+The backend follows the array type: a CuPy array selects the GPU path, anything else is converted
+with NumPy and takes the CPU path. CuPy is optional; without it every input is a NumPy input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:  # CuPy is the optional `gpu` extra; either CUDA build (cupy-cuda12x, cupy-cuda13x) works.
+    import cupy as _cupy
+except Exception:  # ImportError, or a CUDA runtime that cannot load
+    _cupy = None
+
+
+def cupy_or_none():
+    """The ``cupy`` module if it imported, else None."""
+    return _cupy
+
+
+def is_gpu_array(x: Any) -> bool:
+    """True when ``x`` is a CuPy array (so the GPU path applies)."""
+    return _cupy is not None and isinstance(x, _cupy.ndarray)
+
+
+def array_module(*arrays: Any):
+    """``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    return _cupy if any(is_gpu_array(a) for a in arrays) else np
+
+
+def check_array(
+    x: Any,
+    name: str,
+    *,
+    trailing: tuple[int | None, ...] = (),
+    ndim: tuple[int, int] | None = None,
+    xp=None,
+    allow_nan: bool = False,
+    allow_empty: bool = False,
+    dtype=np.float32,
+):
+    """Validate ``x`` and return it as a C-contiguous array of ``dtype`` on the backend ``xp``.
+
+    ``trailing`` gives the required sizes of the last axes (None = any size); ``ndim`` the allowed
+    (min, max) number of axes. Raises TypeError for non-numeric dtypes and ValueError for a wrong
+    shape, an empty array, or NaN / infinity (unless ``allow_nan``), each naming ``name`` and saying
+    what was expected and what came.
+    """
+    xp = xp or array_module(x)
+    if xp is np and is_gpu_array(x):
+        raise TypeError(f"{name}: expected a NumPy array, got a CuPy array; "
+                        f"pass all arrays on the same device")
+    if xp is not np and not is_gpu_array(x):
+        raise TypeError(f"{name}: expected a CuPy array (the other inputs are on the GPU), "
+                        f"got {type(x).__name__}; move it with cupy.asarray")
+    if xp is np and not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__}") from exc
+    kind = x.dtype.kind
+    if kind not in "fiu":
+        raise TypeError(f"{name}: expected a real floating-point or integer array, "
+                        f"got dtype {x.dtype}")
+    shape = tuple(x.shape)
+    want = "[" + ", ".join(["..."] + ["*" if t is None else str(t) for t in trailing]) + "]"
+    if ndim is not None and not ndim[0] <= len(shape) <= ndim[1]:
+        axes = str(ndim[0]) if ndim[0] == ndim[1] else f"{ndim[0]} to {ndim[1]}"
+        raise ValueError(f"{name}: expected {axes} axes {want}, got shape {list(shape)}")
+    if len(shape) < len(trailing) or any(
+        t is not None and s != t for s, t in zip(shape[len(shape) - len(trailing):], trailing)
+    ):
+        raise ValueError(f"{name}: expected shape {want}, got shape {list(shape)}")
+    if x.size == 0 and not allow_empty:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {list(shape)}")
+    x = xp.ascontiguousarray(x, dtype=dtype)
+    if not allow_nan and kind == "f" and x.size and not bool(xp.isfinite(x).all()):
+        raise ValueError(f"{name}: contains NaN or infinity; mark a missing keypoint with "
+                         f"confidence 0 instead")
+    return x
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of a CuPy array, or ``x`` itself as a NumPy array."""
+    return _cupy.asnumpy(x) if is_gpu_array(x) else np.asarray(x)

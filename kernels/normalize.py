@@ -1,0 +1,73 @@
+"""Pose normalization: pixel keypoints -> translation- and scale-invariant unit vectors."""
+
+from __future__ import annotations
+
+from ._backend import array_module, check_array
+from .skeleton import KP, NUM_KEYPOINTS
+
+#: Keypoints whose confidence is at or below this count as missing.
+DEFAULT_MIN_CONFIDENCE = 0.3
+
+NORMALIZE_METHODS = ("bbox", "torso")
+
+
+def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """Normalize poses ``[..., 17, 3]`` (x, y, confidence in pixels) to unit vectors.
+
+    Returns ``(vectors [..., 34] float32, weights [..., 17] float32)`` on the input's backend.
+
+    - ``"bbox"`` (Move Mirror done right): the tight box of the visible keypoints is widened to a
+      square around its centre; coordinates are taken relative to that centre in units of the
+      square's side, then the 34-vector is L2-normalized.
+    - ``"torso"``: coordinates relative to the hip midpoint in units of the torso length (shoulder
+      midpoint to hip midpoint), then L2-normalized. Needs both hips and both shoulders.
+
+    Centring (rather than the corner-relative coordinates of the seeds) keeps cosine similarity
+    discriminative: with all-positive coordinates any two people score ~0.9. Both methods are
+    invariant to translation and (positive) scale; the final L2 step makes every method's vectors
+    comparable under one set of metrics and score scales.
+
+    A keypoint is missing when its confidence is <= ``min_confidence`` or any of its values is
+    NaN/inf: it gets weight 0, vector entries 0, and is left out of the box and of the norm.
+    A pose that cannot be normalized (fewer than two distinct visible keypoints, or the torso
+    method without hips and shoulders) gets an all-zero vector and all-zero weights, so a batch with
+    empty frames keeps its time axis; if *no* pose can be normalized, ValueError is raised.
+    """
+    if method not in NORMALIZE_METHODS:
+        raise ValueError(f"method: expected one of {NORMALIZE_METHODS}, got {method!r}")
+    xp = array_module(poses)
+    poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), allow_nan=True, xp=xp)
+    xy, conf = poses[..., :2], poses[..., 2]
+    visible = (conf > min_confidence) & xp.isfinite(conf) & xp.isfinite(xy).all(axis=-1)
+    xy = xp.where(visible[..., None], xy, 0.0)  # NaN-free from here on
+
+    if method == "bbox":
+        big = xp.float32(3.0e38)
+        lo = xp.where(visible[..., None], xy, big).min(axis=-2)
+        hi = xp.where(visible[..., None], xy, -big).max(axis=-2)
+        usable = visible.sum(axis=-1) >= 2
+        centre = xp.where(usable[..., None], (lo + hi) * 0.5, 0.0)
+        scale = xp.where(usable, (hi - lo).max(axis=-1), 0.0)
+    else:
+        def mid(a, b):
+            return (xy[..., KP[a], :] + xy[..., KP[b], :]) * 0.5
+        needed = [KP["left_hip"], KP["right_hip"], KP["left_shoulder"], KP["right_shoulder"]]
+        usable = visible[..., needed].all(axis=-1)
+        centre = mid("left_hip", "right_hip")
+        scale = xp.sqrt(((mid("left_shoulder", "right_shoulder") - centre) ** 2).sum(axis=-1))
+
+    usable &= scale > 0
+    safe_scale = xp.where(usable, scale, 1.0)
+    rel = (xy - centre[..., None, :]) / safe_scale[..., None, None]
+    rel = xp.where(visible[..., None], rel, 0.0)
+    flat = rel.reshape(rel.shape[:-2] + (2 * NUM_KEYPOINTS,))
+    norm = xp.sqrt((flat * flat).sum(axis=-1))
+    usable &= norm > 0
+    vectors = xp.where(usable[..., None], flat / xp.where(usable, norm, 1.0)[..., None], 0.0)
+    weights = xp.where(usable[..., None] & visible, conf, 0.0)
+    if not bool(usable.any()):
+        what = ("two distinct visible keypoints" if method == "bbox"
+                else "both hips and both shoulders visible")
+        raise ValueError(f"poses: no pose can be normalized with method {method!r} "
+                         f"(needs {what} with confidence > {min_confidence})")
+    return vectors.astype(xp.float32, copy=False), weights.astype(xp.float32, copy=False)

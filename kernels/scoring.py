@@ -1,0 +1,197 @@
+"""Pose similarity: whole-pose scores, per-part scores, and the one distance -> score mapping."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._backend import array_module, check_array
+from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS, part_terms
+
+#: Distance at which each kind of distance reaches score 0 (see :func:`score_from_distance`).
+#: - cosine: Move Mirror's cosine distance sqrt(2 (1 - cos)), which for unit vectors is their
+#:   Euclidean distance; orthogonal poses (sqrt 2) score 0. DTW uses it on the RMS per-step distance.
+#: - weighted_l2 / weighted_l1: mean per-keypoint distances; the scales are the cosine scale spread
+#:   evenly over 17 keypoints (sqrt(2/17)), times 4/pi (mean |dx|+|dy| of a unit 2-D step) for L1,
+#:   so that the three metrics agree on a difference spread evenly over the body.
+#: - angle: limb-direction and joint-angle differences in radians; 90 degrees off scores 0.
+SCORE_SCALES: dict[str, float] = {
+    "cosine": math.sqrt(2.0),
+    "weighted_l2": math.sqrt(2.0 / NUM_KEYPOINTS),
+    "weighted_l1": 4.0 / math.pi * math.sqrt(2.0 / NUM_KEYPOINTS),
+    "angle": math.pi / 2.0,
+}
+METRICS = ("cosine", "weighted_l1", "weighted_l2")
+
+
+def score_from_distance(distance, kind: str):
+    """Map a distance >= 0 to a score in [0, 100]: ``100 * max(0, 1 - distance / SCORE_SCALES[kind])``.
+
+    The only distance-to-score mapping in posescore: 100 means identical, 0 means as far apart as
+    ``SCORE_SCALES[kind]`` or further. Linear, so a score difference reads as a distance difference.
+    Works on scalars, NumPy and CuPy arrays; returns float32 for arrays.
+    """
+    if kind not in SCORE_SCALES:
+        raise ValueError(f"kind: expected one of {tuple(SCORE_SCALES)}, got {kind!r}")
+    xp = array_module(distance)
+    d = xp.asarray(distance, dtype=xp.float32)
+    return (100.0 * xp.clip(1.0 - d / xp.float32(SCORE_SCALES[kind]), 0.0, 1.0)).astype(xp.float32)
+
+
+def mirror_vectors(vectors, weights):
+    """Mirror normalized poses: left and right swapped and x flipped (``[..., 34]``, ``[..., 17]``).
+
+    Exact for every normalization method, whose coordinates are centred on the body.
+    """
+    xp = array_module(vectors, weights)
+    perm = xp.asarray(FLIP_PERMUTATION)
+    xy = vectors.reshape(vectors.shape[:-1] + (NUM_KEYPOINTS, 2))[..., perm, :]
+    xy = xy * xp.asarray([-1.0, 1.0], dtype=xp.float32)
+    return xy.reshape(vectors.shape).astype(xp.float32), weights[..., perm]
+
+
+def _check_pair(query_vectors, query_weights, vectors, weights):
+    xp = array_module(query_vectors, query_weights, vectors, weights)
+    qv = check_array(query_vectors, "query_vectors", trailing=(2 * NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
+    qw = check_array(query_weights, "query_weights", trailing=(NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
+    v = check_array(vectors, "vectors", trailing=(2 * NUM_KEYPOINTS,), xp=xp)
+    w = check_array(weights, "weights", trailing=(NUM_KEYPOINTS,), xp=xp)
+    if v.shape[:-1] != w.shape[:-1]:
+        raise ValueError(f"vectors {list(v.shape)} and weights {list(w.shape)} must describe the "
+                         f"same poses (leading axes differ)")
+    if bool((qw < 0).any()) or bool((w < 0).any()):
+        raise ValueError("weights: expected confidences >= 0, got a negative weight")
+    if not bool((qw > 0).any()):
+        raise ValueError("query_weights: the query pose has no visible keypoint (all weights 0)")
+    return xp, qv, qw, v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS), v.shape[:-1]
+
+
+def _pose_distances(xp, qv, qw, v, w, metric):
+    """Distances ``[N]`` of one query to N poses, and whether each pair shares a keypoint."""
+    q_xy = qv.reshape(NUM_KEYPOINTS, 2)
+    c_xy = v.reshape(-1, NUM_KEYPOINTS, 2)
+    if metric == "cosine":
+        # Cosine over the keypoints visible in both poses.
+        qmask = (qw > 0).astype(xp.float32)
+        cmask = (w > 0).astype(xp.float32)
+        q_xy = q_xy * qmask[:, None]
+        c_xy = c_xy * cmask[..., None]
+        dot = c_xy.reshape(-1, 2 * NUM_KEYPOINTS) @ q_xy.reshape(-1)
+        qq = cmask @ (q_xy * q_xy).sum(axis=-1)
+        cc = ((c_xy * c_xy).sum(axis=-1) * qmask).sum(axis=-1)
+        denom = xp.sqrt(qq * cc)
+        shared = denom > 0
+        cos = xp.clip(dot / xp.where(shared, denom, 1.0), -1.0, 1.0)
+        return xp.sqrt(2.0 * (1.0 - cos)), shared
+    conf = w * qw  # combined confidences: symmetric in the two poses
+    diff = c_xy - q_xy
+    per_kp = xp.abs(diff).sum(axis=-1) if metric == "weighted_l1" else xp.sqrt((diff * diff).sum(axis=-1))
+    total = conf.sum(axis=-1)
+    shared = total > 0
+    return (conf * per_kp).sum(axis=-1) / xp.where(shared, total, 1.0), shared
+
+
+def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "cosine",
+                mirror: bool = False, return_mirrored: bool = False):
+    """Score one normalized query pose against N normalized poses: ``[N]`` float32 in 0-100.
+
+    ``query_vectors [34]``, ``query_weights [17]``, ``vectors [..., 34]``, ``weights [..., 17]`` as
+    returned by :func:`kernels.normalize`; the result has the leading shape of ``vectors``.
+
+    Metrics (all through :func:`score_from_distance`):
+    - ``"cosine"``: Move Mirror's cosine distance sqrt(2 (1 - cos)), cos taken over the keypoints
+      visible in both poses.
+    - ``"weighted_l1"``: Move Mirror's weight matching, D = sum_k c_k |F_k - G_k|_1 / sum_k c_k with
+      c_k the product of the two poses' confidences (symmetric).
+    - ``"weighted_l2"``: the same with the Euclidean distance per keypoint.
+    A pair with no keypoint visible in both scores 0. With ``mirror=True`` each pose is also compared
+    with the mirrored query and keeps the better score; ``return_mirrored=True`` then also returns a
+    bool array saying which poses matched the mirror image.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+    xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
+    dist, shared = _pose_distances(xp, qv, qw, v, w, metric)
+    scores = xp.where(shared, score_from_distance(dist, metric), 0.0)
+    mirrored = xp.zeros(scores.shape, dtype=bool)
+    if mirror:
+        mqv, mqw = mirror_vectors(qv, qw)
+        mdist, mshared = _pose_distances(xp, mqv, mqw, v, w, metric)
+        mscores = xp.where(mshared, score_from_distance(mdist, metric), 0.0)
+        mirrored = mscores > scores
+        scores = xp.maximum(scores, mscores)
+    scores = scores.astype(xp.float32).reshape(lead)
+    return (scores, mirrored.reshape(lead)) if return_mirrored else scores
+
+
+_LIMBS, _JOINTS, _LIMB_PART, _JOINT_PART = part_terms()
+
+
+def _wrapped_abs(angle_diff, xp):
+    """|angle| wrapped to [0, pi]."""
+    return xp.abs(xp.arctan2(xp.sin(angle_diff), xp.cos(angle_diff)))
+
+
+def _part_distances(xp, qv, qw, v, w):
+    """Mean angular difference per part ``[N, 6]`` (radians) and the total term weight per part."""
+    q = qv.reshape(NUM_KEYPOINTS, 2)
+    c = v.reshape(-1, NUM_KEYPOINTS, 2)
+    limbs, joints = xp.asarray(_LIMBS), xp.asarray(_JOINTS)
+
+    def directions(p):
+        d = p[..., limbs[:, 1], :] - p[..., limbs[:, 0], :]
+        return xp.arctan2(d[..., 1], d[..., 0])
+
+    def joint_angles(p):
+        u = p[..., joints[:, 0], :] - p[..., joints[:, 1], :]
+        t = p[..., joints[:, 2], :] - p[..., joints[:, 1], :]
+        cross = u[..., 0] * t[..., 1] - u[..., 1] * t[..., 0]
+        return xp.arctan2(cross, (u * t).sum(axis=-1))
+
+    def term_weight(qw_terms, w_terms):
+        return qw_terms.min(axis=-1) * w_terms.min(axis=-1)
+
+    diffs = xp.concatenate([_wrapped_abs(directions(c) - directions(q), xp),
+                            _wrapped_abs(joint_angles(c) - joint_angles(q), xp)], axis=-1)
+    tw = xp.concatenate([term_weight(qw[limbs], w[:, limbs]),
+                         term_weight(qw[joints], w[:, joints])], axis=-1)
+    assign = np.zeros((len(_LIMBS) + len(_JOINTS), NUM_PARTS), np.float32)
+    assign[np.arange(assign.shape[0]), np.concatenate([_LIMB_PART, _JOINT_PART])] = 1.0
+    assign = xp.asarray(assign)
+    total = tw @ assign
+    return (tw * diffs) @ assign / xp.where(total > 0, total, 1.0), total > 0
+
+
+def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
+                return_valid: bool = False):
+    """Per-part scores ``[..., 6]`` float32 in 0-100 (head, torso, left arm, right arm, left leg,
+    right leg) of N normalized poses against one normalized query pose.
+
+    Each part's distance is the confidence-weighted mean difference of its limb directions and joint
+    angles (``kernels.skeleton.PART_LIMBS`` / ``PART_JOINTS``), in radians, mapped with
+    :func:`score_from_distance` (``"angle"``). A part with no limb visible in both poses cannot be
+    scored: it gets 0, and ``return_valid=True`` also returns the ``[..., 6]`` bool mask of scored
+    parts. ``mirror`` is False, True (per pose, the orientation with the better mean part score), or
+    a bool array ``[...]`` choosing the mirrored query per pose (e.g. ``pose_scores``'s choice, so
+    whole-pose and part scores describe the same match).
+    """
+    xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
+    dist, valid = _part_distances(xp, qv, qw, v, w)
+    scores = xp.where(valid, score_from_distance(dist, "angle"), 0.0)
+    use_mirror = mirror is not False and mirror is not None
+    if use_mirror:
+        mqv, mqw = mirror_vectors(qv, qw)
+        mdist, mvalid = _part_distances(xp, mqv, mqw, v, w)
+        mscores = xp.where(mvalid, score_from_distance(mdist, "angle"), 0.0)
+        if mirror is True:
+            pick = mscores.mean(axis=-1) > scores.mean(axis=-1)
+        else:
+            pick = xp.asarray(mirror, dtype=bool).reshape(-1)
+            if pick.shape[0] != scores.shape[0]:
+                raise ValueError(f"mirror: expected a bool per pose, shape {list(lead)}, "
+                                 f"got shape {list(xp.asarray(mirror).shape)}")
+        scores = xp.where(pick[:, None], mscores, scores)
+        valid = xp.where(pick[:, None], mvalid, valid)
+    scores = scores.astype(xp.float32).reshape(lead + (NUM_PARTS,))
+    return (scores, valid.reshape(lead + (NUM_PARTS,))) if return_valid else scores

@@ -1,0 +1,92 @@
+"""The COCO-17 skeleton, defined once, as data.
+
+Every other module (kernels, rendering, clients) takes the keypoint order, the limbs, the six body
+parts and the left/right mirror permutation from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)  # 17
+KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+
+# Index of each keypoint's mirror image (left <-> right); the nose maps to itself.
+FLIP_PERMUTATION: tuple[int, ...] = tuple(
+    KP[n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")]
+    for n in KEYPOINT_NAMES
+)
+
+PART_NAMES: tuple[str, ...] = ("head", "torso", "left_arm", "right_arm", "left_leg", "right_leg")
+NUM_PARTS = len(PART_NAMES)  # 6
+
+
+def _pairs(*names: tuple[str, str]) -> tuple[tuple[int, int], ...]:
+    return tuple((KP[a], KP[b]) for a, b in names)
+
+
+def _triples(*names: tuple[str, str, str]) -> tuple[tuple[int, int, int], ...]:
+    return tuple((KP[a], KP[b], KP[c]) for a, b, c in names)
+
+
+# Limbs of each part: their directions are compared (translation, scale and speed do not matter).
+PART_LIMBS: dict[str, tuple[tuple[int, int], ...]] = {
+    "head": _pairs(("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"),
+                   ("right_eye", "right_ear"), ("left_shoulder", "nose"), ("right_shoulder", "nose")),
+    "torso": _pairs(("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+                    ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip")),
+    "left_arm": _pairs(("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist")),
+    "right_arm": _pairs(("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist")),
+    "left_leg": _pairs(("left_hip", "left_knee"), ("left_knee", "left_ankle")),
+    "right_leg": _pairs(("right_hip", "right_knee"), ("right_knee", "right_ankle")),
+}
+
+# Joint angles of each part, (a, b, c): the signed angle at b from b->a to b->c.
+PART_JOINTS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "head": (),
+    "torso": (),
+    "left_arm": _triples(("left_shoulder", "left_elbow", "left_wrist"),
+                         ("left_hip", "left_shoulder", "left_elbow")),
+    "right_arm": _triples(("right_shoulder", "right_elbow", "right_wrist"),
+                          ("right_hip", "right_shoulder", "right_elbow")),
+    "left_leg": _triples(("left_hip", "left_knee", "left_ankle"),
+                         ("left_shoulder", "left_hip", "left_knee")),
+    "right_leg": _triples(("right_hip", "right_knee", "right_ankle"),
+                          ("right_shoulder", "right_hip", "right_knee")),
+}
+
+# Drawing skeleton (the 19 COCO limbs), each with the index of the part it is coloured by.
+_DRAWN: tuple[tuple[str, str, str], ...] = (
+    ("nose", "left_eye", "head"), ("nose", "right_eye", "head"), ("left_eye", "right_eye", "head"),
+    ("left_eye", "left_ear", "head"), ("right_eye", "right_ear", "head"),
+    ("left_ear", "left_shoulder", "head"), ("right_ear", "right_shoulder", "head"),
+    ("left_shoulder", "right_shoulder", "torso"), ("left_hip", "right_hip", "torso"),
+    ("left_shoulder", "left_hip", "torso"), ("right_shoulder", "right_hip", "torso"),
+    ("left_shoulder", "left_elbow", "left_arm"), ("left_elbow", "left_wrist", "left_arm"),
+    ("right_shoulder", "right_elbow", "right_arm"), ("right_elbow", "right_wrist", "right_arm"),
+    ("left_hip", "left_knee", "left_leg"), ("left_knee", "left_ankle", "left_leg"),
+    ("right_hip", "right_knee", "right_leg"), ("right_knee", "right_ankle", "right_leg"),
+)
+LIMBS: tuple[tuple[int, int], ...] = tuple((KP[a], KP[b]) for a, b, _ in _DRAWN)
+LIMB_PARTS: tuple[int, ...] = tuple(PART_NAMES.index(part) for _, _, part in _DRAWN)
+
+
+def part_terms() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat arrays for vectorized part scoring.
+
+    Returns ``(limbs [L, 2] int64, joints [J, 3] int64, limb_part [L] int64, joint_part [J] int64)``.
+    """
+    limbs, limb_part, joints, joint_part = [], [], [], []
+    for p, part in enumerate(PART_NAMES):
+        limbs += PART_LIMBS[part]
+        limb_part += [p] * len(PART_LIMBS[part])
+        joints += PART_JOINTS[part]
+        joint_part += [p] * len(PART_JOINTS[part])
+    return (np.asarray(limbs, np.int64), np.asarray(joints, np.int64),
+            np.asarray(limb_part, np.int64), np.asarray(joint_part, np.int64))
