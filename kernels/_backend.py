@@ -83,6 +83,14 @@ def check_array(
     return x
 
 
+def single_threaded_blas():
+    """Context manager limiting every loaded BLAS to one thread (for BLAS calls inside numba
+    threads, which would otherwise each start their own pool)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A NumPy copy of a CuPy array, or ``x`` itself as a NumPy array."""
     return _cupy.asnumpy(x) if is_gpu_array(x) else np.asarray(x)

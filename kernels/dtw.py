@@ -1,0 +1,330 @@
+"""Dynamic time warping: batched distances, the warping path, and a 0-100 movement score.
+
+Local cost is the squared Euclidean distance between frames; the distance is the square root of
+the summed cost along the best path, exactly as ``dtaidistance.dtw_ndim.distance`` with the same
+``window``. CPU: numba, one pair per thread. GPU: numba-CUDA, one block per pair, its threads
+sweeping the anti-diagonals of the cost matrix (the wavefront).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+
+from . import _cuda
+from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas, to_numpy
+from .scoring import score_from_distance
+
+_INF = np.inf
+
+
+def _band(i, T, U, window):
+    """Columns ``[lo, hi)`` of row ``i`` inside dtaidistance's window (window <= 0: no window)."""
+    if window <= 0:
+        return 0, U
+    return max(0, i - max(0, T - U) - window + 1), min(U, i + max(0, U - T) + window)
+
+
+_band_jit = numba.njit(cache=True, inline="always")(_band)
+
+
+@numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
+def _sq_norms(x, n):
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        s = np.float32(0.0)
+        for d in range(x.shape[1]):
+            s += x[i, d] * x[i, d]
+        out[i] = s
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _cost_matrix(a, b, T, U):
+    """Squared Euclidean distances ``[T, U]`` float32 of ``a[:T]`` and ``b[:U]``.
+
+    |a|^2 + |b|^2 - 2 a.b with one GEMM: 4x faster than the direct sum; rounding can make a
+    near-zero cost slightly negative, so it is clamped at 0.
+    """
+    g = np.dot(a[:T], np.ascontiguousarray(b[:U].T))
+    na = _sq_norms(a, T)
+    nb = _sq_norms(b, U)
+    for i in range(T):
+        for j in range(U):
+            g[i, j] = max(na[i] + nb[j] - np.float32(2.0) * g[i, j], np.float32(0.0))
+    return g
+
+
+@numba.njit(cache=True, nogil=True)
+def _dtw_one(a, b, T, U, window):
+    """Accumulated squared cost of the best path for ``a[:T]`` vs ``b[:U]`` (rolling rows)."""
+    cost = _cost_matrix(a, b, T, U)
+    prev = np.full(U + 1, _INF)
+    cur = np.full(U + 1, _INF)
+    prev[0] = 0.0
+    for i in range(T):
+        lo, hi = _band_jit(i, T, U, window)
+        if window > 0:
+            cur[:] = _INF
+        c = cost[i]
+        left = _INF
+        for j in range(lo, hi):
+            left = c[j] + min(prev[j], prev[j + 1], left)
+            cur[j + 1] = left
+        prev, cur = cur, prev
+        prev[0] = _INF
+    return prev[U]
+
+
+@numba.njit(cache=True, nogil=True)
+def _dtw_one_with_length(a, b, T, U, window):
+    """As :func:`_dtw_one`, also returning the best path's length (ties: diagonal, up, left)."""
+    cost = _cost_matrix(a, b, T, U)
+    prev = np.full(U + 1, _INF)
+    cur = np.full(U + 1, _INF)
+    prev_len = np.zeros(U + 1, np.int64)
+    cur_len = np.zeros(U + 1, np.int64)
+    prev[0] = 0.0
+    for i in range(T):
+        lo, hi = _band_jit(i, T, U, window)
+        if window > 0:
+            cur[:] = _INF
+        c = cost[i]
+        left = _INF
+        left_len = 0
+        for j in range(lo, hi):
+            best = prev[j]
+            n = prev_len[j]
+            if prev[j + 1] < best:
+                best = prev[j + 1]
+                n = prev_len[j + 1]
+            if left < best:
+                best = left
+                n = left_len
+            left = best + c[j]
+            left_len = n + 1
+            cur[j + 1] = left
+            cur_len[j + 1] = left_len
+        prev, cur = cur, prev
+        prev_len, cur_len = cur_len, prev_len
+        prev[0] = _INF
+    return prev[U], prev_len[U]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _dtw_batch_cpu(a, b, len_a, len_b, window, with_length, out_cost, out_len):
+    for p in numba.prange(a.shape[0]):
+        if with_length:
+            out_cost[p], out_len[p] = _dtw_one_with_length(a[p], b[p], len_a[p], len_b[p], window)
+        else:
+            out_cost[p] = _dtw_one(a[p], b[p], len_a[p], len_b[p], window)
+
+
+@functools.cache
+def _dtw_wavefront_kernel():
+    cuda = _cuda.cuda()
+
+    @cuda.jit
+    def kernel(a, b, len_a, len_b, window, diag_cost, diag_len, out_cost, out_len):
+        """One block per pair; diagonal d holds cells (i, d - i), stored by row i in 3 buffers."""
+        p = cuda.blockIdx.x
+        T = len_a[p]
+        U = len_b[p]
+        ndim = a.shape[2]
+        inf = math.inf
+        for d in range(T + U - 1):
+            cur = d % 3
+            up_buf = (d + 2) % 3  # diagonal d - 1
+            diag_buf = (d + 1) % 3  # diagonal d - 2
+            i = max(0, d - U + 1) + cuda.threadIdx.x
+            i_end = min(T - 1, d)
+            while i <= i_end:
+                j = d - i
+                if window > 0:
+                    inside = (j >= i - max(0, T - U) - window + 1) and (j < i + max(0, U - T) + window)
+                else:
+                    inside = True
+                if inside:
+                    if i == 0 and j == 0:
+                        best = 0.0
+                        n = 0
+                    else:
+                        best = inf
+                        n = 0
+                        if i > 0 and j > 0:
+                            best = diag_cost[p, diag_buf, i - 1]
+                            n = diag_len[p, diag_buf, i - 1]
+                        if i > 0 and diag_cost[p, up_buf, i - 1] < best:
+                            best = diag_cost[p, up_buf, i - 1]
+                            n = diag_len[p, up_buf, i - 1]
+                        if j > 0 and diag_cost[p, up_buf, i] < best:
+                            best = diag_cost[p, up_buf, i]
+                            n = diag_len[p, up_buf, i]
+                    s = 0.0
+                    for k in range(ndim):
+                        t = a[p, i, k] - b[p, j, k]
+                        s += t * t
+                    diag_cost[p, cur, i] = best + s
+                    diag_len[p, cur, i] = n + 1
+                else:
+                    diag_cost[p, cur, i] = inf
+                    diag_len[p, cur, i] = 0
+                i += cuda.blockDim.x
+            # Every thread of the block runs the same number of diagonals: no divergent barrier.
+            cuda.syncthreads()
+        if cuda.threadIdx.x == 0:
+            last = (T + U - 2) % 3
+            out_cost[p] = diag_cost[p, last, T - 1]
+            out_len[p] = diag_len[p, last, T - 1]
+
+    return kernel
+
+
+def _dtw_cuda(a, b, len_a, len_b, window):
+    """Accumulated costs and path lengths ``[B]`` on the GPU (or NumPy arrays in the simulator)."""
+    xp = array_module(a)
+    B, T = a.shape[0], a.shape[1]
+    diag_cost = xp.empty((B, 3, T), dtype=xp.float32)
+    diag_len = xp.empty((B, 3, T), dtype=xp.int32)
+    out_cost = xp.empty(B, dtype=xp.float32)
+    out_len = xp.empty(B, dtype=xp.int32)
+    threads = min(_cuda.THREADS_PER_BLOCK, max(32, _cuda.ceil_div(T, 32) * 32))
+    _dtw_wavefront_kernel()[B, threads](a, b, len_a, len_b, np.int32(window), diag_cost, diag_len,
+                                        out_cost, out_len)
+    return out_cost, out_len
+
+
+def _check_sequences(a, b, lengths_a, lengths_b, window):
+    """Validated ``(xp, a [B,T,D], b [B,U,D], len_a [B], len_b [B], window, single)``."""
+    xp = array_module(a, b)
+    a = check_array(a, "a", ndim=(2, 3), xp=xp)
+    b = check_array(b, "b", ndim=(2, 3), xp=xp)
+    if a.ndim != b.ndim:
+        raise ValueError(f"a {list(a.shape)} and b {list(b.shape)}: expected both one pair "
+                         f"([T, D], [U, D]) or both a batch ([B, T, D], [B, U, D])")
+    single = a.ndim == 2
+    if single:
+        if lengths_a is not None or lengths_b is not None:
+            raise ValueError("lengths_a / lengths_b apply to batches [B, T, D] only")
+        a, b = a[None], b[None]
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"a and b: expected the same batch size, got {a.shape[0]} and {b.shape[0]}")
+    if a.shape[2] != b.shape[2]:
+        raise ValueError(f"a and b: expected frames of the same dimension, got D={a.shape[2]} "
+                         f"and D={b.shape[2]}")
+    lens = []
+    for name, given, full in (("lengths_a", lengths_a, a.shape[1]), ("lengths_b", lengths_b, b.shape[1])):
+        if given is None:
+            lens.append(xp.full(a.shape[0], full, dtype=xp.int32))
+            continue
+        arr = xp.asarray(given)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integers, got dtype {arr.dtype}")
+        if arr.shape != (a.shape[0],):
+            raise ValueError(f"{name}: expected shape [{a.shape[0]}], got {list(arr.shape)}")
+        if bool((arr < 1).any()) or bool((arr > full).any()):
+            raise ValueError(f"{name}: expected lengths in 1..{full}, got "
+                             f"{int(arr.min())}..{int(arr.max())}")
+        lens.append(arr.astype(xp.int32))
+    if window is None:
+        window = 0
+    elif isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window: expected None or an integer >= 1, got {window!r}")
+    return xp, a, b, lens[0], lens[1], int(window), single
+
+
+def _accumulated(a, b, lengths_a, lengths_b, window, with_length):
+    xp, a, b, la, lb, window, single = _check_sequences(a, b, lengths_a, lengths_b, window)
+    if is_gpu_array(a):
+        cost, n = _dtw_cuda(a, b, la, lb, window)
+    else:
+        cost = np.empty(a.shape[0], np.float64)
+        n = np.ones(a.shape[0], np.int64)
+        # One pair per numba thread; a multi-threaded BLAS inside each would oversubscribe.
+        with single_threaded_blas():
+            _dtw_batch_cpu(a, b, la, lb, window, with_length, cost, n)
+    return xp, cost, n, single
+
+
+def dtw(a, b, window=None, lengths_a=None, lengths_b=None):
+    """DTW distance of one pair (``[T, D]``, ``[U, D]`` -> float) or a batch of pairs
+    (``[B, T, D]``, ``[B, U, D]`` -> ``[B]`` float32), ragged batches through ``lengths_a`` and
+    ``lengths_b`` ``[B]`` (pair p uses ``a[p, :lengths_a[p]]``).
+
+    Equals ``dtaidistance.dtw_ndim.distance(a, b, window=window)``: sqrt of the summed squared
+    Euclidean frame distances along the best path, with columns of row i restricted to
+    ``i - max(0, T-U) - window < j < i + max(0, U-T) + window``. A window that admits no path
+    gives inf.
+    """
+    xp, cost, _, single = _accumulated(a, b, lengths_a, lengths_b, window, False)
+    dist = xp.sqrt(cost).astype(xp.float32)
+    return float(dist[0]) if single else dist
+
+
+def dtw_score(a, b, window=None, lengths_a=None, lengths_b=None):
+    """0-100 movement score(s) of DTW-aligned normalized pose sequences ``[..., 34]``.
+
+    The accumulated cost is divided by the warping path's length before the square root, so the
+    result is the RMS per-step distance, independent of the clips' lengths and speeds; for unit
+    pose vectors that is Move Mirror's cosine distance, mapped by ``score_from_distance(., "cosine")``.
+    Shapes as in :func:`dtw`; returns a float for one pair, ``[B]`` float32 for a batch.
+    """
+    xp, cost, n, single = _accumulated(a, b, lengths_a, lengths_b, window, True)
+    n = xp.maximum(n, 1)
+    scores = score_from_distance(xp.sqrt(cost / n), "cosine")
+    return float(scores[0]) if single else scores
+
+
+@numba.njit(cache=True, nogil=True)
+def _dtw_matrix(a, b, window):
+    T, U = a.shape[0], b.shape[0]
+    cost = _cost_matrix(a, b, T, U)
+    acc = np.full((T + 1, U + 1), _INF)
+    acc[0, 0] = 0.0
+    for i in range(T):
+        lo, hi = _band_jit(i, T, U, window)
+        for j in range(lo, hi):
+            acc[i + 1, j + 1] = cost[i, j] + min(acc[i, j], acc[i, j + 1], acc[i + 1, j])
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _backtrack(acc):
+    i, j = acc.shape[0] - 1, acc.shape[1] - 1
+    path = np.empty((i + j, 2), np.int64)
+    n = 0
+    while True:
+        path[n, 0] = i - 1
+        path[n, 1] = j - 1
+        n += 1
+        if i == 1 and j == 1:
+            break
+        # Same predecessor order as the distance kernels: diagonal, up, left.
+        best, di, dj = acc[i - 1, j - 1], 1, 1
+        if acc[i - 1, j] < best:
+            best, di, dj = acc[i - 1, j], 1, 0
+        if acc[i, j - 1] < best:
+            di, dj = 0, 1
+        i -= di
+        j -= dj
+    return path[:n][::-1].copy()
+
+
+def dtw_path(a, b, window=None):
+    """The best warping path of one pair ``[T, D]``, ``[U, D]``.
+
+    Returns ``(path [L, 2] int64 of (i, j) from (0, 0) to (T-1, U-1), distance float)``; the path's
+    summed squared costs are ``distance ** 2``. Uses a ``(T+1) x (U+1)`` float64 matrix on the CPU
+    (CuPy inputs are copied to the host and the path comes back as a CuPy array).
+    """
+    xp, a, b, _, _, window, single = _check_sequences(a, b, None, None, window)
+    if not single:
+        raise ValueError(f"dtw_path: expected one pair [T, D], [U, D], got a batch {list(a.shape)}")
+    acc = _dtw_matrix(to_numpy(a[0]), to_numpy(b[0]), window)
+    if not np.isfinite(acc[-1, -1]):
+        raise ValueError(f"window={window} admits no warping path for lengths {a.shape[1]} and "
+                         f"{b.shape[1]}")
+    return xp.asarray(_backtrack(acc)), float(np.sqrt(acc[-1, -1]))
