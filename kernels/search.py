@@ -1,0 +1,187 @@
+"""Exact top-k nearest-neighbour search over pose vectors, in bounded memory.
+
+CPU: the base is read in chunks; each chunk is one BLAS GEMM against all queries and a numba
+selection that keeps a sorted top-k per query (most candidates cost one comparison). GPU: a fused
+numba-CUDA kernel computes each product and keeps a per-thread top-k in registers, so no [Q, N]
+matrix is ever written; the few per-thread candidates are then merged with CuPy.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+from . import _cuda
+from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas
+
+SEARCH_METRICS = ("ip", "l2")
+#: Bytes of the [Q, chunk] products on the CPU: small enough to stay in cache for the selection.
+CHUNK_BYTES = 4 << 20
+#: Largest k of the fused GPU kernel (per-thread lists live in registers / local memory).
+GPU_MAX_K = 64
+GPU_MAX_DIM = 128
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_chunk(products, base_sqnorms, offset, use_l2, best_keys, best_idx):
+    """Fold one chunk into the running top-k. Keys are "larger is better": q.b for ip and
+    2 q.b - |b|^2 for l2 (= |q|^2 - |q - b|^2, so the order is that of the distances)."""
+    k = best_keys.shape[1]
+    for q in range(products.shape[0]):
+        keys = best_keys[q]
+        idx = best_idx[q]
+        row = products[q]
+        worst = keys[k - 1]
+        for j in range(row.shape[0]):
+            v = np.float32(2.0) * row[j] - base_sqnorms[j] if use_l2 else row[j]
+            if v > worst:
+                pos = k - 1
+                while pos > 0 and keys[pos - 1] < v:
+                    keys[pos] = keys[pos - 1]
+                    idx[pos] = idx[pos - 1]
+                    pos -= 1
+                keys[pos] = v
+                idx[pos] = offset + j
+                worst = keys[k - 1]
+
+
+def _scan_rows(queries, base, start, stop, k, use_l2):
+    """Top-k keys and indices ``[Q, k]`` of ``base[start:stop]`` (one thread's share)."""
+    Q = queries.shape[0]
+    chunk = int(max(1024, CHUNK_BYTES // (4 * Q)))
+    keys = np.full((Q, k), -np.inf, np.float32)
+    idx = np.full((Q, k), -1, np.int64)
+    empty = np.empty(0, np.float32)
+    for lo in range(start, stop, chunk):
+        block = np.ascontiguousarray(base[lo:min(lo + chunk, stop)], dtype=np.float32)
+        products = queries @ block.T
+        sqn = np.einsum("ij,ij->i", block, block) if use_l2 else empty
+        _merge_chunk(products, sqn, lo, use_l2, keys, idx)
+    return keys, idx
+
+
+def _search_cpu(queries, base, k, use_l2):
+    # Each worker thread scans its own share of the base with a single-threaded BLAS: GEMM and
+    # selection then never hand over between two thread pools (whose spinning threads collide).
+    N = base.shape[0]
+    workers = max(1, min(numba.get_num_threads(), N // 4096))
+    bounds = np.linspace(0, N, workers + 1).astype(np.int64)
+    with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda w: _scan_rows(queries, base, bounds[w], bounds[w + 1], k, use_l2),
+                              range(workers)))
+    keys = np.concatenate([p[0] for p in parts], axis=1)
+    idx = np.concatenate([p[1] for p in parts], axis=1)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(keys, order, 1), np.take_along_axis(idx, order, 1)
+
+
+@functools.cache
+def _fused_topk_kernel():
+    cuda = _cuda.cuda()
+    from numba import float32, int64
+
+    @cuda.jit
+    def kernel(queries, base, k, use_l2, out_keys, out_idx):
+        """grid (blocks, Q): each thread scans rows tid, tid + stride, ... for query blockIdx.y."""
+        q = cuda.blockIdx.y
+        dim = queries.shape[1]
+        qv = cuda.shared.array(GPU_MAX_DIM, float32)
+        t = cuda.threadIdx.x
+        while t < dim:
+            qv[t] = queries[q, t]
+            t += cuda.blockDim.x
+        cuda.syncthreads()
+        keys = cuda.local.array(GPU_MAX_K, float32)
+        idx = cuda.local.array(GPU_MAX_K, int64)
+        for s in range(k):
+            keys[s] = -float32(3.0e38)
+            idx[s] = -1
+        worst = keys[k - 1]
+        tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        stride = cuda.gridDim.x * cuda.blockDim.x
+        row = tid
+        while row < base.shape[0]:
+            dot = float32(0.0)
+            sq = float32(0.0)
+            for d in range(dim):
+                x = float32(base[row, d])
+                dot += qv[d] * x
+                sq += x * x
+            v = float32(2.0) * dot - sq if use_l2 else dot
+            if v > worst:
+                pos = k - 1
+                while pos > 0 and keys[pos - 1] < v:
+                    keys[pos] = keys[pos - 1]
+                    idx[pos] = idx[pos - 1]
+                    pos -= 1
+                keys[pos] = v
+                idx[pos] = row
+                worst = keys[k - 1]
+            row += stride
+        for s in range(k):
+            out_keys[q, tid, s] = keys[s]
+            out_idx[q, tid, s] = idx[s]
+
+    return kernel
+
+
+def _search_cuda(queries, base, k, use_l2, blocks=None):
+    """Fused scan on the GPU (NumPy arrays in the simulator); merge of per-thread lists on ``xp``."""
+    xp = array_module(queries)
+    Q, N = queries.shape[0], base.shape[0]
+    threads = _cuda.THREADS_PER_BLOCK
+    if blocks is None:
+        blocks = max(1, min(_cuda.ceil_div(N, threads), 1024))
+    out_keys = xp.empty((Q, blocks * threads, k), dtype=xp.float32)
+    out_idx = xp.empty((Q, blocks * threads, k), dtype=xp.int64)
+    _fused_topk_kernel()[(blocks, Q), threads](queries, base, np.int32(k), bool(use_l2),
+                                               out_keys, out_idx)
+    out_keys = out_keys.reshape(Q, -1)
+    out_idx = out_idx.reshape(Q, -1)
+    order = xp.argsort(-out_keys, axis=1)[:, :k]
+    return xp.take_along_axis(out_keys, order, 1), xp.take_along_axis(out_idx, order, 1)
+
+
+def search_topk(queries, base, k: int, metric: str = "ip"):
+    """Exact k nearest rows of ``base [N, D]`` for each of ``queries [Q, D]``.
+
+    Returns ``(scores [Q, k] float32, indices [Q, k] int64)``, best first: for ``"ip"`` the inner
+    products (descending), for ``"l2"`` the squared Euclidean distances (ascending), as faiss'
+    ``IndexFlatIP`` / ``IndexFlatL2``. When ``k > N`` the missing places hold index -1 and score
+    -inf (ip) / inf (l2). ``base`` may be float16 or float32, and a NumPy memmap: it is read in
+    chunks, so memory stays bounded whatever N. CuPy inputs run the fused GPU kernel (k <= 64).
+    """
+    if metric not in SEARCH_METRICS:
+        raise ValueError(f"metric: expected one of {SEARCH_METRICS}, got {metric!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    xp = array_module(queries, base)
+    queries = check_array(queries, "queries", ndim=(2, 2), xp=xp)
+    if base.ndim != 2 if hasattr(base, "ndim") else True:
+        base = check_array(base, "base", ndim=(2, 2), xp=xp)  # raises with the shape it got
+    if base.dtype not in (np.float16, np.float32):
+        base = check_array(base, "base", ndim=(2, 2), xp=xp)
+    if base.shape[0] == 0:
+        raise ValueError("base: expected at least one row, got shape [0, D]")
+    if base.shape[1] != queries.shape[1]:
+        raise ValueError(f"queries [Q, {queries.shape[1]}] and base [N, {base.shape[1]}]: "
+                         f"expected the same dimension D")
+    use_l2 = metric == "l2"
+    kk = int(min(k, base.shape[0]))
+    if is_gpu_array(queries):
+        if kk > GPU_MAX_K or queries.shape[1] > GPU_MAX_DIM:
+            raise ValueError(f"k={k}, D={queries.shape[1]}: the GPU search supports k <= "
+                             f"{GPU_MAX_K} and D <= {GPU_MAX_DIM}")
+        keys, idx = _search_cuda(queries, xp.ascontiguousarray(base), kk, use_l2)
+    else:
+        keys, idx = _search_cpu(queries, base, kk, use_l2)
+    if kk < k:
+        keys = xp.concatenate([keys, xp.full((keys.shape[0], k - kk), -xp.inf, xp.float32)], 1)
+        idx = xp.concatenate([idx, xp.full((idx.shape[0], k - kk), -1, xp.int64)], 1)
+    if use_l2:
+        qn = (queries * queries).sum(axis=1, keepdims=True)
+        keys = xp.maximum(qn - keys, 0.0)
+    return keys.astype(xp.float32), idx
