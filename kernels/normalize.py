@@ -42,7 +42,7 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
     xy = xp.where(visible[..., None], xy, 0.0)  # NaN-free from here on
 
     if method == "bbox":
-        big = xp.float32(3.0e38)
+        big = xp.float32(1.0e30)  # far outside any image, and hi - lo cannot overflow
         lo = xp.where(visible[..., None], xy, big).min(axis=-2)
         hi = xp.where(visible[..., None], xy, -big).max(axis=-2)
         usable = visible.sum(axis=-1) >= 2

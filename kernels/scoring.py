@@ -72,11 +72,12 @@ def _pose_distances(xp, qv, qw, v, w, metric):
     q_xy = qv.reshape(NUM_KEYPOINTS, 2)
     c_xy = v.reshape(-1, NUM_KEYPOINTS, 2)
     if metric == "cosine":
-        # Cosine over the keypoints visible in both poses.
-        qmask = (qw > 0).astype(xp.float32)
-        cmask = (w > 0).astype(xp.float32)
-        q_xy = q_xy * qmask[:, None]
-        c_xy = c_xy * cmask[..., None]
+        # Cosine over the keypoints visible in both poses, in float64: sqrt(2 (1 - cos)) turns a
+        # float32 rounding of cos near 1 into a visible distance.
+        qmask = (qw > 0).astype(xp.float64)
+        cmask = (w > 0).astype(xp.float64)
+        q_xy = q_xy.astype(xp.float64) * qmask[:, None]
+        c_xy = c_xy.astype(xp.float64) * cmask[..., None]
         dot = c_xy.reshape(-1, 2 * NUM_KEYPOINTS) @ q_xy.reshape(-1)
         qq = cmask @ (q_xy * q_xy).sum(axis=-1)
         cc = ((c_xy * c_xy).sum(axis=-1) * qmask).sum(axis=-1)

@@ -1,0 +1,41 @@
+"""Shared fixtures. Without a GPU, numba-CUDA kernels run in numba's CUDA simulator."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+HAS_GPU = shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidia0")
+if not HAS_GPU:
+    # Must be set before numba.cuda is first imported.
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+try:
+    import cupy
+
+    cupy.zeros(1)  # a CUDA runtime that cannot start a device fails here
+except Exception:  # noqa: BLE001 - any failure means no usable CuPy
+    cupy = None
+
+
+@pytest.fixture(params=["numpy", "cupy"])
+def xp(request):
+    """Run a test body once on NumPy (CPU path) and once on CuPy (GPU path)."""
+    if request.param == "cupy":
+        if cupy is None:
+            pytest.skip("CuPy with a CUDA device is not available on this machine")
+        return cupy
+    return np
+
+
+def asnumpy(x):
+    return cupy.asnumpy(x) if cupy is not None and isinstance(x, cupy.ndarray) else np.asarray(x)
+
+
+def random_poses(rng, n, width=640.0, height=480.0, missing=0.0):
+    """``[n, 17, 3]`` float32 pixel poses with confidences in (0.5, 1], a share ``missing`` at 0."""
+    xy = rng.uniform(0, 1, (n, 17, 2)) * np.array([width, height])
+    conf = rng.uniform(0.5, 1.0, (n, 17, 1))
+    conf[rng.uniform(size=(n, 17, 1)) < missing] = 0.0
+    return np.concatenate([xy, conf], axis=-1).astype(np.float32)

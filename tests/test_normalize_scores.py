@@ -1,0 +1,258 @@
+"""normalize, pose_scores, part_scores, score_from_distance: golden values, properties, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from conftest import asnumpy, random_poses
+from kernels import (SCORE_SCALES, mirror_vectors, normalize, part_scores, pose_scores,
+                     score_from_distance)
+from kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
+
+METRICS = ["cosine", "weighted_l1", "weighted_l2"]
+
+
+def full_pose(rng):
+    return random_poses(rng, 1)[0]
+
+
+# ---------- golden values, computed by hand ----------
+
+def test_bbox_golden_two_keypoints():
+    pose = np.zeros((17, 3), np.float32)
+    pose[0] = (0, 0, 1)
+    pose[1] = (10, 20, 1)
+    vec, w = normalize(pose)
+    # box (0,0)-(10,20) -> square side 20 around (5,10): (-0.25,-0.5), (0.25,0.5); norm sqrt(0.625)
+    expected = np.zeros(34, np.float32)
+    expected[:4] = np.array([-0.25, -0.5, 0.25, 0.5]) / math.sqrt(0.625)
+    np.testing.assert_allclose(vec, expected, atol=1e-6)
+    np.testing.assert_array_equal(w, np.r_[1, 1, np.zeros(15)].astype(np.float32))
+
+
+def test_torso_golden():
+    pose = np.zeros((17, 3), np.float32)
+    pose[KP["left_hip"]] = (90, 100, 1)
+    pose[KP["right_hip"]] = (110, 100, 1)
+    pose[KP["left_shoulder"]] = (90, 60, 1)
+    pose[KP["right_shoulder"]] = (110, 60, 1)
+    vec, w = normalize(pose, method="torso")
+    # centre (100,100), torso length 40: hips (-0.25,0), (0.25,0); shoulders (-0.25,-1), (0.25,-1)
+    rel = np.zeros((17, 2))
+    rel[KP["left_hip"]] = (-0.25, 0)
+    rel[KP["right_hip"]] = (0.25, 0)
+    rel[KP["left_shoulder"]] = (-0.25, -1)
+    rel[KP["right_shoulder"]] = (0.25, -1)
+    np.testing.assert_allclose(vec, rel.ravel() / np.linalg.norm(rel), atol=1e-6)
+
+
+def test_score_mapping_golden():
+    assert float(score_from_distance(0.0, "cosine")) == 100.0
+    assert float(score_from_distance(math.sqrt(2) / 2, "cosine")) == pytest.approx(50.0, abs=1e-4)
+    assert float(score_from_distance(5.0, "cosine")) == 0.0
+    assert float(score_from_distance(math.pi / 4, "angle")) == pytest.approx(50.0, abs=1e-4)
+
+
+def _single_keypoint_vectors(xy, w):
+    v = np.zeros(34, np.float32)
+    v[:2] = xy
+    weights = np.zeros(17, np.float32)
+    weights[0] = w
+    return v, weights
+
+
+def test_weighted_l1_and_l2_golden():
+    qv, qw = _single_keypoint_vectors((1.0, 0.0), 1.0)
+    cv, cw = _single_keypoint_vectors((0.9, 0.05), 0.5)
+    l1 = pose_scores(qv, qw, cv[None], cw[None], metric="weighted_l1")
+    l2 = pose_scores(qv, qw, cv[None], cw[None], metric="weighted_l2")
+    # D_L1 = 0.5 * (0.1 + 0.05) / 0.5 = 0.15; D_L2 = sqrt(0.01 + 0.0025) = 0.111803
+    assert l1[0] == pytest.approx(100 * (1 - 0.15 / 0.4367178), abs=1e-3)
+    assert l2[0] == pytest.approx(100 * (1 - 0.1118034 / 0.3429972), abs=1e-3)
+
+
+def test_cosine_golden():
+    qv, qw = _single_keypoint_vectors((1.0, 0.0), 1.0)
+    cv, cw = _single_keypoint_vectors((0.6, 0.8), 1.0)
+    # cos = 0.6 -> d = sqrt(2 * 0.4)
+    s = pose_scores(qv, qw, cv[None], cw[None], metric="cosine")
+    assert s[0] == pytest.approx(100 * (1 - math.sqrt(0.8) / math.sqrt(2)), abs=1e-3)
+
+
+def test_part_scores_golden_left_arm():
+    q = np.zeros((17, 2), np.float32)
+    c = np.zeros((17, 2), np.float32)
+    q[KP["left_shoulder"]], q[KP["left_elbow"]], q[KP["left_wrist"]] = (0, 0), (1, 0), (2, 0)
+    c[KP["left_shoulder"]], c[KP["left_elbow"]], c[KP["left_wrist"]] = (0, 0), (1, 0), (1, 1)
+    w = np.zeros(17, np.float32)
+    w[[KP["left_shoulder"], KP["left_elbow"], KP["left_wrist"]]] = 1.0
+    scores, valid = part_scores(q.ravel(), w, c.ravel()[None], w[None], return_valid=True)
+    # upper arm 0 off, forearm 90 deg off, elbow angle 90 deg off: mean pi/3 -> 100 (1 - 2/3)
+    left_arm = PART_NAMES.index("left_arm")
+    assert scores[0, left_arm] == pytest.approx(100 / 3, abs=1e-3)
+    assert valid[0].tolist() == [p == left_arm for p in range(6)]
+    assert (scores[0, ~valid[0]] == 0).all()
+
+
+# ---------- properties ----------
+
+pose_arrays = arrays(np.float32, (17, 3), elements=st.floats(0, 1000, width=32))
+
+
+def _with_confidences(pose, mask):
+    pose = pose.copy()
+    pose[:, 2] = np.where(mask, 0.9, 0.0)
+    return pose
+
+
+@settings(max_examples=60, deadline=None)
+@given(pose=pose_arrays, dx=st.floats(-500, 500), dy=st.floats(-500, 500),
+       scale=st.floats(0.2, 5.0), method=st.sampled_from(["bbox", "torso"]))
+def test_normalize_translation_and_scale_invariant(pose, dx, dy, scale, method):
+    pose = _with_confidences(pose, np.ones(17, bool))
+    moved = pose.copy()
+    moved[:, :2] = pose[:, :2] * scale + np.array([dx, dy], np.float32)
+    try:
+        v1, w1 = normalize(pose, method=method)
+    except ValueError:
+        return  # degenerate pose (all keypoints at one point): nothing to compare
+    v2, w2 = normalize(moved, method=method)
+    np.testing.assert_allclose(v1, v2, atol=2e-3)
+    np.testing.assert_array_equal(w1, w2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=pose_arrays, b=pose_arrays,
+       mask_a=arrays(bool, 17), mask_b=arrays(bool, 17), metric=st.sampled_from(METRICS))
+def test_scores_finite_in_range_symmetric(a, b, mask_a, mask_b, metric):
+    a, b = _with_confidences(a, mask_a), _with_confidences(b, mask_b)
+    a[~mask_a, :2] = np.nan  # missing keypoints may carry NaN coordinates
+    try:
+        (va, vb), (wa, wb) = normalize(np.stack([a, b]))
+    except ValueError:
+        return  # neither pose can be normalized: tested in test_normalize_bad_input
+    assert np.isfinite(va).all() and np.isfinite(vb).all()
+    if not (wa > 0).any() or not (wb > 0).any():
+        return
+    s_ab = pose_scores(va, wa, vb[None], wb[None], metric=metric)[0]
+    s_ba = pose_scores(vb, wb, va[None], wa[None], metric=metric)[0]
+    assert 0.0 <= s_ab <= 100.0 and np.isfinite(s_ab)
+    assert s_ab == pytest.approx(s_ba, abs=1e-3)
+    parts = part_scores(va, wa, vb[None], wb[None])
+    assert np.isfinite(parts).all() and (parts >= 0).all() and (parts <= 100).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(pose=pose_arrays, mask=arrays(bool, 17), metric=st.sampled_from(METRICS))
+def test_identical_poses_score_100(pose, mask, metric):
+    pose = _with_confidences(pose, mask)
+    try:
+        v, w = normalize(pose)
+    except ValueError:
+        return
+    assert pose_scores(v, w, v[None], w[None], metric=metric)[0] == pytest.approx(100.0, abs=1e-3)
+    scores, valid = part_scores(v, w, v[None], w[None], return_valid=True)
+    np.testing.assert_allclose(scores[valid], 100.0, atol=1e-3)
+
+
+def test_mirror_option_matches_mirror_image(xp):
+    rng = np.random.default_rng(3)
+    poses = random_poses(rng, 50)
+    mirrored = poses[:, list(FLIP_PERMUTATION)].copy()
+    mirrored[..., 0] = 640.0 - mirrored[..., 0]
+    v, w = normalize(xp.asarray(poses))
+    mv, mw = normalize(xp.asarray(mirrored))
+    # Normalizing the mirrored picture equals mirroring the normalized pose.
+    mv2, mw2 = mirror_vectors(v, w)
+    np.testing.assert_allclose(asnumpy(mv2), asnumpy(mv), atol=1e-5)
+    for metric in METRICS:
+        plain = asnumpy(pose_scores(v[0], w[0], mv[:1], mw[:1], metric=metric))
+        best, flipped = pose_scores(v[0], w[0], mv[:1], mw[:1], metric=metric, mirror=True,
+                                    return_mirrored=True)
+        assert asnumpy(best)[0] == pytest.approx(100.0, abs=1e-3)
+        assert bool(asnumpy(flipped)[0]) and plain[0] < 90
+    parts = asnumpy(part_scores(v[0], w[0], mv[:1], mw[:1], mirror=True))
+    np.testing.assert_allclose(parts, 100.0, atol=1e-3)
+
+
+def test_scores_backends_agree(xp):
+    rng = np.random.default_rng(5)
+    poses = random_poses(rng, 200, missing=0.2)
+    v, w = normalize(xp.asarray(poses))
+    v_cpu, w_cpu = normalize(poses)
+    np.testing.assert_allclose(asnumpy(v), v_cpu, atol=1e-6)
+    for metric in METRICS:
+        got = asnumpy(pose_scores(v[0], w[0], v, w, metric=metric))
+        want = pose_scores(v_cpu[0], w_cpu[0], v_cpu, w_cpu, metric=metric)
+        np.testing.assert_allclose(got, want, atol=1e-3)
+        assert got.dtype == np.float32 and got.shape == (200,)
+    np.testing.assert_allclose(asnumpy(part_scores(v[0], w[0], v, w)),
+                               part_scores(v_cpu[0], w_cpu[0], v_cpu, w_cpu), atol=1e-3)
+
+
+def test_scores_separate_similar_from_different():
+    rng = np.random.default_rng(11)
+    base = random_poses(rng, 1)
+    near = base.copy()
+    near[..., :2] += rng.normal(0, 5, near[..., :2].shape)  # 5 px jitter on a 640x480 frame
+    far = random_poses(rng, 100)
+    v, w = normalize(np.concatenate([base, near, far]))
+    for metric in METRICS:
+        s = pose_scores(v[0], w[0], v[1:], w[1:], metric=metric)
+        assert s[0] > 90 and s[0] > s[1:].max() + 20, metric
+
+
+def test_batch_with_empty_frames_keeps_time_axis():
+    rng = np.random.default_rng(2)
+    poses = random_poses(rng, 4)
+    poses[1, :, 2] = 0.0  # a frame with nobody
+    v, w = normalize(poses)
+    assert v.shape == (4, 34) and (v[1] == 0).all() and (w[1] == 0).all()
+    s = pose_scores(v[0], w[0], v, w)
+    assert s[1] == 0.0 and np.isfinite(s).all()
+
+
+# ---------- bad input ----------
+
+@pytest.mark.parametrize("poses, exc, words", [
+    (np.zeros((17, 2), np.float32), ValueError, "expected shape [..., 17, 3], got shape [17, 2]"),
+    (np.zeros((0, 17, 3), np.float32), ValueError, "non-empty"),
+    (np.zeros((17, 3), np.complex64), TypeError, "complex64"),
+    (np.array([["a"] * 3] * 17), TypeError, "dtype"),
+    (np.zeros((17, 3), np.float32), ValueError, "no pose can be normalized"),
+])
+def test_normalize_bad_input(poses, exc, words):
+    with pytest.raises(exc) as info:
+        normalize(poses)
+    assert words in str(info.value)
+
+
+def test_normalize_bad_method():
+    with pytest.raises(ValueError, match="method: expected one of"):
+        normalize(np.ones((17, 3), np.float32), method="box")
+
+
+def test_pose_scores_bad_input():
+    rng = np.random.default_rng(0)
+    v, w = normalize(random_poses(rng, 3))
+    with pytest.raises(ValueError, match="metric"):
+        pose_scores(v[0], w[0], v, w, metric="euclid")
+    with pytest.raises(ValueError, match=r"expected shape \[\.\.\., 34\]"):
+        pose_scores(v[0], w[0], v[:, :30], w)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = v.copy()
+        bad[1, 3] = np.nan
+        pose_scores(v[0], w[0], bad, w)
+    with pytest.raises(ValueError, match="no visible keypoint"):
+        pose_scores(v[0], np.zeros(17, np.float32), v, w)
+    with pytest.raises(ValueError, match="same poses"):
+        pose_scores(v[0], w[0], v, w[:2])
+    with pytest.raises(ValueError, match="negative"):
+        pose_scores(v[0], w[0], v, -w)
+    with pytest.raises(ValueError, match="kind"):
+        score_from_distance(1.0, "hamming")
+    assert set(SCORE_SCALES) >= set(METRICS) | {"angle"}
