@@ -152,7 +152,8 @@ def search_topk(queries, base, k: int, metric: str = "ip"):
     products (descending), for ``"l2"`` the squared Euclidean distances (ascending), as faiss'
     ``IndexFlatIP`` / ``IndexFlatL2``. When ``k > N`` the missing places hold index -1 and score
     -inf (ip) / inf (l2). ``base`` may be float16 or float32, and a NumPy memmap: it is read in
-    chunks, so memory stays bounded whatever N. CuPy inputs run the fused GPU kernel (k <= 64).
+    chunks, so memory stays bounded whatever N (it is not scanned for NaN: the archive that
+    holds it validates poses when they are written). CuPy inputs run the fused GPU kernel (k <= 64).
     """
     if metric not in SEARCH_METRICS:
         raise ValueError(f"metric: expected one of {SEARCH_METRICS}, got {metric!r}")
@@ -160,12 +161,12 @@ def search_topk(queries, base, k: int, metric: str = "ip"):
         raise ValueError(f"k: expected an integer >= 1, got {k!r}")
     xp = array_module(queries, base)
     queries = check_array(queries, "queries", ndim=(2, 2), xp=xp)
-    if base.ndim != 2 if hasattr(base, "ndim") else True:
-        base = check_array(base, "base", ndim=(2, 2), xp=xp)  # raises with the shape it got
-    if base.dtype not in (np.float16, np.float32):
+    # A float16/float32 base (possibly a memmap of 100M rows) is used as it is, chunk by chunk:
+    # converting or NaN-scanning it up front would cost a full extra pass over it.
+    streamable = (getattr(base, "ndim", 0) == 2 and getattr(base, "dtype", None) in (np.float16, np.float32)
+                  and is_gpu_array(base) == (xp is not np) and base.shape[0] > 0)
+    if not streamable:
         base = check_array(base, "base", ndim=(2, 2), xp=xp)
-    if base.shape[0] == 0:
-        raise ValueError("base: expected at least one row, got shape [0, D]")
     if base.shape[1] != queries.shape[1]:
         raise ValueError(f"queries [Q, {queries.shape[1]}] and base [N, {base.shape[1]}]: "
                          f"expected the same dimension D")

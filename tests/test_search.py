@@ -1,0 +1,82 @@
+"""search_topk against faiss (IndexFlatIP / IndexFlatL2): sorted scores, since ties may reorder."""
+
+import faiss
+import numpy as np
+import pytest
+
+import kernels.search as search_module
+from conftest import asnumpy
+from kernels import search_topk
+
+
+def _unit_rows(rng, n, d=34):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("metric, index", [("ip", faiss.IndexFlatIP), ("l2", faiss.IndexFlatL2)])
+def test_matches_faiss_across_chunks(metric, index, monkeypatch):
+    monkeypatch.setattr(search_module, "CHUNK_BYTES", 4096)  # many chunks, uneven last one
+    rng = np.random.default_rng(0)
+    base = _unit_rows(rng, 20_011)
+    queries = _unit_rows(rng, 7)
+    scores, idx = search_topk(queries, base, 10, metric=metric)
+    ref = index(34)
+    ref.add(base)
+    want_scores, want_idx = ref.search(queries, 10)
+    np.testing.assert_allclose(np.sort(scores, 1), np.sort(want_scores, 1), atol=1e-5)
+    assert (idx == want_idx).mean() > 0.99
+    # indices point at rows that really have those scores
+    rows = base[idx]
+    direct = (rows * queries[:, None]).sum(-1) if metric == "ip" else ((rows - queries[:, None]) ** 2).sum(-1)
+    np.testing.assert_allclose(direct, scores, atol=1e-5)
+
+
+def test_float16_memmap_base_and_exact_hit(tmp_path):
+    rng = np.random.default_rng(1)
+    base = _unit_rows(rng, 5000).astype(np.float16)
+    path = tmp_path / "base.f16"
+    base.tofile(path)
+    mapped = np.memmap(path, dtype=np.float16, mode="r", shape=base.shape)
+    queries = base[[17, 4242]].astype(np.float32)
+    scores, idx = search_topk(queries, mapped, 3, metric="l2")
+    assert idx[:, 0].tolist() == [17, 4242]
+    np.testing.assert_allclose(scores[:, 0], 0.0, atol=1e-6)
+    assert (np.diff(scores, axis=1) >= 0).all()
+
+
+def test_backends_agree(xp):
+    rng = np.random.default_rng(2)
+    base = _unit_rows(rng, 3000)
+    queries = _unit_rows(rng, 4)
+    for metric in ("ip", "l2"):
+        s, i = search_topk(xp.asarray(queries), xp.asarray(base), 5, metric=metric)
+        s_cpu, i_cpu = search_topk(queries, base, 5, metric=metric)
+        np.testing.assert_allclose(asnumpy(s), s_cpu, atol=1e-5)
+        assert asnumpy(i).dtype == np.int64
+
+
+def test_k_larger_than_base_pads_like_faiss():
+    rng = np.random.default_rng(3)
+    base = _unit_rows(rng, 3)
+    s, i = search_topk(base[:1], base, 5)
+    assert i[0, 3:].tolist() == [-1, -1] and np.isinf(s[0, 3:]).all() and i[0, 0] == 0
+    s, i = search_topk(base[:1], base, 5, metric="l2")
+    assert np.isposinf(s[0, 3:]).all()
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(k=0), ValueError, "k: expected an integer >= 1"),
+    (dict(metric="cos"), ValueError, "metric"),
+    (dict(queries=np.zeros((2, 30), np.float32)), ValueError, "same dimension"),
+    (dict(queries=np.zeros(34, np.float32)), ValueError, "2 axes"),
+    (dict(base=np.zeros((0, 34), np.float32)), ValueError, "non-empty"),
+    (dict(queries=np.full((1, 34), np.nan, np.float32)), ValueError, "NaN"),
+    (dict(base=np.zeros((5, 34), np.complex64)), TypeError, "complex64"),
+])
+def test_bad_input(kwargs, exc, words):
+    args = dict(queries=np.zeros((1, 34), np.float32), base=np.ones((5, 34), np.float32), k=2)
+    args.update(kwargs)
+    with pytest.raises(exc) as info:
+        search_topk(**args)
+    assert words in str(info.value)
