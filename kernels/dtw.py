@@ -8,13 +8,9 @@ sweeping the anti-diagonals of the cost matrix (the wavefront).
 
 from __future__ import annotations
 
-import functools
-import math
-
 import numba
 import numpy as np
 
-from . import _cuda
 from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas, to_numpy
 from .scoring import score_from_distance
 
@@ -132,66 +128,6 @@ def _dtw_batch_cpu(a, b, len_a, len_b, window, with_length, out_cost, out_len):
             out_cost[p] = _dtw_one(a[p], b[p], len_a[p], len_b[p], window)
 
 
-@functools.cache
-def _dtw_wavefront_kernel():
-    cuda = _cuda.cuda()
-
-    @cuda.jit
-    def kernel(a, b, len_a, len_b, window, diag_cost, diag_len, out_cost, out_len):
-        """One block per pair; diagonal d holds cells (i, d - i), stored by row i in 3 buffers."""
-        p = cuda.blockIdx.x
-        T = len_a[p]
-        U = len_b[p]
-        ndim = a.shape[2]
-        inf = math.inf
-        for d in range(T + U - 1):
-            cur = d % 3
-            up_buf = (d + 2) % 3  # diagonal d - 1
-            diag_buf = (d + 1) % 3  # diagonal d - 2
-            i = max(0, d - U + 1) + cuda.threadIdx.x
-            i_end = min(T - 1, d)
-            while i <= i_end:
-                j = d - i
-                if window > 0:
-                    inside = (j >= i - max(0, T - U) - window + 1) and (j < i + max(0, U - T) + window)
-                else:
-                    inside = True
-                if inside:
-                    if i == 0 and j == 0:
-                        best = 0.0
-                        n = 0
-                    else:
-                        best = inf
-                        n = 0
-                        if i > 0 and j > 0:
-                            best = diag_cost[p, diag_buf, i - 1]
-                            n = diag_len[p, diag_buf, i - 1]
-                        if i > 0 and diag_cost[p, up_buf, i - 1] < best:
-                            best = diag_cost[p, up_buf, i - 1]
-                            n = diag_len[p, up_buf, i - 1]
-                        if j > 0 and diag_cost[p, up_buf, i] < best:
-                            best = diag_cost[p, up_buf, i]
-                            n = diag_len[p, up_buf, i]
-                    s = 0.0
-                    for k in range(ndim):
-                        t = a[p, i, k] - b[p, j, k]
-                        s += t * t
-                    diag_cost[p, cur, i] = best + s
-                    diag_len[p, cur, i] = n + 1
-                else:
-                    diag_cost[p, cur, i] = inf
-                    diag_len[p, cur, i] = 0
-                i += cuda.blockDim.x
-            # Every thread of the block runs the same number of diagonals: no divergent barrier.
-            cuda.syncthreads()
-        if cuda.threadIdx.x == 0:
-            last = (T + U - 2) % 3
-            out_cost[p] = diag_cost[p, last, T - 1]
-            out_len[p] = diag_len[p, last, T - 1]
-
-    return kernel
-
-
 def _dtw_cuda(a, b, len_a, len_b, window):
     """Accumulated costs and path lengths ``[B]`` on the GPU (or NumPy arrays in the simulator)."""
     xp = array_module(a)
@@ -200,8 +136,10 @@ def _dtw_cuda(a, b, len_a, len_b, window):
     diag_len = xp.empty((B, 3, T), dtype=xp.int32)
     out_cost = xp.empty(B, dtype=xp.float32)
     out_len = xp.empty(B, dtype=xp.int32)
-    threads = min(_cuda.THREADS_PER_BLOCK, max(32, _cuda.ceil_div(T, 32) * 32))
-    _dtw_wavefront_kernel()[B, threads](a, b, len_a, len_b, np.int32(window), diag_cost, diag_len,
+    from . import _cuda_kernels
+
+    threads = min(_cuda_kernels.THREADS_PER_BLOCK, max(32, _cuda_kernels.ceil_div(T, 32) * 32))
+    _cuda_kernels.dtw_wavefront[B, threads](a, b, len_a, len_b, np.int32(window), diag_cost, diag_len,
                                         out_cost, out_len)
     return out_cost, out_len
 

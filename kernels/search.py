@@ -8,21 +8,16 @@ matrix is ever written; the few per-thread candidates are then merged with CuPy.
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from . import _cuda
 from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas
 
 SEARCH_METRICS = ("ip", "l2")
 #: Bytes of the [Q, chunk] products on the CPU: small enough to stay in cache for the selection.
 CHUNK_BYTES = 4 << 20
-#: Largest k of the fused GPU kernel (per-thread lists live in registers / local memory).
-GPU_MAX_K = 64
-GPU_MAX_DIM = 128
 
 
 @numba.njit(cache=True, nogil=True)
@@ -78,66 +73,18 @@ def _search_cpu(queries, base, k, use_l2):
     return np.take_along_axis(keys, order, 1), np.take_along_axis(idx, order, 1)
 
 
-@functools.cache
-def _fused_topk_kernel():
-    cuda = _cuda.cuda()
-    from numba import float32, int64
-
-    @cuda.jit
-    def kernel(queries, base, k, use_l2, out_keys, out_idx):
-        """grid (blocks, Q): each thread scans rows tid, tid + stride, ... for query blockIdx.y."""
-        q = cuda.blockIdx.y
-        dim = queries.shape[1]
-        qv = cuda.shared.array(GPU_MAX_DIM, float32)
-        t = cuda.threadIdx.x
-        while t < dim:
-            qv[t] = queries[q, t]
-            t += cuda.blockDim.x
-        cuda.syncthreads()
-        keys = cuda.local.array(GPU_MAX_K, float32)
-        idx = cuda.local.array(GPU_MAX_K, int64)
-        for s in range(k):
-            keys[s] = -float32(3.0e38)
-            idx[s] = -1
-        worst = keys[k - 1]
-        tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-        stride = cuda.gridDim.x * cuda.blockDim.x
-        row = tid
-        while row < base.shape[0]:
-            dot = float32(0.0)
-            sq = float32(0.0)
-            for d in range(dim):
-                x = float32(base[row, d])
-                dot += qv[d] * x
-                sq += x * x
-            v = float32(2.0) * dot - sq if use_l2 else dot
-            if v > worst:
-                pos = k - 1
-                while pos > 0 and keys[pos - 1] < v:
-                    keys[pos] = keys[pos - 1]
-                    idx[pos] = idx[pos - 1]
-                    pos -= 1
-                keys[pos] = v
-                idx[pos] = row
-                worst = keys[k - 1]
-            row += stride
-        for s in range(k):
-            out_keys[q, tid, s] = keys[s]
-            out_idx[q, tid, s] = idx[s]
-
-    return kernel
-
-
 def _search_cuda(queries, base, k, use_l2, blocks=None):
     """Fused scan on the GPU (NumPy arrays in the simulator); merge of per-thread lists on ``xp``."""
     xp = array_module(queries)
     Q, N = queries.shape[0], base.shape[0]
-    threads = _cuda.THREADS_PER_BLOCK
+    from . import _cuda_kernels
+
+    threads = _cuda_kernels.THREADS_PER_BLOCK
     if blocks is None:
-        blocks = max(1, min(_cuda.ceil_div(N, threads), 1024))
+        blocks = max(1, min(_cuda_kernels.ceil_div(N, threads), 1024))
     out_keys = xp.empty((Q, blocks * threads, k), dtype=xp.float32)
     out_idx = xp.empty((Q, blocks * threads, k), dtype=xp.int64)
-    _fused_topk_kernel()[(blocks, Q), threads](queries, base, np.int32(k), bool(use_l2),
+    _cuda_kernels.fused_topk[(blocks, Q), threads](queries, base, np.int32(k), bool(use_l2),
                                                out_keys, out_idx)
     out_keys = out_keys.reshape(Q, -1)
     out_idx = out_idx.reshape(Q, -1)
@@ -173,6 +120,8 @@ def search_topk(queries, base, k: int, metric: str = "ip"):
     use_l2 = metric == "l2"
     kk = int(min(k, base.shape[0]))
     if is_gpu_array(queries):
+        from ._cuda_kernels import GPU_MAX_DIM, GPU_MAX_K
+
         if kk > GPU_MAX_K or queries.shape[1] > GPU_MAX_DIM:
             raise ValueError(f"k={k}, D={queries.shape[1]}: the GPU search supports k <= "
                              f"{GPU_MAX_K} and D <= {GPU_MAX_DIM}")

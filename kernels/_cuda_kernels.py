@@ -1,0 +1,116 @@
+"""numba-CUDA kernels, as plain module-level functions.
+
+Compiled on first launch, so importing this module needs no GPU. With ``NUMBA_ENABLE_CUDASIM=1``
+(set by the tests on machines without one) they run in numba's CUDA simulator on NumPy arrays.
+Every ``syncthreads`` is reached by all threads of a block the same number of times.
+"""
+
+import math
+
+from numba import cuda, float32, int64
+
+THREADS_PER_BLOCK = 128
+#: Largest k of the fused top-k scan (per-thread lists live in registers / local memory).
+GPU_MAX_K = 64
+GPU_MAX_DIM = 128
+
+
+def ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+@cuda.jit
+def dtw_wavefront(a, b, len_a, len_b, window, diag_cost, diag_len, out_cost, out_len):
+    """One block per pair; diagonal d holds cells (i, d - i), stored by row i in 3 buffers."""
+    p = cuda.blockIdx.x
+    T = len_a[p]
+    U = len_b[p]
+    ndim = a.shape[2]
+    inf = math.inf
+    for d in range(T + U - 1):
+        cur = d % 3
+        up_buf = (d + 2) % 3  # diagonal d - 1
+        diag_buf = (d + 1) % 3  # diagonal d - 2
+        i = max(0, d - U + 1) + cuda.threadIdx.x
+        i_end = min(T - 1, d)
+        while i <= i_end:
+            j = d - i
+            if window > 0:
+                inside = (j >= i - max(0, T - U) - window + 1) and (j < i + max(0, U - T) + window)
+            else:
+                inside = True
+            if inside:
+                if i == 0 and j == 0:
+                    best = 0.0
+                    n = 0
+                else:
+                    best = inf
+                    n = 0
+                    if i > 0 and j > 0:
+                        best = diag_cost[p, diag_buf, i - 1]
+                        n = diag_len[p, diag_buf, i - 1]
+                    if i > 0 and diag_cost[p, up_buf, i - 1] < best:
+                        best = diag_cost[p, up_buf, i - 1]
+                        n = diag_len[p, up_buf, i - 1]
+                    if j > 0 and diag_cost[p, up_buf, i] < best:
+                        best = diag_cost[p, up_buf, i]
+                        n = diag_len[p, up_buf, i]
+                s = 0.0
+                for k in range(ndim):
+                    t = a[p, i, k] - b[p, j, k]
+                    s += t * t
+                diag_cost[p, cur, i] = best + s
+                diag_len[p, cur, i] = n + 1
+            else:
+                diag_cost[p, cur, i] = inf
+                diag_len[p, cur, i] = 0
+            i += cuda.blockDim.x
+        # Every thread of the block runs the same number of diagonals: no divergent barrier.
+        cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        last = (T + U - 2) % 3
+        out_cost[p] = diag_cost[p, last, T - 1]
+        out_len[p] = diag_len[p, last, T - 1]
+
+
+@cuda.jit
+def fused_topk(queries, base, k, use_l2, out_keys, out_idx):
+    """grid (blocks, Q): each thread scans rows tid, tid + stride, ... for query blockIdx.y."""
+    q = cuda.blockIdx.y
+    dim = queries.shape[1]
+    qv = cuda.shared.array(GPU_MAX_DIM, float32)
+    t = cuda.threadIdx.x
+    while t < dim:
+        qv[t] = queries[q, t]
+        t += cuda.blockDim.x
+    cuda.syncthreads()
+    keys = cuda.local.array(GPU_MAX_K, float32)
+    idx = cuda.local.array(GPU_MAX_K, int64)
+    for s in range(k):
+        keys[s] = -float32(3.0e38)
+        idx[s] = -1
+    worst = keys[k - 1]
+    tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    stride = cuda.gridDim.x * cuda.blockDim.x
+    row = tid
+    while row < base.shape[0]:
+        dot = float32(0.0)
+        sq = float32(0.0)
+        for d in range(dim):
+            x = float32(base[row, d])
+            dot += qv[d] * x
+            sq += x * x
+        v = float32(2.0) * dot - sq if use_l2 else dot
+        if v > worst:
+            pos = k - 1
+            while pos > 0 and keys[pos - 1] < v:
+                keys[pos] = keys[pos - 1]
+                idx[pos] = idx[pos - 1]
+                pos -= 1
+            keys[pos] = v
+            idx[pos] = row
+            worst = keys[k - 1]
+        row += stride
+    for s in range(k):
+        out_keys[q, tid, s] = keys[s]
+        out_idx[q, tid, s] = idx[s]

@@ -1,0 +1,45 @@
+"""numba-CUDA kernels: on a GPU when present, otherwise in numba's CUDA simulator on small inputs.
+
+The kernels are called through their launchers with NumPy arrays (the simulator's device arrays);
+on a real GPU the public functions run them on CuPy arrays (tests with the ``xp`` fixture).
+"""
+
+import numpy as np
+import pytest
+from dtaidistance import dtw_ndim
+
+from conftest import HAS_GPU
+from kernels import dtw, search_topk
+from kernels.dtw import _dtw_cuda
+from kernels.search import _search_cuda
+
+pytestmark = pytest.mark.skipif(HAS_GPU, reason="on a GPU the xp=cupy tests run these kernels")
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_wavefront_dtw_in_simulator(window):
+    rng = np.random.default_rng(0)
+    B, T, U, D = 3, 9, 7, 4
+    a = rng.standard_normal((B, T, D)).astype(np.float32)
+    b = rng.standard_normal((B, U, D)).astype(np.float32)
+    la = np.array([9, 4, 1], np.int32)
+    lb = np.array([7, 7, 3], np.int32)
+    cost, length = _dtw_cuda(a, b, la, lb, window)
+    want = [dtw_ndim.distance(a[p, :la[p]].astype(float), b[p, :lb[p]].astype(float),
+                              window=window or None) for p in range(B)]
+    np.testing.assert_allclose(np.sqrt(cost), want, rtol=1e-5)
+    cpu = dtw(a, b, window=window or None, lengths_a=la, lengths_b=lb)
+    np.testing.assert_allclose(np.sqrt(cost), cpu, rtol=1e-5)
+    assert (length >= np.maximum(la, lb)).all() and (length <= la + lb - 1).all()
+
+
+@pytest.mark.parametrize("use_l2", [False, True])
+def test_fused_topk_in_simulator(use_l2):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 6)).astype(np.float32)
+    queries = rng.standard_normal((2, 6)).astype(np.float32)
+    keys, idx = _search_cuda(queries, base, 4, use_l2, blocks=2)
+    want_scores, want_idx = search_topk(queries, base, 4, metric="l2" if use_l2 else "ip")
+    assert idx.tolist() == want_idx.tolist()
+    got = (queries ** 2).sum(1, keepdims=True) - keys if use_l2 else keys
+    np.testing.assert_allclose(got, want_scores, atol=1e-4)
