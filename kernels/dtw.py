@@ -17,14 +17,12 @@ from .scoring import score_from_distance
 _INF = np.inf
 
 
+@numba.njit(cache=True, inline="always")
 def _band(i, T, U, window):
     """Columns ``[lo, hi)`` of row ``i`` inside dtaidistance's window (window <= 0: no window)."""
     if window <= 0:
         return 0, U
     return max(0, i - max(0, T - U) - window + 1), min(U, i + max(0, U - T) + window)
-
-
-_band_jit = numba.njit(cache=True, inline="always")(_band)
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
@@ -78,7 +76,7 @@ def _dtw_one(a, b, T, U, window):
     cur = np.full(U + 1, _INF)
     prev[0] = 0.0
     for i in range(T):
-        lo, hi = _band_jit(i, T, U, window)
+        lo, hi = _band(i, T, U, window)
         if window > 0:
             cur[:] = _INF
         c = cost[i]
@@ -101,7 +99,7 @@ def _dtw_one_with_length(a, b, T, U, window):
     cur_len = np.zeros(U + 1, np.int64)
     prev[0] = 0.0
     for i in range(T):
-        lo, hi = _band_jit(i, T, U, window)
+        lo, hi = _band(i, T, U, window)
         if window > 0:
             cur[:] = _INF
         c = cost[i]
@@ -239,7 +237,7 @@ def _dtw_matrix(a, b, window):
     acc = np.full((T + 1, U + 1), _INF)
     acc[0, 0] = 0.0
     for i in range(T):
-        lo, hi = _band_jit(i, T, U, window)
+        lo, hi = _band(i, T, U, window)
         for j in range(lo, hi):
             acc[i + 1, j + 1] = _exact_cost(cost[i, j], a, i, b, j) + min(acc[i, j], acc[i, j + 1], acc[i + 1, j])
     return acc
