@@ -127,6 +127,8 @@ def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "c
 
 
 _LIMBS, _JOINTS, _LIMB_PART, _JOINT_PART = part_terms()
+# [terms, 6] one-hot: which part each limb-direction / joint-angle term belongs to.
+_TERM_PART = np.eye(NUM_PARTS, dtype=np.float32)[np.concatenate([_LIMB_PART, _JOINT_PART])]
 
 
 def _wrapped_abs(angle_diff, xp):
@@ -157,9 +159,7 @@ def _part_distances(xp, qv, qw, v, w):
                             _wrapped_abs(joint_angles(c) - joint_angles(q), xp)], axis=-1)
     tw = xp.concatenate([term_weight(qw[limbs], w[:, limbs]),
                          term_weight(qw[joints], w[:, joints])], axis=-1)
-    assign = np.zeros((len(_LIMBS) + len(_JOINTS), NUM_PARTS), np.float32)
-    assign[np.arange(assign.shape[0]), np.concatenate([_LIMB_PART, _JOINT_PART])] = 1.0
-    assign = xp.asarray(assign)
+    assign = xp.asarray(_TERM_PART)
     total = tw @ assign
     return (tw * diffs) @ assign / xp.where(total > 0, total, 1.0), total > 0
 
