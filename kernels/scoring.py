@@ -138,7 +138,7 @@ def _wrapped_abs(angle_diff, xp):
 
 def _part_distances(xp, qv, qw, v, w):
     """Mean angular difference per part ``[N, 6]`` (radians) and the total term weight per part."""
-    q = qv.reshape(NUM_KEYPOINTS, 2)
+    q = qv.reshape(qv.shape[:-1] + (NUM_KEYPOINTS, 2))
     c = v.reshape(-1, NUM_KEYPOINTS, 2)
     limbs, joints = xp.asarray(_LIMBS), xp.asarray(_JOINTS)
 
@@ -155,10 +155,11 @@ def _part_distances(xp, qv, qw, v, w):
     def term_weight(qw_terms, w_terms):
         return qw_terms.min(axis=-1) * w_terms.min(axis=-1)
 
+    # The query is one pose [17, 2] or one pose per candidate [N, 17, 2] (paired scoring).
     diffs = xp.concatenate([_wrapped_abs(directions(c) - directions(q), xp),
                             _wrapped_abs(joint_angles(c) - joint_angles(q), xp)], axis=-1)
-    tw = xp.concatenate([term_weight(qw[limbs], w[:, limbs]),
-                         term_weight(qw[joints], w[:, joints])], axis=-1)
+    tw = xp.concatenate([term_weight(qw[..., limbs], w[:, limbs]),
+                         term_weight(qw[..., joints], w[:, joints])], axis=-1)
     assign = xp.asarray(_TERM_PART)
     total = tw @ assign
     return (tw * diffs) @ assign / xp.where(total > 0, total, 1.0), total > 0
@@ -196,3 +197,32 @@ def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
         valid = xp.where(pick[:, None], mvalid, valid)
     scores = scores.astype(xp.float32).reshape(lead + (NUM_PARTS,))
     return (scores, valid.reshape(lead + (NUM_PARTS,))) if return_valid else scores
+
+
+def aligned_part_scores(vectors_a, weights_a, vectors_b, weights_b, path):
+    """Part scores along an alignment: pose ``a[i]`` against ``b[j]`` for each ``(i, j)`` of ``path``.
+
+    ``vectors_* [T|U, 34]``, ``weights_* [T|U, 17]`` normalized sequences, ``path [L, 2]`` integer
+    (e.g. from :func:`kernels.dtw_path`). Returns ``(per_step [L, 6] float32, overall [6] float32,
+    valid [L, 6] bool)``: ``overall`` averages each part over the steps where it could be scored
+    (0 for a part never seen in both poses). Same angle-based distance and mapping as
+    :func:`part_scores`.
+    """
+    xp = array_module(vectors_a, weights_a, vectors_b, weights_b, path)
+    va = check_array(vectors_a, "vectors_a", trailing=(2 * NUM_KEYPOINTS,), ndim=(2, 2), xp=xp)
+    wa = check_array(weights_a, "weights_a", trailing=(NUM_KEYPOINTS,), ndim=(2, 2), xp=xp)
+    vb = check_array(vectors_b, "vectors_b", trailing=(2 * NUM_KEYPOINTS,), ndim=(2, 2), xp=xp)
+    wb = check_array(weights_b, "weights_b", trailing=(NUM_KEYPOINTS,), ndim=(2, 2), xp=xp)
+    steps = check_array(path, "path", trailing=(2,), ndim=(2, 2), xp=xp, dtype=np.int64)
+    if va.shape[0] != wa.shape[0] or vb.shape[0] != wb.shape[0]:
+        raise ValueError(f"vectors and weights must have the same length: a {va.shape[0]} / "
+                         f"{wa.shape[0]}, b {vb.shape[0]} / {wb.shape[0]}")
+    if steps.shape[0] and (int(steps.min()) < 0 or int(steps[:, 0].max()) >= va.shape[0]
+                           or int(steps[:, 1].max()) >= vb.shape[0]):
+        raise ValueError(f"path: indices outside the sequences of lengths {va.shape[0]} and {vb.shape[0]}")
+    i, j = steps[:, 0], steps[:, 1]
+    dist, valid = _part_distances(xp, va[i], wa[i], vb[j], wb[j])
+    per_step = xp.where(valid, score_from_distance(dist, "angle"), 0.0).astype(xp.float32)
+    counts = valid.sum(axis=0)
+    overall = xp.where(counts > 0, per_step.sum(axis=0) / xp.maximum(counts, 1), 0.0).astype(xp.float32)
+    return per_step, overall, valid

@@ -39,3 +39,18 @@ def random_poses(rng, n, width=640.0, height=480.0, missing=0.0):
     conf = rng.uniform(0.5, 1.0, (n, 17, 1))
     conf[rng.uniform(size=(n, 17, 1)) < missing] = 0.0
     return np.concatenate([xy, conf], axis=-1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def archive_root(tmp_path_factory):
+    """The folder under which the test server may load archives."""
+    return tmp_path_factory.mktemp("archives")
+
+
+@pytest.fixture(scope="session")
+def triton_server(archive_root):
+    """The embedded Triton server on free loopback ports, every model loaded; stopped at the end."""
+    from engine.server import TritonServer
+
+    with TritonServer(archive_root=archive_root) as server:
+        yield server

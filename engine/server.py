@@ -1,0 +1,262 @@
+"""The embedded Triton Inference Server: the real ``tritonserver`` binary from the nvidia-pytriton wheel.
+
+``TritonServer`` starts it on loopback with our ``model_repository/``, free (or given) ports and the
+python backend stub built for the running Python, waits until every model is ready, and stops it
+with its whole process group (the python backend stubs included). The child also gets SIGTERM if
+this process dies, so an interrupted parent leaves no orphan server behind.
+
+    with TritonServer() as server:
+        client = PoseScoreClient(server.grpc_url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
+LOOPBACK = "127.0.0.1"
+# Environment variable the search model reads: archives may only be loaded from under this folder.
+ARCHIVE_ROOT_ENV = "POSESCORE_ARCHIVE_ROOT"
+
+
+class ServerError(RuntimeError):
+    """The server could not be started, or died; the message carries the tail of its log."""
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError(f"the package {name!r} is not installed; run `make install`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def triton_distribution() -> Path:
+    """Folder of the Triton server shipped in the nvidia-pytriton wheel (bin/, backends/, stubs)."""
+    path = _package_dir("pytriton") / "tritonserver"
+    if not (path / "bin" / "tritonserver").exists():
+        raise ServerError(f"no tritonserver binary under {path}; reinstall nvidia-pytriton")
+    return path
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free on ``host`` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM when the parent dies; own process group."""
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _prepare_backends(runtime_dir: Path) -> Path:
+    """A backend folder whose python backend uses the stub built for this Python version."""
+    dist = triton_distribution()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerError(f"nvidia-pytriton has no python backend stub for Python {version}")
+    python_dir = runtime_dir / "backends" / "python"
+    python_dir.mkdir(parents=True)
+    for item in (dist / "backends" / "python").iterdir():
+        if item.name != "__pycache__":
+            (python_dir / item.name).symlink_to(item)
+    shutil.copy2(stub, python_dir / "triton_python_backend_stub")
+    return runtime_dir / "backends"
+
+
+def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver and its python stubs.
+
+    The stub embeds libpython: the running interpreter's own library comes first on the library
+    path, and its bin folder first on PATH so that the embedded interpreter finds this virtual
+    environment's site-packages, where posescore (kernels, engine) is installed.
+    """
+    env = dict(os.environ)
+    libs = [sysconfig.get_config_var("LIBDIR") or "", str(_package_dir("pytriton").parent / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    env.setdefault("YOLO_OFFLINE", "1")
+    env.update(extra or {})
+    return env
+
+
+class TritonServer:
+    """A tritonserver process serving ``model_repository`` on loopback.
+
+    Ports left as None are picked free. ``models`` limits loading to the named models (explicit
+    model control); by default every model in the repository is loaded. ``archive_root`` is the
+    folder under which the search model may load archives (default: the current directory).
+    """
+
+    def __init__(
+        self,
+        model_repository: str | Path = DEFAULT_MODEL_REPOSITORY,
+        *,
+        host: str = LOOPBACK,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        models: Sequence[str] | None = None,
+        archive_root: str | Path | None = None,
+        startup_timeout: float = 180.0,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        if not self.model_repository.is_dir():
+            raise ServerError(f"model repository {self.model_repository} is not a folder")
+        self.host = host
+        self.grpc_port = grpc_port or free_port(host)
+        self.http_port = http_port or free_port(host)
+        self.metrics_port = metrics_port or free_port(host)
+        self.models = list(models) if models is not None else None
+        self.archive_root = Path(archive_root or os.getcwd()).resolve()
+        self.startup_timeout = startup_timeout
+        self.log_verbose = log_verbose
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(env or {})
+        self.process: subprocess.Popen | None = None
+        self._runtime_dir: Path | None = None
+
+    # -- addresses --------------------------------------------------------------------------
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._runtime_dir / "tritonserver.log" if self._runtime_dir else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's log ('' before start)."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- life cycle -------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        assert self._runtime_dir is not None
+        cmd = [
+            str(triton_distribution() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self._runtime_dir / 'backends'}",
+            f"--cache-directory={triton_distribution() / 'caches'}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            "--exit-on-error=true", "--strict-readiness=true",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        if self.models is not None:
+            cmd.append("--model-control-mode=explicit")
+            cmd += [f"--load-model={name}" for name in self.models]
+        return cmd + self.extra_args
+
+    def start(self) -> "TritonServer":
+        """Start the server and wait until it and every model is ready (raises ServerError)."""
+        if self.process is not None:
+            raise ServerError("server already started")
+        self._runtime_dir = Path(tempfile.mkdtemp(prefix="posescore-triton-"))
+        _prepare_backends(self._runtime_dir)
+        env = server_environment({ARCHIVE_ROOT_ENV: str(self.archive_root), **self.extra_env})
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self._runtime_dir, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            tail = self.log_tail()
+            self.stop()
+            raise ServerError(f"tritonserver did not become ready; its log ends with:\n{tail}") from None
+        return self
+
+    def _wait_ready(self) -> None:
+        import tritonclient.grpc as grpcclient
+
+        deadline = time.monotonic() + self.startup_timeout
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServerError(f"tritonserver exited with code {self.process.returncode}")
+                with contextlib.suppress(Exception):
+                    if client.is_server_ready():
+                        return
+                time.sleep(0.2)
+            raise ServerError(f"tritonserver not ready after {self.startup_timeout:.0f} s")
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server and every process of its group; idempotent."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if process is not None:
+            # The stubs are in the same group; make sure none outlives the server.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if self._runtime_dir is not None:
+            keep = os.environ.get("POSESCORE_KEEP_SERVER_LOG")
+            if keep:
+                with contextlib.suppress(OSError):
+                    shutil.copy2(self.log_path, keep)
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            self._runtime_dir = None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def server_url(url: str | None, **server_options) -> Iterator[str]:
+    """Yield ``url`` when given; otherwise start an embedded server for the block and yield its URL."""
+    if url:
+        yield url
+        return
+    with TritonServer(**server_options) as server:
+        yield server.grpc_url

@@ -1,0 +1,362 @@
+"""Pre- and post-processing of the YOLO11n-pose ONNX model, as array functions.
+
+``letterbox`` turns uint8 RGB frames into the model's input, the way ultralytics' predictor does
+(``LetterBox(auto=True)``: keep the aspect ratio, pad to a multiple of the stride with grey 114);
+``decode_poses`` turns the raw output ``[B, 56, anchors]`` into people, the way ultralytics'
+``non_max_suppression`` + ``scale_boxes`` / ``scale_coords`` do for the pose task (one class,
+score threshold, greedy NMS, mapped back to the original pixels and clipped to the frame).
+
+The model itself runs elsewhere (Triton, or onnxruntime in tests): nothing here reads files.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._backend import array_module, check_array, to_numpy
+from .skeleton import NUM_KEYPOINTS
+
+#: Rows of the raw model output: box cx, cy, w, h, person score, then 17 x (x, y, confidence).
+OUTPUT_ROWS = 5 + 3 * NUM_KEYPOINTS
+#: Grey level of the letterbox border (ultralytics' ``padding_value``).
+PAD_VALUE = 114
+#: At most this many candidates (best scores first) enter NMS, as ultralytics' ``max_nms``.
+MAX_NMS = 30000
+
+
+# --------------------------------------------------------------------------------------------
+# letterbox
+
+
+def letterbox_geometry(height: int, width: int, size: int = 640, stride: int = 32):
+    """ultralytics' ``LetterBox(new_shape=size, auto=True, stride=stride)`` geometry for one frame.
+
+    Returns ``(gain, (new_h, new_w), (top, bottom, left, right))``: the scale ratio, the resized
+    size, and the border on each side; the letterboxed image is ``new_h + top + bottom`` by
+    ``new_w + left + right``. Python's ``round`` (half to even) as in ultralytics.
+    """
+    r = min(size / height, size / width)
+    new_w, new_h = max(round(width * r), 1), max(round(height * r), 1)
+    dw, dh = (size - new_w) % stride / 2, (size - new_h) % stride / 2
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    return r, (new_h, new_w), (top, bottom, left, right)
+
+
+def _source_taps(n_src: int, n_dst: int):
+    """cv2.INTER_LINEAR taps along one axis: ``(i0, i1, w1)`` int32/int32/float32 ``[n_dst]``.
+
+    Half-pixel centres, ``src = (dst + 0.5) * n_src / n_dst - 0.5`` clamped to ``[0, n_src - 1]``;
+    the value is ``(1 - w1) * p[i0] + w1 * p[i1]``. Same arithmetic as the GPU kernel below.
+    """
+    f = (np.arange(n_dst, dtype=np.float64) + 0.5) * (n_src / n_dst) - 0.5
+    f = np.clip(f, 0.0, n_src - 1)
+    i0 = np.floor(f)
+    w1 = (f - i0).astype(np.float32)
+    i0 = i0.astype(np.int32)
+    i1 = np.minimum(i0 + 1, n_src - 1).astype(np.int32)
+    return i0, i1, w1
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _letterbox_cpu(frames, y0, y1, wy, x0, x1, wx, top, left, out):
+    """Resize (bilinear) + pad + HWC->CHW + /255 in one pass; one output row per iteration."""
+    B = frames.shape[0]
+    h = out.shape[2]
+    w = out.shape[3]
+    new_h = y0.shape[0]
+    new_w = x0.shape[0]
+    pad = np.float32(PAD_VALUE / 255.0)
+    inv = np.float32(1.0 / 255.0)
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    for row in numba.prange(B * h):
+        b = row // h
+        y = row - b * h
+        yy = y - top
+        if yy < 0 or yy >= new_h:
+            for c in range(3):
+                for x in range(w):
+                    out[b, c, y, x] = pad
+            continue
+        r0 = y0[yy]
+        r1 = y1[yy]
+        fy = wy[yy]
+        for x in range(w):
+            xx = x - left
+            if xx < 0 or xx >= new_w:
+                for c in range(3):
+                    out[b, c, y, x] = pad
+                continue
+            c0 = x0[xx]
+            c1 = x1[xx]
+            fx = wx[xx]
+            for c in range(3):
+                a = np.float32(frames[b, r0, c0, c]) * (one - fx) + np.float32(frames[b, r0, c1, c]) * fx
+                d = np.float32(frames[b, r1, c0, c]) * (one - fx) + np.float32(frames[b, r1, c1, c]) * fx
+                v = a * (one - fy) + d * fy
+                out[b, c, y, x] = np.floor(v + half) * inv  # a uint8 level, as cv2 gives
+
+
+_GPU_LETTERBOX_SOURCE = r"""
+long long k = i;
+const int x = (int)(k % w); k /= w;
+const int y = (int)(k % h); k /= h;
+const int c = (int)(k % 3);
+const long long b = k / 3;
+const int yy = y - top, xx = x - left;
+float v = (float)PAD_VALUE;
+if (yy >= 0 && yy < new_h && xx >= 0 && xx < new_w) {
+    double sy = (yy + 0.5) * ((double)H / new_h) - 0.5;
+    double sx = (xx + 0.5) * ((double)W / new_w) - 0.5;
+    sy = fmin(fmax(sy, 0.0), (double)(H - 1));
+    sx = fmin(fmax(sx, 0.0), (double)(W - 1));
+    const int r0 = (int)floor(sy), c0 = (int)floor(sx);
+    const int r1 = min(r0 + 1, H - 1), c1 = min(c0 + 1, W - 1);
+    const float fy = (float)(sy - r0), fx = (float)(sx - c0);
+    const long long base = b * H;
+    const float p00 = frames[((base + r0) * W + c0) * 3 + c];
+    const float p01 = frames[((base + r0) * W + c1) * 3 + c];
+    const float p10 = frames[((base + r1) * W + c0) * 3 + c];
+    const float p11 = frames[((base + r1) * W + c1) * 3 + c];
+    const float a = __fadd_rn(__fmul_rn(p00, 1.0f - fx), __fmul_rn(p01, fx));
+    const float d = __fadd_rn(__fmul_rn(p10, 1.0f - fx), __fmul_rn(p11, fx));
+    v = floorf(__fadd_rn(__fadd_rn(__fmul_rn(a, 1.0f - fy), __fmul_rn(d, fy)), 0.5f));
+}
+out = v * (1.0f / 255.0f);
+""".replace("PAD_VALUE", str(PAD_VALUE))
+
+_gpu_letterbox_kernel = None
+
+
+def _letterbox_gpu(cp, frames, new_h, new_w, top, left, h, w):
+    global _gpu_letterbox_kernel
+    if _gpu_letterbox_kernel is None:
+        _gpu_letterbox_kernel = cp.ElementwiseKernel(
+            "raw uint8 frames, int32 H, int32 W, int32 new_h, int32 new_w, int32 top, int32 left, "
+            "int32 h, int32 w",
+            "float32 out",
+            _GPU_LETTERBOX_SOURCE,
+            "posescore_letterbox",
+        )
+    B, H, W, _ = frames.shape
+    out = cp.empty((B, 3, h, w), dtype=cp.float32)
+    i32 = np.int32
+    _gpu_letterbox_kernel(frames, i32(H), i32(W), i32(new_h), i32(new_w), i32(top), i32(left),
+                          i32(h), i32(w), out)
+    return out
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+    return int(value)
+
+
+def letterbox(frames, size: int = 640, stride: int = 32):
+    """Letterbox uint8 RGB frames ``[B, H, W, 3]`` (all of one size) for the pose model.
+
+    Returns ``(images [B, 3, h, w] float32 RGB in 0..1, gains [B] float32, pads [B, 2] float32)``
+    on the input's backend. ``(h, w)`` is ultralytics' minimal-rectangle letterbox of its
+    predictor (``LetterBox(new_shape=size, auto=True, stride=stride)``): the frame is scaled by
+    ``gain = min(size / H, size / W)`` to ``(round(H * gain), round(W * gain))`` with bilinear
+    interpolation like ``cv2.INTER_LINEAR`` (half-pixel centres, no antialiasing; each value is
+    rounded to a uint8 level as cv2 does, so the images match the predictor's), then padded with
+    grey 114 to multiples of ``stride``, the border split between the two sides. ``pads`` holds the
+    ``(left, top)`` border in pixels. E.g. 1080x810 gives 640x480, 720x1280 gives 384x640.
+    """
+    size = _check_positive_int(size, "size")
+    stride = _check_positive_int(stride, "stride")
+    xp = array_module(frames)
+    dtype = getattr(frames, "dtype", None)
+    if dtype is None:
+        frames = np.asarray(frames)
+        dtype = frames.dtype
+    if dtype != np.uint8:
+        raise TypeError(f"frames: expected uint8 RGB frames [B, H, W, 3], got dtype {dtype}")
+    shape = tuple(frames.shape)
+    if len(shape) == 3 and shape[-1] == 3:
+        raise ValueError(f"frames: expected 4 axes [B, H, W, 3], got shape {list(shape)}; "
+                         f"add a batch axis with frames[None]")
+    if len(shape) == 4 and shape[-1] == 3 and (shape[1] == 0 or shape[2] == 0):
+        raise ValueError(f"frames: expected frames of at least 1x1 pixels, got "
+                         f"{shape[1]}x{shape[2]} (shape {list(shape)})")
+    frames = check_array(frames, "frames", trailing=(None, None, 3), ndim=(4, 4), xp=xp,
+                         dtype=np.uint8)
+    B, H, W, _ = frames.shape
+    gain, (new_h, new_w), (top, bottom, left, right) = letterbox_geometry(H, W, size, stride)
+    h, w = new_h + top + bottom, new_w + left + right
+    if xp is np:
+        y0, y1, wy = _source_taps(H, new_h)
+        x0, x1, wx = _source_taps(W, new_w)
+        images = np.empty((B, 3, h, w), dtype=np.float32)
+        _letterbox_cpu(frames, y0, y1, wy, x0, x1, wx, top, left, images)
+    else:
+        images = _letterbox_gpu(xp, frames, new_h, new_w, top, left, h, w)
+    gains = xp.full((B,), gain, dtype=xp.float32)
+    pads = xp.empty((B, 2), dtype=xp.float32)
+    pads[:, 0] = left
+    pads[:, 1] = top
+    return images, gains, pads
+
+
+# --------------------------------------------------------------------------------------------
+# decode
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _greedy_nms(boxes, counts, iou, max_keep, keep, kept):
+    """Greedy NMS per frame over score-sorted xyxy ``boxes [B, N, 4]`` (the first ``counts[b]``
+    valid): a box is kept unless an already kept one overlaps it with IoU > ``iou``; stops after
+    ``max_keep``. Writes positions into ``keep [B, max_keep]`` and their number into ``kept [B]``.
+    IoU as torchvision computes it, in float32; a zero union counts as no overlap."""
+    zero = np.float32(0.0)
+    for b in numba.prange(boxes.shape[0]):
+        n = counts[b]
+        suppressed = np.zeros(n, dtype=np.bool_)
+        k = 0
+        for i in range(n):
+            if suppressed[i]:
+                continue
+            keep[b, k] = i
+            k += 1
+            if k == max_keep:
+                break
+            ax1 = boxes[b, i, 0]
+            ay1 = boxes[b, i, 1]
+            ax2 = boxes[b, i, 2]
+            ay2 = boxes[b, i, 3]
+            area_a = (ax2 - ax1) * (ay2 - ay1)
+            for j in range(i + 1, n):
+                if suppressed[j]:
+                    continue
+                bx1 = boxes[b, j, 0]
+                by1 = boxes[b, j, 1]
+                bx2 = boxes[b, j, 2]
+                by2 = boxes[b, j, 3]
+                iw = max(min(ax2, bx2) - max(ax1, bx1), zero)
+                ih = max(min(ay2, by2) - max(ay1, by1), zero)
+                inter = iw * ih
+                union = area_a + (bx2 - bx1) * (by2 - by1) - inter
+                if union > zero and inter / union > iou:
+                    suppressed[j] = True
+        kept[b] = k
+
+
+def _check_fraction(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number in (0, 1], got {type(value).__name__}") from None
+    if not 0.0 < v <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name}: expected a number in (0, 1], got {value}")
+    return v
+
+
+def _check_batch(x, name: str, B: int, want: str):
+    if x.shape[0] != B:
+        raise ValueError(f"{name}: expected shape {want} with B = {B} (the batch of output), "
+                         f"got shape {list(x.shape)}")
+
+
+def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: float = 0.7,
+                 max_people: int = 20):
+    """Decode raw YOLO11n-pose output ``[B, 56, A]`` float32 into people per frame.
+
+    ``output`` rows: box cx, cy, w, h and 17 x (x, y, confidence) keypoints in letterboxed
+    pixels, row 4 the person score (the exported model's keypoint confidences are already
+    sigmoid-ed, its score is a probability). ``gains [B]`` and ``pads [B, 2]`` (left, top) are
+    what :func:`letterbox` returned; ``image_shapes [B, 2]`` int is each original frame's (H, W).
+
+    Like ultralytics' pose predictor (``non_max_suppression`` with one class, then
+    ``scale_boxes`` / ``scale_coords``): anchors with score > ``conf``, best first, greedy NMS
+    dropping boxes with IoU > ``iou`` against a kept one, at most ``max_people`` kept; x, y map
+    back with ``(v - pad) / scale`` where the scale per axis is ``round(W * gain) / W`` and
+    ``round(H * gain) / H`` (the letterbox's real resize), clipped to ``[0, W]`` / ``[0, H]``.
+
+    Returns ``(keypoints [B, max_people, 17, 3] float32 (x, y, confidence),
+    boxes [B, max_people, 4] float32 xyxy, scores [B, max_people] float32, counts [B] int32)`` on
+    the input's backend, people sorted by score; rows past ``counts[b]`` are zeros.
+    """
+    conf = _check_fraction(conf, "conf")
+    iou = _check_fraction(iou, "iou")
+    max_people = _check_positive_int(max_people, "max_people")
+    xp = array_module(output, gains, pads, image_shapes)
+    output = check_array(output, "output", trailing=(OUTPUT_ROWS, None), ndim=(3, 3), xp=xp)
+    B = output.shape[0]
+    gains = check_array(gains, "gains", ndim=(1, 1), xp=xp)
+    _check_batch(gains, "gains", B, "[B]")
+    if not bool((gains > 0).all()):
+        raise ValueError("gains: expected scale ratios > 0 (as letterbox returns them)")
+    pads = check_array(pads, "pads", trailing=(2,), ndim=(2, 2), xp=xp)
+    _check_batch(pads, "pads", B, "[B, 2]")
+    if getattr(image_shapes, "dtype", np.asarray(image_shapes).dtype).kind not in "iu":
+        raise TypeError(f"image_shapes: expected integer (H, W) pairs, got dtype "
+                        f"{getattr(image_shapes, 'dtype', np.asarray(image_shapes).dtype)}")
+    image_shapes = check_array(image_shapes, "image_shapes", trailing=(2,), ndim=(2, 2), xp=xp,
+                               dtype=np.int64)
+    _check_batch(image_shapes, "image_shapes", B, "[B, 2]")
+    if not bool((image_shapes >= 1).all()):
+        raise ValueError("image_shapes: expected frames of at least 1x1 pixels, got "
+                         f"{to_numpy(image_shapes).tolist()}")
+
+    # Candidates, best score first (a stable sort, so ties keep the anchor order).
+    scores = output[:, 4, :]
+    candidate = scores > conf
+    counts = candidate.sum(axis=1)
+    n = min(int(counts.max()), MAX_NMS)
+    keypoints = xp.zeros((B, max_people, NUM_KEYPOINTS, 3), dtype=xp.float32)
+    boxes = xp.zeros((B, max_people, 4), dtype=xp.float32)
+    best = xp.zeros((B, max_people), dtype=xp.float32)
+    if n == 0:
+        return keypoints, boxes, best, xp.zeros((B,), dtype=xp.int32)
+    key = xp.where(candidate, -scores, xp.float32(np.inf))
+    order = (xp.argsort(key, axis=1) if xp is not np else np.argsort(key, axis=1, kind="stable"))
+    order = order[:, :n]  # anchors [B, n]
+    cand = xp.take_along_axis(output[:, :4, :], xp.broadcast_to(order[:, None, :], (B, 4, n)),
+                              axis=2)  # cx, cy, w, h [B, 4, n]
+    half = cand[:, 2:4] / 2
+    xyxy = xp.concatenate([cand[:, 0:2] - half, cand[:, 0:2] + half], axis=1).transpose(0, 2, 1)
+
+    # Greedy pass on the host over the (few) sorted candidate boxes.
+    keep = np.zeros((B, max_people), dtype=np.int64)
+    kept = np.zeros((B,), dtype=np.int32)
+    host_counts = np.minimum(to_numpy(counts), n).astype(np.int64)
+    _greedy_nms(np.ascontiguousarray(to_numpy(xyxy)), host_counts, iou, max_people, keep, kept)
+    if xp is not np:
+        keep, kept = xp.asarray(keep), xp.asarray(kept)
+
+    # Gather the kept people, map back to the original pixels, zero the padding rows.
+    valid = xp.arange(max_people)[None, :] < kept[:, None]  # [B, M]
+    anchors = xp.take_along_axis(order, keep, axis=1)  # [B, M]
+    people = xp.take_along_axis(output, xp.broadcast_to(anchors[:, None, :], (B, OUTPUT_ROWS, max_people)),
+                                axis=2).transpose(0, 2, 1)  # [B, M, 56]
+    rows = xp.take_along_axis(xyxy, xp.broadcast_to(keep[:, :, None], (B, max_people, 4)), axis=1)
+    H = image_shapes[:, 0].astype(xp.float64)
+    W = image_shapes[:, 1].astype(xp.float64)
+    g = gains.astype(xp.float64)
+    scale_x = (xp.maximum(xp.round(W * g), 1.0) / W).astype(xp.float32)[:, None]
+    scale_y = (xp.maximum(xp.round(H * g), 1.0) / H).astype(xp.float32)[:, None]
+    pad_x, pad_y = pads[:, 0:1], pads[:, 1:2]
+    Wf, Hf = W.astype(xp.float32)[:, None], H.astype(xp.float32)[:, None]
+
+    kx = people[:, :, 5::3]
+    ky = people[:, :, 6::3]
+    kc = people[:, :, 7::3]
+    kx = xp.clip((kx - pad_x[:, :, None]) / scale_x[:, :, None], 0, Wf[:, :, None])
+    ky = xp.clip((ky - pad_y[:, :, None]) / scale_y[:, :, None], 0, Hf[:, :, None])
+    keypoints = xp.stack([kx, ky, kc], axis=-1)
+    bx1 = xp.clip((rows[:, :, 0] - pad_x) / scale_x, 0, Wf)
+    by1 = xp.clip((rows[:, :, 1] - pad_y) / scale_y, 0, Hf)
+    bx2 = xp.clip((rows[:, :, 2] - pad_x) / scale_x, 0, Wf)
+    by2 = xp.clip((rows[:, :, 3] - pad_y) / scale_y, 0, Hf)
+    boxes = xp.stack([bx1, by1, bx2, by2], axis=-1)
+    best = people[:, :, 4]
+    keypoints = xp.where(valid[:, :, None, None], keypoints, xp.float32(0))
+    boxes = xp.where(valid[:, :, None], boxes, xp.float32(0))
+    best = xp.where(valid, best, xp.float32(0))
+    return (keypoints.astype(xp.float32, copy=False), boxes.astype(xp.float32, copy=False),
+            best.astype(xp.float32, copy=False), kept.astype(xp.int32, copy=False))
