@@ -1,0 +1,175 @@
+"""The model repository's configs, the embedded server's life cycle, and bad requests over gRPC."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from engine.server import DEFAULT_MODEL_REPOSITORY, TritonServer
+
+MODELS = sorted(p.parent.name for p in DEFAULT_MODEL_REPOSITORY.glob("*/config.pbtxt"))
+_INPUT_CALL = re.compile(r'(?:input_array|poses_input|input_scalar)\(\s*request,\s*"(\w+)"')
+_OUTPUT_CALL = re.compile(r'output_tensor\(\s*"(\w+)"')
+
+
+def parse_config(name):
+    return text_format.Parse((DEFAULT_MODEL_REPOSITORY / name / "config.pbtxt").read_text(),
+                             model_config_pb2.ModelConfig())
+
+
+def test_repository_has_the_four_models():
+    assert MODELS == ["dtw", "pose", "score", "search"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_parses_and_matches_model_py(name):
+    config = parse_config(name)
+    assert config.name == name and config.backend == "python"
+    source = (DEFAULT_MODEL_REPOSITORY / name / "1" / "model.py").read_text()
+    assert {i.name for i in config.input} == set(_INPUT_CALL.findall(source))
+    assert {o.name for o in config.output} == set(_OUTPUT_CALL.findall(source))
+
+
+def _server_processes(pgid):
+    """PIDs still alive in the server's process group."""
+    out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout
+    return [int(pid) for pid, group in (line.split() for line in out.splitlines()) if int(group) == pgid]
+
+
+def test_server_stops_with_its_python_stubs():
+    server = TritonServer(models=["score"]).start()
+    pgid = server.process.pid
+    assert len(_server_processes(pgid)) >= 2  # tritonserver and the score model's python stub
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert client.is_model_ready("score") and not client.is_model_ready("dtw")
+    server.stop()
+    assert _server_processes(pgid) == [] and not server.is_running()
+    server.stop()  # idempotent
+
+
+def test_killed_parent_leaves_no_orphan_server(tmp_path):
+    script = textwrap.dedent("""
+        import sys, time
+        from engine.server import TritonServer
+        server = TritonServer(models=["score"]).start()
+        print(server.process.pid, flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pgid = int(parent.stdout.readline())
+    assert _server_processes(pgid)
+    parent.send_signal(signal.SIGKILL)  # no chance to clean up: the server must go by itself
+    parent.wait()
+    deadline = time.monotonic() + 40
+    while _server_processes(pgid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _server_processes(pgid) == []
+
+
+def test_serve_prints_addresses_and_stops_on_sigterm():
+    exe = Path(sys.executable).with_name("posescore")
+    proc = subprocess.Popen([str(exe), "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = dict(proc.stdout.readline().split(None, 1) for _ in range(3))
+    assert set(lines) == {"gRPC", "HTTP", "metrics"}
+    grpc_url = lines["gRPC"].strip()
+    assert grpc_url.startswith("127.0.0.1:")
+    client = grpcclient.InferenceServerClient(grpc_url)
+    assert all(client.is_model_ready(name) for name in MODELS)
+    import urllib.request
+
+    metrics = urllib.request.urlopen(lines["metrics"].strip(), timeout=10).read().decode()
+    assert "nv_inference_request_success" in metrics
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    with pytest.raises(InferenceServerException):
+        client.is_server_live()
+
+
+# -- bad requests: each gets a clear error, and the server keeps serving ------------------------
+
+def _input(name, array, datatype=None):
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype or _datatype(array))
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _datatype(array):
+    return {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.uint8): "UINT8",
+            np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL", np.dtype(np.object_): "BYTES"}[array.dtype]
+
+
+def _poses(n, seed=0):
+    rng = np.random.default_rng(seed)
+    poses = rng.uniform(0, 400, (n, 17, 3)).astype(np.float32)
+    poses[..., 2] = 0.9
+    return poses
+
+
+def _bad_requests(archive_root):
+    poses = _poses(4)
+    nan = poses.copy()
+    nan[1, 3, 0] = np.nan
+    return [
+        ("score", [_input("query", poses[0].astype(np.float64)), _input("candidates", poses)], "FP64"),
+        ("score", [_input("query", poses[0]), _input("candidates", poses[:, :, :2].copy())], "shape"),
+        ("score", [_input("query", poses[0]), _input("candidates", poses[:0])], "at least 1"),
+        ("score", [_input("query", poses[0]), _input("candidates", nan)], "NaN"),
+        ("score", [_input("query", poses[0]), _input("candidates", poses),
+                   _input("metric", np.array([b"manhattan"], np.object_))], "manhattan"),
+        ("dtw", [_input("reference", poses), _input("attempt", nan)], "NaN"),
+        ("pose", [_input("frames", np.zeros((1, 0, 0, 3), np.uint8))], "0x0"),
+        ("pose", [_input("frames", np.zeros((1, 8, 8, 4), np.uint8))], "shape"),
+        ("search", [_input("archive", np.array([b"../elsewhere"], np.object_)), _input("query", poses[:1])],
+         "outside"),
+        ("search", [_input("archive", np.array([b"missing"], np.object_)), _input("query", poses[:1])],
+         "not a posescore archive"),
+    ]
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(triton_server, archive_root):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    for model, inputs, expected in _bad_requests(archive_root):
+        with pytest.raises(InferenceServerException) as err:
+            client.infer(model, inputs)
+        assert expected in err.value.message(), (model, err.value.message())
+    poses = _poses(4)
+    good = client.infer("score", [_input("query", poses[0]), _input("candidates", poses)])
+    assert good.as_numpy("scores")[0] == pytest.approx(100.0, abs=1e-3)
+
+
+def test_a_bad_request_in_a_batch_does_not_fail_the_others(triton_server):
+    """Concurrent requests, some bad: the good ones all succeed with the right answer."""
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    poses = _poses(6, seed=1)
+    bad = poses.copy()
+    bad[0, 0, 0] = np.inf
+    results = {}
+
+    def done(n):
+        return lambda result, error: results.__setitem__(n, (result, error))
+
+    for n in range(24):
+        candidates = bad if n % 3 == 0 else poses
+        client.async_infer("score", [_input("query", poses[n % 6]), _input("candidates", candidates)],
+                           callback=done(n))
+    deadline = time.monotonic() + 60
+    while len(results) < 24 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for n, (result, error) in sorted(results.items()):
+        if n % 3 == 0:
+            assert error is not None and "NaN or infinite" in error.message()
+        else:
+            assert error is None and result.as_numpy("scores")[n % 6] == pytest.approx(100.0, abs=1e-3)
+    assert len(results) == 24
