@@ -5,9 +5,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 EXPORT_STAMP := $(VENV)/.export-installed
-POSE_MODEL := model_repository/pose/1/model.onnx
+# Sample media no one here made: Debian's opencv-doc (vtest.avi, basketball1.png, messi5.jpg).
+SAMPLE_VIDEO := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
-.PHONY: install model test bench demo clean
+.PHONY: install model media test bench demo clean
 
 install: $(STAMP)
 
@@ -32,13 +34,19 @@ $(EXPORT_STAMP): $(STAMP)
 model: $(EXPORT_STAMP)
 	$(PY) -m engine.cli models export
 
-test: model
+media: $(SAMPLE_VIDEO)
+
+$(SAMPLE_VIDEO):
+	$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq opencv-doc
+
+test: model media
 	$(PY) -m pytest -q
 
-bench: model
+bench: model media
 	$(PY) -m bench.kernels
+	$(PY) -m bench.serving
 
-demo: model
+demo: model media
 	$(PY) -m engine.cli info
 
 clean:

@@ -1,0 +1,146 @@
+"""Serving benchmarks, side by side in one run: the pose model through Triton vs onnxruntime
+in-process on the same frames, and scoring 1 query vs 1,000 candidates over gRPC.
+
+    python -m bench.serving [--frames 96] [--clients 4] [--seconds 10]
+
+Pose: real frames of vtest.avi (Debian's opencv-doc), decoded once with PyAV. In-process runs the
+same letterbox, ONNX model and decoding (kernels.letterbox, onnxruntime, kernels.decode_poses) in
+batches of 16; the server gets the frames from several concurrent clients (batches of 4 frames,
+which Triton's dynamic batcher merges). Scoring: concurrent clients, each sending one request
+after another; latency percentiles over all requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+SAMPLE_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def decode_frames(path: str, count: int) -> np.ndarray:
+    """The first ``count`` frames of ``path`` as RGB uint8 ``[count, H, W, 3]``."""
+    import av
+
+    frames = []
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return np.stack(frames)
+
+
+def in_process_fps(frames: np.ndarray, onnx_file: str, batch: int = 16, repeat: int = 2) -> float:
+    """Frames per second of letterbox + onnxruntime + decode, in this process."""
+    import onnxruntime as ort
+
+    import kernels
+
+    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    shapes = np.tile(np.array(frames.shape[1:3], np.int32), (batch, 1))
+
+    def run_all():
+        for start in range(0, len(frames), batch):
+            chunk = frames[start:start + batch]
+            images, gains, pads = kernels.letterbox(chunk)
+            output = session.run(None, {name: images})[0]
+            kernels.decode_poses(output, gains, pads, shapes[:len(chunk)])
+
+    run_all()  # warm-up (numba compilation, onnxruntime allocations)
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run_all()
+        best = min(best, time.perf_counter() - start)
+    return len(frames) / best
+
+
+def server_fps(url: str, frames: np.ndarray, clients: int, batch: int = 4, repeat: int = 2) -> float:
+    """Frames per second through the server from ``clients`` concurrent clients."""
+    from clients import PoseScoreClient
+
+    chunks = [frames[i:i + batch] for i in range(0, len(frames), batch)]
+    connections = [PoseScoreClient(url) for _ in range(clients)]
+
+    def work(worker):
+        for chunk in chunks[worker::clients]:
+            connections[worker].pose(chunk)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(work, range(clients)))  # warm-up
+        best = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            list(pool.map(work, range(clients)))
+            best = min(best, time.perf_counter() - start)
+    for connection in connections:
+        connection.close()
+    return len(frames) / best
+
+
+def scoring_latency(url: str, clients: int, seconds: float, candidates: int = 1000) -> dict:
+    """Requests/s and latency percentiles (ms) of scoring 1 query vs ``candidates`` poses."""
+    from clients import PoseScoreClient
+
+    rng = np.random.default_rng(0)
+    poses = rng.uniform(0, 500, (candidates, 17, 3)).astype(np.float32)
+    poses[..., 2] = rng.uniform(0.4, 1.0, (candidates, 17))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def work(worker):
+        own = []
+        with PoseScoreClient(url) as client:
+            client.score(poses[worker], poses)  # warm-up
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                client.score(poses[worker], poses)
+                own.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(own)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(work, range(clients)))
+    elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1e3
+    return {"requests": len(ms), "rps": len(ms) / elapsed, "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=96, help="vtest.avi frames to run")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent gRPC clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the scoring run")
+    parser.add_argument("--video", default=SAMPLE_VIDEO)
+    args = parser.parse_args(argv)
+
+    from engine.export import onnx_path
+    from engine.server import TritonServer
+
+    frames = decode_frames(args.video, args.frames)
+    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores; "
+          f"{len(frames)} frames of {frames.shape[2]}x{frames.shape[1]}")
+    local = in_process_fps(frames, str(onnx_path()))
+    with TritonServer(models=["pose", "score"]) as server:
+        served = server_fps(server.grpc_url, frames, args.clients)
+        scoring = scoring_latency(server.grpc_url, args.clients, args.seconds)
+    print(f"{'pose: onnxruntime in-process':44} {local:8.1f} frames/s")
+    print(f"{'pose: Triton, ' + str(args.clients) + ' clients, dynamic batching':44} {served:8.1f} frames/s"
+          f"   ratio {served / local:.2f}x (target >= 0.8x)")
+    print(f"{'score 1 vs 1000, ' + str(args.clients) + ' clients':44} {scoring['rps']:8.1f} requests/s"
+          f"   p50 {scoring['p50']:.1f} ms   p99 {scoring['p99']:.1f} ms   ({scoring['requests']} requests)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
