@@ -15,3 +15,7 @@ __all__ = [
     "aligned_part_scores", "dtw", "dtw_path", "dtw_score", "mirror_vectors", "normalize", "part_scores", "pose_scores",
     "score_from_distance", "search_topk", "subsequence_dtw",
 ]
+
+from .detect import decode_poses, letterbox  # noqa: E402  (pose model pre- and post-processing)
+
+__all__ += ["decode_poses", "letterbox"]

@@ -44,33 +44,42 @@ def letterbox_geometry(height: int, width: int, size: int = 640, stride: int = 3
     return r, (new_h, new_w), (top, bottom, left, right)
 
 
-def _source_taps(n_src: int, n_dst: int):
-    """cv2.INTER_LINEAR taps along one axis: ``(i0, i1, w1)`` int32/int32/float32 ``[n_dst]``.
+def _source_taps(n_src: int, n_dst: int, clamp_fraction: bool):
+    """cv2.INTER_LINEAR taps along one axis, bit for bit as OpenCV computes them for uint8.
 
-    Half-pixel centres, ``src = (dst + 0.5) * n_src / n_dst - 0.5`` clamped to ``[0, n_src - 1]``;
-    the value is ``(1 - w1) * p[i0] + w1 * p[i1]``. Same arithmetic as the GPU kernel below.
+    Returns ``(i0, i1, w0, w1)`` int32 ``[n_dst]``: source indices and 11-bit fixed-point
+    weights (``w0 + w1 == 2048``). Half-pixel centres ``src = (dst + 0.5) * n_src / n_dst - 0.5``
+    in float32 like OpenCV. Across (``clamp_fraction``) a tap left of pixel 0 or right of the
+    last pixel takes that edge pixel with weight 2048; down, OpenCV clamps the row indices but
+    keeps the fraction (both rows are the edge row then), and so do these taps.
     """
-    f = (np.arange(n_dst, dtype=np.float64) + 0.5) * (n_src / n_dst) - 0.5
-    f = np.clip(f, 0.0, n_src - 1)
+    scale = 1.0 / (n_dst / n_src)
+    f = ((np.arange(n_dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     i0 = np.floor(f)
-    w1 = (f - i0).astype(np.float32)
-    i0 = i0.astype(np.int32)
-    i1 = np.minimum(i0 + 1, n_src - 1).astype(np.int32)
-    return i0, i1, w1
+    frac = (f - i0).astype(np.float32)
+    i0 = i0.astype(np.int64)
+    if clamp_fraction:
+        low, high = i0 < 0, i0 >= n_src - 1
+        frac[low | high] = 0
+        i0[low] = 0
+        i0[high] = n_src - 1
+    i1 = np.clip(i0 + 1, 0, n_src - 1).astype(np.int32)
+    i0 = np.clip(i0, 0, n_src - 1).astype(np.int32)
+    w0 = np.rint((np.float32(1) - frac) * np.float32(2048)).astype(np.int32)
+    w1 = np.rint(frac * np.float32(2048)).astype(np.int32)
+    return i0, i1, w0, w1
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _letterbox_cpu(frames, y0, y1, wy, x0, x1, wx, top, left, out):
-    """Resize (bilinear) + pad + HWC->CHW + /255 in one pass; one output row per iteration."""
+def _letterbox_cpu(frames, y0, y1, wy0, wy1, x0, x1, wx0, wx1, top, left, out):
+    """Resize (cv2's fixed-point bilinear) + pad + HWC->CHW + /255; one output row per step."""
     B = frames.shape[0]
     h = out.shape[2]
     w = out.shape[3]
     new_h = y0.shape[0]
     new_w = x0.shape[0]
-    pad = np.float32(PAD_VALUE / 255.0)
-    inv = np.float32(1.0 / 255.0)
-    half = np.float32(0.5)
-    one = np.float32(1.0)
+    scale = np.float32(255.0)
+    pad = np.float32(PAD_VALUE) / scale
     for row in numba.prange(B * h):
         b = row // h
         y = row - b * h
@@ -82,7 +91,8 @@ def _letterbox_cpu(frames, y0, y1, wy, x0, x1, wx, top, left, out):
             continue
         r0 = y0[yy]
         r1 = y1[yy]
-        fy = wy[yy]
+        b0 = np.int32(wy0[yy])
+        b1 = np.int32(wy1[yy])
         for x in range(w):
             xx = x - left
             if xx < 0 or xx >= new_w:
@@ -91,14 +101,16 @@ def _letterbox_cpu(frames, y0, y1, wy, x0, x1, wx, top, left, out):
                 continue
             c0 = x0[xx]
             c1 = x1[xx]
-            fx = wx[xx]
+            a0 = np.int32(wx0[xx])
+            a1 = np.int32(wx1[xx])
             for c in range(3):
-                a = np.float32(frames[b, r0, c0, c]) * (one - fx) + np.float32(frames[b, r0, c1, c]) * fx
-                d = np.float32(frames[b, r1, c0, c]) * (one - fx) + np.float32(frames[b, r1, c1, c]) * fx
-                v = a * (one - fy) + d * fy
-                out[b, c, y, x] = np.floor(v + half) * inv  # a uint8 level, as cv2 gives
+                s0 = np.int32(frames[b, r0, c0, c]) * a0 + np.int32(frames[b, r0, c1, c]) * a1
+                s1 = np.int32(frames[b, r1, c0, c]) * a0 + np.int32(frames[b, r1, c1, c]) * a1
+                v = (((b0 * (s0 >> 4)) >> 16) + ((b1 * (s1 >> 4)) >> 16) + 2) >> 2
+                out[b, c, y, x] = np.float32(v) / scale
 
 
+# One thread per output value; the same integer arithmetic as _letterbox_cpu.
 _GPU_LETTERBOX_SOURCE = r"""
 long long k = i;
 const int x = (int)(k % w); k /= w;
@@ -106,36 +118,27 @@ const int y = (int)(k % h); k /= h;
 const int c = (int)(k % 3);
 const long long b = k / 3;
 const int yy = y - top, xx = x - left;
-float v = (float)PAD_VALUE;
+int v = PAD_VALUE;
 if (yy >= 0 && yy < new_h && xx >= 0 && xx < new_w) {
-    double sy = (yy + 0.5) * ((double)H / new_h) - 0.5;
-    double sx = (xx + 0.5) * ((double)W / new_w) - 0.5;
-    sy = fmin(fmax(sy, 0.0), (double)(H - 1));
-    sx = fmin(fmax(sx, 0.0), (double)(W - 1));
-    const int r0 = (int)floor(sy), c0 = (int)floor(sx);
-    const int r1 = min(r0 + 1, H - 1), c1 = min(c0 + 1, W - 1);
-    const float fy = (float)(sy - r0), fx = (float)(sx - c0);
-    const long long base = b * H;
-    const float p00 = frames[((base + r0) * W + c0) * 3 + c];
-    const float p01 = frames[((base + r0) * W + c1) * 3 + c];
-    const float p10 = frames[((base + r1) * W + c0) * 3 + c];
-    const float p11 = frames[((base + r1) * W + c1) * 3 + c];
-    const float a = __fadd_rn(__fmul_rn(p00, 1.0f - fx), __fmul_rn(p01, fx));
-    const float d = __fadd_rn(__fmul_rn(p10, 1.0f - fx), __fmul_rn(p11, fx));
-    v = floorf(__fadd_rn(__fadd_rn(__fmul_rn(a, 1.0f - fy), __fmul_rn(d, fy)), 0.5f));
+    const long long row0 = (b * H + sy0[yy]) * W, row1 = (b * H + sy1[yy]) * W;
+    const int c0 = sx0[xx], c1 = sx1[xx], a0 = ax0[xx], a1 = ax1[xx];
+    const int s0 = (int)frames[(row0 + c0) * 3 + c] * a0 + (int)frames[(row0 + c1) * 3 + c] * a1;
+    const int s1 = (int)frames[(row1 + c0) * 3 + c] * a0 + (int)frames[(row1 + c1) * 3 + c] * a1;
+    v = (((by0[yy] * (s0 >> 4)) >> 16) + ((by1[yy] * (s1 >> 4)) >> 16) + 2) >> 2;
 }
-out = v * (1.0f / 255.0f);
+out = (float)v / 255.0f;
 """.replace("PAD_VALUE", str(PAD_VALUE))
 
 _gpu_letterbox_kernel = None
 
 
-def _letterbox_gpu(cp, frames, new_h, new_w, top, left, h, w):
+def _letterbox_gpu(cp, frames, taps, top, left, h, w):
     global _gpu_letterbox_kernel
     if _gpu_letterbox_kernel is None:
         _gpu_letterbox_kernel = cp.ElementwiseKernel(
-            "raw uint8 frames, int32 H, int32 W, int32 new_h, int32 new_w, int32 top, int32 left, "
-            "int32 h, int32 w",
+            "raw uint8 frames, raw int32 sy0, raw int32 sy1, raw int32 by0, raw int32 by1, "
+            "raw int32 sx0, raw int32 sx1, raw int32 ax0, raw int32 ax1, "
+            "int32 H, int32 W, int32 new_h, int32 new_w, int32 top, int32 left, int32 h, int32 w",
             "float32 out",
             _GPU_LETTERBOX_SOURCE,
             "posescore_letterbox",
@@ -143,8 +146,9 @@ def _letterbox_gpu(cp, frames, new_h, new_w, top, left, h, w):
     B, H, W, _ = frames.shape
     out = cp.empty((B, 3, h, w), dtype=cp.float32)
     i32 = np.int32
-    _gpu_letterbox_kernel(frames, i32(H), i32(W), i32(new_h), i32(new_w), i32(top), i32(left),
-                          i32(h), i32(w), out)
+    taps = [cp.asarray(t) for t in taps]
+    _gpu_letterbox_kernel(frames, *taps, i32(H), i32(W), i32(taps[0].shape[0]),
+                          i32(taps[4].shape[0]), i32(top), i32(left), i32(h), i32(w), out)
     return out
 
 
@@ -163,10 +167,11 @@ def letterbox(frames, size: int = 640, stride: int = 32):
     on the input's backend. ``(h, w)`` is ultralytics' minimal-rectangle letterbox of its
     predictor (``LetterBox(new_shape=size, auto=True, stride=stride)``): the frame is scaled by
     ``gain = min(size / H, size / W)`` to ``(round(H * gain), round(W * gain))`` with bilinear
-    interpolation like ``cv2.INTER_LINEAR`` (half-pixel centres, no antialiasing; each value is
-    rounded to a uint8 level as cv2 does, so the images match the predictor's), then padded with
-    grey 114 to multiples of ``stride``, the border split between the two sides. ``pads`` holds the
-    ``(left, top)`` border in pixels. E.g. 1080x810 gives 640x480, 720x1280 gives 384x640.
+    interpolation in ``cv2.INTER_LINEAR``'s own 11-bit fixed-point arithmetic for uint8
+    (half-pixel centres, no antialiasing), so the images equal the predictor's bit for bit, then
+    padded with grey 114 to multiples of ``stride``, the border split between the two sides.
+    ``pads`` holds the ``(left, top)`` border in pixels. E.g. 1080x810 gives 640x480 and
+    720x1280 gives 384x640 (pads (0, 12)).
     """
     size = _check_positive_int(size, "size")
     stride = _check_positive_int(stride, "stride")
@@ -189,13 +194,12 @@ def letterbox(frames, size: int = 640, stride: int = 32):
     B, H, W, _ = frames.shape
     gain, (new_h, new_w), (top, bottom, left, right) = letterbox_geometry(H, W, size, stride)
     h, w = new_h + top + bottom, new_w + left + right
+    taps = _source_taps(H, new_h, False) + _source_taps(W, new_w, True)
     if xp is np:
-        y0, y1, wy = _source_taps(H, new_h)
-        x0, x1, wx = _source_taps(W, new_w)
         images = np.empty((B, 3, h, w), dtype=np.float32)
-        _letterbox_cpu(frames, y0, y1, wy, x0, x1, wx, top, left, images)
+        _letterbox_cpu(frames, *taps, top, left, images)
     else:
-        images = _letterbox_gpu(xp, frames, new_h, new_w, top, left, h, w)
+        images = _letterbox_gpu(xp, frames, taps, top, left, h, w)
     gains = xp.full((B,), gain, dtype=xp.float32)
     pads = xp.empty((B, 2), dtype=xp.float32)
     pads[:, 0] = left
@@ -207,14 +211,14 @@ def letterbox(frames, size: int = 640, stride: int = 32):
 # decode
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _greedy_nms(boxes, counts, iou, max_keep, keep, kept):
     """Greedy NMS per frame over score-sorted xyxy ``boxes [B, N, 4]`` (the first ``counts[b]``
     valid): a box is kept unless an already kept one overlaps it with IoU > ``iou``; stops after
     ``max_keep``. Writes positions into ``keep [B, max_keep]`` and their number into ``kept [B]``.
     IoU as torchvision computes it, in float32; a zero union counts as no overlap."""
     zero = np.float32(0.0)
-    for b in numba.prange(boxes.shape[0]):
+    for b in range(boxes.shape[0]):  # a few hundred boxes a frame: threads would cost more
         n = counts[b]
         suppressed = np.zeros(n, dtype=np.bool_)
         k = 0
@@ -250,10 +254,16 @@ def _check_fraction(value, name: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number in (0, 1], got {type(value).__name__}") from None
+        raise TypeError(f"{name}: expected a number in (0, 1], "
+                        f"got {type(value).__name__}") from None
     if not 0.0 < v <= 1.0:  # also rejects NaN
         raise ValueError(f"{name}: expected a number in (0, 1], got {value}")
     return v
+
+
+def _check_finite(xp, values, what: str):
+    if not bool(xp.isfinite(values).all()):
+        raise ValueError(f"output: contains NaN or infinity in the {what}")
 
 
 def _check_batch(x, name: str, B: int, want: str):
@@ -277,6 +287,9 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     back with ``(v - pad) / scale`` where the scale per axis is ``round(W * gain) / W`` and
     ``round(H * gain) / H`` (the letterbox's real resize), clipped to ``[0, W]`` / ``[0, H]``.
 
+    NaN or infinity in the scores, in a candidate's box or in a detected person's row raises
+    ValueError; the rest of the output is not scanned (that would cost more than decoding).
+
     Returns ``(keypoints [B, max_people, 17, 3] float32 (x, y, confidence),
     boxes [B, max_people, 4] float32 xyxy, scores [B, max_people] float32, counts [B] int32)`` on
     the input's backend, people sorted by score; rows past ``counts[b]`` are zeros.
@@ -285,7 +298,9 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     iou = _check_fraction(iou, "iou")
     max_people = _check_positive_int(max_people, "max_people")
     xp = array_module(output, gains, pads, image_shapes)
-    output = check_array(output, "output", trailing=(OUTPUT_ROWS, None), ndim=(3, 3), xp=xp)
+    # NaN / infinity is looked for where it matters (see the docstring), not everywhere.
+    output = check_array(output, "output", trailing=(OUTPUT_ROWS, None), ndim=(3, 3), xp=xp,
+                         allow_nan=True)
     B = output.shape[0]
     gains = check_array(gains, "gains", ndim=(1, 1), xp=xp)
     _check_batch(gains, "gains", B, "[B]")
@@ -293,9 +308,11 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
         raise ValueError("gains: expected scale ratios > 0 (as letterbox returns them)")
     pads = check_array(pads, "pads", trailing=(2,), ndim=(2, 2), xp=xp)
     _check_batch(pads, "pads", B, "[B, 2]")
-    if getattr(image_shapes, "dtype", np.asarray(image_shapes).dtype).kind not in "iu":
+    if not hasattr(image_shapes, "dtype"):
+        image_shapes = np.asarray(image_shapes)
+    if image_shapes.dtype.kind not in "iu":
         raise TypeError(f"image_shapes: expected integer (H, W) pairs, got dtype "
-                        f"{getattr(image_shapes, 'dtype', np.asarray(image_shapes).dtype)}")
+                        f"{image_shapes.dtype}")
     image_shapes = check_array(image_shapes, "image_shapes", trailing=(2,), ndim=(2, 2), xp=xp,
                                dtype=np.int64)
     _check_batch(image_shapes, "image_shapes", B, "[B, 2]")
@@ -305,6 +322,7 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
 
     # Candidates, best score first (a stable sort, so ties keep the anchor order).
     scores = output[:, 4, :]
+    _check_finite(xp, scores, "person scores (row 4)")
     candidate = scores > conf
     counts = candidate.sum(axis=1)
     n = min(int(counts.max()), MAX_NMS)
@@ -318,6 +336,8 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     order = order[:, :n]  # anchors [B, n]
     cand = xp.take_along_axis(output[:, :4, :], xp.broadcast_to(order[:, None, :], (B, 4, n)),
                               axis=2)  # cx, cy, w, h [B, 4, n]
+    in_frame = xp.arange(n)[None, :] < counts[:, None]  # [B, n]: a candidate of this frame
+    _check_finite(xp, xp.where(in_frame[:, None, :], cand, 0), "boxes of anchors above conf")
     half = cand[:, 2:4] / 2
     xyxy = xp.concatenate([cand[:, 0:2] - half, cand[:, 0:2] + half], axis=1).transpose(0, 2, 1)
 
@@ -332,8 +352,9 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     # Gather the kept people, map back to the original pixels, zero the padding rows.
     valid = xp.arange(max_people)[None, :] < kept[:, None]  # [B, M]
     anchors = xp.take_along_axis(order, keep, axis=1)  # [B, M]
-    people = xp.take_along_axis(output, xp.broadcast_to(anchors[:, None, :], (B, OUTPUT_ROWS, max_people)),
-                                axis=2).transpose(0, 2, 1)  # [B, M, 56]
+    columns = xp.broadcast_to(anchors[:, None, :], (B, OUTPUT_ROWS, max_people))
+    people = xp.take_along_axis(output, columns, axis=2).transpose(0, 2, 1)  # [B, M, 56]
+    _check_finite(xp, xp.where(valid[:, :, None], people, 0), "keypoints of detected people")
     rows = xp.take_along_axis(xyxy, xp.broadcast_to(keep[:, :, None], (B, max_people, 4)), axis=1)
     H = image_shapes[:, 0].astype(xp.float64)
     W = image_shapes[:, 1].astype(xp.float64)
@@ -343,17 +364,16 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     pad_x, pad_y = pads[:, 0:1], pads[:, 1:2]
     Wf, Hf = W.astype(xp.float32)[:, None], H.astype(xp.float32)[:, None]
 
-    kx = people[:, :, 5::3]
-    ky = people[:, :, 6::3]
-    kc = people[:, :, 7::3]
-    kx = xp.clip((kx - pad_x[:, :, None]) / scale_x[:, :, None], 0, Wf[:, :, None])
-    ky = xp.clip((ky - pad_y[:, :, None]) / scale_y[:, :, None], 0, Hf[:, :, None])
-    keypoints = xp.stack([kx, ky, kc], axis=-1)
-    bx1 = xp.clip((rows[:, :, 0] - pad_x) / scale_x, 0, Wf)
-    by1 = xp.clip((rows[:, :, 1] - pad_y) / scale_y, 0, Hf)
-    bx2 = xp.clip((rows[:, :, 2] - pad_x) / scale_x, 0, Wf)
-    by2 = xp.clip((rows[:, :, 3] - pad_y) / scale_y, 0, Hf)
-    boxes = xp.stack([bx1, by1, bx2, by2], axis=-1)
+    def back(v, pad, scale, limit):  # letterboxed pixels -> original pixels, clipped to the frame
+        return xp.minimum(xp.maximum((v - pad) / scale, xp.float32(0)), limit)
+
+    kx = back(people[:, :, 5::3], pad_x[:, :, None], scale_x[:, :, None], Wf[:, :, None])
+    ky = back(people[:, :, 6::3], pad_y[:, :, None], scale_y[:, :, None], Hf[:, :, None])
+    keypoints = xp.stack([kx, ky, people[:, :, 7::3]], axis=-1)
+    boxes = xp.stack([back(rows[:, :, 0], pad_x, scale_x, Wf),
+                      back(rows[:, :, 1], pad_y, scale_y, Hf),
+                      back(rows[:, :, 2], pad_x, scale_x, Wf),
+                      back(rows[:, :, 3], pad_y, scale_y, Hf)], axis=-1)
     best = people[:, :, 4]
     keypoints = xp.where(valid[:, :, None, None], keypoints, xp.float32(0))
     boxes = xp.where(valid[:, :, None], boxes, xp.float32(0))

