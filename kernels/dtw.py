@@ -69,9 +69,50 @@ def _exact_cost(c, a, i, b, j):
 
 
 @numba.njit(cache=True, nogil=True)
+def _dtw_two_rows(a, b, T, U, cost):
+    """:func:`_dtw_one` without a window, two rows at a time.
+
+    Cell (i+1, j-1) needs (i, j-2), (i, j-1) and (i+1, j-2), not (i, j): computing row i's cell j
+    and row i+1's cell j-1 in the same step runs two independent min-plus chains side by side,
+    which the CPU overlaps (the one-row loop waits on each cell's latency). Row i is never stored.
+    """
+    prev = np.full(U + 1, _INF)
+    cur = np.full(U + 1, _INF)
+    prev[0] = 0.0
+    i = 0
+    while i + 1 < T:
+        c1 = cost[i]
+        c2 = cost[i + 1]
+        left1 = _exact_cost(c1[0], a, i, b, 0) + min(prev[0], prev[1])  # row i, column 0
+        diag2 = _INF   # row i, column j - 2 (as seen from row i+1's cell j - 1)
+        left2 = _INF   # row i+1, column j - 2
+        for j in range(1, U):
+            new1 = _exact_cost(c1[j], a, i, b, j) + min(prev[j], prev[j + 1], left1)
+            new2 = _exact_cost(c2[j - 1], a, i + 1, b, j - 1) + min(diag2, left1, left2)
+            cur[j] = new2
+            diag2 = left1
+            left1 = new1
+            left2 = new2
+        cur[U] = _exact_cost(c2[U - 1], a, i + 1, b, U - 1) + min(diag2, left1, left2)
+        prev, cur = cur, prev
+        prev[0] = _INF
+        i += 2
+    if i < T:  # odd T: the last row alone
+        c = cost[i]
+        left = _INF
+        for j in range(U):
+            left = _exact_cost(c[j], a, i, b, j) + min(prev[j], prev[j + 1], left)
+            cur[j + 1] = left
+        prev = cur
+    return prev[U]
+
+
+@numba.njit(cache=True, nogil=True)
 def _dtw_one(a, b, T, U, window):
     """Accumulated squared cost of the best path for ``a[:T]`` vs ``b[:U]`` (rolling rows)."""
     cost = _cost_matrix(a, b, T, U)
+    if window <= 0:
+        return _dtw_two_rows(a, b, T, U, cost)
     prev = np.full(U + 1, _INF)
     cur = np.full(U + 1, _INF)
     prev[0] = 0.0
