@@ -11,6 +11,7 @@ this process dies, so an interrupted parent leaves no orphan server behind.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib.util
@@ -23,6 +24,8 @@ import sys
 import sysconfig
 import tempfile
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -60,7 +63,8 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM when the parent dies; own process group."""
+    """Runs in the child before exec: SIGTERM when the thread that forked it ends (see
+    :data:`_LAUNCHER`, which lives as long as the process)."""
     PR_SET_PDEATHSIG = 1
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -98,6 +102,19 @@ def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("YOLO_OFFLINE", "1")
     env.update(extra or {})
     return env
+
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: servers
+# are forked from this one long-lived thread, so a server started from a short-lived worker thread
+# is not killed when that thread returns, and still dies with the process.
+_LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posescore-server-launcher")
+_RUNNING: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop()
 
 
 class TritonServer:
@@ -190,10 +207,12 @@ class TritonServer:
         _prepare_backends(self._runtime_dir)
         env = server_environment({ARCHIVE_ROOT_ENV: str(self.archive_root), **self.extra_env})
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self._runtime_dir, start_new_session=True, preexec_fn=_die_with_parent,
-            )
+            self.process = _LAUNCHER.submit(
+                subprocess.Popen, self.command(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, cwd=self._runtime_dir, start_new_session=True,
+                preexec_fn=_die_with_parent,
+            ).result()
+        _RUNNING.add(self)
         try:
             self._wait_ready()
         except BaseException:
@@ -206,7 +225,10 @@ class TritonServer:
         import tritonclient.grpc as grpcclient
 
         deadline = time.monotonic() + self.startup_timeout
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        # Reconnect quickly: gRPC's default backoff would notice the ready server seconds late.
+        client = grpcclient.InferenceServerClient(self.grpc_url, channel_args=[
+            ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
+            ("grpc.max_reconnect_backoff_ms", 200)])
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -221,6 +243,7 @@ class TritonServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server and every process of its group; idempotent."""
+        _RUNNING.discard(self)
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+import kernels
 from kernels._backend import cupy_or_none
 
 
@@ -63,6 +64,14 @@ def poses_input(request, name: str, xp=np, *, min_count: int = 1):
     if not bool(xp.isfinite(poses).all()):
         raise RequestError(f"{name}: NaN or infinite values; send a missing keypoint with confidence 0")
     return poses
+
+
+def normalized(poses, name: str):
+    """``kernels.normalize`` of request poses; a failure names the request's tensor."""
+    try:
+        return kernels.normalize(poses)
+    except ValueError as err:
+        raise RequestError(f"{name}: {err}") from None
 
 
 def input_scalar(request, name: str, default, cast: Callable = lambda v: v):

@@ -59,6 +59,24 @@ def test_server_stops_with_its_python_stubs():
     server.stop()  # idempotent
 
 
+def test_server_started_from_a_short_lived_thread_keeps_running():
+    """The parent-death signal is bound to the forking thread; servers are forked from a
+    long-lived launcher thread, so a worker thread's end does not stop its server."""
+    import threading
+
+    started = []
+    worker = threading.Thread(target=lambda: started.append(TritonServer(models=["score"]).start()))
+    worker.start()
+    worker.join()
+    server = started[0]
+    try:
+        time.sleep(1.0)
+        assert server.is_running()
+        assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("score")
+    finally:
+        server.stop()
+
+
 def test_killed_parent_leaves_no_orphan_server(tmp_path):
     script = textwrap.dedent("""
         import sys, time

@@ -3,7 +3,7 @@
 import numpy as np
 
 import kernels
-from engine.triton_models import RequestError, input_scalar, instance_xp, output_tensor, poses_input, serve_batch
+from engine.triton_models import RequestError, input_scalar, instance_xp, normalized, output_tensor, poses_input, serve_batch
 
 
 class TritonPythonModel:
@@ -18,8 +18,8 @@ class TritonPythonModel:
             window = None  # 0 or negative: no window
         mirror = input_scalar(request, "mirror", False, bool)
         with_path = input_scalar(request, "return_path", False, bool)
-        ref = kernels.normalize(reference)
-        att = kernels.normalize(attempt)
+        ref = normalized(reference, "reference")
+        att = normalized(attempt, "attempt")
         atts = (att, kernels.mirror_vectors(*att)) if mirror else (att,)
         return ref, atts, window, mirror, with_path
 

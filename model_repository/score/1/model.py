@@ -1,7 +1,7 @@
 """Pose scoring: one query pose vs N candidates -> scores [N], part scores [N, 6] (0-100)."""
 
 import kernels
-from engine.triton_models import RequestError, input_scalar, instance_xp, output_tensor, poses_input, serve_batch
+from engine.triton_models import input_scalar, instance_xp, normalized, output_tensor, poses_input, serve_batch
 
 
 class TritonPythonModel:
@@ -13,10 +13,8 @@ class TritonPythonModel:
         candidates = poses_input(request, "candidates", self.xp)
         metric = input_scalar(request, "metric", "cosine", str)
         mirror = input_scalar(request, "mirror", False, bool)
-        q_vec, q_w = kernels.normalize(query)
-        if not bool((q_w > 0).any()):
-            raise RequestError("query: the query pose has no keypoint above the confidence threshold")
-        vectors, weights = kernels.normalize(candidates)
+        q_vec, q_w = normalized(query, "query")
+        vectors, weights = normalized(candidates, "candidates")
         return q_vec, q_w, vectors, weights, metric, mirror
 
     def compute(self, items):

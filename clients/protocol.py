@@ -1,0 +1,294 @@
+"""What the sync and asyncio clients share: the error type, the result types, input validation,
+and one request builder / response parser per model (plain functions, no I/O).
+
+A builder validates its arguments *before* anything is sent and returns the inputs of one or more
+requests; a parser turns the responses of those requests into one typed result. Tensor names,
+dtypes and shapes are those of ``model_repository/<model>/config.pbtxt``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from tritonclient.grpc import InferenceServerException, InferInput, InferResult
+
+from kernels.scoring import METRICS
+from kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS
+
+#: ``max_batch_size`` of model_repository/pose/config.pbtxt: frames per pose request.
+POSE_MAX_BATCH = 16
+#: Candidates per score request by default (65536 poses are 13 MB of float32).
+DEFAULT_MAX_CANDIDATES = 65536
+
+
+class PoseScoreError(ValueError):
+    """Everything a posescore client raises: a bad argument (found before any request is sent) or
+    an error from the server or the connection.
+
+    ``status`` is the gRPC status code name (e.g. ``"UNAVAILABLE"``, ``"INVALID_ARGUMENT"``), None
+    for client-side validation errors; ``model`` the model the call was for, when there was one.
+    """
+
+    def __init__(self, message: str, *, status: str | None = None, model: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.model = model
+
+
+def server_error(model: str | None, error: InferenceServerException, note: str = "") -> PoseScoreError:
+    """A PoseScoreError carrying the server's message, the gRPC status code and the model name."""
+    status = status_name(error)
+    where = f"model {model!r}" if model else "server"
+    message = f"{where}: {error.message() or error} [{status or 'no status'}]{note}"
+    return PoseScoreError(message, status=status, model=model)
+
+
+def not_ready(error: InferenceServerException) -> InferenceServerException:
+    """A NOT_FOUND answer ("no available versions") from a server that is not ready, i.e. still
+    loading its models: UNAVAILABLE, to be retried."""
+    return InferenceServerException(f"{error.message()} (the server is not ready yet)",
+                                    status="StatusCode.UNAVAILABLE")
+
+
+def status_name(error: InferenceServerException) -> str | None:
+    """``"UNAVAILABLE"`` from tritonclient's ``"StatusCode.UNAVAILABLE"``."""
+    status = error.status()
+    return status.rsplit(".", 1)[-1] if status else None
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FramePeople:
+    """The people detected in one frame: ``keypoints [n, 17, 3]`` float32 (pixel x, y, confidence),
+    ``boxes [n, 4]`` float32, ``scores [n]`` float32."""
+
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class PoseResult:
+    """Pose model output for B frames, padded to P people per frame: ``keypoints [B, P, 17, 3]``
+    float32, ``boxes [B, P, 4]`` float32, ``scores [B, P]`` float32 and ``counts [B]`` int32 (the
+    number of real people in each frame; rows past it are padding)."""
+
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def frame(self, index: int) -> FramePeople:
+        """Frame ``index``'s people, trimmed to its count."""
+        n = int(self.counts[index])
+        return FramePeople(self.keypoints[index, :n], self.boxes[index, :n], self.scores[index, :n])
+
+    def frames(self) -> list[FramePeople]:
+        """Every frame's people, trimmed to its count, in frame order."""
+        return [self.frame(i) for i in range(len(self))]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """``scores [N]`` float32 0-100 of each candidate against the query, ``part_scores [N, 6]``
+    float32 0-100 (kernels.PART_NAMES order)."""
+
+    scores: np.ndarray
+    part_scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class DtwResult:
+    """DTW of a reference and an attempt: ``distance`` (root of the path's summed squared costs),
+    ``score`` 0-100, ``part_scores [6]`` float32 along the path, ``mirrored`` (the mirrored attempt
+    matched better), ``path [L, 2]`` int32 of (reference index, attempt index) or None when not
+    requested."""
+
+    distance: float
+    score: float
+    part_scores: np.ndarray
+    mirrored: bool
+    path: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class SearchMatch:
+    """One archive match (frames inclusive; ``track`` -1 when unknown; ``score`` 0-100)."""
+
+    video_id: str
+    video_name: str
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    track: int
+    score: float
+
+
+# -- validation ----------------------------------------------------------------------------------
+def _host_array(value: Any, name: str) -> np.ndarray:
+    if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
+        value = value.get()  # a CuPy array: one copy to the host
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise PoseScoreError(f"{name}: expected an array, got {type(value).__name__} ({err})") from None
+
+
+def check_poses(value: Any, name: str, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """``value`` as C-contiguous float32 poses ``[17, 3]`` (ndim 2) or ``[N, 17, 3]`` (ndim 3) with
+    N >= 1; raises PoseScoreError naming ``name`` otherwise. NaN passes (the server refuses it)."""
+    array = _host_array(value, name)
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    expected = " or ".join("[17, 3]" if n == 2 else "[N, 17, 3]" for n in ndims)
+    if array.dtype.kind not in "iuf":
+        raise PoseScoreError(f"{name}: expected float32 poses {expected}, got dtype {array.dtype}")
+    if array.ndim not in ndims or array.shape[-2:] != (NUM_KEYPOINTS, 3):
+        raise PoseScoreError(f"{name}: expected poses {expected}, got shape {list(array.shape)}")
+    if array.ndim == 3 and array.shape[0] == 0:
+        raise PoseScoreError(f"{name}: expected at least one pose [N >= 1, 17, 3], got shape {list(array.shape)}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def check_frames(value: Any) -> np.ndarray:
+    """``value`` as C-contiguous uint8 RGB frames ``[B, H, W, 3]`` (one ``[H, W, 3]`` frame gets B=1)."""
+    frames = _host_array(value, "frames")
+    if frames.dtype != np.uint8:
+        raise PoseScoreError(f"frames: expected dtype uint8, got {frames.dtype}")
+    if frames.ndim not in (3, 4) or frames.shape[-1] != 3:
+        raise PoseScoreError(f"frames: expected RGB frames [H, W, 3] or [B, H, W, 3], got shape {list(frames.shape)}")
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise PoseScoreError(f"frames: expected at least one frame of at least 1x1 pixels, got shape "
+                             f"{list(frames.shape)}")
+    return np.ascontiguousarray(frames)
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (bools refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise PoseScoreError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise PoseScoreError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise PoseScoreError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
+# -- tensors -------------------------------------------------------------------------------------
+def _tensor(name: str, array: np.ndarray, datatype: str) -> InferInput:
+    tensor = InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _bool(name: str, value: bool) -> InferInput:
+    return _tensor(name, np.array([value], np.bool_), "BOOL")
+
+
+def _output(result: InferResult, name: str) -> np.ndarray:
+    array = result.as_numpy(name)
+    if array is None:
+        raise PoseScoreError(f"the server's response has no output {name!r}", status="INTERNAL")
+    return array
+
+
+def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _decode(values: np.ndarray) -> list[str]:
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+
+
+# -- one builder and one parser per model --------------------------------------------------------
+def pose_requests(frames: Any, batch: int = POSE_MAX_BATCH) -> list[list[InferInput]]:
+    """Inputs of the pose requests for ``frames`` (uint8 [H, W, 3] or [B, H, W, 3]), ``batch``
+    frames at most per request, in frame order."""
+    frames = check_frames(frames)
+    return [[_tensor("frames", frames[i:i + batch], "UINT8")] for i in range(0, len(frames), batch)]
+
+
+def pose_result(results: Sequence[InferResult]) -> PoseResult:
+    """One PoseResult from the pose responses in order (chunks padded to a common P)."""
+    chunks = [(_output(r, "keypoints"), _output(r, "boxes"), _output(r, "scores"), _output(r, "count"))
+              for r in results]
+    people = max(c[0].shape[1] for c in chunks)
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        pad = [(0, 0), (0, people - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, pad) if array.shape[1] < people else array
+
+    return PoseResult(keypoints=_concat([padded(c[0]) for c in chunks]),
+                      boxes=_concat([padded(c[1]) for c in chunks]),
+                      scores=_concat([padded(c[2]) for c in chunks]),
+                      counts=_concat([c[3].reshape(-1) for c in chunks]).astype(np.int32))
+
+
+def score_requests(query: Any, candidates: Any, metric: str, mirror: bool, chunk: int) -> list[list[InferInput]]:
+    """Inputs of the score requests: ``query [17, 3]`` against ``candidates [N, 17, 3]``, ``chunk``
+    candidates at most per request."""
+    query = check_poses(query, "query", 2)
+    candidates = check_poses(candidates, "candidates", 3)
+    if metric not in METRICS:
+        raise PoseScoreError(f"metric: expected one of {METRICS}, got {metric!r}")
+    mirror = check_bool(mirror, "mirror")
+    shared = [_tensor("query", query, "FP32"), _tensor("metric", np.array([metric.encode()], np.object_), "BYTES"),
+              _bool("mirror", mirror)]
+    return [[_tensor("candidates", candidates[i:i + chunk], "FP32"), *shared]
+            for i in range(0, len(candidates), chunk)]
+
+
+def score_result(results: Sequence[InferResult]) -> ScoreResult:
+    return ScoreResult(scores=_concat([_output(r, "scores") for r in results]),
+                       part_scores=_concat([_output(r, "part_scores") for r in results]).reshape(-1, NUM_PARTS))
+
+
+def dtw_request(reference: Any, attempt: Any, window: int | None, mirror: bool, return_path: bool) -> list[InferInput]:
+    """Inputs of one dtw request: ``reference [T, 17, 3]``, ``attempt [U, 17, 3]``."""
+    inputs = [_tensor("reference", check_poses(reference, "reference", 3), "FP32"),
+              _tensor("attempt", check_poses(attempt, "attempt", 3), "FP32"),
+              _bool("mirror", check_bool(mirror, "mirror")),
+              _bool("return_path", check_bool(return_path, "return_path"))]
+    if window is not None:
+        inputs.append(_tensor("window", np.array([check_int(window, "window", 1)], np.int32), "INT32"))
+    return inputs
+
+
+def dtw_result(result: InferResult, return_path: bool) -> DtwResult:
+    return DtwResult(distance=float(_output(result, "distance").reshape(-1)[0]),
+                     score=float(_output(result, "score").reshape(-1)[0]),
+                     part_scores=_output(result, "part_scores").reshape(NUM_PARTS),
+                     mirrored=bool(_output(result, "mirrored").reshape(-1)[0]),
+                     path=_output(result, "path").reshape(-1, 2) if return_path else None)
+
+
+def search_request(archive: str | os.PathLike, query: Any, k: int) -> list[InferInput]:
+    """Inputs of one search request: ``archive`` (a folder under the server's archive root),
+    ``query [17, 3]`` (a pose) or ``[M, 17, 3]`` (a movement), ``k >= 1``."""
+    if not isinstance(archive, (str, os.PathLike)) or not os.fspath(archive):
+        raise PoseScoreError(f"archive: expected a non-empty path, got {archive!r}")
+    query = check_poses(query, "query", (2, 3)).reshape(-1, NUM_KEYPOINTS, 3)
+    return [_tensor("archive", np.array([os.fsencode(archive)], np.object_), "BYTES"),
+            _tensor("query", query, "FP32"),
+            _tensor("k", np.array([check_int(k, "k", 1)], np.int32), "INT32")]
+
+
+def search_result(result: InferResult) -> list[SearchMatch]:
+    columns = [_output(result, name) for name in ("video_ids", "video_names", "start_frames", "end_frames",
+                                                  "start_times", "end_times", "tracks", "scores")]
+    ids, names = _decode(columns[0]), _decode(columns[1])
+    return [SearchMatch(ids[i], names[i], int(columns[2][i]), int(columns[3][i]), float(columns[4][i]),
+                        float(columns[5][i]), int(columns[6][i]), float(columns[7][i]))
+            for i in range(len(ids))]

@@ -1,0 +1,305 @@
+"""Typed gRPC clients for the models of model_repository/: ``PoseScoreClient`` (blocking) and
+``AsyncPoseScoreClient`` (asyncio), with the same methods.
+
+    with PoseScoreClient("127.0.0.1:8001") as client:
+        result = client.score(query, candidates, metric="cosine", mirror=True)
+
+Every call has a deadline (``timeout`` seconds, retries included). A server that is unavailable
+(starting, stopping, restarting, connection refused) is retried with exponential backoff and
+jitter until that deadline; any other error is raised at once. Arguments are checked before
+anything is sent. Everything raised is a :class:`PoseScoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Sequence
+
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aiogrpcclient
+from tritonclient.grpc import InferenceServerException, InferInput, InferResult
+
+from . import protocol as p
+from .protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, PoseResult, PoseScoreError, ScoreResult,
+                       SearchMatch)
+
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    # Reconnect soon after a server comes back (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class _ClientBase:
+    """Settings and retry policy shared by both clients; ``_connect`` makes the tritonclient."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0, initial_backoff: float = 0.05,
+                 max_backoff: float = 1.0, max_candidates_per_request: int = DEFAULT_MAX_CANDIDATES,
+                 pose_batch_size: int = POSE_MAX_BATCH, max_concurrency: int = 4):
+        if not isinstance(url, str) or not url:
+            raise PoseScoreError(f"url: expected 'host:port', got {url!r}")
+        for name, value in (("timeout", timeout), ("initial_backoff", initial_backoff), ("max_backoff", max_backoff)):
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise PoseScoreError(f"{name}: expected seconds > 0, got {value!r}")
+        self.url = url
+        self.timeout = float(timeout)
+        self.initial_backoff = float(initial_backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_candidates_per_request = p.check_int(max_candidates_per_request, "max_candidates_per_request", 1)
+        self.pose_batch_size = p.check_int(pose_batch_size, "pose_batch_size", 1)
+        self.max_concurrency = p.check_int(max_concurrency, "max_concurrency", 1)
+        self._closed = False
+        self._connect()
+
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoseScoreError(f"this client of {self.url} is closed")
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_backoff, self.initial_backoff * 2.0 ** min(attempt, 60)) * random.uniform(0.5, 1.0)
+
+    def _retry_delay(self, model: str | None, error: InferenceServerException,
+                     previous: InferenceServerException | None, attempt: int, deadline: float) -> float:
+        """Seconds to wait before retrying after ``error`` (``previous``: the last UNAVAILABLE error
+        of this call, if any), or raise the PoseScoreError that ends the call."""
+        status = p.status_name(error)
+        if status == "DEADLINE_EXCEEDED" and previous is not None:
+            error, status = previous, "UNAVAILABLE"  # the deadline ran out while the server was away
+        if status != "UNAVAILABLE":
+            raise p.server_error(model, error)
+        delay = self._backoff(attempt)
+        if time.monotonic() + delay >= deadline:
+            raise p.server_error(model, error, f" (gave up after {attempt + 1} attempt(s) in {self.timeout:g} s)")
+        return delay
+
+
+class PoseScoreClient(_ClientBase):
+    """Blocking client of the pose, score, dtw and search models at ``url`` (``"host:port"``).
+
+    ``timeout``: seconds each call may take, retries of an unavailable server included.
+    ``initial_backoff`` / ``max_backoff``: the first and the longest wait between retries (the wait
+    doubles each time, times a random factor in [0.5, 1]). ``max_candidates_per_request`` and
+    ``pose_batch_size`` split big calls into several requests, ``max_concurrency`` of which are in
+    flight at once. Safe to share between threads. A context manager; ``close()`` when done.
+    """
+
+    def _connect(self) -> None:
+        self._client = grpcclient.InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
+        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="posescore-client")
+
+    # -- models ----------------------------------------------------------------------------------
+    def pose(self, frames: Any) -> PoseResult:
+        """People in RGB ``frames`` uint8 ``[H, W, 3]`` or ``[B, H, W, 3]``: keypoints
+        ``[B, P, 17, 3]``, boxes ``[B, P, 4]``, scores ``[B, P]`` float32 and counts ``[B]`` int32
+        (B = 1 for one frame). Sent as requests of at most ``pose_batch_size`` frames."""
+        return p.pose_result(self._infer_all("pose", p.pose_requests(frames, self.pose_batch_size)))
+
+    def score(self, query: Any, candidates: Any, metric: str = "cosine", mirror: bool = False) -> ScoreResult:
+        """Scores of one pose ``query [17, 3]`` against ``candidates [N, 17, 3]`` (pixel keypoints,
+        float32-convertible): ``scores [N]`` and ``part_scores [N, 6]`` float32 0-100. ``metric`` is
+        one of ``kernels.scoring.METRICS``; ``mirror`` also tries the mirrored query per candidate.
+        Sent as requests of at most ``max_candidates_per_request`` candidates."""
+        requests = p.score_requests(query, candidates, metric, mirror, self.max_candidates_per_request)
+        return p.score_result(self._infer_all("score", requests))
+
+    def dtw(self, reference: Any, attempt: Any, window: int | None = None, mirror: bool = False,
+            return_path: bool = False) -> DtwResult:
+        """DTW alignment of movements ``reference [T, 17, 3]`` and ``attempt [U, 17, 3]``: distance,
+        score 0-100, ``part_scores [6]``, mirrored, and ``path [L, 2]`` int32 when ``return_path``.
+        ``window``: Sakoe-Chiba band half-width in frames (None: unconstrained)."""
+        request = p.dtw_request(reference, attempt, window, mirror, return_path)
+        return p.dtw_result(self._infer_all("dtw", [request])[0], return_path)
+
+    def search(self, archive: str | os.PathLike, query: Any, k: int = 10) -> list[SearchMatch]:
+        """The ``k`` best matches, best first, of a pose ``query [17, 3]`` (one frame each) or a
+        movement ``[M, 17, 3]`` (a frame range each) in ``archive``, a folder under the server's
+        archive root (relative to it, or absolute)."""
+        return p.search_result(self._infer_all("search", [p.search_request(archive, query, k)])[0])
+
+    # -- server ----------------------------------------------------------------------------------
+    def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
+        """Whether the server (and each of ``models``) answers ready within ``timeout`` seconds
+        (default: the client's); False on any server or connection error."""
+        self._check_open()
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            return bool(self._client.is_server_ready(client_timeout=timeout)) and all(
+                self._client.is_model_ready(m, client_timeout=timeout) for m in models)
+        except InferenceServerException:
+            return False
+
+    def wait_until_ready(self, timeout: float | None = None, models: Sequence[str] = ()) -> None:
+        """Wait up to ``timeout`` seconds (default: the client's) until :meth:`is_ready`; raises
+        PoseScoreError (status UNAVAILABLE) when it is not by then."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        for attempt in itertools.count():
+            if self.is_ready(models, max(deadline - time.monotonic(), 1e-3)):
+                return
+            delay = self._backoff(attempt)
+            if time.monotonic() + delay >= deadline:
+                raise PoseScoreError(f"server at {self.url} not ready within {timeout:g} s", status="UNAVAILABLE")
+            time.sleep(delay)
+
+    def server_metadata(self) -> dict:
+        """The server's name, version and extensions, as a dict."""
+        return self._call(None, lambda t: self._client.get_server_metadata(as_json=True, client_timeout=t),
+                          time.monotonic() + self.timeout)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.shutdown(wait=True)
+            self._client.close()
+
+    def __enter__(self) -> "PoseScoreClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _call(self, model: str | None, rpc: Callable[[float], Any], deadline: float) -> Any:
+        """``rpc(seconds left)``, retried while the server is unavailable (or not ready: a model
+        not found while the server is starting or stopping) and time is left."""
+        self._check_open()
+        previous = None
+        for attempt in itertools.count():
+            try:
+                return rpc(max(deadline - time.monotonic(), 1e-3))
+            except InferenceServerException as error:
+                if p.status_name(error) == "NOT_FOUND" and not self.is_ready(timeout=1.0):
+                    error = p.not_ready(error)  # the model of a server starting or stopping
+                time.sleep(self._retry_delay(model, error, previous, attempt, deadline))
+                previous = error
+
+    def _infer_all(self, model: str, requests: list[list[InferInput]]) -> list[InferResult]:
+        """Responses to ``requests`` in order; several are sent concurrently, under one deadline."""
+        deadline = time.monotonic() + self.timeout
+
+        def infer(inputs: list[InferInput]) -> InferResult:
+            return self._call(model, lambda t: self._client.infer(model, inputs, client_timeout=t), deadline)
+
+        if len(requests) == 1:
+            return [infer(requests[0])]
+        self._check_open()
+        return list(self._pool.map(infer, requests))
+
+
+class AsyncPoseScoreClient(_ClientBase):
+    """asyncio client with the methods of :class:`PoseScoreClient` (coroutines), the same settings
+    and results. Requests of one call are sent concurrently (at most ``max_concurrency`` at once);
+    many calls may run at once on one client, inside one event loop. An async context manager;
+    ``await close()`` when done.
+    """
+
+    def _connect(self) -> None:
+        self._aio: aiogrpcclient.InferenceServerClient | None = None  # made in the running loop
+
+    @property
+    def _client(self) -> aiogrpcclient.InferenceServerClient:
+        self._check_open()
+        if self._aio is None:
+            self._aio = aiogrpcclient.InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
+        return self._aio
+
+    async def pose(self, frames: Any) -> PoseResult:
+        """As :meth:`PoseScoreClient.pose`."""
+        return p.pose_result(await self._infer_all("pose", p.pose_requests(frames, self.pose_batch_size)))
+
+    async def score(self, query: Any, candidates: Any, metric: str = "cosine", mirror: bool = False) -> ScoreResult:
+        """As :meth:`PoseScoreClient.score`."""
+        requests = p.score_requests(query, candidates, metric, mirror, self.max_candidates_per_request)
+        return p.score_result(await self._infer_all("score", requests))
+
+    async def dtw(self, reference: Any, attempt: Any, window: int | None = None, mirror: bool = False,
+                  return_path: bool = False) -> DtwResult:
+        """As :meth:`PoseScoreClient.dtw`."""
+        request = p.dtw_request(reference, attempt, window, mirror, return_path)
+        return p.dtw_result((await self._infer_all("dtw", [request]))[0], return_path)
+
+    async def search(self, archive: str | os.PathLike, query: Any, k: int = 10) -> list[SearchMatch]:
+        """As :meth:`PoseScoreClient.search`."""
+        return p.search_result((await self._infer_all("search", [p.search_request(archive, query, k)]))[0])
+
+    async def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
+        """As :meth:`PoseScoreClient.is_ready`."""
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            if not await self._client.is_server_ready(client_timeout=timeout):
+                return False
+            for model in models:
+                if not await self._client.is_model_ready(model, client_timeout=timeout):
+                    return False
+            return True
+        except InferenceServerException:
+            return False
+
+    async def wait_until_ready(self, timeout: float | None = None, models: Sequence[str] = ()) -> None:
+        """As :meth:`PoseScoreClient.wait_until_ready`."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        for attempt in itertools.count():
+            if await self.is_ready(models, max(deadline - time.monotonic(), 1e-3)):
+                return
+            delay = self._backoff(attempt)
+            if time.monotonic() + delay >= deadline:
+                raise PoseScoreError(f"server at {self.url} not ready within {timeout:g} s", status="UNAVAILABLE")
+            await asyncio.sleep(delay)
+
+    async def server_metadata(self) -> dict:
+        """As :meth:`PoseScoreClient.server_metadata`."""
+        return await self._call(None, lambda t: self._client.get_server_metadata(as_json=True, client_timeout=t),
+                                time.monotonic() + self.timeout)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._aio is not None:
+                await self._aio.close()
+
+    async def __aenter__(self) -> "AsyncPoseScoreClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, model: str | None, rpc: Callable[[float], Awaitable[Any]], deadline: float) -> Any:
+        """As :meth:`PoseScoreClient._call`."""
+        previous = None
+        for attempt in itertools.count():
+            try:
+                return await rpc(max(deadline - time.monotonic(), 1e-3))
+            except InferenceServerException as error:
+                if p.status_name(error) == "NOT_FOUND" and not await self.is_ready(timeout=1.0):
+                    error = p.not_ready(error)  # the model of a server starting or stopping
+                await asyncio.sleep(self._retry_delay(model, error, previous, attempt, deadline))
+                previous = error
+
+    async def _infer_all(self, model: str, requests: list[list[InferInput]]) -> list[InferResult]:
+        """As :meth:`PoseScoreClient._infer_all`; on an error the call's other requests are cancelled."""
+        deadline = time.monotonic() + self.timeout
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def infer(inputs: list[InferInput]) -> InferResult:
+            async with limit:
+                return await self._call(model, lambda t: self._client.infer(model, inputs, client_timeout=t),
+                                        deadline)
+
+        tasks = [asyncio.ensure_future(infer(inputs)) for inputs in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
