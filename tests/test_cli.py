@@ -17,3 +17,16 @@ def test_bad_usage_exits_2():
     exe = Path(sys.executable).with_name("posescore")
     out = subprocess.run([str(exe), "frobnicate"], capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_models_export_is_skipped_when_current():
+    from engine.export import is_current, onnx_path
+
+    if not is_current():
+        import pytest
+
+        pytest.skip("the pose model is not exported (make model)")
+    exe = Path(sys.executable).with_name("posescore")
+    before = onnx_path().stat().st_mtime
+    out = subprocess.run([str(exe), "models", "export"], capture_output=True, text=True, check=True)
+    assert "up to date" in out.stdout and onnx_path().stat().st_mtime == before
