@@ -1,0 +1,1 @@
+"""Load tests of a posescore deployment: locust users speaking gRPC through clients/."""
