@@ -55,6 +55,11 @@ def _read_manifest(root: Path) -> dict:
     return manifest
 
 
+def load_manifest(path: str | Path) -> dict:
+    """The archive's manifest (raises ArchiveError when ``path`` is not an archive)."""
+    return _read_manifest(Path(path))
+
+
 def _write_manifest(root: Path, manifest: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest-", suffix=".json")
     with os.fdopen(fd, "w") as out:

@@ -81,6 +81,141 @@ def _serve(args) -> int:
         server.stop()
 
 
+class _Progress:
+    """A one-line progress counter on stderr (nothing with --quiet or when stderr is no TTY in CI)."""
+
+    def __init__(self, label: str, quiet: bool):
+        self.label, self.quiet, self.last = label, quiet, 0.0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        import time
+
+        now = time.monotonic()
+        if self.quiet or (now - self.last < 0.2 and not (total and done >= total)):
+            return
+        self.last = now
+        of = f"/{total}" if total else ""
+        end = "\n" if total and done >= total else ""
+        print(f"\r{self.label}: {done}{of} frames", end=end, file=sys.stderr, flush=True)
+
+
+def _emit(args, result, lines) -> None:
+    """Print ``result`` as JSON with --json, else the human-readable ``lines``."""
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _fmt_parts(parts: dict) -> str:
+    return "  ".join(f"{name} {'-' if v is None else f'{v:.0f}'}" for name, v in parts.items())
+
+
+def _with_client(args, job):
+    """Run ``job(client)`` against --url, or an embedded server started for the job."""
+    from clients import PoseScoreClient
+
+    from .server import server_url
+
+    if not args.url and not args.quiet:
+        print("starting the embedded Triton server ...", file=sys.stderr, flush=True)
+    with server_url(args.url) as url, PoseScoreClient(url, timeout=args.timeout) as client:
+        return job(client)
+
+
+def _needs_server(*paths) -> bool:
+    from .jobs import is_pose_json
+
+    return not all(p is None or is_pose_json(p) for p in paths)
+
+
+def _run_job(args, job, *inputs):
+    """``job(client)`` with a server only when an input is not a pose JSON file."""
+    if _needs_server(*inputs):
+        return _with_client(args, job)
+    return job(None)
+
+
+def _pose(args) -> int:
+    from .jobs import pose_job
+
+    records = _run_job(args, lambda c: pose_job(args.input, c, args.output, args.fps,
+                                                _Progress("decoded and inferred", args.quiet)), args.input)
+    if args.output:
+        frames = len({r["image_id"] for r in records})
+        _emit(args, {"output": args.output, "records": len(records)},
+              [f"{len(records)} poses in {frames} frame(s) written to {args.output}"])
+    else:
+        print(json.dumps(records))
+    return 0
+
+
+def _compare(args) -> int:
+    from .jobs import compare_job
+
+    report = _run_job(args, lambda c: compare_job(
+        args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
+        fps=args.fps, window=args.window, progress=_Progress("decoded and inferred", args.quiet)),
+        args.reference, args.attempt)
+    lines = [f"score {report['score']:.1f}  (DTW distance {report['distance']:.3f}, "
+             f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
+             f"parts  {_fmt_parts(report['parts'])}"]
+    if report["parts_under_threshold"]:
+        lines.append(f"under {report['threshold']:g}: {', '.join(report['parts_under_threshold'])}")
+    lines.append("worst moments:")
+    for m in report["worst_moments"]:
+        lines.append(f"  reference {m['reference_time']:7.2f}s  attempt {m['attempt_time']:7.2f}s  "
+                     f"score {m['score']:5.1f}  {m['worst_part'] or '-'} "
+                     f"({m['worst_part_score'] if m['worst_part_score'] is not None else '-'}; "
+                     f"~{m['angle_difference_deg']} deg off)")
+    for name, path in report.get("outputs", {}).items():
+        lines.append(f"{name:7} {path}")
+    _emit(args, report, lines)
+    return 0
+
+
+def _find(args) -> int:
+    from .jobs import find_job
+
+    result = _run_job(args, lambda c: find_job(args.pose, args.video, c, k=args.k, mirror=args.mirror,
+                                               out_dir=args.out, fps=args.fps,
+                                               progress=_Progress("decoded and inferred", args.quiet)),
+                      args.pose, args.video)
+    lines = [f"{'time':>8}  {'frame':>6}  {'score':>5}  parts"]
+    lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {_fmt_parts(m['parts'])}"
+              for m in result["moments"]]
+    lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
+    _emit(args, result, lines)
+    return 0
+
+
+def _index(args) -> int:
+    from .jobs import index_job
+
+    result = _with_client(args, lambda c: index_job(
+        args.videos, args.archive, c, fps=args.fps,
+        progress_factory=lambda video: _Progress(f"indexing {video.name}", args.quiet)))
+    lines = [f"{v['status']:16} {v['video']}" + (f"  ({v['poses']} poses in {v['frames']} frames)"
+                                                  if "poses" in v else "") for v in result["videos"]]
+    lines.append(f"archive: {result['archive']}")
+    _emit(args, result, lines)
+    return 0
+
+
+def _search(args) -> int:
+    from .jobs import search_job
+
+    query = args.pose or args.clip
+    result = _run_job(args, lambda c: search_job(args.archive, c, pose=args.pose, clip=args.clip,
+                                                 k=args.k, fps=args.fps), query)
+    lines = [f"{'score':>5}  {'video':24} {'start':>8} {'end':>8}  frames"]
+    lines += [f"{m['score']:5.1f}  {m['video'][:24]:24} {m['start_time']:7.2f}s {m['end_time']:7.2f}s  "
+              f"{m['start_frame']}-{m['end_frame']}" for m in result["matches"]]
+    _emit(args, result, lines)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="posescore", description="Score human movement.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,8 +241,82 @@ def main(argv: list[str] | None = None) -> int:
                        help="folder under which the search model may load archives (default: .)")
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(func=_serve)
+
+    def job_parser(name, help_text, inference=True):
+        job = sub.add_parser(name, help=help_text)
+        job.add_argument("--json", action="store_true", help="print one JSON object")
+        job.add_argument("--quiet", action="store_true", help="no progress output")
+        job.add_argument("--fps", type=float, default=None, help="sample videos at this frame rate")
+        if inference:
+            job.add_argument("--url", default=None, help="HOST:PORT of a running server "
+                             "(default: start an embedded one for the job)")
+            job.add_argument("--timeout", type=float, default=120.0, help="seconds per server call")
+        return job
+
+    pose = job_parser("pose", "keypoints of an image or video as AlphaPose / COCO results JSON")
+    pose.add_argument("input", help="image, video or pose JSON")
+    pose.add_argument("-o", "--output", help="write the JSON here (default: stdout)")
+    pose.set_defaults(func=_pose)
+
+    compare = job_parser("compare", "score an attempt against a reference movement (DTW-aligned)")
+    compare.add_argument("reference", help="video or pose JSON")
+    compare.add_argument("attempt", help="video or pose JSON")
+    compare.add_argument("--out", help="folder for report.json, side_by_side.mp4 and scores.png")
+    compare.add_argument("--threshold", type=float, default=80.0, help="parts under it are drawn red")
+    compare.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    compare.add_argument("--window", type=int, default=None, help="DTW window in frames")
+    compare.set_defaults(func=_compare)
+
+    find = job_parser("find", "the moments of a video most similar to a pose")
+    find.add_argument("pose", help="image (its main person) or pose JSON")
+    find.add_argument("video", help="video or pose JSON")
+    find.add_argument("--k", type=int, default=5)
+    find.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    find.add_argument("--out", help="folder for best_match.png")
+    find.set_defaults(func=_find)
+
+    index = job_parser("index", "extract every pose of videos into an archive")
+    index.add_argument("videos", nargs="+")
+    index.add_argument("--archive", required=True, help="archive folder (created if missing)")
+    index.set_defaults(func=_index)
+
+    search = job_parser("search", "nearest poses (--pose) or movements (--clip) in an archive")
+    search.add_argument("--archive", required=True)
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--pose", help="image or pose JSON")
+    query.add_argument("--clip", help="video or pose JSON of a movement")
+    search.add_argument("--k", type=int, default=10)
+    search.set_defaults(func=_search)
+
+    try:
+        from loadtests.cli import add_parser as add_loadtest_parser
+    except ImportError:  # the load-test tools are optional at run time
+        add_loadtest_parser = None
+    if add_loadtest_parser is not None:
+        add_loadtest_parser(sub)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    if getattr(args, "k", 1) < 1:
+        parser.error(f"--k: expected an integer >= 1, got {args.k}")
+    return _run_safely(args)
+
+
+def _run_safely(args) -> int:
+    """Run the command; a failure prints one line naming the problem and exits 1."""
+    from clients import PoseScoreError
+
+    from .archive import ArchiveError
+    from .export import ExportError
+    from .server import ServerError
+
+    try:
+        return args.func(args)
+    except (ValueError, OSError, PoseScoreError, ArchiveError, ExportError, ServerError) as err:
+        print(f"posescore: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("posescore: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,323 @@
+"""The jobs behind the CLI: pose, compare, find, index, search.
+
+Keypoints come from Triton through ``clients`` (``engine.video.extract_poses``) or from a pose JSON
+file; every score comes from ``kernels``. Each job returns a JSON-ready dict; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import kernels
+from kernels.skeleton import PART_NAMES
+
+from . import archive as archive_io
+from .formats import read_poses_json, to_alphapose, write_alphapose
+from .people import main_performer, pick_person, track_people
+from .render import draw_skeleton, plot_scores, side_by_side, write_image
+from .video import VideoError, VideoPoses, extract_poses, is_image, iter_frames, read_image, write_video
+
+Progress = Callable[[int, int], None]
+#: Worst moments and found moments are at least this far apart (seconds of the reference / video).
+MOMENT_GAP_S = 0.5
+
+
+class JobError(ValueError):
+    """A job that cannot run on its inputs; the message names the file and the problem."""
+
+
+def is_pose_json(path: str | Path) -> bool:
+    return str(path).lower().endswith(".json")
+
+
+def load_poses(source: str | Path, client=None, *, fps: float | None = None,
+               progress: Progress | None = None) -> VideoPoses:
+    """Every person in every frame of an image, a video (through the pose model) or a pose JSON."""
+    source = Path(source)
+    if not source.exists():
+        raise JobError(f"{source}: no such file")
+    if is_pose_json(source):
+        return read_poses_json(source)
+    if client is None:
+        raise JobError(f"{source}: needs the pose model (a server) to get keypoints")
+    return extract_poses(source, client, fps=fps, progress=progress)
+
+
+def single_pose(source: str | Path, client=None, person: int | None = None) -> np.ndarray:
+    """The main person ``[17, 3]`` of an image or pose JSON (or person number ``person``)."""
+    poses = load_poses(source, client)
+    people = poses.frames_people(0)
+    if len(people.keypoints) == 0:
+        raise JobError(f"{source}: no person found")
+    try:
+        index = pick_person(people.keypoints, people.boxes, people.scores, person)
+    except (IndexError, ValueError) as err:
+        raise JobError(f"{source}: {err}") from None
+    return np.asarray(people.keypoints[index], np.float32)
+
+
+# -- pose -------------------------------------------------------------------------------------
+
+def pose_job(source, client, out: str | Path | None = None, fps: float | None = None,
+             progress: Progress | None = None) -> list[dict]:
+    """AlphaPose / COCO results records of every person in ``source``; written to ``out`` if given."""
+    poses = load_poses(source, client, fps=fps, progress=progress)
+    records = to_alphapose(poses, track_people(poses) if poses.keypoints.shape[0] > 1 else None)
+    if out:
+        write_alphapose(out, records)
+    return records
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+def _performer_sequence(poses: VideoPoses, name) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame positions with the main performer, vectors, weights) of a performance."""
+    performer = main_performer(poses)
+    present = np.flatnonzero(performer.present)
+    if len(present) < 2:
+        raise JobError(f"{name}: the performer is visible in {len(present)} frame(s); "
+                       f"need at least 2 to compare movements")
+    vectors, weights = kernels.normalize(performer.poses[present])
+    return present, vectors, weights, performer
+
+
+def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = 80.0,
+                  mirror: bool = False, window: int | None = None, names=("reference", "attempt")) -> dict:
+    """DTW-align the main performers of two performances and score them.
+
+    Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
+    scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (frames,
+    times, score, part scores) and the worst moments with the part that is most off.
+    """
+    r_pos, r_vec, r_w, r_perf = _performer_sequence(reference, names[0])
+    a_pos, a_vec, a_w, a_perf = _performer_sequence(attempt, names[1])
+    candidates = [(False, a_vec, a_w)]
+    if mirror:
+        candidates.append((True, *kernels.mirror_vectors(a_vec, a_w)))
+    scored = [(kernels.dtw_score(r_vec, v, window=window), flipped, v, w) for flipped, v, w in candidates]
+    score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
+    path, distance = kernels.dtw_path(r_vec, a_vec, window=window)
+    i, j = path[:, 0], path[:, 1]
+    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[i] - a_vec[j], axis=1), "cosine")
+    step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
+    r_frames, a_frames = reference.frame_indices[r_pos[i]], attempt.frame_indices[a_pos[j]]
+    r_times, a_times = reference.times[r_pos[i]], attempt.times[a_pos[j]]
+    steps = [{"reference_frame": int(rf), "reference_time": round(float(rt), 3),
+              "attempt_frame": int(af), "attempt_time": round(float(at), 3),
+              "score": round(float(s), 2),
+              "parts": {name: (round(float(p), 2) if ok else None) for name, p, ok in zip(PART_NAMES, sp, sv)}}
+             for rf, rt, af, at, s, sp, sv in zip(r_frames, r_times, a_frames, a_times, step_scores,
+                                                  step_parts, valid)]
+    return {
+        "reference": _source_summary(reference, r_perf, names[0]),
+        "attempt": _source_summary(attempt, a_perf, names[1]),
+        "score": round(float(score), 2),
+        "distance": round(float(distance), 4),
+        "mirrored": bool(mirrored),
+        "threshold": threshold,
+        "parts": {name: round(float(p), 2) for name, p in zip(PART_NAMES, parts)},
+        "parts_under_threshold": [name for name, p in zip(PART_NAMES, parts) if p < threshold],
+        "worst_moments": _worst_moments(steps, step_scores),
+        "steps": steps,
+    }
+
+
+def _source_summary(poses: VideoPoses, performer, name) -> dict:
+    return {"path": str(name), "fps": round(float(poses.info.fps), 3), "frames": int(poses.keypoints.shape[0]),
+            "performer_track": int(performer.track), "frames_with_performer": int(performer.present.sum())}
+
+
+def _worst_moments(steps: list[dict], step_scores: np.ndarray, count: int = 5) -> list[dict]:
+    """The lowest-scoring steps, at least MOMENT_GAP_S of reference time apart, each with the part
+    that is most off and its mean limb/joint angle difference (the inverse of the angle scale)."""
+    chosen: list[dict] = []
+    for n in np.argsort(step_scores, kind="stable"):
+        step = steps[n]
+        if any(abs(step["reference_time"] - c["reference_time"]) < MOMENT_GAP_S for c in chosen):
+            continue
+        scored_parts = {k: v for k, v in step["parts"].items() if v is not None}
+        worst = min(scored_parts, key=scored_parts.get) if scored_parts else None
+        angle = None if worst is None else (1 - scored_parts[worst] / 100) * np.degrees(kernels.SCORE_SCALES["angle"])
+        chosen.append({**{k: step[k] for k in ("reference_frame", "reference_time", "attempt_frame",
+                                               "attempt_time", "score")},
+                       "worst_part": worst, "worst_part_score": scored_parts.get(worst),
+                       "angle_difference_deg": None if angle is None else round(float(angle), 1)})
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+class _FrameCursor:
+    """Frames of a video by increasing index, decoded once, streaming (for aligned rendering)."""
+
+    def __init__(self, source, info, fps=None):
+        self.frames = iter_frames(source, fps=fps) if not is_pose_json(source) else None
+        self.blank = np.full((max(2, info.height), max(2, info.width), 3), 40, np.uint8)
+        self.current = None
+
+    def get(self, index: int) -> np.ndarray:
+        if self.frames is None:
+            return self.blank
+        while self.current is None or self.current.index < index:
+            nxt = next(self.frames, None)
+            if nxt is None:
+                break
+            self.current = nxt
+        return self.current.rgb if self.current is not None else self.blank
+
+
+def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses, out_dir: Path,
+                      sources: tuple, fps: float | None = None) -> dict:
+    """Write ``side_by_side.mp4`` (both skeletons per aligned step, limbs of parts under the
+    threshold red) and ``scores.png`` into ``out_dir``; returns their paths."""
+    threshold = report["threshold"]
+    r_perf, a_perf = main_performer(reference), main_performer(attempt)
+    r_at = {int(f): n for n, f in enumerate(reference.frame_indices)}
+    a_at = {int(f): n for n, f in enumerate(attempt.frame_indices)}
+    r_cursor = _FrameCursor(sources[0], reference.info, fps)
+    a_cursor = _FrameCursor(sources[1], attempt.info, fps)
+
+    def frames():
+        for step in report["steps"]:
+            parts = np.array([100.0 if p is None else p for p in step["parts"].values()])
+            rf, af = step["reference_frame"], step["attempt_frame"]
+            left = draw_skeleton(r_cursor.get(rf), r_perf.poses[r_at[rf]], parts, threshold)
+            right = draw_skeleton(a_cursor.get(af), a_perf.poses[a_at[af]], parts, threshold)
+            yield side_by_side(left, right, captions=(f"reference {step['reference_time']:.2f}s",
+                                                      f"attempt {step['attempt_time']:.2f}s  score {step['score']:.0f}"))
+
+    video = write_video(out_dir / "side_by_side.mp4", frames(), fps or reference.info.fps or 25.0)
+    steps = report["steps"]
+    plot = plot_scores(out_dir / "scores.png", [s["reference_time"] for s in steps], [s["score"] for s in steps],
+                       [(s["reference_frame"], s["attempt_frame"]) for s in steps], threshold,
+                       title=f"score {report['score']:.1f}")
+    return {"video": str(video), "plot": str(plot)}
+
+
+def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mirror=False,
+                fps=None, window=None, progress: Progress | None = None) -> dict:
+    """``posescore compare``: the report dict; with ``out_dir``, also report.json, the
+    side-by-side video and the score plot there."""
+    ref = load_poses(reference, client, fps=fps, progress=progress)
+    att = load_poses(attempt, client, fps=fps, progress=progress)
+    report = compare_poses(ref, att, threshold=threshold, mirror=mirror, window=window,
+                           names=(str(reference), str(attempt)))
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report["outputs"] = render_comparison(report, ref, att, out, (reference, attempt), fps)
+        report["outputs"]["report"] = str(out / "report.json")
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+# -- find -------------------------------------------------------------------------------------
+
+def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool = False) -> list[dict]:
+    """The ``k`` moments of ``poses`` (every person) most similar to ``query [17, 3]``, best first,
+    at least MOMENT_GAP_S apart: frame, time, person, score and part scores."""
+    q_vec, q_w = kernels.normalize(query)
+    frame_no, person = np.nonzero(np.arange(poses.keypoints.shape[1])[None] < poses.counts[:, None])
+    if len(frame_no) == 0:
+        raise JobError("the video has no detected person")
+    vectors, weights = kernels.normalize(poses.keypoints[frame_no, person])
+    scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, mirror=mirror, return_mirrored=True)
+    parts = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored)
+    found: list[dict] = []
+    for n in np.argsort(-scores, kind="stable"):
+        time = float(poses.times[frame_no[n]])
+        if any(abs(time - f["time"]) < MOMENT_GAP_S for f in found):
+            continue
+        found.append({"frame": int(poses.frame_indices[frame_no[n]]), "time": round(time, 3),
+                      "person": int(person[n]), "score": round(float(scores[n]), 2),
+                      "parts": {name: round(float(p), 2) for name, p in zip(PART_NAMES, parts[n])},
+                      "mirrored": bool(mirrored[n])})
+        if len(found) == k:
+            break
+    return found
+
+
+def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps=None,
+             progress: Progress | None = None) -> dict:
+    """``posescore find``: the k best moments; with ``out_dir`` also ``best_match.png`` (the query
+    and the best frame side by side, skeletons coloured by part score)."""
+    query = single_pose(pose_source, client)
+    poses = load_poses(video, client, fps=fps, progress=progress)
+    moments = find_moments(query, poses, k=k, mirror=mirror)
+    result = {"pose": str(pose_source), "video": str(video), "moments": moments}
+    if out_dir and moments:
+        best = moments[0]
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        parts = np.array(list(best["parts"].values()))
+        if is_pose_json(pose_source):
+            left = np.full((poses.info.height or 480, poses.info.width or 640, 3), 40, np.uint8)
+        else:
+            left = read_image(pose_source)
+        frame = _FrameCursor(video, poses.info, fps).get(best["frame"])
+        row = int(np.flatnonzero(poses.frame_indices == best["frame"])[0])
+        image = side_by_side(draw_skeleton(left, query, parts, None),
+                             draw_skeleton(frame, poses.keypoints[row, best["person"]], parts, None),
+                             captions=("pose", f"{best['time']:.2f}s  score {best['score']:.0f}"))
+        result["outputs"] = {"best_match": str(write_image(out / "best_match.png", image))}
+    return result
+
+
+# -- index and search ---------------------------------------------------------------------------
+
+def content_id(path: str | Path) -> str:
+    """The SHA-256 of a file's content (hex, first 32 characters): a video's identity."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -> dict:
+    """``posescore index``: add each video's every detected pose to the archive (one shard per
+    video, written atomically); videos already there (same content) are skipped."""
+    root = archive_io.create_archive(archive_dir)
+    known = {v["id"] for v in archive_io.load_manifest(root)["videos"]}
+    done = []
+    for video in map(Path, videos):
+        if not video.exists():
+            raise JobError(f"{video}: no such file")
+        vid = content_id(video)
+        if vid in known:
+            done.append({"video": str(video), "id": vid, "status": "already indexed"})
+            continue
+        progress = progress_factory(video) if progress_factory else None
+        poses = extract_poses(video, client, fps=fps, progress=progress)
+        tracks = track_people(poses)
+        frame_no, person = np.nonzero(np.arange(poses.keypoints.shape[1])[None] < poses.counts[:, None])
+        archive_io.add_video(root, vid, video.name, poses.keypoints[frame_no, person],
+                             poses.frame_indices[frame_no], poses.times[frame_no], tracks[frame_no, person],
+                             fps=float(poses.info.fps), width=int(poses.info.width), height=int(poses.info.height),
+                             frame_count=int(poses.keypoints.shape[0]), path=str(video.resolve()))
+        known.add(vid)
+        done.append({"video": str(video), "id": vid, "status": "indexed", "poses": int(len(frame_no)),
+                     "frames": int(poses.keypoints.shape[0])})
+    return {"archive": str(root), "videos": done}
+
+
+def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None) -> dict:
+    """``posescore search``: the nearest poses (``pose``) or movements (``clip``) in the archive."""
+    loaded = archive_io.load_archive(archive_dir)
+    if pose is not None:
+        query = single_pose(pose, client)[None]
+    else:
+        performer = main_performer(load_poses(clip, client, fps=fps))
+        query = performer.poses[performer.present]
+        if len(query) < 2:
+            raise JobError(f"{clip}: the performer is visible in fewer than 2 frames")
+    matches = archive_io.search_archive(loaded, query, k)
+    for match in matches:
+        video = loaded.videos[match.pop("video")]
+        match.update(video_id=video["id"], video=video["name"])
+    return {"archive": str(archive_dir), "query": str(pose or clip), "matches": matches}
