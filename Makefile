@@ -47,7 +47,7 @@ bench: model media
 	$(PY) -m bench.serving
 
 demo: model media
-	$(PY) -m engine.cli info
+	$(PY) -m engine.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

@@ -18,7 +18,7 @@ from kernels.skeleton import PART_NAMES
 
 from . import archive as archive_io
 from .formats import read_poses_json, to_alphapose, write_alphapose
-from .people import main_performer, pick_person, track_people
+from .people import image_person, main_performer, track_people
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
 from .video import VideoError, VideoPoses, extract_poses, is_image, iter_frames, read_image, write_video
 
@@ -50,15 +50,7 @@ def load_poses(source: str | Path, client=None, *, fps: float | None = None,
 
 def single_pose(source: str | Path, client=None, person: int | None = None) -> np.ndarray:
     """The main person ``[17, 3]`` of an image or pose JSON (or person number ``person``)."""
-    poses = load_poses(source, client)
-    people = poses.frames_people(0)
-    if len(people.keypoints) == 0:
-        raise JobError(f"{source}: no person found")
-    try:
-        index = pick_person(people.keypoints, people.boxes, people.scores, person)
-    except (IndexError, ValueError) as err:
-        raise JobError(f"{source}: {err}") from None
-    return np.asarray(people.keypoints[index], np.float32)
+    return np.asarray(image_person(load_poses(source, client), person).pose, np.float32)
 
 
 # -- pose -------------------------------------------------------------------------------------
@@ -222,10 +214,10 @@ def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool 
     """The ``k`` moments of ``poses`` (every person) most similar to ``query [17, 3]``, best first,
     at least MOMENT_GAP_S apart: frame, time, person, score and part scores."""
     q_vec, q_w = kernels.normalize(query)
-    frame_no, person = np.nonzero(np.arange(poses.keypoints.shape[1])[None] < poses.counts[:, None])
+    frame_no, person, keypoints = poses.people()
     if len(frame_no) == 0:
-        raise JobError("the video has no detected person")
-    vectors, weights = kernels.normalize(poses.keypoints[frame_no, person])
+        raise JobError(f"{poses.info.path}: no person detected in any frame")
+    vectors, weights = kernels.normalize(keypoints)
     scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, mirror=mirror, return_mirrored=True)
     parts = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored)
     found: list[dict] = []
@@ -295,8 +287,8 @@ def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -
         progress = progress_factory(video) if progress_factory else None
         poses = extract_poses(video, client, fps=fps, progress=progress)
         tracks = track_people(poses)
-        frame_no, person = np.nonzero(np.arange(poses.keypoints.shape[1])[None] < poses.counts[:, None])
-        archive_io.add_video(root, vid, video.name, poses.keypoints[frame_no, person],
+        frame_no, person, keypoints = poses.people()
+        archive_io.add_video(root, vid, video.name, keypoints,
                              poses.frame_indices[frame_no], poses.times[frame_no], tracks[frame_no, person],
                              fps=float(poses.info.fps), width=int(poses.info.width), height=int(poses.info.height),
                              frame_count=int(poses.keypoints.shape[0]), path=str(video.resolve()))
