@@ -23,6 +23,7 @@ DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output")
+    parser.add_argument("--start", type=float, default=50.0, help="start of the vtest.avi clip (s)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the vtest.avi clip")
     parser.add_argument("--url", default=None, help="use a running server instead of an embedded one")
     args = parser.parse_args(argv)
@@ -46,9 +47,9 @@ def main(argv=None) -> int:
         records = pose_job(still, client, out / "basketball1.json")
         print(f"\n[pose]    {still.name}: {len(records)} people -> {out / 'basketball1.json'}")
 
-        clip = retime_video(video, out / "clip.mp4", 1.0, duration=args.seconds)
-        slow = retime_video(video, out / "clip_half_speed.mp4", 0.5, duration=args.seconds)
-        fast = retime_video(video, out / "clip_double_speed.mp4", 2.0, duration=args.seconds)
+        clip = retime_video(video, out / "clip.mp4", 1.0, start=args.start, duration=args.seconds)
+        slow = retime_video(video, out / "clip_half_speed.mp4", 0.5, start=args.start, duration=args.seconds)
+        fast = retime_video(video, out / "clip_double_speed.mp4", 2.0, start=args.start, duration=args.seconds)
         results = {}
         for name, attempt in (("half speed", slow), ("double speed", fast)):
             report = compare_job(clip, attempt, client, out_dir=out / f"compare_{name.replace(' ', '_')}")

@@ -67,27 +67,33 @@ def pose_job(source, client, out: str | Path | None = None, fps: float | None = 
 
 # -- compare ----------------------------------------------------------------------------------
 
-def _performer_sequence(poses: VideoPoses, name) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frame positions with the main performer, vectors, weights) of a performance."""
+def _performer(poses: VideoPoses, name) -> tuple[np.ndarray, object]:
+    """(frame positions where the main performer is present, the Performer)."""
     performer = main_performer(poses)
     present = np.flatnonzero(performer.present)
     if len(present) < 2:
         raise JobError(f"{name}: the performer is visible in {len(present)} frame(s); "
                        f"need at least 2 to compare movements")
-    vectors, weights = kernels.normalize(performer.poses[present])
-    return present, vectors, weights, performer
+    return present, performer
 
 
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = 80.0,
                   mirror: bool = False, window: int | None = None, names=("reference", "attempt")) -> dict:
     """DTW-align the main performers of two performances and score them.
 
+    Frames without the performer are left out of the alignment (their times stay true in the
+    report); ``kernels.consistent_keypoints`` gives both one stable keypoint set first.
+
     Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
     scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (frames,
     times, score, part scores) and the worst moments with the part that is most off.
     """
-    r_pos, r_vec, r_w, r_perf = _performer_sequence(reference, names[0])
-    a_pos, a_vec, a_w, a_perf = _performer_sequence(attempt, names[1])
+    r_pos, r_perf = _performer(reference, names[0])
+    a_pos, a_perf = _performer(attempt, names[1])
+    # One stable keypoint set for both performances (no flicker at the confidence threshold).
+    r_poses, a_poses = kernels.consistent_keypoints(r_perf.poses[r_pos], a_perf.poses[a_pos])
+    r_vec, r_w = kernels.normalize(r_poses)
+    a_vec, a_w = kernels.normalize(a_poses)
     candidates = [(False, a_vec, a_w)]
     if mirror:
         candidates.append((True, *kernels.mirror_vectors(a_vec, a_w)))
@@ -291,7 +297,7 @@ def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -
         archive_io.add_video(root, vid, video.name, keypoints,
                              poses.frame_indices[frame_no], poses.times[frame_no], tracks[frame_no, person],
                              fps=float(poses.info.fps), width=int(poses.info.width), height=int(poses.info.height),
-                             frame_count=int(poses.keypoints.shape[0]), path=str(video.resolve()))
+                             frame_count=int(poses.keypoints.shape[0]), source=str(video.resolve()))
         known.add(vid)
         done.append({"video": str(video), "id": vid, "status": "indexed", "poses": int(len(frame_no)),
                      "frames": int(poses.keypoints.shape[0])})

@@ -71,3 +71,40 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
         raise ValueError(f"poses: no pose can be normalized with method {method!r} "
                          f"(needs {what} with confidence > {min_confidence})")
     return vectors.astype(xp.float32, copy=False), weights.astype(xp.float32, copy=False)
+
+
+def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """Give two pose sequences ``a [T, 17, 3]`` and ``b [U, 17, 3]`` one stable set of keypoints.
+
+    A keypoint whose confidence hovers around the threshold flickers in and out of a sequence, and
+    each flicker changes the normalized vector as much as a real movement would. Keypoints visible
+    in at least ``min_share`` of the frames of *both* sequences are kept, and their missing frames
+    are filled by linear interpolation in time (held at the ends) with the keypoint's mean
+    confidence; all other keypoints are dropped (confidence 0) in both. Returns the two new
+    float32 sequences on the input's backend. Frames with no keypoint at all stay as they are.
+    """
+    xp = array_module(a, b)
+    a = check_array(a, "a", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
+    b = check_array(b, "b", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
+    if not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share: expected a fraction in [0, 1], got {min_share!r}")
+
+    def visible(poses):
+        return (poses[..., 2] > min_confidence) & xp.isfinite(poses).all(axis=-1)
+
+    vis_a, vis_b = visible(a), visible(b)
+    keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
+
+    def fill(poses, vis):
+        out = xp.zeros_like(poses)
+        t = xp.arange(poses.shape[0], dtype=xp.float32)
+        for k in range(NUM_KEYPOINTS):
+            seen = vis[:, k]
+            if not bool(keep[k]) or not bool(seen.any()):
+                continue
+            for d in range(2):
+                out[:, k, d] = xp.interp(t, t[seen], poses[seen, k, d])
+            out[:, k, 2] = xp.where(seen, poses[:, k, 2], poses[seen, k, 2].mean())
+        return out
+
+    return fill(a, vis_a), fill(b, vis_b)
