@@ -112,6 +112,9 @@ def add_video(path: str | Path, video_id: str, name: str, poses, frames, times, 
         columns["vectors"] = np.zeros((0, 34), np.float32)
         columns["weights"] = np.zeros((0, 17), np.float32)
     shard = root / "shards" / video_id
+    # Leftovers of a writer killed mid-shard (one writer at a time is assumed).
+    for stale in (root / "shards").glob(".partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=root / "shards", prefix=".partial-"))
     try:
         for key in _COLUMNS:

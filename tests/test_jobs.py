@@ -1,0 +1,174 @@
+"""The posescore jobs end to end on real video, through the CLI and the embedded server."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engine.archive import load_archive, load_manifest
+from engine.jobs import compare_poses
+from engine.render import RED, draw_skeleton, red_limbs
+from engine.video import extract_poses, retime_video
+from kernels.skeleton import LIMBS
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+pytestmark = pytest.mark.skipif(not VTEST.exists(), reason="Debian's opencv-doc is not installed (make media)")
+EXE = str(Path(sys.executable).with_name("posescore"))
+# From 60 s on, one pedestrian dominates vtest.avi for several seconds (the main performer).
+CLIP_START, CLIP_SECONDS = 60.0, 6.0
+
+
+def posescore(*args, check=True):
+    out = subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check and out.returncode != 0:
+        raise AssertionError(f"posescore {' '.join(map(str, args))} exited {out.returncode}:\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return {name: retime_video(VTEST, folder / f"{name}.mp4", speed, start=CLIP_START, duration=CLIP_SECONDS)
+            for name, speed in (("clip", 1.0), ("half", 0.5), ("double", 2.0))}
+
+
+@pytest.fixture(scope="module")
+def clip_poses(clips, triton_server):
+    return {name: extract_poses(path, triton_server.grpc_url) for name, path in clips.items()}
+
+
+def test_compare_is_speed_invariant_and_separates_good_from_bad(clip_poses):
+    clip = clip_poses["clip"]
+    half = compare_poses(clip, clip_poses["half"])["score"]
+    double = compare_poses(clip, clip_poses["double"])["score"]
+    backwards = compare_poses(clip, replace(clip, keypoints=clip.keypoints[::-1].copy(),
+                                            boxes=clip.boxes[::-1].copy(), scores=clip.scores[::-1].copy(),
+                                            counts=clip.counts[::-1].copy(), tracks=None))["score"]
+    row = len(clip) // 2
+    frozen = replace(clip, **{k: getattr(clip, k)[[row] * len(clip)] for k in ("keypoints", "boxes", "scores", "counts")},
+                     tracks=None)
+    frozen_score = compare_poses(clip, frozen)["score"]
+    assert compare_poses(clip, clip)["score"] == pytest.approx(100.0, abs=0.01)
+    assert half >= 95.0
+    # Double speed drops every other frame of a 10 fps walk: measured 91.6 (README).
+    assert double >= 90.0
+    assert max(backwards, frozen_score) <= min(half, double) - 8.0  # measured: 16 points apart
+
+
+def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path):
+    out = posescore("compare", clips["clip"], clips["half"], "--url", triton_server.grpc_url, "--json",
+                    "--quiet", "--out", tmp_path, "--threshold", "97")
+    report = json.loads(out.stdout)
+    assert report["score"] >= 95 and set(report["parts"]) == {"head", "torso", "left_arm", "right_arm",
+                                                              "left_leg", "right_leg"}
+    assert report["worst_moments"] and all(m["score"] <= report["steps"][0]["score"] + 100 for m in report["worst_moments"])
+    assert json.loads((tmp_path / "report.json").read_text())["score"] == report["score"]
+    with av.open(str(tmp_path / "side_by_side.mp4")) as video:
+        frames = sum(1 for _ in video.decode(video=0))
+    assert frames == len(report["steps"])
+    png = (tmp_path / "scores.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+# A standing figure whose limbs do not cross: each limb's midpoint shows that limb's colour.
+_FIGURE = np.array([[200, 60], [190, 50], [210, 50], [175, 55], [225, 55], [160, 110], [240, 110],
+                    [140, 170], [260, 170], [130, 230], [270, 230], [175, 230], [225, 230],
+                    [170, 310], [230, 310], [165, 390], [235, 390]], np.float32)
+
+
+@pytest.mark.parametrize("parts", [[90, 50, 95, 10, 85, 70], [100] * 6, [0] * 6, [79.9, 80, 81, 20, 99, 0]])
+def test_red_limbs_are_exactly_those_of_parts_under_the_threshold(parts):
+    pose = np.concatenate([_FIGURE, np.ones((17, 1), np.float32)], axis=1)
+    parts = np.array(parts, np.float32)
+    drawn = draw_skeleton(np.zeros((420, 400, 3), np.uint8), pose, parts, threshold=80)
+    red = {n for n, (a, b) in enumerate(LIMBS) if tuple(_midpoint_colour(drawn, pose[a], pose[b])) == RED}
+    assert red == set(red_limbs(parts, 80)) == {n for n, (a, b) in enumerate(LIMBS)
+                                               if parts[_part_of(n)] < 80}
+
+
+def _part_of(limb):
+    from kernels.skeleton import LIMB_PARTS
+
+    return LIMB_PARTS[limb]
+
+
+def _midpoint_colour(image, p, q):
+    x, y = ((p[:2] + q[:2]) / 2).round().astype(int)
+    return image[y, x]
+
+
+def test_pose_cli_writes_alphapose_json(triton_server, tmp_path):
+    image = VTEST.parent / "basketball1.png"
+    out_file = tmp_path / "poses.json"
+    posescore("pose", image, "-o", out_file, "--url", triton_server.grpc_url, "--quiet")
+    records = json.loads(out_file.read_text())
+    assert records and all(r["category_id"] == 1 and len(r["keypoints"]) == 51 and len(r["box"]) == 4
+                           and 0 <= r["score"] <= 1 and "image_id" in r and "idx" in r for r in records)
+
+
+def test_find_returns_the_frame_a_pose_was_taken_from(clips, clip_poses, triton_server, tmp_path):
+    clip = clip_poses["clip"]
+    row = len(clip) // 2
+    one = replace(clip, **{k: getattr(clip, k)[row:row + 1] for k in
+                           ("frame_indices", "times", "keypoints", "boxes", "scores", "counts")}, tracks=None)
+    from engine.formats import to_alphapose, write_alphapose
+
+    pose_file = tmp_path / "pose.json"
+    write_alphapose(pose_file, to_alphapose(one))
+    out = posescore("find", pose_file, clips["clip"], "--url", triton_server.grpc_url, "--json", "--quiet",
+                    "--out", tmp_path, "--k", "3")
+    moments = json.loads(out.stdout)["moments"]
+    assert abs(moments[0]["frame"] - int(clip.frame_indices[row])) <= 2
+    assert (tmp_path / "best_match.png").stat().st_size > 10_000
+
+    archive = tmp_path / "archive"
+    posescore("index", clips["clip"], "--archive", archive, "--url", triton_server.grpc_url, "--quiet")
+    again = json.loads(posescore("index", clips["clip"], "--archive", archive, "--url", triton_server.grpc_url,
+                                 "--quiet", "--json").stdout)
+    assert again["videos"][0]["status"] == "already indexed"
+    hits = json.loads(posescore("search", "--archive", archive, "--pose", pose_file, "--json").stdout)["matches"]
+    assert abs(hits[0]["start_frame"] - int(clip.frame_indices[row])) <= 2 and hits[0]["score"] > 99
+
+
+def test_killed_index_leaves_a_consistent_archive_that_a_second_run_completes(clips, triton_server, tmp_path):
+    archive = tmp_path / "archive"
+    long_clip = retime_video(VTEST, tmp_path / "long.mp4", 1.0, start=50.0, duration=12.0)
+    proc = subprocess.Popen([EXE, "index", str(clips["clip"]), str(long_clip), "--archive", str(archive),
+                             "--url", triton_server.grpc_url, "--quiet"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it once the first video is in, mid-way through the second
+        if (archive / "manifest.json").exists() and load_manifest(archive)["videos"]:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    manifest = load_manifest(archive)
+    assert [v["name"] for v in manifest["videos"]] == ["clip.mp4"]
+    assert len(load_archive(archive)) == manifest["videos"][0]["poses"]
+    out = json.loads(posescore("index", clips["clip"], long_clip, "--archive", archive, "--url",
+                               triton_server.grpc_url, "--quiet", "--json").stdout)
+    assert [v["status"] for v in out["videos"]] == ["already indexed", "indexed"]
+    assert [v["name"] for v in load_manifest(archive)["videos"]] == ["clip.mp4", "long.mp4"]
+
+
+def test_bad_inputs_give_clear_errors_and_exit_codes(tmp_path, triton_server):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n")
+    out = posescore("pose", fake, "--url", triton_server.grpc_url, "--quiet", check=False)
+    assert out.returncode == 1 and str(fake) in out.stderr and "Traceback" not in out.stderr
+    truncated = tmp_path / "truncated.avi"
+    data = VTEST.read_bytes()
+    truncated.write_bytes(data[:len(data) * 2 // 5])
+    out = posescore("pose", truncated, "--url", triton_server.grpc_url, "--quiet", check=False)
+    assert out.returncode == 1 and "truncated.avi" in out.stderr and "last good frame" in out.stderr
+    out = posescore("search", "--archive", tmp_path / "nothing", "--pose", fake, check=False)
+    assert out.returncode == 1 and "not a posescore archive" in out.stderr
+    assert posescore("find", "--k", "0", check=False).returncode == 2
