@@ -23,7 +23,7 @@ DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output")
-    parser.add_argument("--start", type=float, default=50.0, help="start of the vtest.avi clip (s)")
+    parser.add_argument("--start", type=float, default=60.0, help="start of the vtest.avi clip (s)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the vtest.avi clip")
     parser.add_argument("--url", default=None, help="use a running server instead of an embedded one")
     args = parser.parse_args(argv)
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
             report = compare_job(clip, attempt, client, out_dir=out / f"compare_{name.replace(' ', '_')}")
             results[name] = report
             print(f"[compare] clip vs {name:12}: score {report['score']:5.1f}   parts "
-                  + "  ".join(f"{k} {v:.0f}" for k, v in report["parts"].items()))
+                  + "  ".join(f"{k} {'-' if v is None else f'{v:.0f}'}" for k, v in report["parts"].items()))
         clip_poses = extract_poses(clip, client)
         # The clip played backwards: the same poses in reverse order on the same time axis.
         backwards = replace(clip_poses, keypoints=clip_poses.keypoints[::-1].copy(),

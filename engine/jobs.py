@@ -118,8 +118,11 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
         "distance": round(float(distance), 4),
         "mirrored": bool(mirrored),
         "threshold": threshold,
-        "parts": {name: round(float(p), 2) for name, p in zip(PART_NAMES, parts)},
-        "parts_under_threshold": [name for name, p in zip(PART_NAMES, parts) if p < threshold],
+        # None: a part never visible in both performances cannot be scored.
+        "parts": {name: round(float(p), 2) if seen else None
+                  for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))},
+        "parts_under_threshold": [name for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))
+                                  if seen and p < threshold],
         "worst_moments": _worst_moments(steps, step_scores),
         "steps": steps,
     }
