@@ -135,6 +135,11 @@ def test_find_returns_the_frame_a_pose_was_taken_from(clips, clip_poses, triton_
     assert again["videos"][0]["status"] == "already indexed"
     hits = json.loads(posescore("search", "--archive", archive, "--pose", pose_file, "--json").stdout)["matches"]
     assert abs(hits[0]["start_frame"] - int(clip.frame_indices[row])) <= 2 and hits[0]["score"] > 99
+    # A movement: the clip's own performance is found in the archive, where it is.
+    moves = json.loads(posescore("search", "--archive", archive, "--clip", clips["clip"], "--url",
+                                 triton_server.grpc_url, "--quiet", "--json", "--k", "2").stdout)["matches"]
+    assert moves[0]["video"] == "clip.mp4" and moves[0]["score"] > 95
+    assert moves[0]["end_frame"] - moves[0]["start_frame"] > len(clip) // 2
 
 
 def test_killed_index_leaves_a_consistent_archive_that_a_second_run_completes(clips, triton_server, tmp_path):
