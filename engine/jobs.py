@@ -20,7 +20,7 @@ from . import archive as archive_io
 from .formats import read_poses_json, to_alphapose, write_alphapose
 from .people import image_person, main_performer, track_people
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
-from .video import VideoError, VideoPoses, extract_poses, is_image, iter_frames, read_image, write_video
+from .video import VideoPoses, extract_poses, iter_frames, read_image, write_video
 
 Progress = Callable[[int, int], None]
 #: Worst moments and found moments are at least this far apart (seconds of the reference / video).

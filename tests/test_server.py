@@ -1,7 +1,5 @@
 """The model repository's configs, the embedded server's life cycle, and bad requests over gRPC."""
 
-import json
-import os
 import re
 import signal
 import subprocess

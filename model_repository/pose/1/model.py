@@ -49,7 +49,7 @@ class TritonPythonModel:
 
     def compute(self, items):
         xp = self.xp
-        results = [[None] * len(frames) for frames in items]
+        results = [None] * len(items)
         by_size = {}
         for n, frames in enumerate(items):
             by_size.setdefault(frames.shape[1:3], []).append(n)
