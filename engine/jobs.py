@@ -228,7 +228,7 @@ def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool 
         raise JobError(f"{poses.info.path}: no person detected in any frame")
     vectors, weights = kernels.normalize(keypoints)
     scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, mirror=mirror, return_mirrored=True)
-    parts = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored)
+    parts, scored = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored, return_valid=True)
     found: list[dict] = []
     for n in np.argsort(-scores, kind="stable"):
         time = float(poses.times[frame_no[n]])
@@ -236,7 +236,8 @@ def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool 
             continue
         found.append({"frame": int(poses.frame_indices[frame_no[n]]), "time": round(time, 3),
                       "person": int(person[n]), "score": round(float(scores[n]), 2),
-                      "parts": {name: round(float(p), 2) for name, p in zip(PART_NAMES, parts[n])},
+                      "parts": {name: round(float(p), 2) if ok else None
+                                for name, p, ok in zip(PART_NAMES, parts[n], scored[n])},
                       "mirrored": bool(mirrored[n])})
         if len(found) == k:
             break
@@ -255,7 +256,7 @@ def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps
         best = moments[0]
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        parts = np.array(list(best["parts"].values()))
+        parts = np.array([100.0 if p is None else p for p in best["parts"].values()])
         if is_pose_json(pose_source):
             left = np.full((poses.info.height or 480, poses.info.width or 640, 3), 40, np.uint8)
         else:
