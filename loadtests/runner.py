@@ -1,0 +1,723 @@
+"""The headless load-test runner: server, workload, locust process, metrics, report, SLO.
+
+:func:`run_loadtest` is what ``posescore loadtest`` does:
+
+1. use the server at ``url``, or start the embedded one (``engine.server.TritonServer``) on
+   loopback with the models of the mix (``no_dynamic_batching``: on a copy of the repository whose
+   pose config has its ``dynamic_batching`` block removed);
+2. build the workload and its known answers (:mod:`loadtests.workload`), writing the search
+   archive under the server's archive root;
+3. read the server's Prometheus metrics, run locust in a child process
+   (:mod:`loadtests.locust_run`, gevent's from its first line; this process stays free of gevent,
+   so the server and the metrics are handled normally), restart the server mid-run when asked,
+   read the metrics again;
+4. print and write (``summary.json``) the per-task figures, Triton's per-model queue and compute
+   times, the fault report, and which SLOs were missed; the exit code is 1 when one was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import metrics as prom
+from .workload import SAMPLE_VIDEO, TASKS, build_workload, remove_archive
+
+DEFAULT_MIX = "pose=1,score=4,dtw=1,search=1"
+DEFAULT_RAMP_USERS = (1, 2, 4, 8, 16)
+DEFAULT_RAMP_P99_MS = 500.0
+_FAILURES = ("error", "wrong-answer", "malformed-accepted", "malformed-wrong-error", "interrupted")
+
+
+class LoadTestError(RuntimeError):
+    """The load test could not run (bad options, no server, no workload); exit code 2."""
+
+
+# -- option values ---------------------------------------------------------------------------------
+_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"60s"``, ``"2m"``, ``"500ms"``, ``"1h"`` or a plain number of seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|min|m|h|)\s*", str(text))
+    if not match:
+        raise ValueError(f"expected a duration like 60s, 2m, 500ms, got {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """``{"pose": 1, "score": 4, ...}`` from ``"pose=1,score=4,..."`` (tasks left out: weight 0)."""
+    mix = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        name, _, weight = part.partition("=")
+        name = name.strip()
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})")
+        try:
+            value = int(weight) if weight.strip() else 1
+        except ValueError:
+            raise ValueError(f"{name}: expected an integer weight, got {weight!r}") from None
+        if value < 0:
+            raise ValueError(f"{name}: expected a weight >= 0, got {value}")
+        mix[name] = value
+    if not any(mix.values()):
+        raise ValueError(f"expected at least one task with a weight > 0, got {text!r}")
+    return {task: mix[task] for task in TASKS if mix.get(task)}
+
+
+@dataclass
+class Slo:
+    """Latency limits in ms per ``(task, percentile)`` (task ``"*"``: every task) and the errors
+    allowed: a count (``errors=0``) or a share of the requests (``errors=0.1%``)."""
+
+    latency: dict[tuple[str, int], float] = field(default_factory=dict)
+    max_errors: int | None = None
+    max_error_share: float | None = None
+
+    def limit(self, task: str, q: int) -> float | None:
+        return self.latency.get((task, q), self.latency.get(("*", q)))
+
+    def __str__(self) -> str:
+        parts = [f"{'' if t == '*' else t + '.'}p{q:g}={ms:g}ms" for (t, q), ms in self.latency.items()]
+        if self.max_errors is not None:
+            parts.append(f"errors={self.max_errors}")
+        if self.max_error_share is not None:
+            parts.append(f"errors={self.max_error_share * 100:g}%")
+        return ",".join(parts) or "none"
+
+
+def parse_slo(text: str) -> Slo:
+    """An :class:`Slo` from ``"p99=100ms,errors=0"``; ``score.p99=50ms`` limits one task; a latency
+    without unit is in ms; ``errors=1%`` allows a share."""
+    slo = Slo()
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        key, _, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if key == "errors":
+            if value.endswith("%"):
+                slo.max_error_share = float(value[:-1]) / 100.0
+            elif value.isdigit():
+                slo.max_errors = int(value)
+            else:
+                raise ValueError(f"errors: expected a count or a percentage, got {value!r}")
+            continue
+        task, _, percentile = key.rpartition(".")
+        match = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", percentile)
+        if not match or (task and task not in TASKS):
+            raise ValueError(f"expected pNN=<time>, TASK.pNN=<time> or errors=N, got {part!r}")
+        q = float(match[1])
+        ms = parse_duration(value) * 1e3 if re.search(r"[a-z]$", value) else float(value)
+        slo.latency[(task or "*", int(q) if q.is_integer() else q)] = ms
+    return slo
+
+
+def format_mix(mix: dict[str, int]) -> str:
+    return ",".join(f"{task}={weight}" for task, weight in mix.items())
+
+
+# -- options ----------------------------------------------------------------------------------------
+@dataclass
+class LoadTestOptions:
+    """Everything ``posescore loadtest`` takes (see loadtests/cli.py for the meaning of each)."""
+
+    url: str | None = None
+    metrics_url: str | None = None
+    archive_root: str | None = None
+    users: int = 4
+    spawn_rate: float = 10.0
+    duration: float = 60.0
+    max_requests: int = 100_000
+    mix: dict[str, int] = field(default_factory=lambda: parse_mix(DEFAULT_MIX))
+    slo: Slo = field(default_factory=lambda: parse_slo("errors=0"))
+    out: str = "loadtest-report"
+    video: str = SAMPLE_VIDEO
+    deadline: float = 30.0
+    malformed: float = 0.0
+    restart_at: float | None = None
+    ramp: bool = False
+    ramp_users: tuple[int, ...] = DEFAULT_RAMP_USERS
+    ramp_all_steps: bool = False
+    step_duration: float = 10.0
+    warmup: float = 2.0
+    no_dynamic_batching: bool = False
+    model_repository: str | None = None
+    candidates: int = 1000
+    pose_batch: int = 1
+    pose_frames: int = 8
+    dtw_length: int = 90
+    seed: int = 0
+    quiet: bool = False
+
+
+def strip_dynamic_batching(source: str | Path, target: str | Path, models: tuple[str, ...] = ("pose",)) -> Path:
+    """A copy of the model repository ``source`` at ``target`` whose ``models`` configs have no
+    ``dynamic_batching { ... }`` block (large files are linked, not copied)."""
+    source, target = Path(source), Path(target)
+
+    def copy(src, dst):
+        if os.path.getsize(src) > 1 << 20:
+            os.symlink(os.path.abspath(src), dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for model in models:
+        config = target / model / "config.pbtxt"
+        text = config.read_text()
+        stripped = _remove_block(text, "dynamic_batching")
+        if stripped == text:
+            raise LoadTestError(f"{config}: no dynamic_batching block to remove")
+        config.write_text(stripped)
+    return target
+
+
+def _remove_block(text: str, name: str) -> str:
+    """``text`` without the ``name { ... }`` block (braces balanced)."""
+    match = re.search(rf"^\s*{name}\s*\{{", text, re.MULTILINE)
+    if not match:
+        return text
+    depth, i = 0, match.end() - 1
+    while i < len(text):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            break
+        i += 1
+    return text[:match.start()] + text[i + 1:]
+
+
+# -- the run ----------------------------------------------------------------------------------------
+class _Restarter(threading.Thread):
+    """Restarts the embedded server ``at`` seconds after the load started, on the same ports,
+    reading the metrics just before (the counters restart from zero)."""
+
+    def __init__(self, server, at: float, started: threading.Event, read_metrics: Callable[[], Any]):
+        super().__init__(name="posescore-loadtest-restart", daemon=True)
+        self.server, self.at, self.started, self.read_metrics = server, at, started, read_metrics
+        self.load_started: float | None = None
+        self.record: dict[str, Any] = {}
+        self.metrics_before_stop = None
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        self.started.wait()
+        if self.load_started is None or self.cancel.wait(max(0.0, self.load_started + self.at - time.time())):
+            return  # the load never started, or is over
+        try:
+            self.metrics_before_stop = self.read_metrics()
+            stopping = threading.Event()
+            poller = threading.Thread(target=self._poll_metrics, args=(stopping,), daemon=True)
+            poller.start()
+            self.record["stop_began"] = time.time()
+            try:
+                self.server.stop()
+            finally:
+                stopping.set()
+                poller.join()
+            self.record["stopped"] = time.time()
+            self.server.start()
+            self.record["ready"] = time.time()
+        except Exception as err:  # noqa: BLE001 - reported with the results
+            self.record["error"] = f"{type(err).__name__}: {err}"
+
+    def _poll_metrics(self, stopping: threading.Event) -> None:
+        """Keep the last metrics the stopping server answers (it finishes its in-flight requests
+        before it goes): the counters of its first life, nearly to the end."""
+        while not stopping.is_set():
+            try:
+                sample = self.read_metrics()
+            except Exception:  # noqa: BLE001 - the endpoint is gone
+                return
+            # Counters only grow within one life; a model unloading drops out of the sample.
+            self.metrics_before_stop = prom.merge_max(self.metrics_before_stop, sample)
+            stopping.wait(0.02)
+
+
+def _read_records(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as src:
+        rows = list(csv.DictReader(src))
+    for row in rows:
+        for key in ("start", "end", "ms"):
+            row[key] = float(row[key])
+        row["bytes"] = int(row["bytes"] or 0)
+    return rows
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    array = np.asarray(values, np.float64)
+    return {f"p{q}_ms": (float(np.percentile(array, q)) if len(array) else None) for q in (50, 95, 99)}
+
+
+def step_figures(records: list[tuple], start: float, end: float) -> dict:
+    """Figures of one ramp step: the requests (``users.RECORD_FIELDS`` tuples) that completed in
+    ``[start, end)``; requests/s counts the successful ones."""
+    inside = [r for r in records if start <= r[4] < end and r[2] == "grpc"]
+    seconds = end - start
+    ok = sum(1 for r in inside if r[6] == "ok")
+    failed = sum(1 for r in inside if r[6] in _FAILURES)
+    return {"requests": len(inside), "ok": ok, "failures": failed, "seconds": seconds,
+            "rps": ok / seconds if seconds > 0 else 0.0, **_percentiles([r[5] for r in inside])}
+
+
+def task_summary(records: list[dict], tasks: list[str], seconds: float) -> dict[str, dict]:
+    """Per task (and ``"all"``): requests, ok, failures by kind, requests/s, p50/p95/p99 (ms,
+    exact, over every request of the task), plus ``"expected_errors"`` for malformed ones."""
+    summary = {}
+    normal = [r for r in records if r["type"] == "grpc"]
+    for task in [*tasks, "all"]:
+        mine = [r for r in normal if task == "all" or r["task"] == task]
+        outcomes = Counter(r["outcome"] for r in mine)
+        summary[task] = {"requests": len(mine), "ok": outcomes["ok"],
+                         "failures": sum(outcomes[o] for o in _FAILURES),
+                         "errors": outcomes["error"], "wrong_answers": outcomes["wrong-answer"],
+                         "interrupted": outcomes["interrupted"],
+                         "rps": len(mine) / seconds if seconds > 0 else 0.0,
+                         **_percentiles([r["ms"] for r in mine])}
+    bad = [r for r in records if r["type"] == "grpc-expected-error"]
+    if bad:
+        outcomes = Counter(r["outcome"] for r in bad)
+        summary["expected_errors"] = {
+            "requests": len(bad), "refused_as_expected": outcomes["expected-error"],
+            "failures": sum(outcomes[o] for o in _FAILURES),
+            "by_kind": dict(Counter(r["name"] for r in bad)), **_percentiles([r["ms"] for r in bad])}
+    return summary
+
+
+def fault_summary(records: list[dict], errors_seen: list, restart: dict, started: float) -> dict:
+    """The error burst the clients saw around a restart, and how long until they recovered."""
+    report: dict[str, Any] = {"restart": {k: (round(v - started, 3) if isinstance(v, float) else v)
+                                          for k, v in restart.items()}}
+    if "stop_began" not in restart:
+        return report
+    stop = restart["stop_began"]
+    ready = restart.get("ready", math.inf)
+    burst = [e for e in errors_seen if e[0] >= stop - 1.0]
+    report["outage_s"] = (ready - stop) if "ready" in restart else None
+    report["client_errors"] = len(burst)
+    report["client_errors_by_status"] = dict(Counter(f"{e[2]}{'' if e[3] else ' (gave up)'}" for e in burst))
+    last_error = max((e[0] for e in burst), default=stop)
+    if burst:
+        report["burst_first_s"] = burst[0][0] - started
+        report["burst_last_s"] = last_error - started
+    after = sorted(r["end"] for r in records if r["outcome"] == "ok" and r["end"] >= max(last_error, stop))
+    report["first_success_after_burst_s"] = after[0] - started if after else None
+    report["recovery_s"] = after[0] - stop if after else None
+    spanning = [r for r in records if r["start"] < ready and r["end"] > stop and r["type"] == "grpc"]
+    report["requests_spanning_outage"] = len(spanning)
+    report["requests_spanning_outage_ok"] = sum(1 for r in spanning if r["outcome"] == "ok")
+    report["longest_request_s"] = max((r["ms"] for r in spanning), default=0.0) / 1e3
+    report["failures_during_burst"] = dict(Counter(
+        r["outcome"] for r in records if r["outcome"] in _FAILURES and r["end"] >= stop - 1.0))
+    return report
+
+
+def check_slo(summary: dict, slo: Slo, tasks: list[str], records: list[dict]) -> list[str]:
+    """The SLOs missed, each as a sentence (empty: all met). Percentiles are exact, over every
+    request of the task (malformed ones excluded)."""
+    missed = []
+    for task in tasks:
+        latencies = [r["ms"] for r in records if r["type"] == "grpc" and r["task"] == task]
+        for q in sorted({q for _, q in slo.latency}):
+            limit = slo.limit(task, q)
+            if limit is None or not latencies:
+                continue
+            value = float(np.percentile(latencies, q))
+            if value > limit:
+                missed.append(f"{task} p{q:g} {value:.1f} ms > {limit:g} ms")
+    total = summary["all"]
+    failures = total["failures"] + summary.get("expected_errors", {}).get("failures", 0)
+    requests = total["requests"] + summary.get("expected_errors", {}).get("requests", 0)
+    if slo.max_errors is not None and failures > slo.max_errors:
+        missed.append(f"errors {failures} > {slo.max_errors}")
+    if slo.max_error_share is not None and requests and failures / requests > slo.max_error_share:
+        missed.append(f"errors {failures / requests * 100:.2f}% > {slo.max_error_share * 100:g}%")
+    return missed
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    return "\n".join(lines)
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_report(report: dict) -> str:
+    """The text ``posescore loadtest`` prints."""
+    lines = []
+    run = report["run"]
+    lines.append(f"posescore loadtest: {run['url']} ({run['server']}), {run['users']} users, "
+                 f"{run['seconds']:.1f} s ({run['stop_reason']}), mix {run['mix']}, malformed {run['malformed']:g}")
+    summary = report["tasks"]
+    rows = []
+    for task in [*run["tasks"], "all"]:
+        s = summary[task]
+        rows.append([task, s["requests"], f"{s['rps']:.1f}", _ms(s["p50_ms"]), _ms(s["p95_ms"]), _ms(s["p99_ms"]),
+                     s["failures"], s["wrong_answers"]])
+    lines.append(_table(rows, ["task", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures",
+                               "wrong answers"]))
+    if "expected_errors" in summary:
+        e = summary["expected_errors"]
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(e["by_kind"].items()))
+        lines.append(f"malformed/oversized: {e['requests']} sent, {e['refused_as_expected']} refused as expected "
+                     f"(INVALID_ARGUMENT), {e['failures']} failures; p50 {_ms(e['p50_ms'])} ms, "
+                     f"p99 {_ms(e['p99_ms'])} ms; {kinds}")
+    accounting = report["accounting"]
+    lines.append(f"accounting: {accounting['issued']} issued = {accounting['answered']} answered "
+                 f"(+{accounting['unanswered']} unanswered); locust counted {accounting['locust_requests']}"
+                 f"{'' if accounting['consistent'] else '  <-- MISMATCH'}")
+    server = report.get("server")
+    if server and server.get("models"):
+        lines.append("server side (Triton metrics, difference over the run; ms per successful request):")
+        rows = []
+        for model, m in server["models"].items():
+            rows.append([model, m["requests_ok"], m["requests_failed"], m["executions"],
+                         "-" if m["avg_batch"] is None else f"{m['avg_batch']:.2f}", _ms(m["request_ms"]),
+                         _ms(m["queue_ms"]), _ms(m["compute_infer_ms"]),
+                         _ms((m["compute_input_ms"] or 0) + (m["compute_output_ms"] or 0)),
+                         server["client_ok"].get(model, 0)])
+        lines.append(_table(rows, ["model", "ok", "failed", "batches", "avg batch", "request", "queue",
+                                   "compute", "in+out", "client ok"]))
+        if server.get("note"):
+            lines.append(server["note"])
+    elif server and server.get("error"):
+        lines.append(f"server side: {server['error']}")
+    fault = report.get("fault")
+    if fault:
+        r = fault["restart"]
+        if "error" in r:
+            lines.append(f"restart FAILED: {r['error']}")
+        if "stop_began" in r:
+            lines.append(f"restart: stop at +{r['stop_began']:.1f} s, stopped +{r.get('stopped', float('nan')):.1f} s, "
+                         f"ready again +{r.get('ready', float('nan')):.1f} s (outage {fault['outage_s'] or 0:.1f} s)")
+            by_status = ", ".join(f"{k} {n}" for k, n in fault["client_errors_by_status"].items()) or "none"
+            span = (f" between +{fault['burst_first_s']:.1f} s and +{fault['burst_last_s']:.1f} s"
+                    if fault["client_errors"] else "")
+            lines.append(f"error burst: {fault['client_errors']} errors seen by the clients{span} ({by_status})")
+            rec = fault["recovery_s"]
+            lines.append(f"recovery: {'-' if rec is None else f'{rec:.1f}'} s from the stop to the first success after "
+                         f"the last error; {fault['requests_spanning_outage']} requests spanned the outage, "
+                         f"{fault['requests_spanning_outage_ok']} of them answered right (longest "
+                         f"{fault['longest_request_s']:.1f} s); failures: {fault['failures_during_burst'] or 'none'}")
+    if report.get("cpu_warning"):
+        lines.append(f"note: {report['cpu_warning']}")
+    lines.append(f"reports: {report['out']}")
+    slo = report["slo"]
+    if slo["missed"]:
+        lines.append(f"SLO {slo['spec']}: MISSED: " + "; ".join(slo["missed"]))
+    else:
+        lines.append(f"SLO {slo['spec']}: met")
+    return "\n".join(lines)
+
+
+def format_ramp(report: dict) -> str:
+    limits = ", ".join(f"{task} {ms:g} ms" for task, ms in report["ramp"]["slo_p99_ms"].items())
+    lines = [f"posescore loadtest --ramp: {report['run']['url']} ({report['run']['server']}), p99 SLO {limits}; "
+             f"steps of {report['run']['step_duration']:g} s (after {report['run']['warmup']:g} s warm-up)"]
+    rows = []
+    for task, steps in report["ramp"]["tasks"].items():
+        for step in steps:
+            rows.append([task, step["users"], step["requests"], f"{step['rps']:.1f}", _ms(step["p50_ms"]),
+                         _ms(step["p95_ms"]), _ms(step["p99_ms"]), step["failures"],
+                         "yes" if step["within_slo"] else "no"])
+    lines.append(_table(rows, ["task", "users", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures",
+                               "within SLO"]))
+    lines.append("knee (highest request rate with p99 within the SLO and no failures):")
+    for task, knee in report["ramp"]["knees"].items():
+        if knee is None:
+            lines.append(f"  {task}: none (p99 over the SLO already at {report['ramp']['tasks'][task][0]['users']} user)")
+        else:
+            lines.append(f"  {task}: {knee['rps']:.1f} req/s at {knee['users']} users, p50 {_ms(knee['p50_ms'])} ms, "
+                         f"p99 {_ms(knee['p99_ms'])} ms")
+    if report.get("server", {}).get("models"):
+        rows = [[m, v["requests_ok"], "-" if v["avg_batch"] is None else f"{v['avg_batch']:.2f}", _ms(v["queue_ms"]),
+                 _ms(v["compute_infer_ms"])] for m, v in report["server"]["models"].items()]
+        lines.append("server side over the whole ramp (ms per successful request):")
+        lines.append(_table(rows, ["model", "ok", "avg batch", "queue", "compute"]))
+    lines.append(f"reports: {report['out']}")
+    return "\n".join(lines)
+
+
+def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = None) -> tuple[int, dict]:
+    """Run the load test; returns ``(exit code, report)``: 0 all SLOs met, 1 one missed (the report
+    says which). Raises LoadTestError when the test cannot run."""
+    from engine.server import DEFAULT_MODEL_REPOSITORY, ServerError, TritonServer
+
+    log = log or ((lambda _: None) if options.quiet else (lambda m: print(m, flush=True)))
+    _validate(options)
+    out = Path(options.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = list(options.mix)
+    scratch = Path(tempfile.mkdtemp(prefix="posescore-loadtest-"))
+    server = None
+    work = None
+    try:
+        # 1. the server
+        if options.url:
+            url, metrics_url = options.url, options.metrics_url or f"http://{options.url.rsplit(':', 1)[0]}:8002/metrics"
+            archive_root = options.archive_root
+            if "search" in tasks and archive_root is None:
+                raise LoadTestError("search with --url needs --archive-root (the server's archive root, "
+                                    "where the test writes its archive); or leave search out of --mix")
+            server_kind = "given"
+        else:
+            repository = Path(options.model_repository or DEFAULT_MODEL_REPOSITORY)
+            if options.no_dynamic_batching:
+                repository = strip_dynamic_batching(repository, scratch / "model_repository")
+            archive_root = options.archive_root or str(scratch / "archives")
+            Path(archive_root).mkdir(parents=True, exist_ok=True)
+            server = TritonServer(repository, models=tasks, archive_root=archive_root)
+            log(f"starting the embedded Triton server ({', '.join(tasks)}"
+                f"{'; pose without dynamic batching' if options.no_dynamic_batching else ''}) ...")
+            begin = time.time()
+            try:
+                server.start()
+            except ServerError as err:
+                raise LoadTestError(str(err)) from None
+            url, metrics_url = server.grpc_url, server.metrics_url
+            server_kind = "embedded" + (", no dynamic batching" if options.no_dynamic_batching else "")
+            log(f"server ready in {time.time() - begin:.1f} s: gRPC {url}, metrics {metrics_url}")
+
+        # 2. the workload and its known answers
+        begin = time.time()
+        try:
+            work = build_workload(url, tasks=tasks, video=options.video, pose_frames=options.pose_frames,
+                                  pose_batch=options.pose_batch, candidates=options.candidates,
+                                  dtw_length=options.dtw_length, archive_root=archive_root, seed=options.seed,
+                                  timeout=max(options.deadline, 60.0), log=log)
+        except Exception as err:  # noqa: BLE001 - PoseScoreError, WorkloadError, ArchiveError
+            raise LoadTestError(f"cannot build the workload: {err}") from None
+        workload_path = scratch / "workload.pkl"
+        work.save(workload_path)
+        log(f"workload and known answers ready in {time.time() - begin:.1f} s")
+
+        # 3. metrics, locust, restart, metrics
+        def read_metrics():
+            return prom.scrape(metrics_url)
+
+        server_view: dict[str, Any] = {}
+        try:
+            before = read_metrics()
+        except prom.MetricsError as err:
+            before, server_view["error"] = None, str(err)
+        config = {
+            "mode": "ramp" if options.ramp else "load", "url": url, "out": str(out), "workload": str(workload_path),
+            "mix": options.mix, "users": options.users, "spawn_rate": options.spawn_rate,
+            "duration": options.duration, "max_requests": options.max_requests, "deadline": options.deadline,
+            "malformed": options.malformed, "seed": options.seed, "ramp_users": list(options.ramp_users),
+            "step_duration": options.step_duration, "warmup": options.warmup,
+            "ramp_all_steps": options.ramp_all_steps,
+            "slo_p99_ms": {task: options.slo.limit(task, 99) or DEFAULT_RAMP_P99_MS for task in tasks},
+        }
+        config_path = scratch / "config.json"
+        config_path.write_text(json.dumps(config))
+        for stale in ("locust_result.json", "requests.csv"):
+            (out / stale).unlink(missing_ok=True)
+
+        started = threading.Event()
+        restarter = None
+        if options.restart_at is not None:
+            restarter = _Restarter(server, options.restart_at, started, read_metrics)
+            restarter.start()
+        try:
+            child_result = _run_child(config_path, config, options, started, restarter, log)
+        finally:
+            if restarter is not None:
+                restarter.cancel.set()
+                restarter.join()
+        if before is not None:
+            try:
+                after = read_metrics()
+                segments = [(before, after)]
+                if restarter is not None and restarter.metrics_before_stop is not None:
+                    segments = [(before, restarter.metrics_before_stop), ({}, after)]
+                server_view["models"] = prom.per_model(prom.delta(segments))
+            except prom.MetricsError as err:
+                server_view["error"] = str(err)
+
+        # 4. the report
+        report = _report(options, child_result, _read_records(out / "requests.csv"), server_view, restarter,
+                         url, server_kind, out, tasks)
+        (out / "summary.json").write_text(json.dumps(report, indent=1, default=str))
+        log(format_ramp(report) if options.ramp else format_report(report))
+        return (1 if report["slo"]["missed"] else 0), report
+    finally:
+        if work is not None:
+            remove_archive(work)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _validate(options: LoadTestOptions) -> None:
+    if options.users < 1:
+        raise LoadTestError(f"--users: expected >= 1, got {options.users}")
+    if options.spawn_rate <= 0:
+        raise LoadTestError(f"--spawn-rate: expected > 0, got {options.spawn_rate}")
+    if options.duration <= 0:
+        raise LoadTestError(f"--duration: expected > 0, got {options.duration}")
+    if options.max_requests < 0:
+        raise LoadTestError(f"--max-requests: expected >= 0 (0: no limit), got {options.max_requests}")
+    if not 0.0 <= options.malformed < 1.0:
+        raise LoadTestError(f"--malformed: expected a share in [0, 1), got {options.malformed}")
+    if options.deadline <= 0:
+        raise LoadTestError(f"--deadline: expected > 0, got {options.deadline}")
+    if options.restart_at is not None:
+        if options.url:
+            raise LoadTestError("--restart-at restarts the embedded server: leave out --url")
+        if options.ramp:
+            raise LoadTestError("--restart-at and --ramp do not go together")
+        if not 0 < options.restart_at < options.duration:
+            raise LoadTestError(f"--restart-at: expected within the run (0, {options.duration:g} s), "
+                                f"got {options.restart_at:g} s")
+    if options.no_dynamic_batching and options.url:
+        raise LoadTestError("--no-dynamic-batching configures the embedded server: leave out --url")
+    if options.ramp and (not options.ramp_users or min(options.ramp_users) < 1):
+        raise LoadTestError(f"--ramp-users: expected user counts >= 1, got {options.ramp_users}")
+    if "pose" in options.mix and not os.path.exists(options.video):
+        raise LoadTestError(f"--video: {options.video} does not exist (Debian's opencv-doc ships vtest.avi)")
+
+
+def _run_child(config_path: Path, config: dict, options: LoadTestOptions, started: threading.Event,
+               restarter: _Restarter | None, log: Callable[[str], Any]) -> dict:
+    """Run loadtests.locust_run; relay its progress; bound its wall time."""
+    from engine.server import PROJECT_ROOT
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if options.ramp:
+        steps = len(options.ramp_users) * len(options.mix)
+        limit = steps * (options.step_duration + options.warmup + options.deadline + 10) + 120
+    else:
+        limit = options.duration + 2 * options.deadline + 120
+    child = subprocess.Popen([sys.executable, "-m", "loadtests.locust_run", str(config_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                             cwd=str(PROJECT_ROOT))
+    timer = threading.Timer(limit, child.kill)
+    timer.start()
+    tail: list[str] = []
+    try:
+        for line in child.stdout:
+            line = line.rstrip("\n")
+            if line.startswith("@@started "):
+                if restarter is not None:
+                    restarter.load_started = float(line.split()[1])
+                started.set()
+                log("ramp running" if options.ramp else
+                    f"load running: {options.users} users for {options.duration:g} s at most")
+            elif line.startswith("@@step "):
+                log("  " + line[len("@@step "):])
+            elif line:
+                tail = (tail + [line])[-40:]
+                if not options.quiet:
+                    print(f"[locust] {line}", file=sys.stderr, flush=True)
+        code = child.wait()
+    finally:
+        timer.cancel()
+        started.set()  # lets a restarter that never saw the start exit (it is cancelled)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    result_path = Path(config["out"]) / "locust_result.json"
+    if code != 0 or not result_path.exists():
+        raise LoadTestError(f"the locust process exited with code {code}"
+                            f"{' (killed after ' + str(int(limit)) + ' s)' if code == -9 else ''}; its output ends with:\n"
+                            + "\n".join(tail))
+    return json.loads(result_path.read_text())
+
+
+def _report(options, child: dict, records: list[dict], server_view: dict, restarter, url: str, server_kind: str,
+            out: Path, tasks: list[str]) -> dict:
+    run = {"url": url, "server": server_kind, "users": options.users, "spawn_rate": options.spawn_rate,
+           "mix": format_mix(options.mix), "tasks": tasks, "malformed": options.malformed,
+           "deadline_s": options.deadline, "max_requests": options.max_requests, "video": options.video,
+           "step_duration": options.step_duration, "warmup": options.warmup}
+    client_ok = Counter(r["task"] for r in records if r["type"] == "grpc" and r["outcome"] == "ok")
+    server_view["client_ok"] = dict(client_ok)
+    if server_view.get("models"):
+        short = [m for m in tasks if server_view["models"].get(m, {}).get("requests_ok", 0) < client_ok.get(m, 0)]
+        server_view["server_counts_cover_client"] = not short
+        if short:
+            server_view["note"] = (f"note: the server counted fewer successes than the clients for {', '.join(short)}"
+                                   + (" (requests finished between the last read before the restart and the stop "
+                                      "are not counted)" if restarter is not None else ""))
+    report: dict[str, Any] = {"run": run, "out": str(out), "server": server_view}
+    log_file = out / "locust.log"
+    if log_file.exists():
+        warning = next((line for line in log_file.read_text(errors="replace").splitlines() if "CPU usage" in line), None)
+        if warning:
+            report["cpu_warning"] = ("locust's own process went over 90% CPU: on this machine the load generator "
+                                     "competes with the server for the cores")
+    if child["mode"] == "ramp":
+        knees = {}
+        for task, steps in child["tasks"].items():
+            within = [s for s in steps if s["within_slo"]]
+            knees[task] = max(within, key=lambda s: s["rps"]) if within else None
+        report["ramp"] = {"slo_p99_ms": child["slo_p99_ms"], "tasks": child["tasks"], "knees": knees}
+        _write_ramp_csv(out / "ramp.csv", child["tasks"], knees)
+        run["seconds"] = child["stopped"] - child["started"]
+        report["slo"] = {"spec": ",".join(f"{t}.p99={ms:g}ms" for t, ms in child["slo_p99_ms"].items()), "missed": []}
+        return report
+
+    seconds = child["stopped"] - child["started"]
+    run.update(seconds=seconds, stop_reason=child["stop_reason"])
+    summary = task_summary(records, tasks, seconds)
+    report["tasks"] = summary
+    issued = sum(child["issued"].values())
+    answered = sum(1 for r in records if r["outcome"] != "interrupted")
+    locust_total = child["locust"].get("Aggregated", {}).get("requests", 0)
+    report["accounting"] = {
+        "issued": issued, "answered": answered, "unanswered": issued - answered,
+        "in_flight_at_end": child["in_flight_at_end"], "locust_requests": locust_total,
+        "consistent": issued == answered == locust_total == len(records),
+        "issued_by_task": child["issued"],
+    }
+    if restarter is not None:
+        record = dict(restarter.record)
+        report["fault"] = fault_summary(records, child["errors_seen"], record, child["started"])
+    missed = check_slo(summary, options.slo, tasks, records)
+    if not report["accounting"]["consistent"]:
+        missed.append(f"requests unaccounted for: {issued} issued, {answered} answered, locust counted "
+                      f"{locust_total}")
+    if child["locust_exceptions"]:
+        missed.append(f"{sum(e['count'] for e in child['locust_exceptions'])} exceptions in the locust users")
+    if restarter is not None and "error" in restarter.record:
+        missed.append(f"the restart failed: {restarter.record['error']}")
+    report["slo"] = {"spec": str(options.slo), "missed": missed}
+    return report
+
+
+def _write_ramp_csv(path: Path, tasks: dict, knees: dict) -> None:
+    import csv
+
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["task", "users", "requests", "ok", "failures", "seconds", "rps", "p50_ms", "p95_ms", "p99_ms",
+                         "within_slo", "knee"])
+        for task, steps in tasks.items():
+            for step in steps:
+                writer.writerow([task, step["users"], step["requests"], step["ok"], step["failures"],
+                                 f"{step['seconds']:.3f}", f"{step['rps']:.3f}",
+                                 *(("" if step[k] is None else f"{step[k]:.3f}") for k in ("p50_ms", "p95_ms", "p99_ms")),
+                                 step["within_slo"], step is knees.get(task)])

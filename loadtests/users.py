@@ -1,0 +1,314 @@
+"""The locust user: gRPC to Triton through ``clients.PoseScoreClient``, under gevent.
+
+Import this module only in a process that runs locust (``loadtests.locust_run``): importing locust
+monkey-patches the standard library for gevent, and grpc's gevent support is initialised here,
+before any channel is made (tritonclient's blocking gRPC calls then yield to the other users
+instead of blocking the process).
+
+Each task picks one input of the :class:`~loadtests.workload.Workload`, calls the typed client,
+checks the answer against the known one and fires one locust request event: ``request_type``
+``"grpc"``, ``name`` the task (= the model), ``response_time`` in ms, ``response_length`` the
+request's payload bytes (the input tensors), ``exception`` the error or the wrong answer. With
+probability ``malformed`` a task sends one of the model's malformed or oversized requests instead
+(:data:`~loadtests.workload.BAD_REQUESTS`): it is fired as ``request_type`` ``"grpc-expected-error"``,
+named ``"<model>/<kind>"``, and counts as a success when the server refuses it with
+``INVALID_ARGUMENT`` and the expected message, as a failure otherwise.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import locust  # noqa: F401 - monkey-patches the standard library for gevent, first
+import gevent
+import grpc.experimental.gevent as grpc_gevent
+import numpy as np
+from locust import User, constant
+
+_GRPC_GEVENT = False
+
+
+def init_grpc_gevent() -> None:
+    """grpc's gevent integration; must run before the first channel is made (idempotent)."""
+    global _GRPC_GEVENT
+    if not _GRPC_GEVENT:
+        grpc_gevent.init_gevent()
+        _GRPC_GEVENT = True
+
+
+init_grpc_gevent()
+
+import tritonclient.grpc as grpcclient  # noqa: E402 - after grpc's gevent support
+from tritonclient.grpc import InferenceServerException  # noqa: E402
+
+from clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
+from clients.protocol import server_error, status_name  # noqa: E402
+
+from .workload import BAD_REQUESTS, CHECKS, BadRequest, Workload  # noqa: E402
+
+# Outcomes of a request, as written to requests.csv.
+OK, ERROR, WRONG, EXPECTED_ERROR, BAD_ACCEPTED, BAD_WRONG_ERROR, INTERRUPTED = (
+    "ok", "error", "wrong-answer", "expected-error", "malformed-accepted", "malformed-wrong-error", "interrupted")
+FAILURES = (ERROR, WRONG, BAD_ACCEPTED, BAD_WRONG_ERROR, INTERRUPTED)
+
+
+class WrongAnswer(Exception):
+    """A response that differs from the known answer for its input."""
+
+
+class MalformedAccepted(Exception):
+    """A malformed or oversized request that the server answered, or refused the wrong way."""
+
+
+class Budget:
+    """At most ``limit`` requests (0: no limit); greenlets share it without locks."""
+
+    def __init__(self, limit: int = 0):
+        self.limit = int(limit)
+        self.taken = 0
+
+    def take(self) -> bool:
+        if self.limit and self.taken >= self.limit:
+            return False
+        self.taken += 1
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.limit) and self.taken >= self.limit
+
+
+@dataclass
+class LoadState:
+    """What the users of one run share: settings, the workload, the budget and what happened."""
+
+    url: str
+    workload: Workload
+    deadline: float = 30.0
+    malformed: float = 0.0
+    budget: Budget = field(default_factory=Budget)
+    seed: int = 0
+    in_flight: int = 0
+    issued: dict[str, int] = field(default_factory=dict)
+    records: list[tuple] = field(default_factory=list)      # one per request, see RECORD_FIELDS
+    errors_seen: list[tuple] = field(default_factory=list)  # (time, model, status, retried)
+    _users: int = 0
+
+    def next_seed(self) -> int:
+        self._users += 1
+        return self.seed * 1_000_003 + self._users
+
+    def observe_error(self, model: str | None, status: str | None, retried: bool) -> None:
+        self.errors_seen.append((time.time(), model, status, retried))
+
+
+RECORD_FIELDS = ("task", "name", "type", "start", "end", "ms", "outcome", "status", "message", "bytes")
+
+
+class ObservedClient(PoseScoreClient):
+    """``PoseScoreClient`` that also reports every error it gets from the server, retried or not,
+    so that a load test can show the error burst that its retries hide."""
+
+    def __init__(self, url: str, observe: Callable[[str | None, str | None, bool], None], **settings: Any):
+        self._observe = observe
+        super().__init__(url, **settings)
+
+    def _retry_delay(self, model, error, previous, attempt, deadline):  # noqa: D401 - see PoseScoreClient
+        try:
+            delay = super()._retry_delay(model, error, previous, attempt, deadline)
+        except PoseScoreError:
+            self._observe(model, status_name(error), False)
+            raise
+        self._observe(model, status_name(error), True)
+        return delay
+
+
+def _payload(value: Any) -> int:
+    """Bytes of the arrays in ``value`` (an array, or a dict / list of them)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(_payload(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_payload(v) for v in value)
+    return 0
+
+
+def _raw_input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+class PoseScoreUser(User):
+    """One simulated client of the deployment; see the module docstring. ``state`` is set on the
+    concrete class made by :func:`make_user_class`."""
+
+    abstract = True
+    wait_time = constant(0)
+    state: LoadState
+
+    def on_start(self) -> None:
+        self.rng = random.Random(self.state.next_seed())
+        self.client = ObservedClient(self.state.url, self.state.observe_error, timeout=self.state.deadline)
+        self._oversized_client: PoseScoreClient | None = None
+        self._raw: grpcclient.InferenceServerClient | None = None
+
+    def on_stop(self) -> None:
+        for client in (self.client, self._oversized_client, self._raw):
+            if client is not None:
+                client.close()
+
+    # -- one request -------------------------------------------------------------------------------
+    def run_task(self, task: str) -> None:
+        state = self.state
+        if not state.budget.take():
+            gevent.sleep(0.05)  # the run is over; the runner stops the users
+            return
+        state.issued[task] = state.issued.get(task, 0) + 1
+        if state.malformed > 0 and self.rng.random() < state.malformed:
+            self._bad(self.rng.choice(BAD_REQUESTS[task]), task)
+            return
+        work = state.workload
+        index = self.rng.randrange(len(work.inputs(task)))
+        given = work.inputs(task)[index]
+        expected = getattr(work, f"{task}_expected")[index]
+        client = self.client
+        calls = {
+            "pose": lambda: client.pose(given),
+            "score": lambda: client.score(given["query"], given["candidates"], metric=given["metric"],
+                                          mirror=given["mirror"]),
+            "dtw": lambda: client.dtw(given["reference"], given["attempt"], window=given["window"],
+                                      mirror=given["mirror"]),
+            "search": lambda: client.search(given["archive"], given["query"], k=given["k"]),
+        }
+        self._measure(task, task, "grpc", calls[task], lambda result: CHECKS[task](result, expected),
+                      _payload(given), None)
+
+    def _measure(self, task: str, name: str, request_type: str, call: Callable[[], Any],
+                 check: Callable[[Any], str | None] | None, payload: int, bad: BadRequest | None) -> None:
+        state = self.state
+        state.in_flight += 1
+        wall, start = time.time(), time.perf_counter()
+        outcome, status, exception = INTERRUPTED, None, None
+        try:
+            try:
+                result = call()
+            except PoseScoreError as err:
+                status = err.status
+                if bad is None:
+                    outcome, exception = ERROR, err
+                elif status == "INVALID_ARGUMENT" and bad.message in str(err):
+                    outcome = EXPECTED_ERROR
+                else:
+                    outcome = BAD_WRONG_ERROR
+                    exception = MalformedAccepted(f"{name}: expected INVALID_ARGUMENT with {bad.message!r}, got {err}")
+            else:
+                if bad is not None:
+                    outcome, exception = BAD_ACCEPTED, MalformedAccepted(f"{name}: the server answered it")
+                else:
+                    problem = check(result) if check else None
+                    outcome, exception = (WRONG, WrongAnswer(problem)) if problem else (OK, None)
+        except Exception as err:  # noqa: BLE001 - anything else the client raised is this request's failure
+            outcome, exception = ERROR, err
+        finally:
+            elapsed = (time.perf_counter() - start) * 1e3
+            state.in_flight -= 1
+            message = "" if exception is None else str(exception)[:300]
+            state.records.append((task, name, request_type, wall, wall + elapsed / 1e3, elapsed, outcome, status or "",
+                                  message, payload))
+            if outcome != INTERRUPTED:
+                self.environment.events.request.fire(
+                    request_type=request_type, name=name, response_time=elapsed, response_length=payload,
+                    exception=exception, context={"task": task, "outcome": outcome})
+
+    # -- malformed and oversized requests --------------------------------------------------------
+    def _raw_client(self) -> grpcclient.InferenceServerClient:
+        if self._raw is None:
+            self._raw = grpcclient.InferenceServerClient(self.state.url)
+        return self._raw
+
+    def _raw_call(self, model: str, inputs: list) -> Callable[[], Any]:
+        def call():
+            try:
+                return self._raw_client().infer(model, inputs, client_timeout=self.state.deadline)
+            except InferenceServerException as err:
+                raise server_error(model, err) from None
+        return call
+
+    def _bad(self, bad: BadRequest, task: str) -> None:
+        work, rng = self.state.workload, self.rng
+        name = f"{bad.model}/{bad.kind}"
+        pose = np.ones((17, 3), np.float32) * 100 + np.arange(17, dtype=np.float32)[:, None] * 7
+        poses = np.repeat(pose[None], 6, 0)
+        call: Callable[[], Any]
+        if bad.kind == "oversized-batch":
+            # POSE_MAX_BATCH + 1 real frames in one request (~22 MB for vtest.avi): over max_batch_size.
+            if self._oversized_client is None:
+                self._oversized_client = PoseScoreClient(self.state.url, timeout=self.state.deadline,
+                                                         pose_batch_size=4 * POSE_MAX_BATCH)
+            frames = np.concatenate(work.pose_inputs)
+            frames = frames[np.arange(POSE_MAX_BATCH + 1) % len(frames)]
+            call, payload = (lambda: self._oversized_client.pose(frames)), frames.nbytes
+        elif bad.kind == "wrong-dtype":
+            frames = np.zeros((1, 32, 32, 3), np.float32)
+            call, payload = self._raw_call("pose", [_raw_input("frames", frames, "FP32")]), frames.nbytes
+        elif bad.kind == "zero-size-frame":
+            frames = np.zeros((1, 0, 32, 3), np.uint8)
+            call, payload = self._raw_call("pose", [_raw_input("frames", frames, "UINT8")]), 0
+        elif bad.kind in ("nan-candidates", "invisible-query", "wrong-shape"):
+            given = rng.choice(work.score_inputs) if work.score_inputs else {"query": pose, "candidates": poses}
+            query, candidates = given["query"].copy(), given["candidates"].copy()
+            if bad.kind == "nan-candidates":
+                candidates[rng.randrange(len(candidates)), rng.randrange(17), 0] = np.nan
+                call = lambda: self.client.score(query, candidates)  # noqa: E731
+            elif bad.kind == "invisible-query":
+                query[:, 2] = 0.0
+                call = lambda: self.client.score(query, candidates)  # noqa: E731
+            else:
+                query = np.concatenate([query, query[:1]])  # [18, 3]
+                call = self._raw_call("score", [_raw_input("query", query, "FP32"),
+                                                _raw_input("candidates", candidates, "FP32")])
+            payload = query.nbytes + candidates.nbytes
+        elif bad.kind in ("nan-attempt", "empty-reference"):
+            given = rng.choice(work.dtw_inputs) if work.dtw_inputs else {"reference": poses, "attempt": poses}
+            reference, attempt = given["reference"].copy(), given["attempt"].copy()
+            if bad.kind == "nan-attempt":
+                attempt[rng.randrange(len(attempt)), rng.randrange(17), 1] = np.nan
+                call = lambda: self.client.dtw(reference, attempt)  # noqa: E731
+            else:
+                reference = reference[:0]
+                call = self._raw_call("dtw", [_raw_input("reference", reference, "FP32"),
+                                              _raw_input("attempt", attempt, "FP32")])
+            payload = reference.nbytes + attempt.nbytes
+        else:  # search
+            given = rng.choice(work.search_inputs) if work.search_inputs else {"archive": "x", "query": pose, "k": 5}
+            archive, k = given["archive"], given["k"]
+            if bad.kind == "outside-root":
+                archive = "../outside-the-archive-root"
+            elif bad.kind == "not-an-archive":
+                archive = "no-such-archive-here"
+            else:
+                k = 100_000
+            call, payload = (lambda: self.client.search(archive, given["query"], k=k)), given["query"].nbytes
+        self._measure(task, name, "grpc-expected-error", call, None, payload, bad)
+
+
+TASK_FUNCTIONS: dict[str, Callable[[PoseScoreUser], None]] = {}
+for _task in ("pose", "score", "dtw", "search"):
+    def _run(user: PoseScoreUser, task: str = _task) -> None:
+        user.run_task(task)
+    _run.__name__ = _task
+    TASK_FUNCTIONS[_task] = _run
+
+
+def make_user_class(mix: dict[str, int], state: LoadState) -> type[PoseScoreUser]:
+    """The concrete locust user for ``mix`` ({task: weight}), sharing ``state``."""
+    tasks = {TASK_FUNCTIONS[task]: weight for task, weight in mix.items() if weight > 0}
+    if not tasks:
+        raise ValueError("mix: no task with a weight > 0")
+    return type("PoseScoreUser", (PoseScoreUser,), {"tasks": tasks, "state": state, "abstract": False,
+                                                    "host": state.url})

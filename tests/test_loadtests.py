@@ -1,0 +1,201 @@
+"""loadtests/: the locust load test against the real embedded Triton server on loopback.
+
+The smoke run and the fault run (``test_fault_*``: the server restarted mid-run; select it with
+``-k fault``) run the whole ``posescore loadtest`` (locust in its own gevent process, real gRPC,
+every answer checked); the other tests are fast checks of the pieces. No timing is asserted.
+"""
+
+import argparse
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from engine.server import DEFAULT_MODEL_REPOSITORY
+from loadtests import cli, metrics
+from loadtests.runner import parse_duration, parse_mix, parse_slo, step_figures, strip_dynamic_batching
+from loadtests.workload import check_search
+
+
+def read_csv(path):
+    with open(path, newline="") as src:
+        return list(csv.DictReader(src))
+
+
+# -- the pieces ------------------------------------------------------------------------------------
+def test_option_values():
+    assert [parse_duration(t) for t in ("60s", "2m", "500ms", "1.5", "1h")] == [60, 120, 0.5, 1.5, 3600]
+    assert parse_mix("pose=1,score=4,dtw=1,search=1") == {"pose": 1, "score": 4, "dtw": 1, "search": 1}
+    assert parse_mix("score=2, dtw=0") == {"score": 2}
+    slo = parse_slo("p99=100ms,score.p99=0.05s,p50=20,errors=0")
+    assert slo.limit("pose", 99) == 100 and slo.limit("score", 99) == 50 and slo.limit("dtw", 50) == 20
+    assert slo.max_errors == 0 and parse_slo("errors=0.5%").max_error_share == pytest.approx(0.005)
+    for bad, call in (("10 parsecs", parse_duration), ("jump=1", parse_mix), ("score=0", parse_mix),
+                      ("p99", parse_slo), ("latency=5ms", parse_slo), ("errors=some", parse_slo)):
+        with pytest.raises(ValueError):
+            call(bad)
+
+
+def test_add_parser_registers_loadtest():
+    parser = argparse.ArgumentParser(prog="posescore")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["loadtest", "--users", "2", "--duration", "5s", "--mix", "score=1",
+                              "--slo", "p99=80ms,errors=0", "--restart-at", "2s"])
+    assert args.func is cli.run
+    assert (args.users, args.duration, args.mix, args.restart_at) == (2, 5.0, {"score": 1}, 2.0)
+    assert args.slo.limit("score", 99) == 80 and args.slo.max_errors == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--url", "127.0.0.1:1", "--restart-at", "5s", "--mix", "score=1"], "leave out --url"),
+    (["--restart-at", "90s", "--duration", "10s"], "within the run"),
+    (["--url", "127.0.0.1:1", "--mix", "search=1"], "--archive-root"),
+    (["--malformed", "1.5"], "--malformed"),
+])
+def test_bad_options_exit_2_with_a_clear_message(argv, message, tmp_path, capsys):
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_strip_dynamic_batching_copies_the_repository(tmp_path):
+    copy = strip_dynamic_batching(DEFAULT_MODEL_REPOSITORY, tmp_path / "repo")
+    pose = (copy / "pose" / "config.pbtxt").read_text()
+    original = (DEFAULT_MODEL_REPOSITORY / "pose" / "config.pbtxt").read_text()
+    assert "dynamic_batching" in original and "dynamic_batching" not in pose
+    assert "max_batch_size: 16" in pose and pose.count("{") == pose.count("}")
+    assert "instance_group" in pose and "parameters" in pose
+    assert (copy / "score" / "config.pbtxt").read_text() == (DEFAULT_MODEL_REPOSITORY / "score" /
+                                                            "config.pbtxt").read_text()
+
+
+def test_metrics_parse_and_delta():
+    text = """# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="score",version="1"} 10
+nv_inference_request_failure{model="score",reason="BACKEND",version="1"} 2
+nv_inference_request_failure{model="score",reason="REJECTED",version="1"} 1
+nv_inference_exec_count{model="score",version="1"} 5
+nv_inference_count{model="score",version="1"} 10
+nv_inference_queue_duration_us{model="score",version="1"} 20000
+nv_inference_compute_infer_duration_us{model="score",version="1"} 50000
+nv_cpu_utilization 0.5
+"""
+    sample = metrics.parse(text)
+    assert sample["score"]["nv_inference_request_failure"] == 3 and "" not in sample
+    before = {"score": {"nv_inference_request_success": 4, "nv_inference_queue_duration_us": 8000,
+                        "nv_inference_compute_infer_duration_us": 20000, "nv_inference_count": 4,
+                        "nv_inference_exec_count": 2}}
+    report = metrics.per_model(metrics.delta([(before, sample)]))["score"]
+    assert report["requests_ok"] == 6 and report["requests_failed"] == 3 and report["avg_batch"] == 2.0
+    assert report["queue_ms"] == pytest.approx(2.0) and report["compute_infer_ms"] == pytest.approx(5.0)
+    # a restart: two lives, the second counting from zero
+    restarted = metrics.delta([(before, sample), ({}, {"score": {"nv_inference_request_success": 7}})])
+    assert restarted["score"]["nv_inference_request_success"] == 13
+
+
+def test_search_check_allows_ties_in_either_order():
+    from clients import SearchMatch
+
+    want = [{"video_id": "a", "start_frame": f, "end_frame": f, "track": 0, "score": s}
+            for f, s in ((1, 99.0), (2, 90.0), (3, 90.0), (4, 80.0))]
+    got = [SearchMatch("a", "a.mp4", w["start_frame"], w["end_frame"], 0, 0, 0, w["score"]) for w in want]
+    assert check_search(got, want) is None
+    assert check_search([got[0], got[2], got[1], got[3]], want) is None  # a tie swapped
+    other = SearchMatch("b", "b.mp4", 1, 1, 0, 0, 0, 99.0)  # the right score, the wrong match
+    assert "matches 0..0" in check_search([other, *got[1:]], want)
+    assert check_search([*got[:3], SearchMatch("b", "b.mp4", 9, 9, 0, 0, 0, 80.0)], want) is None  # the last group
+    assert "scores" in check_search([*got[:3], SearchMatch("a", "a.mp4", 4, 4, 0, 0, 0, 70.0)], want)
+
+
+# -- the smoke run ---------------------------------------------------------------------------------
+def test_smoke_run_writes_reports_and_the_counts_add_up(triton_server, archive_root, tmp_path):
+    out = tmp_path / "report"
+    code = cli.main(["--url", triton_server.grpc_url, "--metrics-url", triton_server.metrics_url,
+                     "--archive-root", str(archive_root), "--users", "3", "--spawn-rate", "10", "--pose-frames", "4",
+                     "--duration", "10s", "--max-requests", "5000", "--mix", "pose=1,score=4,dtw=1,search=1",
+                     "--malformed", "0.1", "--slo", "errors=0", "--out", str(out), "--quiet"])
+    assert code == 0
+    for name in ("locust_stats.csv", "locust_failures.csv", "locust_exceptions.csv", "locust_stats_history.csv",
+                 "report.html", "requests.csv", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert "locust" in (out / "report.html").read_text().lower()
+    summary = json.loads((out / "summary.json").read_text())
+    tasks = summary["tasks"]
+
+    # locust's CSV: one row per task (and per malformed kind), their sum is the aggregate
+    rows = read_csv(out / "locust_stats.csv")
+    aggregate = next(r for r in rows if r["Name"] == "Aggregated")
+    per_name = {r["Name"]: r for r in rows if r["Name"] != "Aggregated"}
+    assert sum(int(r["Request Count"]) for r in per_name.values()) == int(aggregate["Request Count"])
+    assert int(aggregate["Failure Count"]) == 0 and read_csv(out / "locust_failures.csv") == []
+    for task in ("pose", "score", "dtw", "search"):
+        assert tasks[task]["requests"] > 0 and tasks[task]["failures"] == 0
+        assert int(per_name[task]["Request Count"]) == tasks[task]["requests"]
+        assert per_name[task]["Type"] == "grpc"
+    assert sum(tasks[t]["requests"] for t in ("pose", "score", "dtw", "search")) == tasks["all"]["requests"]
+    bad = tasks["expected_errors"]
+    assert bad["requests"] > 0 and bad["refused_as_expected"] == bad["requests"] and bad["failures"] == 0
+    assert bad["requests"] + tasks["all"]["requests"] == int(aggregate["Request Count"])
+    assert all(per_name[name]["Type"] == "grpc-expected-error" for name in bad["by_kind"])
+    assert tasks["all"]["wrong_answers"] == 0 and tasks["all"]["ok"] == tasks["all"]["requests"]
+
+    # nothing dropped: every request issued was answered and counted by locust
+    accounting = summary["accounting"]
+    assert accounting["consistent"] and accounting["unanswered"] == 0
+    assert accounting["issued"] == int(aggregate["Request Count"]) == len(read_csv(out / "requests.csv"))
+
+    # Triton's view: at least as many successes as the clients counted (the answers checked at
+    # idle before the run are outside the window; malformed requests its python models refuse are
+    # counted as successes by Triton)
+    server = summary["server"]
+    for task in ("pose", "score", "dtw", "search"):
+        model = server["models"][task]
+        assert model["requests_ok"] >= server["client_ok"][task] == tasks[task]["ok"]
+        assert model["queue_ms"] is not None and model["compute_infer_ms"] > 0
+    assert summary["slo"]["missed"] == []
+
+
+# -- faults ----------------------------------------------------------------------------------------
+def test_fault_server_restart_mid_run_drops_nothing_and_recovers(tmp_path, capsys):
+    out = tmp_path / "fault"
+    code = cli.main(["--users", "3", "--duration", "15s", "--restart-at", "3s", "--deadline", "60s",
+                     "--mix", "score=2,dtw=1,search=1", "--slo", "errors=0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    summary = json.loads((out / "summary.json").read_text())
+    fault = summary["fault"]
+    restart = fault["restart"]
+    assert "error" not in restart and restart["stop_began"] < restart["stopped"] < restart["ready"]
+    # the clients saw the server go away (retried, within their deadline) ...
+    assert fault["client_errors"] > 0
+    assert all(status == "UNAVAILABLE" for status in fault["client_errors_by_status"])
+    # ... and every request, those caught by the outage included, got its right answer
+    assert fault["failures_during_burst"] == {} and summary["tasks"]["all"]["failures"] == 0
+    assert fault["requests_spanning_outage"] > 0
+    assert fault["requests_spanning_outage_ok"] == fault["requests_spanning_outage"]
+    assert summary["accounting"]["consistent"] and summary["accounting"]["unanswered"] == 0
+    # recovered: successes after the restart
+    assert fault["recovery_s"] is not None and fault["recovery_s"] > 0
+    records = read_csv(out / "requests.csv")
+    ready = restart["ready"] + summary_start(out)
+    assert sum(1 for r in records if r["outcome"] == "ok" and float(r["start"]) > ready) > 0
+    # both lives of the server are counted
+    for task in ("score", "dtw", "search"):
+        assert summary["server"]["models"][task]["requests_ok"] >= summary["server"]["client_ok"][task]
+    assert re.search(r"error burst: \d+ errors seen by the clients", printed)
+    assert "recovery:" in printed
+
+
+def summary_start(out):
+    return json.loads((out / "locust_result.json").read_text())["started"]
+
+
+def test_ramp_step_figures_and_knee():
+    records = [("score", "score", "grpc", 0.0, 1.0 + i / 100, 10.0 + i, "ok", "", "", 0) for i in range(50)]
+    records += [("score", "score", "grpc", 0.0, 1.5, 99.0, "error", "UNAVAILABLE", "gone", 0),
+                ("score", "score", "grpc", 0.0, 2.5, 5.0, "ok", "", "", 0)]  # after the step
+    figures = step_figures(records, 1.0, 2.0)
+    assert figures["requests"] == 51 and figures["ok"] == 50 and figures["failures"] == 1
+    assert figures["rps"] == 50.0
+    assert figures["p99_ms"] == pytest.approx(np.percentile([*(np.arange(50) + 10.0), 99.0], 99))
