@@ -288,12 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--k", type=int, default=10)
     search.set_defaults(func=_search)
 
-    try:
-        from loadtests.cli import add_parser as add_loadtest_parser
-    except ImportError:  # the load-test tools are optional at run time
-        add_loadtest_parser = None
-    if add_loadtest_parser is not None:
-        add_loadtest_parser(sub)
+    from loadtests.cli import add_parser as add_loadtest_parser  # imports locust only when run
+
+    add_loadtest_parser(sub)
 
     args = parser.parse_args(argv)
     if getattr(args, "k", 1) < 1:
