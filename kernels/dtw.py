@@ -98,13 +98,18 @@ def _dtw_two_rows(a, b, T, U, cost):
         prev[0] = _INF
         i += 2
     if i < T:  # odd T: the last row alone
-        c = cost[i]
-        left = _INF
-        for j in range(U):
-            left = _exact_cost(c[j], a, i, b, j) + min(prev[j], prev[j + 1], left)
-            cur[j + 1] = left
+        _dtw_row(prev, cur, cost[i], a, i, b, 0, U)
         prev = cur
     return prev[U]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dtw_row(prev, cur, c, a, i, b, lo, hi):
+    """Row i of the DP over columns ``[lo, hi)``: ``cur[j+1]`` from ``prev`` (row i-1) and ``c``."""
+    left = _INF
+    for j in range(lo, hi):
+        left = _exact_cost(c[j], a, i, b, j) + min(prev[j], prev[j + 1], left)
+        cur[j + 1] = left
 
 
 @numba.njit(cache=True, nogil=True)
@@ -116,15 +121,10 @@ def _dtw_one(a, b, T, U, window):
     prev = np.full(U + 1, _INF)
     cur = np.full(U + 1, _INF)
     prev[0] = 0.0
-    for i in range(T):
+    for i in range(T):  # with a window: cells outside the band stay inf
         lo, hi = _band(i, T, U, window)
-        if window > 0:
-            cur[:] = _INF
-        c = cost[i]
-        left = _INF
-        for j in range(lo, hi):
-            left = _exact_cost(c[j], a, i, b, j) + min(prev[j], prev[j + 1], left)
-            cur[j + 1] = left
+        cur[:] = _INF
+        _dtw_row(prev, cur, cost[i], a, i, b, lo, hi)
         prev, cur = cur, prev
         prev[0] = _INF
     return prev[U]
