@@ -24,16 +24,10 @@ SAMPLE_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 
 
 def decode_frames(path: str, count: int) -> np.ndarray:
-    """The first ``count`` frames of ``path`` as RGB uint8 ``[count, H, W, 3]``."""
-    import av
+    """The first ``count`` frames of ``path`` as RGB uint8 ``[count, H, W, 3]`` (fewer if shorter)."""
+    from engine.video import iter_frames
 
-    frames = []
-    with av.open(path) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    return np.stack(frames)
+    return np.stack([frame.rgb for frame, _ in zip(iter_frames(path), range(count))])
 
 
 def in_process_fps(frames: np.ndarray, onnx_file: str, batch: int = 16, repeat: int = 2) -> float:

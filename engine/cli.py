@@ -125,9 +125,9 @@ def _with_client(args, job):
 
 
 def _needs_server(*paths) -> bool:
-    from .jobs import is_pose_json
+    from .formats import is_poses_json
 
-    return not all(p is None or is_pose_json(p) for p in paths)
+    return not all(p is None or is_poses_json(p) for p in paths)
 
 
 def _run_job(args, job, *inputs):

@@ -17,7 +17,8 @@ import kernels
 from kernels.skeleton import PART_NAMES
 
 from . import archive as archive_io
-from .formats import read_poses_json, to_alphapose, write_alphapose
+from . import formats
+from .formats import is_poses_json, to_alphapose, write_alphapose
 from .people import image_person, main_performer, track_people
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
 from .video import VideoPoses, extract_poses, iter_frames, read_image, write_video
@@ -31,21 +32,13 @@ class JobError(ValueError):
     """A job that cannot run on its inputs; the message names the file and the problem."""
 
 
-def is_pose_json(path: str | Path) -> bool:
-    return str(path).lower().endswith(".json")
-
-
 def load_poses(source: str | Path, client=None, *, fps: float | None = None,
                progress: Progress | None = None) -> VideoPoses:
-    """Every person in every frame of an image, a video (through the pose model) or a pose JSON."""
-    source = Path(source)
-    if not source.exists():
+    """Every person in every frame of an image, a video (through the pose model) or a pose JSON
+    (:func:`engine.formats.load_poses`), after checking that ``source`` exists."""
+    if not Path(source).exists():
         raise JobError(f"{source}: no such file")
-    if is_pose_json(source):
-        return read_poses_json(source)
-    if client is None:
-        raise JobError(f"{source}: needs the pose model (a server) to get keypoints")
-    return extract_poses(source, client, fps=fps, progress=progress)
+    return formats.load_poses(source, client, fps=fps, progress=progress)
 
 
 def single_pose(source: str | Path, client=None, person: int | None = None) -> np.ndarray:
@@ -157,7 +150,7 @@ class _FrameCursor:
     """Frames of a video by increasing index, decoded once, streaming (for aligned rendering)."""
 
     def __init__(self, source, info, fps=None):
-        self.frames = iter_frames(source, fps=fps) if not is_pose_json(source) else None
+        self.frames = iter_frames(source, fps=fps) if not is_poses_json(source) else None
         self.blank = np.full((max(2, info.height), max(2, info.width), 3), 40, np.uint8)
         self.current = None
 
@@ -257,7 +250,7 @@ def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         parts = np.array([100.0 if p is None else p for p in best["parts"].values()])
-        if is_pose_json(pose_source):
+        if is_poses_json(pose_source):
             left = np.full((poses.info.height or 480, poses.info.width or 640, 3), 40, np.uint8)
         else:
             left = read_image(pose_source)
