@@ -9,10 +9,13 @@ import math
 
 from numba import cuda, float32, int64
 
+from ._topk import insert_sorted as _insert_sorted_py
+
 THREADS_PER_BLOCK = 128
 #: Largest k of the fused top-k scan (per-thread lists live in registers / local memory).
 GPU_MAX_K = 64
 GPU_MAX_DIM = 128
+insert_sorted = cuda.jit(device=True)(_insert_sorted_py)
 
 
 def ceil_div(n: int, d: int) -> int:
@@ -102,14 +105,7 @@ def fused_topk(queries, base, k, use_l2, out_keys, out_idx):
             sq += x * x
         v = float32(2.0) * dot - sq if use_l2 else dot
         if v > worst:
-            pos = k - 1
-            while pos > 0 and keys[pos - 1] < v:
-                keys[pos] = keys[pos - 1]
-                idx[pos] = idx[pos - 1]
-                pos -= 1
-            keys[pos] = v
-            idx[pos] = row
-            worst = keys[k - 1]
+            worst = insert_sorted(keys, idx, k, v, row)
         row += stride
     for s in range(k):
         out_keys[q, tid, s] = keys[s]

@@ -14,10 +14,12 @@ import numba
 import numpy as np
 
 from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas
+from ._topk import insert_sorted as _insert_sorted_py
 
 SEARCH_METRICS = ("ip", "l2")
 #: Bytes of the [Q, chunk] products on the CPU: small enough to stay in cache for the selection.
 CHUNK_BYTES = 4 << 20
+insert_sorted = numba.njit(cache=True, nogil=True, inline="always")(_insert_sorted_py)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -33,14 +35,7 @@ def _merge_chunk(products, base_sqnorms, offset, use_l2, best_keys, best_idx):
         for j in range(row.shape[0]):
             v = np.float32(2.0) * row[j] - base_sqnorms[j] if use_l2 else row[j]
             if v > worst:
-                pos = k - 1
-                while pos > 0 and keys[pos - 1] < v:
-                    keys[pos] = keys[pos - 1]
-                    idx[pos] = idx[pos - 1]
-                    pos -= 1
-                keys[pos] = v
-                idx[pos] = offset + j
-                worst = keys[k - 1]
+                worst = insert_sorted(keys, idx, k, v, offset + j)
 
 
 def _scan_rows(queries, base, start, stop, k, use_l2):
