@@ -26,6 +26,12 @@ from .video import VideoPoses, extract_poses, iter_frames, read_image, write_vid
 Progress = Callable[[int, int], None]
 #: Worst moments and found moments are at least this far apart (seconds of the reference / video).
 MOMENT_GAP_S = 0.5
+#: compare aligns poses at no fewer samples per second than this, interpolating between frames
+#: (at most MAX_INTERPOLATION samples per frame and MAX_ALIGNED_SAMPLES per performance: the
+#: warping path needs the whole (T+1) x (U+1) float64 cost matrix).
+ALIGN_RATE_HZ = 40.0
+MAX_INTERPOLATION = 4
+MAX_ALIGNED_SAMPLES = 2400
 
 
 class JobError(ValueError):
@@ -70,34 +76,51 @@ def _performer(poses: VideoPoses, name) -> tuple[np.ndarray, object]:
     return present, performer
 
 
+def interpolation_factor(fps: float, frames: int) -> int:
+    """Samples per frame at which ``compare`` aligns a performance of ``frames`` frames at ``fps``."""
+    if fps <= 0 or frames < 2:
+        return 1
+    wanted = min(MAX_INTERPOLATION, int(np.ceil(ALIGN_RATE_HZ / fps - 1e-9)))
+    return max(1, min(wanted, (MAX_ALIGNED_SAMPLES - 1) // (frames - 1)))
+
+
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = 80.0,
                   mirror: bool = False, window: int | None = None, names=("reference", "attempt")) -> dict:
     """DTW-align the main performers of two performances and score them.
 
     Frames without the performer are left out of the alignment (their times stay true in the
-    report); ``kernels.consistent_keypoints`` gives both one stable keypoint set first.
+    report); ``kernels.consistent_keypoints`` gives both one stable keypoint set first. Each
+    performance is then aligned at ``interpolation_factor`` samples per frame
+    (``kernels.interpolate_frames``), so that a performance filmed or played at a lower sampling
+    of the movement (a double-speed copy shows every other pose) is not penalized for the poses
+    between its frames. ``window`` is in frames.
 
     Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
-    scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (frames,
-    times, score, part scores) and the worst moments with the part that is most off.
+    scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (a step for
+    every real frame on the path, paired with the nearest real frame of the other performance:
+    frames, times, score, part scores) and the worst moments with the part that is most off.
     """
     r_pos, r_perf = _performer(reference, names[0])
     a_pos, a_perf = _performer(attempt, names[1])
     # One stable keypoint set for both performances (no flicker at the confidence threshold).
     r_poses, a_poses = kernels.consistent_keypoints(r_perf.poses[r_pos], a_perf.poses[a_pos])
-    r_vec, r_w = kernels.normalize(r_poses)
-    a_vec, a_w = kernels.normalize(a_poses)
+    fr = interpolation_factor(reference.info.fps, len(r_pos))
+    fa = interpolation_factor(attempt.info.fps, len(a_pos))
+    r_vec, r_w = kernels.normalize(kernels.interpolate_frames(r_poses, fr))
+    a_vec, a_w = kernels.normalize(kernels.interpolate_frames(a_poses, fa))
+    window = None if window is None else window * max(fr, fa)
     candidates = [(False, a_vec, a_w)]
     if mirror:
         candidates.append((True, *kernels.mirror_vectors(a_vec, a_w)))
     scored = [(kernels.dtw_score(r_vec, v, window=window), flipped, v, w) for flipped, v, w in candidates]
     score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
     path, distance = kernels.dtw_path(r_vec, a_vec, window=window)
-    i, j = path[:, 0], path[:, 1]
-    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[i] - a_vec[j], axis=1), "cosine")
+    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[path[:, 0]] - a_vec[path[:, 1]], axis=1), "cosine")
     step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
-    r_frames, a_frames = reference.frame_indices[r_pos[i]], attempt.frame_indices[a_pos[j]]
-    r_times, a_times = reference.times[r_pos[i]], attempt.times[a_pos[j]]
+    chosen, r_at, a_at = _frame_steps(path, fr, fa)
+    step_scores, step_parts, valid = step_scores[chosen], step_parts[chosen], valid[chosen]
+    r_frames, a_frames = reference.frame_indices[r_pos[r_at]], attempt.frame_indices[a_pos[a_at]]
+    r_times, a_times = reference.times[r_pos[r_at]], attempt.times[a_pos[a_at]]
     steps = [{"reference_frame": int(rf), "reference_time": round(float(rt), 3),
               "attempt_frame": int(af), "attempt_time": round(float(at), 3),
               "score": round(float(s), 2),
@@ -111,6 +134,7 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
         "distance": round(float(distance), 4),
         "mirrored": bool(mirrored),
         "threshold": threshold,
+        "samples_per_frame": {"reference": fr, "attempt": fa},
         # None: a part never visible in both performances cannot be scored.
         "parts": {name: round(float(p), 2) if seen else None
                   for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))},
@@ -119,6 +143,29 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
         "worst_moments": _worst_moments(steps, step_scores),
         "steps": steps,
     }
+
+
+def _frame_steps(path: np.ndarray, fr: int, fa: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of a warping path over interpolated samples that the report lists as steps.
+
+    An entry where either side is a real frame (sample index a multiple of its factor) becomes
+    the step of its pair of nearest real frames (halves round up); of the entries with one pair,
+    the first where both sides are real frames, else the first where the reference is, else the
+    first. Returns (path rows [S], reference frames [S], attempt frames [S]), in path order.
+    """
+    i, j = path[:, 0], path[:, 1]
+    real_i, real_j = i % fr == 0, j % fa == 0
+    ri, aj = (i + fr // 2) // fr, (j + fa // 2) // fa
+    rank = np.where(real_i & real_j, 0, np.where(real_i, 1, 2))
+    rows: list[int] = []
+    for n in np.flatnonzero(real_i | real_j):
+        if rows and ri[rows[-1]] == ri[n] and aj[rows[-1]] == aj[n]:
+            if rank[n] < rank[rows[-1]]:
+                rows[-1] = n
+            continue
+        rows.append(n)
+    chosen = np.asarray(rows, dtype=np.int64)
+    return chosen, ri[chosen], aj[chosen]
 
 
 def _source_summary(poses: VideoPoses, performer, name) -> dict:

@@ -78,10 +78,15 @@ def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = D
 
     A keypoint whose confidence hovers around the threshold flickers in and out of a sequence, and
     each flicker changes the normalized vector as much as a real movement would. Keypoints visible
-    in at least ``min_share`` of the frames of *both* sequences are kept, and their missing frames
-    are filled by linear interpolation in time (held at the ends) with the keypoint's mean
-    confidence; all other keypoints are dropped (confidence 0) in both. Returns the two new
-    float32 sequences on the input's backend. Frames with no keypoint at all stay as they are.
+    (confidence > ``min_confidence``) in at least ``min_share`` of the frames of *both* sequences are
+    kept in every frame; all other keypoints are dropped (confidence 0) in both.
+
+    Where a kept keypoint is not visible, the detector's own low-confidence position is used (any
+    confidence > 0: pose models place occluded joints plausibly, and the same frame gets the same
+    guess however the video was sampled); only frames with no position at all (confidence 0 or
+    non-finite, e.g. OpenPose's missing joints) are filled by linear interpolation in time, held at
+    the ends. Filled frames get the keypoint's mean visible confidence. Returns the two new float32
+    sequences on the input's backend. Frames with no keypoint at all stay as they are.
     """
     xp = array_module(a, b)
     a = check_array(a, "a", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
@@ -89,22 +94,52 @@ def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = D
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share: expected a fraction in [0, 1], got {min_share!r}")
 
-    def visible(poses):
-        return (poses[..., 2] > min_confidence) & xp.isfinite(poses).all(axis=-1)
+    def located(poses, floor):
+        return (poses[..., 2] > floor) & xp.isfinite(poses).all(axis=-1)
 
-    vis_a, vis_b = visible(a), visible(b)
+    vis_a, vis_b = located(a, min_confidence), located(b, min_confidence)
     keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
 
     def fill(poses, vis):
         out = xp.zeros_like(poses)
         t = xp.arange(poses.shape[0], dtype=xp.float32)
+        has_position = located(poses, 0.0)
         for k in range(NUM_KEYPOINTS):
-            seen = vis[:, k]
+            seen, placed = vis[:, k], has_position[:, k]
             if not bool(keep[k]) or not bool(seen.any()):
                 continue
             for d in range(2):
-                out[:, k, d] = xp.interp(t, t[seen], poses[seen, k, d])
+                out[:, k, d] = xp.interp(t, t[placed], poses[placed, k, d])
             out[:, k, 2] = xp.where(seen, poses[:, k, 2], poses[seen, k, 2].mean())
         return out
 
     return fill(a, vis_a), fill(b, vis_b)
+
+
+def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """Pose sequence ``[T, 17, 3]`` at ``factor`` times the time resolution: ``[(T-1)*factor+1, 17, 3]``.
+
+    Frame ``t`` of the input is frame ``t*factor`` of the output, unchanged; between two frames,
+    positions and confidences are interpolated linearly. A keypoint missing (confidence <=
+    ``min_confidence``, or non-finite) at either end of an interval is missing (all zeros) inside
+    it. DTW between a coarsely and a finely sampled performance of one movement otherwise pays for
+    the poses the coarse one never shows. float32 on the input's backend.
+    """
+    xp = array_module(poses)
+    poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"factor: expected an integer >= 1, got {factor!r}")
+    if factor == 1 or poses.shape[0] < 2:
+        return poses.astype(xp.float32, copy=True)
+    T = poses.shape[0]
+    present = (poses[..., 2] > min_confidence) & xp.isfinite(poses).all(axis=-1)
+    clean = xp.where(present[..., None], poses, 0.0)
+    start, end = clean[:-1], clean[1:]
+    both = present[:-1] & present[1:]
+    frac = (xp.arange(1, factor, dtype=xp.float32) / xp.float32(factor))[None, :, None, None]
+    between = start[:, None] * (1 - frac) + end[:, None] * frac      # [T-1, factor-1, 17, 3]
+    between = xp.where(both[:, None, :, None], between, 0.0)
+    out = xp.empty(((T - 1) * factor + 1, NUM_KEYPOINTS, 3), dtype=xp.float32)
+    out[::factor] = poses
+    out[:-1].reshape(T - 1, factor, NUM_KEYPOINTS, 3)[:, 1:] = between
+    return out

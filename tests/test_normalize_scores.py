@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import asnumpy, random_poses
-from kernels import (SCORE_SCALES, mirror_vectors, normalize, part_scores, pose_scores,
-                     score_from_distance)
+from kernels import (SCORE_SCALES, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
+                     part_scores, pose_scores, score_from_distance)
 from kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
 
 METRICS = ["cosine", "weighted_l1", "weighted_l2"]
@@ -256,3 +256,68 @@ def test_pose_scores_bad_input():
     with pytest.raises(ValueError, match="kind"):
         score_from_distance(1.0, "hamming")
     assert set(SCORE_SCALES) >= set(METRICS) | {"angle"}
+
+
+# ---------- sequences: consistent_keypoints, interpolate_frames ----------
+
+def test_consistent_keypoints_golden(xp):
+    # Three frames; keypoint 0 always visible, keypoint 1 visible but for one low-confidence frame
+    # (the detector's guess is kept), keypoint 2 without a position in frame 1 (interpolated),
+    # keypoint 3 visible in one frame only (dropped in both sequences).
+    a = np.zeros((3, 17, 3), np.float32)
+    a[:, 0] = [[10, 10, 0.9], [20, 10, 0.9], [30, 10, 0.9]]
+    a[:, 1] = [[10, 50, 0.8], [99, 77, 0.1], [30, 50, 0.6]]
+    a[:, 2] = [[10, 90, 0.9], [0, 0, 0.0], [30, 94, 0.9]]
+    a[:, 3] = [[5, 5, 0.9], [5, 5, 0.0], [5, 5, 0.0]]
+    b = a.copy()
+    b[:, 3, 2] = 0.9
+    ca, cb = (asnumpy(x) for x in consistent_keypoints(xp.asarray(a), xp.asarray(b)))
+    np.testing.assert_allclose(ca[1, 1], [99, 77, 0.7], atol=1e-6)   # guess kept, mean confidence
+    np.testing.assert_allclose(ca[1, 2], [20, 92, 0.9], atol=1e-6)   # no position: interpolated
+    np.testing.assert_array_equal(ca[:, 0], a[:, 0])
+    assert not ca[:, 3].any() and not cb[:, 3].any()
+    assert not ca[:, 4:].any()
+
+
+def test_consistent_keypoints_holds_ends_and_keeps_empty_frames():
+    a = np.zeros((4, 17, 3), np.float32)
+    a[1:3, :, :2] = 100.0
+    a[1:3, :, 2] = 0.9
+    a[1, 5, :2] = [40, 60]
+    ca, _ = consistent_keypoints(a, a, min_share=0.5)
+    np.testing.assert_allclose(ca[0, 5], [40, 60, 0.9])   # held from the first located frame
+    np.testing.assert_allclose(ca[3, 5], [100, 100, 0.9])
+
+
+def test_interpolate_frames_golden(xp):
+    poses = np.zeros((2, 17, 3), np.float32)
+    poses[0, :, :] = [0.0, 10.0, 0.9]
+    poses[1, :, :] = [40.0, 50.0, 0.5]
+    poses[1, 7, 2] = 0.2                                  # missing at one end of the interval
+    out = asnumpy(interpolate_frames(xp.asarray(poses), 4))
+    assert out.shape == (5, 17, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[[0, 4]], poses)
+    np.testing.assert_allclose(out[1, 0], [10.0, 20.0, 0.8], atol=1e-6)
+    np.testing.assert_allclose(out[2, 0], [20.0, 30.0, 0.7], atol=1e-6)
+    assert not out[1:4, 7].any()
+    np.testing.assert_array_equal(asnumpy(interpolate_frames(xp.asarray(poses), 1)), poses)
+
+
+def test_interpolate_frames_restores_a_linear_movement():
+    """Every other frame of a uniform movement, interpolated x2, is the whole movement again."""
+    rng = np.random.default_rng(4)
+    start, velocity = random_poses(rng, 1)[0], rng.normal(0, 3, (17, 2)).astype(np.float32)
+    movement = np.repeat(start[None], 9, axis=0)
+    movement[..., :2] += np.arange(9, dtype=np.float32)[:, None, None] * velocity
+    np.testing.assert_allclose(interpolate_frames(movement[::2], 2), movement, atol=1e-3)
+
+
+@pytest.mark.parametrize("factor", [0, -1, 1.5, True, "2"])
+def test_interpolate_frames_bad_factor(factor):
+    with pytest.raises(ValueError, match="factor"):
+        interpolate_frames(np.zeros((3, 17, 3), np.float32), factor)
+
+
+def test_interpolate_frames_bad_shape():
+    with pytest.raises(ValueError, match="poses"):
+        interpolate_frames(np.zeros((3, 16, 3), np.float32), 2)
