@@ -26,6 +26,53 @@ def test_best_match_equals_dtaidistance(penalty, planted, monkeypatch):
         assert abs(starts[0] - 300) <= 1 and abs(ends[0] - 350) <= 1
 
 
+def _walk_like(rng, n, d=6, period=37):
+    """A periodic movement with noise: warm-up columns take long to meet the exact ones."""
+    t = np.arange(n)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, d)
+    return (np.sin(2 * np.pi * t / period + phase) + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("data", ["random", "periodic"])
+def test_segments_give_the_one_thread_result_exactly(data, monkeypatch):
+    """Every split of the series and every warm-up, including ones too short to converge (so
+    segments are recomputed, across several checkpoints), gives the one-thread result bit for bit."""
+    monkeypatch.setattr(subsequence_module, "SERIES_CHUNK", 53)
+    rng = np.random.default_rng(21)
+    if data == "random":
+        query, series = rng.standard_normal((15, 6)).astype(np.float32), rng.standard_normal((1500, 6)).astype(np.float32)
+    else:
+        series = _walk_like(rng, 1500)
+        query = series[200:240] + np.float32(0.01)
+    exact = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0)
+    repaired = []
+    original_repair = subsequence_module._repair
+
+    def counting_repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, *rest):
+        repaired.append(not subsequence_module._same(columns[p - 1], warmed[p]))
+        return original_repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, *rest)
+
+    monkeypatch.setattr(subsequence_module, "_repair", counting_repair)
+    for segments, warm_up in [(2, 400), (3, 1), (7, 5), (5, 60), (16, 0)]:
+        got = subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up)
+        np.testing.assert_array_equal(got[0], exact[0])
+        np.testing.assert_array_equal(got[1], exact[1])
+    assert any(repaired) and not all(repaired)  # both the checked and the recomputed path ran
+
+
+def test_pairing_of_frames_does_not_change_values(monkeypatch):
+    """Frames go through the DP in pairs; odd chunks pair them differently, with the same values."""
+    rng = np.random.default_rng(8)
+    query, series = rng.standard_normal((9, 4)).astype(np.float32), rng.standard_normal((400, 4)).astype(np.float32)
+    results = []
+    for chunk in (400, 97, 2, 1):
+        monkeypatch.setattr(subsequence_module, "SERIES_CHUNK", chunk)
+        results.append(subsequence_module._subsequence_ends(query, series, 0.04, 1, 0))
+    for cost, start in results[1:]:
+        np.testing.assert_array_equal(cost, results[0][0])
+        np.testing.assert_array_equal(start, results[0][1])
+
+
 def test_k_best_are_disjoint_and_sorted():
     rng = np.random.default_rng(9)
     query = rng.standard_normal((20, 4)).astype(np.float32)
