@@ -115,7 +115,8 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     scored = [(kernels.dtw_score(r_vec, v, window=window), flipped, v, w) for flipped, v, w in candidates]
     score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
     path, distance = kernels.dtw_path(r_vec, a_vec, window=window)
-    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[path[:, 0]] - a_vec[path[:, 1]], axis=1), "cosine")
+    step_distances = np.linalg.norm(r_vec[path[:, 0]] - a_vec[path[:, 1]], axis=1)
+    step_scores = kernels.score_from_distance(step_distances, "cosine")
     step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
     chosen, r_at, a_at = _frame_steps(path, fr, fa)
     step_scores, step_parts, valid = step_scores[chosen], step_parts[chosen], valid[chosen]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._backend import array_module, check_array
 from .skeleton import KP, NUM_KEYPOINTS
 
@@ -127,8 +129,9 @@ def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_C
     """
     xp = array_module(poses)
     poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
         raise ValueError(f"factor: expected an integer >= 1, got {factor!r}")
+    factor = int(factor)
     if factor == 1 or poses.shape[0] < 2:
         return poses.astype(xp.float32, copy=True)
     T = poses.shape[0]

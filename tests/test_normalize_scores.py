@@ -301,6 +301,7 @@ def test_interpolate_frames_golden(xp):
     np.testing.assert_allclose(out[2, 0], [20.0, 30.0, 0.7], atol=1e-6)
     assert not out[1:4, 7].any()
     np.testing.assert_array_equal(asnumpy(interpolate_frames(xp.asarray(poses), 1)), poses)
+    np.testing.assert_array_equal(asnumpy(interpolate_frames(xp.asarray(poses), np.int64(4))), out)
 
 
 def test_interpolate_frames_restores_a_linear_movement():

@@ -40,7 +40,8 @@ def test_segments_give_the_one_thread_result_exactly(data, monkeypatch):
     monkeypatch.setattr(subsequence_module, "SERIES_CHUNK", 53)
     rng = np.random.default_rng(21)
     if data == "random":
-        query, series = rng.standard_normal((15, 6)).astype(np.float32), rng.standard_normal((1500, 6)).astype(np.float32)
+        query = rng.standard_normal((15, 6)).astype(np.float32)
+        series = rng.standard_normal((1500, 6)).astype(np.float32)
     else:
         series = _walk_like(rng, 1500)
         query = series[200:240] + np.float32(0.01)
