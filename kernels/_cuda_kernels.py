@@ -7,7 +7,7 @@ Every ``syncthreads`` is reached by all threads of a block the same number of ti
 
 import math
 
-from numba import cuda, float32, int64
+from numba import cuda, float32, float64, int64
 
 from ._topk import insert_sorted as _insert_sorted_py
 
@@ -110,3 +110,87 @@ def fused_topk(queries, base, k, use_l2, out_keys, out_idx):
     for s in range(k):
         out_keys[q, tid, s] = keys[s]
         out_idx[q, tid, s] = idx[s]
+
+
+#: Longest query of the subsequence kernel: one thread per query frame, one block per segment.
+GPU_MAX_QUERY = 1024
+
+
+@cuda.jit
+def subsequence_wavefront(query, series, q_sq, s_sq, penalty_sq, first, lo, hi, init_cost, init_start,
+                          use_init, end_cost, end_start, entry_cost, entry_start, final_cost, final_start):
+    """Subsequence DTW over series segments: one block per segment p, thread i = query frame i.
+
+    Segment p runs series frames ``first[p] .. hi[p]-1``; at step t thread i takes cell
+    (i, first[p] + t - i), so each step is one anti-diagonal (the wavefront). It starts from the
+    column ``init_*[p]`` (``use_init``) or an infinite one (a warm-up: the column before is not
+    known yet). It writes the last row (the best match ending at frame j, cost and start) for
+    frames ``>= lo[p]``, the column entering ``lo[p]`` to ``entry_*[p]`` and the column after its
+    last frame to ``final_*[p]``. The cell is the CPU kernel's, ties broken the same way.
+    """
+    p = cuda.blockIdx.x
+    i = cuda.threadIdx.x
+    M = query.shape[0]
+    D = query.shape[1]
+    buf_cost = cuda.shared.array((2, GPU_MAX_QUERY), float64)
+    buf_start = cuda.shared.array((2, GPU_MAX_QUERY), int64)
+    f0 = first[p]
+    keep = lo[p]
+    stop = hi[p]
+    active = i < M
+    left = math.inf
+    left_start = int64(0)
+    diag = math.inf
+    diag_start = int64(0)
+    if active and use_init:
+        left = init_cost[p, i]
+        left_start = init_start[p, i]
+        if i > 0:
+            diag = init_cost[p, i - 1]
+            diag_start = init_start[p, i - 1]
+    if active and keep == f0:
+        entry_cost[p, i] = left
+        entry_start[p, i] = left_start
+    for t in range(stop - f0 + M - 1):
+        cur = t % 2
+        j = f0 + t - i
+        if active and j >= f0 and j < stop:
+            dot = float32(0.0)
+            for d in range(D):
+                dot += query[i, d] * series[j, d]
+            cost = max(float64(q_sq[i] + s_sq[j]) - 2.0 * float64(dot), 0.0)
+            if i == 0:  # the diagonal from row -1 costs 0: a match starting here is best
+                value = cost
+                start = int64(j)
+            else:
+                up_raw = buf_cost[1 - cur, i - 1]  # cell (i-1, j), written in step t-1
+                up_start = buf_start[1 - cur, i - 1]
+                up = up_raw + penalty_sq
+                side = diag
+                side_start = diag_start
+                if left + penalty_sq < diag:
+                    side = left + penalty_sq
+                    side_start = left_start
+                if up < side:
+                    value = up + cost
+                    start = up_start
+                else:
+                    value = side + cost
+                    start = side_start
+                diag = up_raw  # cell (i-1, j) is the diagonal of cell (i, j+1)
+                diag_start = up_start
+            left = value
+            left_start = start
+            buf_cost[cur, i] = value
+            buf_start[cur, i] = start
+            if i == M - 1 and j >= keep:
+                end_cost[j] = value
+                end_start[j] = start
+            if j == keep - 1:
+                entry_cost[p, i] = value
+                entry_start[p, i] = start
+            if j == stop - 1:
+                final_cost[p, i] = value
+                final_start[p, i] = start
+        # Every thread of the block runs the same number of steps: no divergent barrier.
+        cuda.syncthreads()

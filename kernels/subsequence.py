@@ -144,9 +144,11 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     Matches covering fewer than ``min_length`` series frames (a whole movement matched to one
     frozen frame) are skipped, as dtaidistance's ``minlength``. Fewer than k results come back
     when the series has no more disjoint matches.
-    The DP runs on the CPU, in one segment of the series per numba thread (``numba.set_num_threads``
-    limits them), with the same result as one thread; CuPy inputs are copied to the host and the
-    results returned as CuPy.
+    On the CPU the DP runs in one segment of the series per numba thread (``numba.set_num_threads``
+    limits them), with the same result as one thread. CuPy inputs run the numba-CUDA wavefront
+    kernel (one block per segment, one thread per query frame; queries up to GPU_MAX_QUERY frames,
+    longer ones are copied to the host), segments checked and repaired the same way; its costs
+    equal the CPU's up to float rounding, and the results come back as CuPy arrays.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k: expected an integer >= 1, got {k!r}")
@@ -155,12 +157,18 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     if isinstance(min_length, bool) or not isinstance(min_length, (int, np.integer)) or min_length < 1:
         raise ValueError(f"min_length: expected an integer >= 1, got {min_length!r}")
     xp = array_module(query, series)
-    q = to_numpy(check_array(query, "query", ndim=(2, 2), xp=xp))
-    s = to_numpy(check_array(series, "series", ndim=(2, 2), xp=xp))
+    q = check_array(query, "query", ndim=(2, 2), xp=xp)
+    s = check_array(series, "series", ndim=(2, 2), xp=xp)
     if q.shape[1] != s.shape[1]:
         raise ValueError(f"query [M, {q.shape[1]}] and series [N, {s.shape[1]}]: expected frames "
                          f"of the same dimension D")
     M, N = q.shape[0], s.shape[0]
+    if xp is not np and M <= _gpu_max_query():
+        end_cost, end_start = _subsequence_cuda(q, s, float(penalty) ** 2)
+        values = xp.sqrt(end_cost) / M
+        ends = _best_disjoint_xp(values, end_start, int(k), int(min_length))
+        return values[ends].astype(xp.float32), end_start[ends], ends + 1
+    q, s = to_numpy(q), to_numpy(s)
     segments = max(1, min(numba.get_num_threads(), N // MIN_SEGMENT))
     end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up_frames(M))
     values = np.sqrt(end_cost) / M
@@ -249,3 +257,74 @@ def _repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, checkpoints, end
             return
         lo = b
     columns[p] = (col, col_start)  # recomputed to the end: its final column is the exact one
+
+
+def _gpu_max_query() -> int:
+    from ._cuda_kernels import GPU_MAX_QUERY  # imported on use: numba.cuda loads slowly
+
+    return GPU_MAX_QUERY
+
+
+def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None):
+    """The last DP row ``(cost [N] float64, start [N] int64)`` on the GPU (NumPy arrays in the
+    simulator): every segment in parallel from an infinite column after a warm-up; then, in
+    series order, a segment whose entry column differs from the previous segment's final one is
+    run again from that exact column (rarely needed, and each rerun checks the next segment)."""
+    from . import _cuda_kernels
+
+    xp = array_module(q)
+    M, N = q.shape[0], s.shape[0]
+    warm_up = warm_up_frames(M) if warm_up is None else warm_up
+    segment_frames = segment_frames or max(4096, 16 * warm_up)
+    S = _cuda_kernels.ceil_div(N, segment_frames)
+    lo = np.arange(S, dtype=np.int64) * segment_frames
+    hi = np.minimum(lo + segment_frames, N)
+    first = np.maximum(lo - warm_up, 0)
+    q_sq = (q * q).sum(axis=1)
+    s_sq = (s * s).sum(axis=1)
+    end_cost = xp.empty(N, dtype=xp.float64)
+    end_start = xp.empty(N, dtype=xp.int64)
+    entry_cost, final_cost = (xp.empty((S, M), dtype=xp.float64) for _ in range(2))
+    entry_start, final_start = (xp.empty((S, M), dtype=xp.int64) for _ in range(2))
+    threads = max(32, _cuda_kernels.ceil_div(M, 32) * 32)
+
+    def launch(rows, init_cost, init_start, use_init, start_at):
+        _cuda_kernels.subsequence_wavefront[len(rows), threads](
+            q, s, q_sq, s_sq, penalty_sq, xp.asarray(start_at[rows]), xp.asarray(lo[rows]),
+            xp.asarray(hi[rows]), init_cost, init_start, use_init, end_cost, end_start,
+            entry_cost[rows[0]:rows[-1] + 1], entry_start[rows[0]:rows[-1] + 1],
+            final_cost[rows[0]:rows[-1] + 1], final_start[rows[0]:rows[-1] + 1])
+
+    launch(np.arange(S), final_cost, final_start, False, first)  # init unused
+
+    def differs(p):
+        return bool((entry_cost[p] != final_cost[p - 1]).any() or (entry_start[p] != final_start[p - 1]).any())
+
+    if S > 1:
+        mismatch = ((entry_cost[1:] != final_cost[:-1]).any(axis=1)
+                    | (entry_start[1:] != final_start[:-1]).any(axis=1))
+        pending = sorted(int(p) + 1 for p in np.flatnonzero(to_numpy(mismatch)))
+        while pending:
+            p = pending.pop(0)
+            if not differs(p):
+                continue
+            launch(np.array([p]), final_cost[p - 1:p], final_start[p - 1:p], True, lo)
+            if p + 1 < S and (not pending or pending[0] != p + 1):
+                pending.insert(0, p + 1)
+    return end_cost, end_start
+
+
+def _best_disjoint_xp(values, starts, k, min_length):
+    """:func:`_best_disjoint` with array operations on ``values``' backend (k passes over N)."""
+    xp = array_module(values)
+    N = values.shape[0]
+    valid = (xp.arange(N, dtype=starts.dtype) - starts + 1) >= min_length
+    out = []
+    while len(out) < k:
+        end = int(xp.argmin(xp.where(valid, values, xp.inf)))
+        if not bool(valid[end]) or not bool(xp.isfinite(values[end])):
+            break
+        out.append(end)
+        s = int(starts[end])
+        valid[s:] &= starts[s:] > end  # drop every candidate whose range meets [s, end]
+    return xp.asarray(np.asarray(out, dtype=np.int64))

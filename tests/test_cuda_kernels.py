@@ -12,6 +12,7 @@ from conftest import HAS_GPU
 from kernels import dtw, search_topk
 from kernels.dtw import _dtw_cuda
 from kernels.search import _search_cuda
+from kernels.subsequence import _subsequence_cuda, _subsequence_ends
 
 pytestmark = pytest.mark.skipif(HAS_GPU, reason="on a GPU the xp=cupy tests run these kernels")
 
@@ -43,3 +44,18 @@ def test_fused_topk_in_simulator(use_l2):
     assert idx.tolist() == want_idx.tolist()
     got = (queries ** 2).sum(1, keepdims=True) - keys if use_l2 else keys
     np.testing.assert_allclose(got, want_scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("warm_up", [6, 0])
+def test_subsequence_wavefront_in_simulator(warm_up):
+    """Segments of 16 frames; without a warm-up every segment starts wrong and must be rerun
+    from its predecessor's exact column, in order."""
+    rng = np.random.default_rng(3)
+    query = rng.standard_normal((5, 3)).astype(np.float32)
+    series = rng.standard_normal((70, 3)).astype(np.float32)
+    series[30:35] = query
+    cost, start = _subsequence_cuda(query, series, 0.01, segment_frames=16, warm_up=warm_up)
+    want_cost, want_start = _subsequence_ends(query, series, 0.01, 1, 0)
+    np.testing.assert_allclose(cost, want_cost, rtol=1e-6, atol=1e-5)  # exact match: ~0 either way
+    np.testing.assert_array_equal(start, want_start)
+    assert int(np.argmin(cost)) == 34 and start[34] == 30

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 from dtaidistance.subsequence.subsequencealignment import subsequence_alignment
 
+from conftest import asnumpy
+
 import kernels.subsequence as subsequence_module
 from kernels import subsequence_dtw
 
@@ -72,6 +74,29 @@ def test_pairing_of_frames_does_not_change_values(monkeypatch):
     for cost, start in results[1:]:
         np.testing.assert_array_equal(cost, results[0][0])
         np.testing.assert_array_equal(start, results[0][1])
+
+
+def test_array_greedy_selection_equals_the_loop():
+    """The GPU path's k-best selection (array operations) picks what the CPU loop picks."""
+    rng = np.random.default_rng(12)
+    values = rng.uniform(0, 1, 3000)
+    starts = np.maximum(np.arange(3000) - rng.integers(0, 40, 3000), 0)
+    for k, min_length in [(1, 1), (10, 2), (500, 5)]:
+        want = subsequence_module._best_disjoint(values, starts, k, min_length)
+        got = subsequence_module._best_disjoint_xp(values, starts, k, min_length)
+        assert got.tolist() == want.tolist()
+
+
+def test_gpu_path_equals_cpu(xp):
+    rng = np.random.default_rng(13)
+    query = rng.standard_normal((12, 8)).astype(np.float32)
+    series = rng.standard_normal((20_000, 8)).astype(np.float32)
+    series[7_000:7_012] = query
+    want = subsequence_dtw(query, series, k=3)
+    got = subsequence_dtw(xp.asarray(query), xp.asarray(series), k=3)
+    np.testing.assert_allclose(asnumpy(got[0]), want[0], rtol=1e-5)
+    for g, w in zip(got[1:], want[1:]):
+        assert asnumpy(g).tolist() == w.tolist()
 
 
 def test_k_best_are_disjoint_and_sorted():
