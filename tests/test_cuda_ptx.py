@@ -1,0 +1,35 @@
+"""The numba-CUDA kernels compile to PTX for an H100 (sm_90), without a GPU or a driver.
+
+The simulator runs the kernels' logic in Python; this checks what it cannot: that numba-CUDA
+types and lowers them (NVVM and NVRTC come from PyPI, in the dev extra). It runs in a subprocess
+because the test process uses the simulator. ``fused_topk`` is left out: it calls a device
+function, and numba-CUDA asks the driver for the device when it types such a call.
+"""
+
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+from numba import cuda, types
+import kernels._cuda_kernels as ck
+f32, f64, i32, i64, b1 = types.float32, types.float64, types.int32, types.int64, types.boolean
+signatures = {
+    "dtw_wavefront": (f32[:, :, ::1], f32[:, :, ::1], i32[::1], i32[::1], i32, f32[:, :, ::1], i32[:, :, ::1],
+                      f32[::1], i32[::1]),
+    "subsequence_wavefront": (f32[:, ::1], f32[:, ::1], f32[::1], f32[::1], f64, i64[::1], i64[::1], i64[::1],
+                              f64[:, ::1], i64[:, ::1], b1, f64[::1], i64[::1], f64[:, ::1], i64[:, ::1],
+                              f64[:, ::1], i64[:, ::1]),
+}
+for name, signature in signatures.items():
+    ptx, _ = cuda.compile_ptx(getattr(ck, name).py_func, signature, cc=(9, 0))
+    assert ".target sm_90" in ptx and ".entry" in ptx, name
+    print(name, len(ptx))
+"""
+
+
+def test_kernels_compile_to_ptx_for_sm90():
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "dtw_wavefront" in out.stdout and "subsequence_wavefront" in out.stdout
