@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -113,6 +113,9 @@ def _with_confidences(pose, mask):
 @given(pose=pose_arrays, dx=st.floats(-500, 500), dy=st.floats(-500, 500),
        scale=st.floats(0.2, 5.0), method=st.sampled_from(["bbox", "torso"]))
 def test_normalize_translation_and_scale_invariant(pose, dx, dy, scale, method):
+    # A pose spans pixels. Keypoints closer than float32 resolves at the moved coordinates (1e-38 px
+    # next to 0, shifted by 500) become one point, and a sub-pixel pose is all rounding error.
+    assume(np.ptp(pose[:, :2], axis=0).max() >= 5.0)
     pose = _with_confidences(pose, np.ones(17, bool))
     moved = pose.copy()
     moved[:, :2] = pose[:, :2] * scale + np.array([dx, dy], np.float32)
