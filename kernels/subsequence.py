@@ -181,22 +181,25 @@ def _dp(q, q_sq, s, lo, hi, penalty_sq, col, col_start, end_cost, end_start, che
     """Run the DP over series frames ``lo .. hi`` from the column ``col`` / ``col_start`` (updated
     in place), writing the best match ending at each frame to ``end_cost`` / ``end_start`` (indexed
     from ``lo``). With ``checkpoints`` (a list), the column after each chunk is appended to it."""
+    # One products buffer for every chunk: a fresh 0.7 MB array per chunk costs page faults.
+    buffer = np.empty((max(min(SERIES_CHUNK, hi - lo), 2), q.shape[0]), np.float32)
     for a in range(lo, hi, SERIES_CHUNK):
         b = min(a + SERIES_CHUNK, hi)
         block = s[a:b]
-        _subsequence_chunk(_products(block, q), q_sq, np.einsum("ij,ij->i", block, block), a, penalty_sq,
-                           col, col_start, end_cost[a - lo:b - lo], end_start[a - lo:b - lo])
+        _subsequence_chunk(_products(block, q, buffer), q_sq, np.einsum("ij,ij->i", block, block), a,
+                           penalty_sq, col, col_start, end_cost[a - lo:b - lo], end_start[a - lo:b - lo])
         if checkpoints is not None:
             checkpoints.append((b, col.copy(), col_start.copy()))
 
 
-def _products(block, q):
-    """``block @ q.T`` with the same rounding however the series is chunked: a one-row product
-    goes through BLAS's matrix-vector routine, whose sums round differently, so it is computed
-    as two rows."""
-    if block.shape[0] == 1:
-        return (np.concatenate([block, block]) @ q.T)[:1]
-    return block @ q.T
+def _products(block, q, buffer):
+    """``block @ q.T`` into ``buffer``, with the same rounding however the series is chunked: a
+    one-row product goes through BLAS's matrix-vector routine, whose sums round differently, so it
+    is computed as two rows."""
+    n = block.shape[0]
+    if n == 1:
+        return np.matmul(np.concatenate([block, block]), q.T, out=buffer[:2])[:1]
+    return np.matmul(block, q.T, out=buffer[:n])
 
 
 def _subsequence_ends(q, s, penalty_sq, segments, warm_up):
