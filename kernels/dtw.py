@@ -271,38 +271,69 @@ def dtw_score(a, b, window=None, lengths_a=None, lengths_b=None):
     return float(scores[0]) if single else scores
 
 
+#: dtw_path keeps one byte per cell of the T x U grid (the move into each cell); pairs with more
+#: cells need a window or coarser sampling.
+MAX_PATH_CELLS = 2_000_000_000
+#: Rows of the cost matrix computed at a time by the path's forward pass (bounded memory).
+PATH_COST_ROWS = 256
+
+
 @numba.njit(cache=True, nogil=True)
-def _dtw_matrix(a, b, window):
+def _dtw_moves(a, b, window, cost_rows):
+    """Forward DP with rolling rows, remembering each cell's best predecessor.
+
+    Returns ``(moves [T, U] uint8, accumulated cost)``: 0 diagonal, 1 up, 2 left, ties in that
+    order (the distance kernels' order). One byte per cell instead of an (T+1) x (U+1) float64
+    matrix, and the cost matrix ``cost_rows`` rows at a time.
+    """
     T, U = a.shape[0], b.shape[0]
-    cost = _cost_matrix(a, b, T, U)
-    acc = np.full((T + 1, U + 1), _INF)
-    acc[0, 0] = 0.0
-    for i in range(T):
-        lo, hi = _band(i, T, U, window)
-        for j in range(lo, hi):
-            acc[i + 1, j + 1] = _exact_cost(cost[i, j], a, i, b, j) + min(acc[i, j], acc[i, j + 1], acc[i + 1, j])
-    return acc
+    moves = np.zeros((T, U), np.uint8)
+    prev = np.full(U + 1, _INF)
+    cur = np.full(U + 1, _INF)
+    prev[0] = 0.0
+    for i0 in range(0, T, cost_rows):
+        i1 = min(T, i0 + cost_rows)
+        cost = _cost_matrix(a[i0:i1], b, i1 - i0, U)
+        for i in range(i0, i1):
+            lo, hi = _band(i, T, U, window)
+            if window > 0:
+                cur[:] = _INF
+            c = cost[i - i0]
+            left = _INF
+            for j in range(lo, hi):
+                best = prev[j]
+                move = 0
+                if prev[j + 1] < best:
+                    best = prev[j + 1]
+                    move = 1
+                if left < best:
+                    best = left
+                    move = 2
+                left = _exact_cost(c[j], a, i, b, j) + best
+                cur[j + 1] = left
+                moves[i, j] = move
+            prev, cur = cur, prev
+            prev[0] = _INF
+    return moves, prev[U]
 
 
 @numba.njit(cache=True, nogil=True)
-def _backtrack(acc):
-    i, j = acc.shape[0] - 1, acc.shape[1] - 1
-    path = np.empty((i + j, 2), np.int64)
+def _backtrack(moves):
+    """The path ``[L, 2]`` from (0, 0) to (T-1, U-1) that :func:`_dtw_moves` recorded."""
+    i, j = moves.shape[0] - 1, moves.shape[1] - 1
+    path = np.empty((i + j + 1, 2), np.int64)
     n = 0
     while True:
-        path[n, 0] = i - 1
-        path[n, 1] = j - 1
+        path[n, 0] = i
+        path[n, 1] = j
         n += 1
-        if i == 1 and j == 1:
+        if i == 0 and j == 0:
             break
-        # Same predecessor order as the distance kernels: diagonal, up, left.
-        best, di, dj = acc[i - 1, j - 1], 1, 1
-        if acc[i - 1, j] < best:
-            best, di, dj = acc[i - 1, j], 1, 0
-        if acc[i, j - 1] < best:
-            di, dj = 0, 1
-        i -= di
-        j -= dj
+        move = moves[i, j]
+        if move != 2:
+            i -= 1
+        if move != 1:
+            j -= 1
     return path[:n][::-1].copy()
 
 
@@ -310,14 +341,19 @@ def dtw_path(a, b, window=None):
     """The best warping path of one pair ``[T, D]``, ``[U, D]``.
 
     Returns ``(path [L, 2] int64 of (i, j) from (0, 0) to (T-1, U-1), distance float)``; the path's
-    summed squared costs are ``distance ** 2``. Uses a ``(T+1) x (U+1)`` float64 matrix on the CPU
-    (CuPy inputs are copied to the host and the path comes back as a CuPy array).
+    summed squared costs are ``distance ** 2``. Runs on the CPU with one byte per cell of the
+    T x U grid (at most MAX_PATH_CELLS: 2 GB, e.g. two 25-minute videos at 30 fps); CuPy inputs
+    are copied to the host and the path comes back as a CuPy array.
     """
     xp, a, b, _, _, window, single = _check_sequences(a, b, None, None, window)
     if not single:
         raise ValueError(f"dtw_path: expected one pair [T, D], [U, D], got a batch {list(a.shape)}")
-    acc = _dtw_matrix(to_numpy(a[0]), to_numpy(b[0]), window)
-    if not np.isfinite(acc[-1, -1]):
-        raise ValueError(f"window={window} admits no warping path for lengths {a.shape[1]} and "
-                         f"{b.shape[1]}")
-    return xp.asarray(_backtrack(acc)), float(np.sqrt(acc[-1, -1]))
+    T, U = a.shape[1], b.shape[1]
+    if T * U > MAX_PATH_CELLS:
+        raise ValueError(f"dtw_path: {T} x {U} frames need {T * U / 1e9:.1f} GB for the warping path "
+                         f"(one byte per cell; limit {MAX_PATH_CELLS / 1e9:.0f} GB): sample the "
+                         f"sequences more coarsely or compare shorter parts")
+    moves, total = _dtw_moves(to_numpy(a[0]), to_numpy(b[0]), window, PATH_COST_ROWS)
+    if not np.isfinite(total):
+        raise ValueError(f"window={window} admits no warping path for lengths {T} and {U}")
+    return xp.asarray(_backtrack(moves)), float(np.sqrt(total))

@@ -1,5 +1,7 @@
 """dtw, dtw_path, dtw_score against dtaidistance (an oracle no one here wrote) and by hand."""
 
+import sys
+
 import numpy as np
 import pytest
 from dtaidistance import dtw_ndim
@@ -111,3 +113,27 @@ def test_bad_input(call, exc, words):
     with pytest.raises(exc) as info:
         call(a, b)
     assert words in str(info.value)
+
+
+def test_path_refuses_a_grid_over_its_memory_limit(monkeypatch):
+    dtw_module = sys.modules["kernels.dtw"]
+    rng = np.random.default_rng(2)
+    a, b = _pair(rng, 40, 50)
+    monkeypatch.setattr(dtw_module, "MAX_PATH_CELLS", 40 * 50 - 1)
+    with pytest.raises(ValueError, match="40 x 50 frames need"):
+        dtw_path(a, b)
+    monkeypatch.setattr(dtw_module, "MAX_PATH_CELLS", 40 * 50)
+    assert dtw_path(a, b)[0].shape[1] == 2
+
+
+def test_path_spanning_many_cost_blocks_matches_dtaidistance(monkeypatch):
+    """The forward pass computes the cost matrix a block of rows at a time."""
+    monkeypatch.setattr(sys.modules["kernels.dtw"], "PATH_COST_ROWS", 7)
+    rng = np.random.default_rng(3)
+    a, b = _pair(rng, 45, 38)
+    for window in (None, 9):
+        path, dist = dtw_path(a, b, window=window)
+        want = dtw_ndim.warping_path(a.astype(np.float64), b.astype(np.float64), window=window)
+        assert [tuple(p) for p in path.tolist()] == [tuple(p) for p in want]
+        want_dist = dtw_ndim.distance(a.astype(np.float64), b.astype(np.float64), window=window)
+        assert dist == pytest.approx(want_dist, rel=1e-5)
