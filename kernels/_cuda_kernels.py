@@ -9,6 +9,7 @@ import math
 
 from numba import cuda, float32, float64, int64
 
+from ._dp_cells import subsequence_cell as _subsequence_cell_py
 from ._topk import insert_sorted as _insert_sorted_py
 
 THREADS_PER_BLOCK = 128
@@ -16,6 +17,7 @@ THREADS_PER_BLOCK = 128
 GPU_MAX_K = 64
 GPU_MAX_DIM = 128
 insert_sorted = cuda.jit(device=True)(_insert_sorted_py)
+subsequence_cell = cuda.jit(device=True)(_subsequence_cell_py)
 
 
 def ceil_div(n: int, d: int) -> int:
@@ -126,7 +128,7 @@ def subsequence_wavefront(query, series, q_sq, s_sq, penalty_sq, first, lo, hi, 
     column ``init_*[p]`` (``use_init``) or an infinite one (a warm-up: the column before is not
     known yet). It writes the last row (the best match ending at frame j, cost and start) for
     frames ``>= lo[p]``, the column entering ``lo[p]`` to ``entry_*[p]`` and the column after its
-    last frame to ``final_*[p]``. The cell is the CPU kernel's, ties broken the same way.
+    last frame to ``final_*[p]``. The cell is the CPU kernel's (``kernels._dp_cells``).
     """
     p = cuda.blockIdx.x
     i = cuda.threadIdx.x
@@ -165,18 +167,8 @@ def subsequence_wavefront(query, series, q_sq, s_sq, penalty_sq, first, lo, hi, 
             else:
                 up_raw = buf_cost[1 - cur, i - 1]  # cell (i-1, j), written in step t-1
                 up_start = buf_start[1 - cur, i - 1]
-                up = up_raw + penalty_sq
-                side = diag
-                side_start = diag_start
-                if left + penalty_sq < diag:
-                    side = left + penalty_sq
-                    side_start = left_start
-                if up < side:
-                    value = up + cost
-                    start = up_start
-                else:
-                    value = side + cost
-                    start = side_start
+                value, _, start = subsequence_cell(up_raw + penalty_sq, up_start, diag, diag_start,
+                                                   left + penalty_sq, left_start, cost, cost + penalty_sq)
                 diag = up_raw  # cell (i-1, j) is the diagonal of cell (i, j+1)
                 diag_start = up_start
             left = value

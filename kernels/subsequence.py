@@ -8,6 +8,7 @@ import numba
 import numpy as np
 
 from ._backend import array_module, check_array, single_threaded_blas, to_numpy
+from ._dp_cells import subsequence_cell
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
 #: the chunk's products (2048 x M float32) stay in a core's L2 cache between GEMM and DP.
@@ -25,21 +26,7 @@ def warm_up_frames(query_length: int) -> int:
     return max(256, 4 * query_length)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _cell(up, up_start, diag, diag_start, left, left_start, cost, cost_penalty):
-    """One DP cell from its three predecessors (``up`` and ``left`` already include the penalty).
-
-    Returns (accumulated cost, accumulated cost + penalty for the next cell up, match start).
-    Ties prefer the diagonal, then left, then up. The value passed up is ``min + (cost +
-    penalty)``: one min and one add from cell to cell (with ``(min + cost) + penalty`` the chain
-    is 1.5x slower); the two differ by rounding only.
-    """
-    left_wins = left < diag
-    side = min(diag, left)
-    side_start = left_start if left_wins else diag_start
-    start = up_start if up < side else side_start
-    best = min(up, side)
-    return best + cost, best + cost_penalty, start
+_cell = numba.njit(cache=True, nogil=True, inline="always")(subsequence_cell)
 
 
 @numba.njit(cache=True, nogil=True)
