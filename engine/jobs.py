@@ -116,11 +116,12 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     scored = [(kernels.dtw_score(r_vec, v, window=window), flipped, v, w) for flipped, v, w in candidates]
     score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
     path, distance = kernels.dtw_path(r_vec, a_vec, window=window)
-    step_distances = np.linalg.norm(r_vec[path[:, 0]] - a_vec[path[:, 1]], axis=1)
-    step_scores = kernels.score_from_distance(step_distances, "cosine")
+    # Overall part scores over the whole path; per-step values only for the steps reported.
     step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
     chosen, r_at, a_at = _frame_steps(path, fr, fa)
-    step_scores, step_parts, valid = step_scores[chosen], step_parts[chosen], valid[chosen]
+    step_parts, valid = step_parts[chosen], valid[chosen]
+    i, j = path[chosen, 0], path[chosen, 1]
+    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[i] - a_vec[j], axis=1), "cosine")
     r_frames, a_frames = reference.frame_indices[r_pos[r_at]], attempt.frame_indices[a_pos[a_at]]
     r_times, a_times = reference.times[r_pos[r_at]], attempt.times[a_pos[a_at]]
     steps = [{"reference_frame": int(rf), "reference_time": round(float(rt), 3),
