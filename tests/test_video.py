@@ -30,22 +30,24 @@ def first_frames(n, max_side=None):
     return [f.rgb for f, _ in zip(iter_frames(VTEST, max_side=max_side), range(n))]
 
 
+def _cut_vtest(tmp_path_factory, name, share):
+    """A copy of vtest.avi holding only its first ``share`` of bytes."""
+    path = tmp_path_factory.mktemp("bad") / name
+    data = VTEST.read_bytes()
+    path.write_bytes(data[: int(len(data) * share)])
+    return path
+
+
 @pytest.fixture(scope="module")
 def truncated(tmp_path_factory):
     """vtest.avi cut at 60% of its bytes (the last frame in it is cut short)."""
-    path = tmp_path_factory.mktemp("bad") / "truncated.avi"
-    data = VTEST.read_bytes()
-    path.write_bytes(data[: int(len(data) * 0.6)])
-    return path
+    return _cut_vtest(tmp_path_factory, "truncated.avi", 0.6)
 
 
 @pytest.fixture(scope="module")
 def short_truncated(tmp_path_factory):
     """vtest.avi cut at 3% of its bytes: a few good frames, then a broken one."""
-    path = tmp_path_factory.mktemp("bad") / "short.avi"
-    data = VTEST.read_bytes()
-    path.write_bytes(data[: int(len(data) * 0.03)])
-    return path
+    return _cut_vtest(tmp_path_factory, "short.avi", 0.03)
 
 
 @pytest.fixture(scope="module")
