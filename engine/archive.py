@@ -213,15 +213,37 @@ def search_archive(archive: Archive, query_poses, k: int = 10, xp=np) -> list[di
         best = np.argsort(-scores, kind="stable")[:k]
         return [_match(archive, int(idx[b]), int(idx[b]), float(scores[b])) for b in best]
     matches = []
-    for indices, _ in archive.sequences():
-        if len(indices) < 2:
-            continue
-        costs, starts, ends = kernels.subsequence_dtw(q_vec, archive.vectors[indices], k=k)
+    for indices, lengths in _sequence_batches(archive):
+        costs, starts, ends = kernels.subsequence_dtw(q_vec, archive.vectors[indices], k=k,
+                                                      series_lengths=lengths)
         rms = np.asarray(costs, np.float64) * np.sqrt(query.shape[0])
         for score, s, e in zip(kernels.score_from_distance(rms, "cosine"), starts, ends):
             matches.append(_match(archive, int(indices[s]), int(indices[e - 1]), float(score)))
     matches.sort(key=lambda m: -m["score"])
     return matches[:k]
+
+
+#: Poses per subsequence_dtw call in a movement search: every track in few calls (a call per
+#: track cost ~0.2 ms of overhead each), with a bounded copy of the vectors (36 MB).
+SEARCH_BATCH_POSES = 262_144
+
+
+def _sequence_batches(archive: Archive):
+    """``(pose indices, series lengths)`` of consecutive (video, track) sequences of two poses or
+    more, about SEARCH_BATCH_POSES poses a batch: the k best of each batch together hold the k
+    best of the archive, since no match spans two sequences."""
+    batch, lengths, size = [], [], 0
+    for indices, _ in archive.sequences():
+        if len(indices) < 2:
+            continue
+        batch.append(indices)
+        lengths.append(len(indices))
+        size += len(indices)
+        if size >= SEARCH_BATCH_POSES:
+            yield np.concatenate(batch), np.asarray(lengths, np.int64)
+            batch, lengths, size = [], [], 0
+    if batch:
+        yield np.concatenate(batch), np.asarray(lengths, np.int64)
 
 
 def _match(archive: Archive, first: int, last: int, score: float) -> dict:

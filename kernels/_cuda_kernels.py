@@ -119,8 +119,9 @@ GPU_MAX_QUERY = 1024
 
 
 @cuda.jit
-def subsequence_wavefront(query, series, q_sq, s_sq, penalty_sq, first, lo, hi, init_cost, init_start,
-                          use_init, end_cost, end_start, entry_cost, entry_start, final_cost, final_start):
+def subsequence_wavefront(query, series, q_sq, s_sq, resets, has_resets, penalty_sq, first, lo, hi, init_cost,
+                          init_start, use_init, end_cost, end_start, entry_cost, entry_start, final_cost,
+                          final_start):
     """Subsequence DTW over series segments: one block per segment p, thread i = query frame i.
 
     Segment p runs series frames ``first[p] .. hi[p]-1``; at step t thread i takes cell
@@ -128,7 +129,9 @@ def subsequence_wavefront(query, series, q_sq, s_sq, penalty_sq, first, lo, hi, 
     column ``init_*[p]`` (``use_init``) or an infinite one (a warm-up: the column before is not
     known yet). It writes the last row (the best match ending at frame j, cost and start) for
     frames ``>= lo[p]``, the column entering ``lo[p]`` to ``entry_*[p]`` and the column after its
-    last frame to ``final_*[p]``. The cell is the CPU kernel's (``kernels._dp_cells``).
+    last frame to ``final_*[p]``. With ``has_resets``, a frame j with ``resets[j]`` starts a new
+    series: the column before it counts as infinite. The cell is the CPU kernel's
+    (``kernels._dp_cells``).
     """
     p = cuda.blockIdx.x
     i = cuda.threadIdx.x
@@ -161,6 +164,9 @@ def subsequence_wavefront(query, series, q_sq, s_sq, penalty_sq, first, lo, hi, 
             for d in range(D):
                 dot += query[i, d] * series[j, d]
             cost = max(float64(q_sq[i] + s_sq[j]) - 2.0 * float64(dot), 0.0)
+            if has_resets and resets[j]:  # a new series: nothing continues from column j-1
+                left = math.inf
+                diag = math.inf
             if i == 0:  # the diagonal from row -1 costs 0: a match starting here is best
                 value = cost
                 start = int64(j)

@@ -12,6 +12,10 @@ DEFAULT_MIN_CONFIDENCE = 0.3
 
 NORMALIZE_METHODS = ("bbox", "torso")
 
+#: A torso shorter than this share of the pose's extent (hips on the shoulders, to rounding) is
+#: no unit of length: the torso method leaves such a pose out.
+MIN_TORSO_SHARE = 1e-3
+
 
 def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_CONFIDENCE):
     """Normalize poses ``[..., 17, 3]`` (x, y, confidence in pixels) to unit vectors.
@@ -32,7 +36,8 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
     A keypoint is missing when its confidence is <= ``min_confidence`` or any of its values is
     NaN/inf: it gets weight 0, vector entries 0, and is left out of the box and of the norm.
     A pose that cannot be normalized (fewer than two distinct visible keypoints, or the torso
-    method without hips and shoulders) gets an all-zero vector and all-zero weights, so a batch with
+    method without hips and shoulders, or with a torso under MIN_TORSO_SHARE of the pose's
+    extent) gets an all-zero vector and all-zero weights, so a batch with
     empty frames keeps its time axis; if *no* pose can be normalized, ValueError is raised.
     """
     if method not in NORMALIZE_METHODS:
@@ -43,10 +48,10 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
     visible = (conf > min_confidence) & xp.isfinite(conf) & xp.isfinite(xy).all(axis=-1)
     xy = xp.where(visible[..., None], xy, 0.0)  # NaN-free from here on
 
+    big = xp.float32(1.0e30)  # far outside any image, and hi - lo cannot overflow
+    lo = xp.where(visible[..., None], xy, big).min(axis=-2)
+    hi = xp.where(visible[..., None], xy, -big).max(axis=-2)
     if method == "bbox":
-        big = xp.float32(1.0e30)  # far outside any image, and hi - lo cannot overflow
-        lo = xp.where(visible[..., None], xy, big).min(axis=-2)
-        hi = xp.where(visible[..., None], xy, -big).max(axis=-2)
         usable = visible.sum(axis=-1) >= 2
         centre = xp.where(usable[..., None], (lo + hi) * 0.5, 0.0)
         scale = xp.where(usable, (hi - lo).max(axis=-1), 0.0)
@@ -57,6 +62,7 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
         usable = visible[..., needed].all(axis=-1)
         centre = mid("left_hip", "right_hip")
         scale = xp.sqrt(((mid("left_shoulder", "right_shoulder") - centre) ** 2).sum(axis=-1))
+        usable &= scale > MIN_TORSO_SHARE * (hi - lo).max(axis=-1)
 
     usable &= scale > 0
     safe_scale = xp.where(usable, scale, 1.0)

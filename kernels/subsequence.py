@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, single_threaded_blas, to_numpy
+from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas, to_numpy
 from ._dp_cells import subsequence_cell
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
@@ -30,7 +30,7 @@ _cell = numba.njit(cache=True, nogil=True, inline="always")(subsequence_cell)
 
 
 @numba.njit(cache=True, nogil=True)
-def _subsequence_chunk(products, q_sq, s_sq, offset, penalty_sq, col, col_start, end_cost, end_start):
+def _subsequence_chunk(products, q_sq, s_sq, resets, offset, penalty_sq, col, col_start, end_cost, end_start):
     """Advance the DP over the series frames of one chunk.
 
     ``products [n, M]`` are the dot products of frames ``offset .. offset+n`` with the query
@@ -39,7 +39,8 @@ def _subsequence_chunk(products, q_sq, s_sq, offset, penalty_sq, col, col_start,
     carry the last column (accumulated cost, match start) from chunk to chunk. Row -1 is all
     zeros (a match may start anywhere); steps other than the diagonal pay ``penalty_sq``. Writes
     the last row (the best match ending at each frame of the chunk) to ``end_cost [n]`` /
-    ``end_start [n]``.
+    ``end_start [n]``. Where ``resets [n]`` is True a new series begins: the column before it is
+    infinite (no match continues across); None (one series) compiles without the checks.
 
     Columns go in pairs, skewed by one row: cell (i, j) and cell (i-1, j+1) are independent, so
     the two dependency chains overlap. A frame's values do not depend on how frames are paired.
@@ -50,7 +51,9 @@ def _subsequence_chunk(products, q_sq, s_sq, offset, penalty_sq, col, col_start,
     jj = 0
     while jj < n:
         j = offset + jj
-        pair = jj + 1 < n
+        if resets is not None and resets[jj]:
+            col[:] = np.inf
+        pair = jj + 1 < n and (resets is None or not resets[jj + 1])
         for i in range(M):
             c = max(q_sq[i] + s_sq[jj] - 2.0 * products[jj, i], 0.0)
             cost0[i], cost0_p[i] = c, c + penalty_sq
@@ -82,7 +85,8 @@ def _subsequence_chunk(products, q_sq, s_sq, offset, penalty_sq, col, col_start,
         end_cost[jj], end_start[jj] = a0, start0
         if not pair:
             col[M - 1], col_start[M - 1] = a0, start0
-            break
+            jj += 1
+            continue
         if M == 1:
             a1, start1 = cost1[0], j + 1
         else:
@@ -119,7 +123,8 @@ def _best_disjoint(values, starts, k, min_length):
     return out[:found]
 
 
-def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length: int = 2):
+def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length: int = 2,
+                    series_lengths=None):
     """The ``k`` best non-overlapping matches of ``query [M, D]`` in ``series [N, D]``.
 
     DTW with a free start and end in ``series``: every frame of the query is matched, any
@@ -131,6 +136,9 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     Matches covering fewer than ``min_length`` series frames (a whole movement matched to one
     frozen frame) are skipped, as dtaidistance's ``minlength``. Fewer than k results come back
     when the series has no more disjoint matches.
+    ``series_lengths [S]`` (integers >= 1 summing to N) makes ``series`` S series one after the
+    other (every track of an archive in one call): no match spans two, starts and ends index the
+    whole array, and the result is the k best of all the series' matches, as S calls would give.
     On the CPU the DP runs in one segment of the series per numba thread (``numba.set_num_threads``
     limits them), with the same result as one thread. CuPy inputs run the numba-CUDA wavefront
     kernel (one block per segment, one thread per query frame; queries up to GPU_MAX_QUERY frames,
@@ -150,31 +158,53 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         raise ValueError(f"query [M, {q.shape[1]}] and series [N, {s.shape[1]}]: expected frames "
                          f"of the same dimension D")
     M, N = q.shape[0], s.shape[0]
+    resets = _resets(series_lengths, N)
     if xp is not np and M <= _gpu_max_query():
-        end_cost, end_start = _subsequence_cuda(q, s, float(penalty) ** 2)
+        end_cost, end_start = _subsequence_cuda(q, s, float(penalty) ** 2, resets=resets)
         values = xp.sqrt(end_cost) / M
         ends = _best_disjoint_xp(values, end_start, int(k), int(min_length))
         return values[ends].astype(xp.float32), end_start[ends], ends + 1
     q, s = to_numpy(q), to_numpy(s)
     segments = max(1, min(numba.get_num_threads(), N // MIN_SEGMENT))
-    end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up_frames(M))
+    end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up_frames(M), resets)
     values = np.sqrt(end_cost) / M
     ends = _best_disjoint(values, end_start, int(k), int(min_length))
     return (xp.asarray(values[ends].astype(np.float32)), xp.asarray(end_start[ends]),
             xp.asarray(ends + 1))
 
 
-def _dp(q, q_sq, s, lo, hi, penalty_sq, col, col_start, end_cost, end_start, checkpoints=None):
+def _resets(series_lengths, N):
+    """``[N]`` bool, True at the first frame of every series but the first; None for one series."""
+    if series_lengths is None:
+        return None
+    lengths = to_numpy(series_lengths) if is_gpu_array(series_lengths) else np.asarray(series_lengths)
+    if lengths.ndim != 1 or lengths.size == 0:
+        raise ValueError(f"series_lengths: expected a non-empty 1-D array, got shape {list(lengths.shape)}")
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"series_lengths: expected integers, got dtype {lengths.dtype}")
+    if (lengths < 1).any():
+        raise ValueError(f"series_lengths: expected lengths >= 1, got {int(lengths.min())}")
+    if int(lengths.sum()) != N:
+        raise ValueError(f"series_lengths: expected lengths summing to the series' {N} frames, "
+                         f"got {int(lengths.sum())}")
+    resets = np.zeros(N, np.bool_)
+    resets[np.cumsum(lengths[:-1])] = True
+    return resets
+
+
+def _dp(q, q_sq, s, resets, lo, hi, penalty_sq, col, col_start, end_cost, end_start, checkpoints=None):
     """Run the DP over series frames ``lo .. hi`` from the column ``col`` / ``col_start`` (updated
     in place), writing the best match ending at each frame to ``end_cost`` / ``end_start`` (indexed
-    from ``lo``). With ``checkpoints`` (a list), the column after each chunk is appended to it."""
+    from ``lo``). ``resets [N]`` bool (or None: one series) marks the first frame of each series.
+    With ``checkpoints`` (a list), the column after each chunk is appended to it."""
     # One products buffer for every chunk: a fresh 0.7 MB array per chunk costs page faults.
     buffer = np.empty((max(min(SERIES_CHUNK, hi - lo), 2), q.shape[0]), np.float32)
     for a in range(lo, hi, SERIES_CHUNK):
         b = min(a + SERIES_CHUNK, hi)
         block = s[a:b]
-        _subsequence_chunk(_products(block, q, buffer), q_sq, np.einsum("ij,ij->i", block, block), a,
-                           penalty_sq, col, col_start, end_cost[a - lo:b - lo], end_start[a - lo:b - lo])
+        _subsequence_chunk(_products(block, q, buffer), q_sq, np.einsum("ij,ij->i", block, block),
+                           None if resets is None else resets[a:b], a, penalty_sq,
+                           col, col_start, end_cost[a - lo:b - lo], end_start[a - lo:b - lo])
         if checkpoints is not None:
             checkpoints.append((b, col.copy(), col_start.copy()))
 
@@ -189,7 +219,7 @@ def _products(block, q, buffer):
     return np.matmul(block, q.T, out=buffer[:n])
 
 
-def _subsequence_ends(q, s, penalty_sq, segments, warm_up):
+def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None):
     """The last DP row, ``(cost [N] float64, start [N] int64)``: the best match ending at each frame.
 
     The series is cut into ``segments`` parts, run in threads. Segment p > 0 starts ``warm_up``
@@ -213,10 +243,10 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up):
         col, col_start = columns[p]
         if p > 0:
             early = max(0, lo - warm_up)
-            _dp(q, q_sq, s, early, lo, penalty_sq, col, col_start,
+            _dp(q, q_sq, s, resets, early, lo, penalty_sq, col, col_start,
                 np.empty(lo - early), np.empty(lo - early, np.int64))
             warmed[p] = (col.copy(), col_start.copy())
-        _dp(q, q_sq, s, lo, hi, penalty_sq, col, col_start, end_cost[lo:hi], end_start[lo:hi],
+        _dp(q, q_sq, s, resets, lo, hi, penalty_sq, col, col_start, end_cost[lo:hi], end_start[lo:hi],
             checkpoints[p])
 
     with single_threaded_blas():  # M x chunk GEMMs are too small to gain from BLAS threads
@@ -226,7 +256,8 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up):
             with ThreadPoolExecutor(segments) as pool:
                 list(pool.map(run, range(segments)))
             for p in range(1, segments):
-                _repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost, end_start)
+                _repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost,
+                        end_start)
     return end_cost, end_start
 
 
@@ -234,7 +265,7 @@ def _same(column, other) -> bool:
     return np.array_equal(column[0], other[0]) and np.array_equal(column[1], other[1])
 
 
-def _repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost, end_start):
+def _repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost, end_start):
     """Make segment p exact, given that segments < p are: recompute it chunk by chunk from the
     exact column until its column meets one of its own checkpoints (usually at once)."""
     col, col_start = (c.copy() for c in columns[p - 1])
@@ -242,7 +273,7 @@ def _repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, checkpoints, end
         return
     lo = int(bounds[p])
     for b, *checkpoint in checkpoints[p]:
-        _dp(q, q_sq, s, lo, b, penalty_sq, col, col_start, end_cost[lo:b], end_start[lo:b])
+        _dp(q, q_sq, s, resets, lo, b, penalty_sq, col, col_start, end_cost[lo:b], end_start[lo:b])
         if _same((col, col_start), checkpoint):
             return
         lo = b
@@ -255,7 +286,7 @@ def _gpu_max_query() -> int:
     return GPU_MAX_QUERY
 
 
-def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None):
+def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None, resets=None):
     """The last DP row ``(cost [N] float64, start [N] int64)`` on the GPU (NumPy arrays in the
     simulator): every segment in parallel from an infinite column after a warm-up; then, in
     series order, a segment whose entry column differs from the previous segment's final one is
@@ -277,10 +308,11 @@ def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None):
     entry_cost, final_cost = (xp.empty((S, M), dtype=xp.float64) for _ in range(2))
     entry_start, final_start = (xp.empty((S, M), dtype=xp.int64) for _ in range(2))
     threads = max(32, _cuda_kernels.ceil_div(M, 32) * 32)
+    reset_mask = xp.asarray(np.zeros(1, np.uint8) if resets is None else resets.view(np.uint8))
 
     def launch(rows, init_cost, init_start, use_init, start_at):
         _cuda_kernels.subsequence_wavefront[len(rows), threads](
-            q, s, q_sq, s_sq, penalty_sq, xp.asarray(start_at[rows]), xp.asarray(lo[rows]),
+            q, s, q_sq, s_sq, reset_mask, resets is not None, penalty_sq, xp.asarray(start_at[rows]), xp.asarray(lo[rows]),
             xp.asarray(hi[rows]), init_cost, init_start, use_init, end_cost, end_start,
             entry_cost[rows[0]:rows[-1] + 1], entry_start[rows[0]:rows[-1] + 1],
             final_cost[rows[0]:rows[-1] + 1], final_start[rows[0]:rows[-1] + 1])

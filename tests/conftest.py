@@ -5,6 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI draws the same examples every run (a property test cannot fail one submission at random);
+# elsewhere each run explores new ones, and .hypothesis/ replays any failure found.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 HAS_GPU = shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidia0")
 if not HAS_GPU:

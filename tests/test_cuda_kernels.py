@@ -12,7 +12,7 @@ from conftest import HAS_GPU
 from kernels import dtw, search_topk
 from kernels.dtw import _dtw_cuda
 from kernels.search import _search_cuda
-from kernels.subsequence import _subsequence_cuda, _subsequence_ends
+from kernels.subsequence import _resets, _subsequence_cuda, _subsequence_ends
 
 pytestmark = pytest.mark.skipif(HAS_GPU, reason="on a GPU the xp=cupy tests run these kernels")
 
@@ -59,3 +59,17 @@ def test_subsequence_wavefront_in_simulator(warm_up):
     np.testing.assert_allclose(cost, want_cost, rtol=1e-6, atol=1e-5)  # exact match: ~0 either way
     np.testing.assert_array_equal(start, want_start)
     assert int(np.argmin(cost)) == 34 and start[34] == 30
+
+
+def test_subsequence_wavefront_with_series_boundaries_in_simulator():
+    """Series boundaries inside and at the edges of segments: the GPU kernel restarts its column
+    where the CPU kernel does."""
+    rng = np.random.default_rng(4)
+    query = rng.standard_normal((5, 3)).astype(np.float32)
+    series = rng.standard_normal((70, 3)).astype(np.float32)
+    resets = _resets([16, 9, 1, 20, 24], 70)  # boundaries at 16 (a segment edge), 25, 26, 46
+    cost, start = _subsequence_cuda(query, series, 0.01, segment_frames=16, warm_up=6, resets=resets)
+    want_cost, want_start = _subsequence_ends(query, series, 0.01, 1, 0, resets)
+    np.testing.assert_allclose(cost, want_cost, rtol=1e-6)
+    np.testing.assert_array_equal(start, want_start)
+    assert start[25] == 25 and start[26] == 26 and start[16] == 16  # nothing crosses a boundary

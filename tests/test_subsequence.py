@@ -51,9 +51,9 @@ def test_segments_give_the_one_thread_result_exactly(data, monkeypatch):
     repaired = []
     original_repair = subsequence_module._repair
 
-    def counting_repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, *rest):
+    def counting_repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, *rest):
         repaired.append(not subsequence_module._same(columns[p - 1], warmed[p]))
-        return original_repair(q, q_sq, s, penalty_sq, bounds, p, columns, warmed, *rest)
+        return original_repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, *rest)
 
     monkeypatch.setattr(subsequence_module, "_repair", counting_repair)
     for segments, warm_up in [(2, 400), (3, 1), (7, 5), (5, 60), (16, 0)]:
@@ -92,11 +92,13 @@ def test_gpu_path_equals_cpu(xp):
     query = rng.standard_normal((12, 8)).astype(np.float32)
     series = rng.standard_normal((20_000, 8)).astype(np.float32)
     series[7_000:7_012] = query
-    want = subsequence_dtw(query, series, k=3)
-    got = subsequence_dtw(xp.asarray(query), xp.asarray(series), k=3)
-    np.testing.assert_allclose(asnumpy(got[0]), want[0], rtol=1e-5)
-    for g, w in zip(got[1:], want[1:]):
-        assert asnumpy(g).tolist() == w.tolist()
+    lengths = np.array([6_000, 1_000, 12, 12_988])  # the match is one whole series
+    for options in (dict(), dict(series_lengths=lengths), dict(series_lengths=xp.asarray(lengths))):
+        want = subsequence_dtw(query, series, k=3, **{key: asnumpy(v) for key, v in options.items()})
+        got = subsequence_dtw(xp.asarray(query), xp.asarray(series), k=3, **options)
+        np.testing.assert_allclose(asnumpy(got[0]), want[0], rtol=1e-5)
+        for g, w in zip(got[1:], want[1:]):
+            assert asnumpy(g).tolist() == w.tolist()
 
 
 def test_k_best_are_disjoint_and_sorted():
@@ -118,6 +120,68 @@ def test_fewer_matches_than_k():
     series = np.arange(6, dtype=np.float32)[:, None]
     costs, starts, ends = subsequence_dtw(series[:3], series, k=10)
     assert 1 <= len(costs) <= 3 and costs[0] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [2048, 53])
+def test_many_series_in_one_call_equal_one_call_each(chunk, monkeypatch):
+    """series_lengths: the ends of every series equal that series alone, bit for bit (boundaries
+    inside chunks, at their edges, one-frame series), and the k best are those of all the series'
+    own k best together."""
+    monkeypatch.setattr(subsequence_module, "SERIES_CHUNK", chunk)
+    rng = np.random.default_rng(12)
+    query = rng.standard_normal((12, 5)).astype(np.float32)
+    lengths = [53, 1, 106, 2, 400, 90, 53]
+    parts = [rng.standard_normal((n, 5)).astype(np.float32) for n in lengths]
+    parts[4][100:112] = query + 0.01  # near matches in two series
+    parts[6][30:42] = query - 0.02
+    series = np.concatenate(parts)
+    offsets = np.cumsum([0] + lengths[:-1])
+    resets = subsequence_module._resets(lengths, len(series))
+    whole = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0, resets)
+    for part, offset in zip(parts, offsets):
+        alone = subsequence_module._subsequence_ends(query, part, 0.01, 1, 0)
+        np.testing.assert_array_equal(whole[0][offset:offset + len(part)], alone[0])
+        np.testing.assert_array_equal(whole[1][offset:offset + len(part)], alone[1] + offset)
+    costs, starts, ends = subsequence_dtw(query, series, k=6, series_lengths=np.asarray(lengths))
+    each = []
+    for part, offset in zip(parts, offsets):
+        c, s_, e = subsequence_dtw(query, part, k=6)
+        each += [(float(ci), int(si) + offset, int(ei) + offset) for ci, si, ei in zip(c, s_, e)]
+    assert [(float(c), int(s_), int(e)) for c, s_, e in zip(costs, starts, ends)] == sorted(each)[:6]
+    assert starts[0] == offsets[4] + 100 and starts[1] == offsets[6] + 30
+
+
+@pytest.mark.parametrize("data", ["random", "periodic"])
+def test_series_boundaries_with_segments_and_repairs(data):
+    """Segments whose warm-up crosses a series boundary start exact; the others are checked and
+    repaired as without boundaries: the one-thread result, bit for bit."""
+    rng = np.random.default_rng(5)
+    if data == "random":
+        query = rng.standard_normal((15, 6)).astype(np.float32)
+        series = rng.standard_normal((1500, 6)).astype(np.float32)
+    else:
+        series = _walk_like(rng, 1500)
+        query = series[200:240] + np.float32(0.01)
+    resets = subsequence_module._resets([300, 7, 493, 700], 1500)
+    exact = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0, resets)
+    for segments, warm_up in [(2, 400), (3, 1), (7, 5), (16, 0)]:
+        got = subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up, resets)
+        np.testing.assert_array_equal(got[0], exact[0])
+        np.testing.assert_array_equal(got[1], exact[1])
+
+
+@pytest.mark.parametrize("lengths, exc, words", [
+    ([20, 20], ValueError, "summing to the series' 50 frames, got 40"),
+    ([50, 0], ValueError, "lengths >= 1, got 0"),
+    ([25.0, 25.0], TypeError, "expected integers"),
+    ([[25, 25]], ValueError, "1-D"),
+    ([], ValueError, "non-empty"),
+])
+def test_bad_series_lengths(lengths, exc, words):
+    with pytest.raises(exc) as info:
+        subsequence_dtw(np.zeros((3, 4), np.float32), np.ones((50, 4), np.float32),
+                        series_lengths=np.asarray(lengths))
+    assert words in str(info.value)
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [
