@@ -80,7 +80,8 @@ def clip_search_seconds(folder: Path, tracks: int, length: int = 100, videos: in
         found = []
         for indices, _ in archive.sequences():
             costs, starts, ends = subsequence_dtw(q_vec, archive.vectors[indices], k=10)
-            found += [(float(c), int(indices[s_]), int(indices[e - 1])) for c, s_, e in zip(costs, starts, ends)]
+            found += [(float(c), int(indices[s_]), int(indices[e - 1]))
+                      for c, s_, e in zip(costs, starts, ends)]
         return sorted(found)[:10]
 
     def best(fn):

@@ -312,8 +312,8 @@ def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None, reset
 
     def launch(rows, init_cost, init_start, use_init, start_at):
         _cuda_kernels.subsequence_wavefront[len(rows), threads](
-            q, s, q_sq, s_sq, reset_mask, resets is not None, penalty_sq, xp.asarray(start_at[rows]), xp.asarray(lo[rows]),
-            xp.asarray(hi[rows]), init_cost, init_start, use_init, end_cost, end_start,
+            q, s, q_sq, s_sq, reset_mask, resets is not None, penalty_sq, xp.asarray(start_at[rows]),
+            xp.asarray(lo[rows]), xp.asarray(hi[rows]), init_cost, init_start, use_init, end_cost, end_start,
             entry_cost[rows[0]:rows[-1] + 1], entry_start[rows[0]:rows[-1] + 1],
             final_cost[rows[0]:rows[-1] + 1], final_start[rows[0]:rows[-1] + 1])
 
