@@ -35,18 +35,20 @@ def _walk_like(rng, n, d=6, period=37):
     return (np.sin(2 * np.pi * t / period + phase) + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
 
 
+def _query_and_series(data, rng):
+    """A 15-frame random query in 1,500 random frames, or a 40-frame piece of a periodic movement."""
+    if data == "random":
+        return rng.standard_normal((15, 6)).astype(np.float32), rng.standard_normal((1500, 6)).astype(np.float32)
+    series = _walk_like(rng, 1500)
+    return series[200:240] + np.float32(0.01), series
+
+
 @pytest.mark.parametrize("data", ["random", "periodic"])
 def test_segments_give_the_one_thread_result_exactly(data, monkeypatch):
     """Every split of the series and every warm-up, including ones too short to converge (so
     segments are recomputed, across several checkpoints), gives the one-thread result bit for bit."""
     monkeypatch.setattr(subsequence_module, "SERIES_CHUNK", 53)
-    rng = np.random.default_rng(21)
-    if data == "random":
-        query = rng.standard_normal((15, 6)).astype(np.float32)
-        series = rng.standard_normal((1500, 6)).astype(np.float32)
-    else:
-        series = _walk_like(rng, 1500)
-        query = series[200:240] + np.float32(0.01)
+    query, series = _query_and_series(data, np.random.default_rng(21))
     exact = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0)
     repaired = []
     original_repair = subsequence_module._repair
@@ -155,13 +157,7 @@ def test_many_series_in_one_call_equal_one_call_each(chunk, monkeypatch):
 def test_series_boundaries_with_segments_and_repairs(data):
     """Segments whose warm-up crosses a series boundary start exact; the others are checked and
     repaired as without boundaries: the one-thread result, bit for bit."""
-    rng = np.random.default_rng(5)
-    if data == "random":
-        query = rng.standard_normal((15, 6)).astype(np.float32)
-        series = rng.standard_normal((1500, 6)).astype(np.float32)
-    else:
-        series = _walk_like(rng, 1500)
-        query = series[200:240] + np.float32(0.01)
+    query, series = _query_and_series(data, np.random.default_rng(5))
     resets = subsequence_module._resets([300, 7, 493, 700], 1500)
     exact = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0, resets)
     for segments, warm_up in [(2, 400), (3, 1), (7, 5), (16, 0)]:
