@@ -201,14 +201,6 @@ def apply_orientation(rgb: np.ndarray, op: str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def rotate_frame(rgb: np.ndarray, rotation: int) -> np.ndarray:
-    """``rgb [H, W, C]`` turned ``rotation`` degrees counter-clockwise (a multiple of 90) for display,
-    as :attr:`VideoInfo.rotation` says. C-contiguous."""
-    if rotation % 90:
-        raise ValueError(f"rotation: expected a multiple of 90 degrees, got {rotation}")
-    return np.ascontiguousarray(np.rot90(rgb, (rotation // 90) % 4))
-
-
 def _frame_orientation(frame: Any, stream: Any) -> tuple[int, str]:
     """Orientation of a decoded frame: its display matrix, else the stream's legacy rotate tag."""
     import av
@@ -528,11 +520,6 @@ class VideoPoses:
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])
-
-    @property
-    def num_frames(self) -> int:
-        """F, the number of rows (frames)."""
-        return len(self)
 
     @property
     def max_people(self) -> int:

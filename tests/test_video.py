@@ -14,8 +14,8 @@ import pytest
 from clients import PoseResult, PoseScoreClient, PoseScoreError
 from engine.people import box_iou
 from engine.video import (VideoError, VideoInfo, VideoPoses, apply_orientation, decode_size, expected_frames,
-                          extract_poses, is_image, iter_frames, probe, read_image, retime_video, rotate_frame,
-                          video_codec, write_video)
+                          extract_poses, is_image, iter_frames, probe, read_image, retime_video, video_codec,
+                          write_video)
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 VTEST = DATA / "vtest.avi"
@@ -173,10 +173,6 @@ def test_orientation_ops_on_arrays():
     assert apply_orientation(a, "cclock_flip")[..., 0].tolist() == [[0, 3], [1, 4], [2, 5]]
     assert apply_orientation(a, "clock_flip")[..., 0].tolist() == [[5, 2], [4, 1], [3, 0]]
     assert apply_orientation(a, "hvflip")[..., 0].tolist() == [[5, 4, 3], [2, 1, 0]]
-    assert rotate_frame(a, 90)[..., 0].tolist() == [[2, 5], [1, 4], [0, 3]]  # counter-clockwise
-    assert rotate_frame(a, 270).flags.c_contiguous
-    with pytest.raises(ValueError):
-        rotate_frame(a, 45)
 
 
 # -- broken files ---------------------------------------------------------------------------------
