@@ -108,7 +108,8 @@ def _emit(args, result, lines) -> None:
             print(line)
 
 
-def _fmt_parts(parts: dict) -> str:
+def format_parts(parts: dict) -> str:
+    """``head 98  torso 97 ...``: part scores rounded, ``-`` for a part not scored."""
     return "  ".join(f"{name} {'-' if v is None else f'{v:.0f}'}" for name, v in parts.items())
 
 
@@ -160,7 +161,7 @@ def _compare(args) -> int:
         args.reference, args.attempt)
     lines = [f"score {report['score']:.1f}  (DTW distance {report['distance']:.3f}, "
              f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
-             f"parts  {_fmt_parts(report['parts'])}"]
+             f"parts  {format_parts(report['parts'])}"]
     if report["parts_under_threshold"]:
         lines.append(f"under {report['threshold']:g}: {', '.join(report['parts_under_threshold'])}")
     lines.append("worst moments:")
@@ -183,7 +184,7 @@ def _find(args) -> int:
                                                progress=_Progress("decoded and inferred", args.quiet)),
                       args.pose, args.video)
     lines = [f"{'time':>8}  {'frame':>6}  {'score':>5}  parts"]
-    lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {_fmt_parts(m['parts'])}"
+    lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {format_parts(m['parts'])}"
               for m in result["moments"]]
     lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
     _emit(args, result, lines)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -30,6 +29,7 @@ def main(argv=None) -> int:
 
     from clients import PoseScoreClient
 
+    from .cli import format_parts
     from .formats import to_alphapose, write_alphapose
     from .jobs import compare_job, compare_poses, find_job, index_job, pose_job, search_job
     from .server import server_url
@@ -54,24 +54,16 @@ def main(argv=None) -> int:
         for name, attempt in (("half speed", slow), ("double speed", fast)):
             report = compare_job(clip, attempt, client, out_dir=out / f"compare_{name.replace(' ', '_')}")
             results[name] = report
-            print(f"[compare] clip vs {name:12}: score {report['score']:5.1f}   parts "
-                  + "  ".join(f"{k} {'-' if v is None else f'{v:.0f}'}" for k, v in report["parts"].items()))
+            print(f"[compare] clip vs {name:12}: score {report['score']:5.1f}   "
+                  f"parts {format_parts(report['parts'])}")
         clip_poses = extract_poses(clip, client)
-        # The clip played backwards: the same poses in reverse order on the same time axis.
-        backwards = replace(clip_poses, keypoints=clip_poses.keypoints[::-1].copy(),
-                            boxes=clip_poses.boxes[::-1].copy(), scores=clip_poses.scores[::-1].copy(),
-                            counts=clip_poses.counts[::-1].copy(), tracks=None)
-        report = compare_poses(clip_poses, backwards)
+        report = compare_poses(clip_poses, clip_poses.reversed())
         print(f"[compare] clip vs backwards   : score {report['score']:5.1f}")
 
         # A pose taken from the video: the people of the frame at 3 s, as AlphaPose JSON.
         row = int(min(len(clip_poses) - 1, round(3.0 * clip_poses.info.fps)))
-        one = replace(clip_poses, frame_indices=clip_poses.frame_indices[row:row + 1],
-                      times=clip_poses.times[row:row + 1], keypoints=clip_poses.keypoints[row:row + 1],
-                      boxes=clip_poses.boxes[row:row + 1], scores=clip_poses.scores[row:row + 1],
-                      counts=clip_poses.counts[row:row + 1], tracks=None)
         pose_file = out / "pose_at_3s.json"
-        write_alphapose(pose_file, to_alphapose(one))
+        write_alphapose(pose_file, to_alphapose(clip_poses.select([row])))
         found = find_job(pose_file, clip, client, k=3, out_dir=out / "find")
         best = found["moments"][0]
         print(f"[find]    pose of {clip_poses.times[row]:.2f}s -> best {best['time']:.2f}s "

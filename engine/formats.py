@@ -377,7 +377,6 @@ def is_poses_json(path: str | os.PathLike) -> bool:
     return target.suffix.lower() == ".json" or (target.is_dir() and any(target.glob("*.json")))
 
 
-
 def load_poses(source: str | os.PathLike, client: Any = None, *, fps: float | None = None,
                max_side: int | None = None, batch: int | None = None, progress: Any = None, start: float = 0.0,
                duration: float | None = None) -> VideoPoses:
@@ -391,10 +390,7 @@ def load_poses(source: str | os.PathLike, client: Any = None, *, fps: float | No
         poses = read_poses_json(source)
         if start > 0 or duration is not None:
             end = np.inf if duration is None else start + duration
-            keep = (poses.times >= start - 1e-6) & (poses.times < end - 1e-6)
-            poses = VideoPoses(info=poses.info, frame_indices=poses.frame_indices[keep], times=poses.times[keep],
-                               keypoints=poses.keypoints[keep], boxes=poses.boxes[keep], scores=poses.scores[keep],
-                               counts=poses.counts[keep], tracks=None if poses.tracks is None else poses.tracks[keep])
+            poses = poses.select((poses.times >= start - 1e-6) & (poses.times < end - 1e-6))
         return poses
     if client is None:
         raise VideoError(f"{os.fspath(source)}: a video or image needs a pose model client (or server URL)",

@@ -49,9 +49,7 @@ def test_compare_is_speed_invariant_and_separates_good_from_bad(clip_poses):
     half_report = compare_poses(clip, clip_poses["half"])
     double_report = compare_poses(clip, clip_poses["double"])
     half, double = half_report["score"], double_report["score"]
-    backwards = compare_poses(clip, replace(clip, keypoints=clip.keypoints[::-1].copy(),
-                                            boxes=clip.boxes[::-1].copy(), scores=clip.scores[::-1].copy(),
-                                            counts=clip.counts[::-1].copy(), tracks=None))["score"]
+    backwards = compare_poses(clip, clip.reversed())["score"]
     row = len(clip) // 2
     frozen = replace(clip, **{k: getattr(clip, k)[[row] * len(clip)] for k in ("keypoints", "boxes", "scores", "counts")},
                      tracks=None)
@@ -120,12 +118,10 @@ def test_pose_cli_writes_alphapose_json(triton_server, tmp_path):
 def test_find_returns_the_frame_a_pose_was_taken_from(clips, clip_poses, triton_server, tmp_path):
     clip = clip_poses["clip"]
     row = len(clip) // 2
-    one = replace(clip, **{k: getattr(clip, k)[row:row + 1] for k in
-                           ("frame_indices", "times", "keypoints", "boxes", "scores", "counts")}, tracks=None)
     from engine.formats import to_alphapose, write_alphapose
 
     pose_file = tmp_path / "pose.json"
-    write_alphapose(pose_file, to_alphapose(one))
+    write_alphapose(pose_file, to_alphapose(clip.select([row])))
     out = posescore("find", pose_file, clips["clip"], "--url", triton_server.grpc_url, "--json", "--quiet",
                     "--out", tmp_path, "--k", "3")
     moments = json.loads(out.stdout)["moments"]
