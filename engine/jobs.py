@@ -19,7 +19,7 @@ from kernels.skeleton import PART_NAMES
 from . import archive as archive_io
 from . import formats
 from .formats import is_poses_json, to_alphapose, write_alphapose
-from .people import image_person, main_performer, track_people
+from .people import Performer, image_person, main_performer, track_people
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
 from .video import VideoPoses, extract_poses, iter_frames, read_image, write_video
 
@@ -67,9 +67,9 @@ def pose_job(source, client, out: str | Path | None = None, fps: float | None = 
 
 # -- compare ----------------------------------------------------------------------------------
 
-def _performer(poses: VideoPoses, name) -> tuple[np.ndarray, object]:
-    """(frame positions where the main performer is present, the Performer)."""
-    performer = main_performer(poses)
+def _performer(poses: VideoPoses, name, performer: Performer | None = None) -> tuple[np.ndarray, Performer]:
+    """(frame positions where the main performer is present, the Performer; found when None)."""
+    performer = performer or main_performer(poses)
     present = np.flatnonzero(performer.present)
     if len(present) < 2:
         raise JobError(f"{name}: the performer is visible in {len(present)} frame(s); "
@@ -86,7 +86,8 @@ def interpolation_factor(fps: float, frames: int) -> int:
 
 
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = 80.0,
-                  mirror: bool = False, window: int | None = None, names=("reference", "attempt")) -> dict:
+                  mirror: bool = False, window: int | None = None, names=("reference", "attempt"),
+                  performers: tuple[Performer, Performer] | None = None) -> dict:
     """DTW-align the main performers of two performances and score them.
 
     Frames without the performer are left out of the alignment (their times stay true in the
@@ -94,15 +95,17 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     performance is then aligned at ``interpolation_factor`` samples per frame
     (``kernels.interpolate_frames``), so that a performance filmed or played at a lower sampling
     of the movement (a double-speed copy shows every other pose) is not penalized for the poses
-    between its frames. ``window`` is in frames.
+    between its frames. ``window`` is in frames. ``performers``: the two main performers when
+    already found (``engine.people.main_performer``).
 
     Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
     scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (a step for
     every real frame on the path, paired with the nearest real frame of the other performance:
     frames, times, score, part scores) and the worst moments with the part that is most off.
     """
-    r_pos, r_perf = _performer(reference, names[0])
-    a_pos, a_perf = _performer(attempt, names[1])
+    r_perf, a_perf = performers or (None, None)
+    r_pos, r_perf = _performer(reference, names[0], r_perf)
+    a_pos, a_perf = _performer(attempt, names[1], a_perf)
     # One stable keypoint set for both performances (no flicker at the confidence threshold).
     r_poses, a_poses = kernels.consistent_keypoints(r_perf.poses[r_pos], a_perf.poses[a_pos])
     fr = interpolation_factor(reference.info.fps, len(r_pos))
@@ -215,12 +218,13 @@ class _FrameCursor:
         return self.current.rgb if self.current is not None else self.blank
 
 
-def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses, out_dir: Path,
-                      sources: tuple, fps: float | None = None) -> dict:
+def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
+                      performers: tuple[Performer, Performer], out_dir: Path, sources: tuple,
+                      fps: float | None = None) -> dict:
     """Write ``side_by_side.mp4`` (both skeletons per aligned step, limbs of parts under the
     threshold red) and ``scores.png`` into ``out_dir``; returns their paths."""
     threshold = report["threshold"]
-    r_perf, a_perf = main_performer(reference), main_performer(attempt)
+    r_perf, a_perf = performers
     r_at = {int(f): n for n, f in enumerate(reference.frame_indices)}
     a_at = {int(f): n for n, f in enumerate(attempt.frame_indices)}
     r_cursor = _FrameCursor(sources[0], reference.info, fps)
@@ -249,12 +253,14 @@ def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mir
     side-by-side video and the score plot there."""
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
+    # Tracking runs once per video (in the order and with the checks of compare_poses).
+    performers = _performer(ref, str(reference))[1], _performer(att, str(attempt))[1]
     report = compare_poses(ref, att, threshold=threshold, mirror=mirror, window=window,
-                           names=(str(reference), str(attempt)))
+                           names=(str(reference), str(attempt)), performers=performers)
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report["outputs"] = render_comparison(report, ref, att, out, (reference, attempt), fps)
+        report["outputs"] = render_comparison(report, ref, att, performers, out, (reference, attempt), fps)
         report["outputs"]["report"] = str(out / "report.json")
         (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
