@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from kernels import DEFAULT_MIN_CONFIDENCE
+from kernels.normalize import visible_keypoints
 from kernels.skeleton import LIMB_PARTS, LIMBS, PART_NAMES
 
 RED = (230, 30, 30)
@@ -46,7 +47,7 @@ def draw_skeleton(frame: np.ndarray, pose: np.ndarray, part_scores=None, thresho
     """A copy of ``frame`` with ``pose [17, 3]`` (pixels) drawn; limbs coloured by part score."""
     out = np.ascontiguousarray(frame).copy()
     scale = max(1, round(max(out.shape[:2]) / 400))
-    visible = (pose[:, 2] > min_confidence) & np.isfinite(pose).all(axis=1)
+    visible = visible_keypoints(np.asarray(pose), min_confidence)
     for (a, b), colour in zip(LIMBS, limb_colours(part_scores, threshold)):
         if visible[a] and visible[b]:
             cv2.line(out, _point(pose[a]), _point(pose[b]), colour, 2 * scale, cv2.LINE_AA)

@@ -17,6 +17,13 @@ NORMALIZE_METHODS = ("bbox", "torso")
 MIN_TORSO_SHARE = 1e-3
 
 
+def visible_keypoints(poses, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """``[..., 17]`` bool of ``poses [..., 17, 3]``: confidence above ``min_confidence`` and x, y and
+    confidence finite. The one rule for a missing keypoint, on the array's backend."""
+    xp = array_module(poses)
+    return (poses[..., 2] > min_confidence) & xp.isfinite(poses).all(axis=-1)
+
+
 def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_CONFIDENCE):
     """Normalize poses ``[..., 17, 3]`` (x, y, confidence in pixels) to unit vectors.
 
@@ -45,7 +52,7 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
     xp = array_module(poses)
     poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), allow_nan=True, xp=xp)
     xy, conf = poses[..., :2], poses[..., 2]
-    visible = (conf > min_confidence) & xp.isfinite(conf) & xp.isfinite(xy).all(axis=-1)
+    visible = visible_keypoints(poses, min_confidence)
     xy = xp.where(visible[..., None], xy, 0.0)  # NaN-free from here on
 
     big = xp.float32(1.0e30)  # far outside any image, and hi - lo cannot overflow
@@ -102,16 +109,13 @@ def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = D
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share: expected a fraction in [0, 1], got {min_share!r}")
 
-    def located(poses, floor):
-        return (poses[..., 2] > floor) & xp.isfinite(poses).all(axis=-1)
-
-    vis_a, vis_b = located(a, min_confidence), located(b, min_confidence)
+    vis_a, vis_b = visible_keypoints(a, min_confidence), visible_keypoints(b, min_confidence)
     keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
 
     def fill(poses, vis):
         out = xp.zeros_like(poses)
         t = xp.arange(poses.shape[0], dtype=xp.float32)
-        has_position = located(poses, 0.0)
+        has_position = visible_keypoints(poses, 0.0)
         for k in range(NUM_KEYPOINTS):
             seen, placed = vis[:, k], has_position[:, k]
             if not bool(keep[k]) or not bool(seen.any()):
@@ -141,7 +145,7 @@ def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_C
     if factor == 1 or poses.shape[0] < 2:
         return poses.astype(xp.float32, copy=True)
     T = poses.shape[0]
-    present = (poses[..., 2] > min_confidence) & xp.isfinite(poses).all(axis=-1)
+    present = visible_keypoints(poses, min_confidence)
     clean = xp.where(present[..., None], poses, 0.0)
     start, end = clean[:-1], clean[1:]
     both = present[:-1] & present[1:]
