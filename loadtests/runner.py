@@ -35,12 +35,11 @@ from typing import Any, Callable
 import numpy as np
 
 from . import metrics as prom
-from .workload import SAMPLE_VIDEO, TASKS, build_workload, remove_archive
+from .workload import FAILURES, SAMPLE_VIDEO, TASKS, build_workload, remove_archive
 
 DEFAULT_MIX = "pose=1,score=4,dtw=1,search=1"
 DEFAULT_RAMP_USERS = (1, 2, 4, 8, 16)
 DEFAULT_RAMP_P99_MS = 500.0
-_FAILURES = ("error", "wrong-answer", "malformed-accepted", "malformed-wrong-error", "interrupted")
 
 
 class LoadTestError(RuntimeError):
@@ -271,7 +270,7 @@ def step_figures(records: list[tuple], start: float, end: float) -> dict:
     inside = [r for r in records if start <= r[4] < end and r[2] == "grpc"]
     seconds = end - start
     ok = sum(1 for r in inside if r[6] == "ok")
-    failed = sum(1 for r in inside if r[6] in _FAILURES)
+    failed = sum(1 for r in inside if r[6] in FAILURES)
     return {"requests": len(inside), "ok": ok, "failures": failed, "seconds": seconds,
             "rps": ok / seconds if seconds > 0 else 0.0, **_percentiles([r[5] for r in inside])}
 
@@ -285,7 +284,7 @@ def task_summary(records: list[dict], tasks: list[str], seconds: float) -> dict[
         mine = [r for r in normal if task == "all" or r["task"] == task]
         outcomes = Counter(r["outcome"] for r in mine)
         summary[task] = {"requests": len(mine), "ok": outcomes["ok"],
-                         "failures": sum(outcomes[o] for o in _FAILURES),
+                         "failures": sum(outcomes[o] for o in FAILURES),
                          "errors": outcomes["error"], "wrong_answers": outcomes["wrong-answer"],
                          "interrupted": outcomes["interrupted"],
                          "rps": len(mine) / seconds if seconds > 0 else 0.0,
@@ -295,7 +294,7 @@ def task_summary(records: list[dict], tasks: list[str], seconds: float) -> dict[
         outcomes = Counter(r["outcome"] for r in bad)
         summary["expected_errors"] = {
             "requests": len(bad), "refused_as_expected": outcomes["expected-error"],
-            "failures": sum(outcomes[o] for o in _FAILURES),
+            "failures": sum(outcomes[o] for o in FAILURES),
             "by_kind": dict(Counter(r["name"] for r in bad)), **_percentiles([r["ms"] for r in bad])}
     return summary
 
@@ -324,7 +323,7 @@ def fault_summary(records: list[dict], errors_seen: list, restart: dict, started
     report["requests_spanning_outage_ok"] = sum(1 for r in spanning if r["outcome"] == "ok")
     report["longest_request_s"] = max((r["ms"] for r in spanning), default=0.0) / 1e3
     report["failures_during_burst"] = dict(Counter(
-        r["outcome"] for r in records if r["outcome"] in _FAILURES and r["end"] >= stop - 1.0))
+        r["outcome"] for r in records if r["outcome"] in FAILURES and r["end"] >= stop - 1.0))
     return report
 
 

@@ -47,12 +47,8 @@ from tritonclient.grpc import InferenceServerException  # noqa: E402
 from clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
 from clients.protocol import server_error, status_name  # noqa: E402
 
-from .workload import BAD_REQUESTS, CHECKS, BadRequest, Workload  # noqa: E402
-
-# Outcomes of a request, as written to requests.csv.
-OK, ERROR, WRONG, EXPECTED_ERROR, BAD_ACCEPTED, BAD_WRONG_ERROR, INTERRUPTED = (
-    "ok", "error", "wrong-answer", "expected-error", "malformed-accepted", "malformed-wrong-error", "interrupted")
-FAILURES = (ERROR, WRONG, BAD_ACCEPTED, BAD_WRONG_ERROR, INTERRUPTED)
+from .workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
+                       INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
 
 
 class WrongAnswer(Exception):
@@ -176,17 +172,8 @@ class PoseScoreUser(User):
         index = self.rng.randrange(len(work.inputs(task)))
         given = work.inputs(task)[index]
         expected = getattr(work, f"{task}_expected")[index]
-        client = self.client
-        calls = {
-            "pose": lambda: client.pose(given),
-            "score": lambda: client.score(given["query"], given["candidates"], metric=given["metric"],
-                                          mirror=given["mirror"]),
-            "dtw": lambda: client.dtw(given["reference"], given["attempt"], window=given["window"],
-                                      mirror=given["mirror"]),
-            "search": lambda: client.search(given["archive"], given["query"], k=given["k"]),
-        }
-        self._measure(task, task, "grpc", calls[task], lambda result: CHECKS[task](result, expected),
-                      _payload(given), None)
+        self._measure(task, task, "grpc", lambda: call_task(self.client, task, given),
+                      lambda result: CHECKS[task](result, expected), _payload(given), None)
 
     def _measure(self, task: str, name: str, request_type: str, call: Callable[[], Any],
                  check: Callable[[Any], str | None] | None, payload: int, bad: BadRequest | None) -> None:

@@ -47,6 +47,13 @@ _TEMPLATE = np.array([
 ], np.float64)
 
 
+# Outcomes of a request, as written to requests.csv (here, not in users.py: the runner reads them
+# and must not import locust).
+OK, ERROR, WRONG, EXPECTED_ERROR, BAD_ACCEPTED, BAD_WRONG_ERROR, INTERRUPTED = (
+    "ok", "error", "wrong-answer", "expected-error", "malformed-accepted", "malformed-wrong-error", "interrupted")
+FAILURES = (ERROR, WRONG, BAD_ACCEPTED, BAD_WRONG_ERROR, INTERRUPTED)
+
+
 class WorkloadError(ValueError):
     """The workload cannot be built (unreadable video, nothing to search, ...)."""
 
@@ -294,6 +301,17 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
         f"(poses k=10, 12-frame movements k=5)")
 
 
+def call_task(client, task: str, given: Any) -> Any:
+    """Send ``given`` (one input of ``task``) with the typed client; its answer."""
+    if task == "pose":
+        return client.pose(given)
+    if task == "score":
+        return client.score(given["query"], given["candidates"], metric=given["metric"], mirror=given["mirror"])
+    if task == "dtw":
+        return client.dtw(given["reference"], given["attempt"], window=given["window"], mirror=given["mirror"])
+    return client.search(given["archive"], given["query"], k=given["k"])
+
+
 def verify(url: str, work: Workload, timeout: float = 120.0, log: Callable[[str], Any] = lambda _: None) -> None:
     """Send every score, dtw and search input once and check the answers (raises WorkloadError on
     a wrong one): the known answers are right for this server, and its first-call costs (JIT
@@ -302,14 +320,9 @@ def verify(url: str, work: Workload, timeout: float = 120.0, log: Callable[[str]
 
     checked = 0
     with PoseScoreClient(url, timeout=timeout) as client:
-        calls = {
-            "score": lambda g: client.score(g["query"], g["candidates"], metric=g["metric"], mirror=g["mirror"]),
-            "dtw": lambda g: client.dtw(g["reference"], g["attempt"], window=g["window"], mirror=g["mirror"]),
-            "search": lambda g: client.search(g["archive"], g["query"], k=g["k"]),
-        }
-        for task, call in calls.items():
+        for task in ("score", "dtw", "search"):
             for given, expected in zip(work.inputs(task), getattr(work, f"{task}_expected")):
-                problem = CHECKS[task](call(given), expected)
+                problem = CHECKS[task](call_task(client, task, given), expected)
                 if problem:
                     raise WorkloadError(f"the server's answer at idle is wrong: {problem}")
                 checked += 1
