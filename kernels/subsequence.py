@@ -17,6 +17,14 @@ SERIES_CHUNK = 2048
 #: segment's DP starts early from an unknown column (warm_up_frames); it counts only where its
 #: column equals the exact one, which is checked, and recomputed where it does not.
 MIN_SEGMENT = 8192
+#: Segments one thread runs in lockstep, one per SIMD lane: the DP's lane loop is contiguous in
+#: memory, so LLVM vectorizes it. Measured on the 2-core AVX-512 VM: 1.4 ns/cell at 32 lanes
+#: against 2.7 for the scalar pair kernel in the same run; 8 or 16 lanes were not vectorized.
+LANES = 32
+#: Lockstep steps per GEMM chunk: the products [LANE_CHUNK, M, LANES] float32 stay in L2.
+LANE_CHUNK = 64
+#: Columns a lane group keeps for repairs: after each of its first chunks past the warm-ups.
+LANE_CHECKPOINTS = 4
 
 
 def warm_up_frames(query_length: int) -> int:
@@ -98,6 +106,66 @@ def _subsequence_chunk(products, q_sq, s_sq, resets, offset, penalty_sq, col, co
 
 
 @numba.njit(cache=True, nogil=True)
+def _lanes_chunk(products, q_sq, s_sq, resets, frames, keep_from, penalty_sq, col, col_start,
+                 entry_cost, entry_start, end_cost, end_start):
+    """Advance ``L`` independent DPs (lanes: one series segment each) by ``T`` frames each.
+
+    ``products [M, T, L]`` / ``s_sq [T, L]`` (float32) are the dot products with the query frames
+    and the squared norms of series frame ``frames[l] + t`` of lane l; ``resets [T, L]`` bool (or
+    None) marks the first frame of a series there. ``col`` / ``col_start [M, L]`` carry each lane's
+    column. The column entering frame ``keep_from[l]`` is copied to ``entry_*[:, l]``; the last
+    row of frames ``>= keep_from[l]`` goes to ``end_cost`` / ``end_start`` [N] (whole series).
+    Cells are :func:`_subsequence_chunk`'s, in the same order of operations: the same values bit
+    for bit. Every inner loop runs over lanes, contiguous in memory, so it vectorizes.
+    """
+    M, T, L = products.shape
+    up = np.empty(L)
+    up_start = np.empty(L, np.int64)
+    diag = np.empty(L)
+    diag_start = np.empty(L, np.int64)
+    for t in range(T):
+        for l in range(L):
+            if frames[l] + t == keep_from[l]:
+                entry_cost[:, l] = col[:, l]
+                entry_start[:, l] = col_start[:, l]
+            if resets is not None and resets[t, l]:
+                col[:, l] = np.inf
+        for l in range(L):  # row 0: the diagonal from row -1 costs 0, so a match starting here is best
+            c = max(q_sq[0] + s_sq[t, l] - 2.0 * products[0, t, l], 0.0)
+            diag[l], diag_start[l] = col[0, l], col_start[0, l]
+            col[0, l], col_start[0, l] = c, frames[l] + t
+            up[l], up_start[l] = c + penalty_sq, frames[l] + t
+        for i in range(1, M):
+            for l in range(L):
+                c = max(q_sq[i] + s_sq[t, l] - 2.0 * products[i, t, l], 0.0)
+                left, left_start = col[i, l] + penalty_sq, col_start[i, l]
+                d, d_start = diag[l], diag_start[l]
+                diag[l], diag_start[l] = col[i, l], left_start
+                a, a_up, start = _cell(up[l], up_start[l], d, d_start, left, left_start, c, c + penalty_sq)
+                col[i, l], col_start[i, l] = a, start
+                up[l], up_start[l] = a_up, start
+        for l in range(L):
+            j = frames[l] + t
+            if j >= keep_from[l]:
+                end_cost[j], end_start[j] = col[M - 1, l], col_start[M - 1, l]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_lanes(s, s_sq, resets, frames, rows, rows_sq, rows_resets):
+    """``rows [T, L, D]`` = ``s[frames[l] + t]``, with their squared norms ``rows_sq [T, L]`` and
+    ``rows_resets [T, L]`` (left alone where ``resets`` is None)."""
+    T, L, D = rows.shape
+    for t in range(T):
+        for l in range(L):
+            j = frames[l] + t
+            for d in range(D):
+                rows[t, l, d] = s[j, d]
+            rows_sq[t, l] = s_sq[j]
+            if resets is not None:
+                rows_resets[t, l] = resets[j]
+
+
+@numba.njit(cache=True, nogil=True)
 def _best_disjoint(values, starts, k, min_length):
     """Greedy k best matches by value whose [start, end] ranges do not overlap and that cover at
     least ``min_length`` frames."""
@@ -139,8 +207,9 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     ``series_lengths [S]`` (integers >= 1 summing to N) makes ``series`` S series one after the
     other (every track of an archive in one call): no match spans two, starts and ends index the
     whole array, and the result is the k best of all the series' matches, as S calls would give.
-    On the CPU the DP runs in one segment of the series per numba thread (``numba.set_num_threads``
-    limits them), with the same result as one thread. CuPy inputs run the numba-CUDA wavefront
+    On the CPU the series is cut into segments, run in numba's threads (``numba.set_num_threads``
+    limits them), LANES segments per thread in lockstep in SIMD lanes where the series is long
+    enough, with the same result as one thread and one segment. CuPy inputs run the numba-CUDA wavefront
     kernel (one block per segment, one thread per query frame; queries up to GPU_MAX_QUERY frames,
     longer ones are copied to the host), segments checked and repaired the same way; its costs
     equal the CPU's up to float rounding, and the results come back as CuPy arrays.
@@ -165,8 +234,13 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         ends = _best_disjoint_xp(values, end_start, int(k), int(min_length))
         return values[ends].astype(xp.float32), end_start[ends], ends + 1
     q, s = to_numpy(q), to_numpy(s)
-    segments = max(1, min(numba.get_num_threads(), N // MIN_SEGMENT))
-    end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up_frames(M), resets)
+    threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
+    groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
+    if groups >= 1:
+        end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, groups, warm_up, resets, LANES)
+    else:
+        segments = max(1, min(threads, N // MIN_SEGMENT))
+        end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up, resets)
     values = np.sqrt(end_cost) / M
     ends = _best_disjoint(values, end_start, int(k), int(min_length))
     return (xp.asarray(values[ends].astype(np.float32)), xp.asarray(end_start[ends]),
@@ -192,17 +266,17 @@ def _resets(series_lengths, N):
     return resets
 
 
-def _dp(q, q_sq, s, resets, lo, hi, penalty_sq, col, col_start, end_cost, end_start, checkpoints=None):
+def _dp(q, q_sq, s, s_sq, resets, lo, hi, penalty_sq, col, col_start, end_cost, end_start, checkpoints=None):
     """Run the DP over series frames ``lo .. hi`` from the column ``col`` / ``col_start`` (updated
     in place), writing the best match ending at each frame to ``end_cost`` / ``end_start`` (indexed
-    from ``lo``). ``resets [N]`` bool (or None: one series) marks the first frame of each series.
-    With ``checkpoints`` (a list), the column after each chunk is appended to it."""
+    from ``lo``). ``s_sq [N]`` are the frames' squared norms; ``resets [N]`` bool (or None: one
+    series) marks the first frame of each series. With ``checkpoints`` (a list), the column after
+    each chunk is appended to it."""
     # One products buffer for every chunk: a fresh 0.7 MB array per chunk costs page faults.
     buffer = np.empty((max(min(SERIES_CHUNK, hi - lo), 2), q.shape[0]), np.float32)
     for a in range(lo, hi, SERIES_CHUNK):
         b = min(a + SERIES_CHUNK, hi)
-        block = s[a:b]
-        _subsequence_chunk(_products(block, q, buffer), q_sq, np.einsum("ij,ij->i", block, block),
+        _subsequence_chunk(_products(s[a:b], q, buffer), q_sq, s_sq[a:b],
                            None if resets is None else resets[a:b], a, penalty_sq,
                            col, col_start, end_cost[a - lo:b - lo], end_start[a - lo:b - lo])
         if checkpoints is not None:
@@ -219,45 +293,94 @@ def _products(block, q, buffer):
     return np.matmul(block, q.T, out=buffer[:n])
 
 
-def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None):
+def _lane_bounds(N, segments, warm_up):
+    """Bounds ``[segments + 1]`` of segments that lanes can run in lockstep, and the frames each
+    lane runs (``steps``): segment 0 is ``[0, steps)``; the others split ``[steps, N)`` evenly, none
+    longer than ``steps - warm_up``, so lane p, which runs frames ``hi_p - steps .. hi_p``, warms up
+    over ``warm_up`` frames or more before its segment."""
+    steps = min(N, -(-(N + (segments - 1) * warm_up) // segments))
+    bounds = np.zeros(segments + 1, np.int64)
+    bounds[1:] = np.linspace(steps, N, segments).astype(np.int64)
+    return bounds, steps
+
+
+def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1):
     """The last DP row, ``(cost [N] float64, start [N] int64)``: the best match ending at each frame.
 
-    The series is cut into ``segments`` parts, run in threads. Segment p > 0 starts ``warm_up``
-    frames early with an infinite column; once its column equals (bit for bit) the exact column
-    of the same frame, everything after is exact too, since the DP depends only on that column.
-    After the threads, segments are checked in order and, where the columns differ, recomputed
-    from the exact column until they meet one of the segment's checkpoints. The result is the
-    one-thread result exactly, whatever ``segments`` and ``warm_up``.
+    The series is cut into ``segments`` parts, run in threads; with ``lanes > 1`` each thread
+    runs ``lanes`` parts in lockstep, one per SIMD lane (:func:`_lanes_chunk`). Segment p > 0
+    starts ``warm_up`` frames early (or more) with an infinite column; once its column equals (bit
+    for bit) the exact column of the same frame, everything after is exact too, since the DP
+    depends only on that column. After the threads, segments are checked in order and, where the
+    columns differ, recomputed from the exact column until they meet one of the segment's
+    checkpoints. The result is the one-thread result exactly, whatever ``segments``, ``lanes`` and
+    ``warm_up``.
     """
     M, N = q.shape[0], s.shape[0]
     q_sq = np.einsum("ij,ij->i", q, q)
-    bounds = np.linspace(0, N, segments + 1).astype(np.int64)
+    s_sq = np.einsum("ij,ij->i", s, s)
+    parts = segments * lanes
+    if lanes > 1:
+        bounds, steps = _lane_bounds(N, parts, warm_up)
+    else:
+        bounds = np.linspace(0, N, parts + 1).astype(np.int64)
     end_cost = np.empty(N, np.float64)
     end_start = np.empty(N, np.int64)
-    columns = [(np.full(M, np.inf), np.zeros(M, np.int64)) for _ in range(segments)]
-    warmed = [None] * segments        # segment p's column entering its first frame
-    checkpoints = [[] for _ in range(segments)]
+    columns = [(np.full(M, np.inf), np.zeros(M, np.int64)) for _ in range(parts)]
+    warmed = [None] * parts        # segment p's column entering its first frame
+    checkpoints = [[] for _ in range(parts)]
 
     def run(p):
         lo, hi = int(bounds[p]), int(bounds[p + 1])
         col, col_start = columns[p]
         if p > 0:
             early = max(0, lo - warm_up)
-            _dp(q, q_sq, s, resets, early, lo, penalty_sq, col, col_start,
+            _dp(q, q_sq, s, s_sq, resets, early, lo, penalty_sq, col, col_start,
                 np.empty(lo - early), np.empty(lo - early, np.int64))
             warmed[p] = (col.copy(), col_start.copy())
-        _dp(q, q_sq, s, resets, lo, hi, penalty_sq, col, col_start, end_cost[lo:hi], end_start[lo:hi],
-            checkpoints[p])
+        _dp(q, q_sq, s, s_sq, resets, lo, hi, penalty_sq, col, col_start, end_cost[lo:hi],
+            end_start[lo:hi], checkpoints[p])
+
+    def run_lanes(g):
+        group = np.arange(g * lanes, (g + 1) * lanes)
+        lo, hi = bounds[group], bounds[group + 1]
+        col, col_start = np.full((M, lanes), np.inf), np.zeros((M, lanes), np.int64)
+        entry_cost, entry_start = np.empty((M, lanes)), np.empty((M, lanes), np.int64)
+        chunk = min(LANE_CHUNK, steps)
+        rows = np.empty((chunk, lanes, s.shape[1]), np.float32)
+        rows_sq = np.empty((chunk, lanes), np.float32)
+        rows_resets = np.zeros((chunk, lanes), np.bool_)
+        products = np.empty((M, max(chunk * lanes, 2)), np.float32)
+        snapshots = []  # (frame after, column, starts) for every lane at once
+        for t in range(0, steps, chunk):
+            n = min(chunk, steps - t)
+            frames = hi - steps + t
+            _gather_lanes(s, s_sq, resets, frames, rows[:n], rows_sq[:n], rows_resets[:n])
+            # q @ rows.T: the lane axis comes out last, as the kernel reads it, with the
+            # rounding of the one-segment path's rows @ q.T (each element is one dot product).
+            np.matmul(q, rows[:n].reshape(n * lanes, -1).T, out=products[:, :n * lanes])
+            _lanes_chunk(products[:, :n * lanes].reshape(M, n, lanes), q_sq, rows_sq[:n],
+                         None if resets is None else rows_resets[:n], frames, lo, penalty_sq, col, col_start,
+                         entry_cost, entry_start, end_cost, end_start)
+            # Checkpoints where a repair can stop: the first chunks after the warm-ups (repairs
+            # rarely go further) and the last, so memory stays bounded for any series length.
+            if t + n == steps or (frames + n > lo).any() and len(snapshots) < LANE_CHECKPOINTS:
+                snapshots.append((frames + n, col.copy(), col_start.copy()))
+        for l, p in enumerate(group):
+            columns[p] = (col[:, l].copy(), col_start[:, l].copy())
+            warmed[p] = (entry_cost[:, l].copy(), entry_start[:, l].copy())
+            checkpoints[p] = [(int(b[l]), c[:, l], cs[:, l]) for b, c, cs in snapshots if b[l] > lo[l]]
 
     with single_threaded_blas():  # M x chunk GEMMs are too small to gain from BLAS threads
+        work = run_lanes if lanes > 1 else run
         if segments == 1:
-            run(0)
+            work(0)
         else:
             with ThreadPoolExecutor(segments) as pool:
-                list(pool.map(run, range(segments)))
-            for p in range(1, segments):
-                _repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost,
-                        end_start)
+                list(pool.map(work, range(segments)))
+        for p in range(1, parts):
+            _repair(q, q_sq, s, s_sq, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost,
+                    end_start)
     return end_cost, end_start
 
 
@@ -265,7 +388,7 @@ def _same(column, other) -> bool:
     return np.array_equal(column[0], other[0]) and np.array_equal(column[1], other[1])
 
 
-def _repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost, end_start):
+def _repair(q, q_sq, s, s_sq, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost, end_start):
     """Make segment p exact, given that segments < p are: recompute it chunk by chunk from the
     exact column until its column meets one of its own checkpoints (usually at once)."""
     col, col_start = (c.copy() for c in columns[p - 1])
@@ -273,7 +396,7 @@ def _repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, checkpoi
         return
     lo = int(bounds[p])
     for b, *checkpoint in checkpoints[p]:
-        _dp(q, q_sq, s, resets, lo, b, penalty_sq, col, col_start, end_cost[lo:b], end_start[lo:b])
+        _dp(q, q_sq, s, s_sq, resets, lo, b, penalty_sq, col, col_start, end_cost[lo:b], end_start[lo:b])
         if _same((col, col_start), checkpoint):
             return
         lo = b

@@ -28,6 +28,22 @@ def test_best_match_equals_dtaidistance(penalty, planted, monkeypatch):
         assert abs(starts[0] - 300) <= 1 and abs(ends[0] - 350) <= 1
 
 
+def test_long_series_in_lanes_equal_dtaidistance():
+    """A series long enough for the public call to run it in lanes (with threads where numba has
+    them): dtaidistance's best match, and one segment's ends bit for bit."""
+    rng = np.random.default_rng(30)
+    query = rng.standard_normal((25, 5)).astype(np.float32)
+    series = rng.standard_normal((20_000, 5)).astype(np.float32)
+    series[13_000:13_050] = np.repeat(query, 2, axis=0) + 0.05 * rng.standard_normal((50, 5))
+    assert len(series) >= subsequence_module.LANES * 2 * subsequence_module.warm_up_frames(25)
+    best = subsequence_alignment(query.astype(np.float64), series.astype(np.float64), penalty=0.1,
+                                 use_c=True).best_match()
+    costs, starts, ends = subsequence_dtw(query, series, k=1, penalty=0.1)
+    assert costs[0] == pytest.approx(best.value, rel=1e-4)
+    assert [starts[0], ends[0] - 1] == list(best.segment)
+    assert abs(starts[0] - 13_000) <= 1 and abs(ends[0] - 13_050) <= 1
+
+
 def _walk_like(rng, n, d=6, period=37):
     """A periodic movement with noise: warm-up columns take long to meet the exact ones."""
     t = np.arange(n)[:, None]
@@ -43,26 +59,46 @@ def _query_and_series(data, rng):
     return series[200:240] + np.float32(0.01), series
 
 
+#: (threads, warm_up, lanes): scalar segments, and lane groups with every lane count (vectorized
+#: from 32 lanes), warm-ups too short to converge among them.
+SPLITS = [(2, 400, 1), (3, 1, 1), (7, 5, 1), (5, 60, 1), (16, 0, 1),
+          (1, 5, 3), (2, 1, 5), (2, 60, 4), (3, 0, 7), (1, 40, 32), (2, 2, 32)]
+
+
 @pytest.mark.parametrize("data", ["random", "periodic"])
 def test_segments_give_the_one_thread_result_exactly(data, monkeypatch):
-    """Every split of the series and every warm-up, including ones too short to converge (so
-    segments are recomputed, across several checkpoints), gives the one-thread result bit for bit."""
+    """Every split of the series, in threads or in lanes, and every warm-up, including ones too
+    short to converge (so segments are recomputed, across several checkpoints and past the last
+    one a lane group keeps), gives the one-thread result bit for bit."""
     monkeypatch.setattr(subsequence_module, "SERIES_CHUNK", 53)
+    monkeypatch.setattr(subsequence_module, "LANE_CHUNK", 7)
+    monkeypatch.setattr(subsequence_module, "LANE_CHECKPOINTS", 2)
     query, series = _query_and_series(data, np.random.default_rng(21))
     exact = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0)
-    repaired = []
+    repaired = {1: [], 0: []}
     original_repair = subsequence_module._repair
 
-    def counting_repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, *rest):
-        repaired.append(not subsequence_module._same(columns[p - 1], warmed[p]))
-        return original_repair(q, q_sq, s, resets, penalty_sq, bounds, p, columns, warmed, *rest)
+    def counting_repair(q, q_sq, s, s_sq, resets, penalty_sq, bounds, p, columns, warmed, *rest):
+        repaired[lanes > 1].append(not subsequence_module._same(columns[p - 1], warmed[p]))
+        return original_repair(q, q_sq, s, s_sq, resets, penalty_sq, bounds, p, columns, warmed, *rest)
 
     monkeypatch.setattr(subsequence_module, "_repair", counting_repair)
-    for segments, warm_up in [(2, 400), (3, 1), (7, 5), (5, 60), (16, 0)]:
-        got = subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up)
+    for segments, warm_up, lanes in SPLITS:
+        got = subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up, None, lanes)
         np.testing.assert_array_equal(got[0], exact[0])
         np.testing.assert_array_equal(got[1], exact[1])
-    assert any(repaired) and not all(repaired)  # both the checked and the recomputed path ran
+    for path in repaired.values():  # both the checked and the recomputed path ran
+        assert any(path) and not all(path)
+
+
+def test_lane_segments_cover_the_series_after_a_warm_up():
+    """Lane p runs frames hi_p - steps .. hi_p: segment 0 from frame 0, every other one after
+    warm_up frames or more, and the segments split the series."""
+    for N, segments, warm_up in [(1500, 32, 40), (108_000, 64, 360), (1000, 7, 0), (100, 1, 30)]:
+        bounds, steps = subsequence_module._lane_bounds(N, segments, warm_up)
+        assert bounds[0] == 0 and bounds[-1] == N and (np.diff(bounds) >= 1).all()
+        assert bounds[1] == steps
+        assert (bounds[1:] - steps - bounds[:-1] <= -warm_up)[1:].all()
 
 
 def test_pairing_of_frames_does_not_change_values(monkeypatch):
@@ -154,14 +190,15 @@ def test_many_series_in_one_call_equal_one_call_each(chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("data", ["random", "periodic"])
-def test_series_boundaries_with_segments_and_repairs(data):
+def test_series_boundaries_with_segments_and_repairs(data, monkeypatch):
     """Segments whose warm-up crosses a series boundary start exact; the others are checked and
-    repaired as without boundaries: the one-thread result, bit for bit."""
+    repaired as without boundaries: the one-thread result, bit for bit, in threads and in lanes."""
+    monkeypatch.setattr(subsequence_module, "LANE_CHUNK", 7)
     query, series = _query_and_series(data, np.random.default_rng(5))
     resets = subsequence_module._resets([300, 7, 493, 700], 1500)
     exact = subsequence_module._subsequence_ends(query, series, 0.01, 1, 0, resets)
-    for segments, warm_up in [(2, 400), (3, 1), (7, 5), (16, 0)]:
-        got = subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up, resets)
+    for segments, warm_up, lanes in SPLITS:
+        got = subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up, resets, lanes)
         np.testing.assert_array_equal(got[0], exact[0])
         np.testing.assert_array_equal(got[1], exact[1])
 
