@@ -21,9 +21,10 @@ MIN_SEGMENT = 8192
 #: memory, so LLVM vectorizes it. Measured on the 2-core AVX-512 VM: 1.4 ns/cell at 32 lanes
 #: against 2.7 for the scalar pair kernel in the same run; 8 or 16 lanes were not vectorized.
 LANES = 32
-#: Lockstep steps per GEMM chunk: the products [LANE_CHUNK, M, LANES] float32 stay in L2.
+#: Lockstep steps per GEMM chunk: the products [M, LANE_CHUNK, LANES] float32 stay in L2.
 LANE_CHUNK = 64
-#: Columns a lane group keeps for repairs: after each of its first chunks past the warm-ups.
+#: Columns a lane group keeps for repairs: after each of its first chunks past all its lanes'
+#: warm-ups (and after its last chunk).
 LANE_CHECKPOINTS = 4
 
 
@@ -350,21 +351,21 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1)
         rows = np.empty((chunk, lanes, s.shape[1]), np.float32)
         rows_sq = np.empty((chunk, lanes), np.float32)
         rows_resets = np.zeros((chunk, lanes), np.bool_)
-        products = np.empty((M, max(chunk * lanes, 2)), np.float32)
+        products = np.empty((M, chunk * lanes), np.float32)
         snapshots = []  # (frame after, column, starts) for every lane at once
         for t in range(0, steps, chunk):
             n = min(chunk, steps - t)
             frames = hi - steps + t
             _gather_lanes(s, s_sq, resets, frames, rows[:n], rows_sq[:n], rows_resets[:n])
-            # q @ rows.T: the lane axis comes out last, as the kernel reads it, with the
-            # rounding of the one-segment path's rows @ q.T (each element is one dot product).
+            # q @ rows.T: the lane axis comes out last, as the kernel reads it. Each element is one
+            # dot product, rounded as in the one-segment path's rows @ q.T (the tests check it).
             np.matmul(q, rows[:n].reshape(n * lanes, -1).T, out=products[:, :n * lanes])
             _lanes_chunk(products[:, :n * lanes].reshape(M, n, lanes), q_sq, rows_sq[:n],
                          None if resets is None else rows_resets[:n], frames, lo, penalty_sq, col, col_start,
                          entry_cost, entry_start, end_cost, end_start)
-            # Checkpoints where a repair can stop: the first chunks after the warm-ups (repairs
-            # rarely go further) and the last, so memory stays bounded for any series length.
-            if t + n == steps or (frames + n > lo).any() and len(snapshots) < LANE_CHECKPOINTS:
+            # Checkpoints where a repair can stop: the first chunks after every lane's warm-up
+            # (repairs rarely go further) and the last, so memory stays bounded for any series.
+            if t + n == steps or (frames + n > lo).all() and len(snapshots) < LANE_CHECKPOINTS:
                 snapshots.append((frames + n, col.copy(), col_start.copy()))
         for l, p in enumerate(group):
             columns[p] = (col[:, l].copy(), col_start[:, l].copy())
