@@ -13,7 +13,8 @@ from ._dp_cells import subsequence_cell
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
 #: the chunk's products (2048 x M float32) stay in a core's L2 cache between GEMM and DP.
 SERIES_CHUNK = 2048
-#: The series is cut into one segment per thread (none shorter than MIN_SEGMENT frames). A
+#: A series too short for lanes (below LANES segments of twice the warm-up) is cut into one
+#: segment per thread (none shorter than MIN_SEGMENT frames). A
 #: segment's DP starts early from an unknown column (warm_up_frames); it counts only where its
 #: column equals the exact one, which is checked, and recomputed where it does not.
 MIN_SEGMENT = 8192
