@@ -59,7 +59,9 @@ def clip_search_seconds(folder: Path, tracks: int, length: int = 100, videos: in
                         query_frames: int = 30) -> tuple[float, float, int]:
     """A 30-frame movement searched in an archive of ``tracks`` random-walk tracks of ``length``
     poses: ``search_archive`` (tracks batched into few subsequence_dtw calls) and one call per
-    track (as before), best of 3 each; the two must find the same matches."""
+    track (as before), best of 3 each (``bench.kernels.best_time``); the two must find the same
+    matches."""
+    from bench.kernels import best_time
     from engine.archive import add_video, load_archive, search_archive
     from kernels import normalize, subsequence_dtw
 
@@ -84,17 +86,9 @@ def clip_search_seconds(folder: Path, tracks: int, length: int = 100, videos: in
                       for c, s_, e in zip(costs, starts, ends)]
         return sorted(found)[:10]
 
-    def best(fn):
-        fn()
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            result = fn()
-            times.append(time.perf_counter() - start)
-        return min(times), result
-
-    batched, matches = best(lambda: search_archive(archive, query, k=10))
-    single, reference = best(per_track)
+    batched = best_time(lambda: search_archive(archive, query, k=10), 3)
+    single = best_time(per_track, 3)
+    matches, reference = search_archive(archive, query, k=10), per_track()
     assert [(m["start_frame"], m["end_frame"]) for m in matches] == \
         [(int(archive.frames[s_]), int(archive.frames[e])) for _, s_, e in reference]
     return batched, single, len(archive)

@@ -238,11 +238,8 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     q, s = to_numpy(q), to_numpy(s)
     threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
     groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
-    if groups >= 1:
-        end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, groups, warm_up, resets, LANES)
-    else:
-        segments = max(1, min(threads, N // MIN_SEGMENT))
-        end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up, resets)
+    segments, lanes = (groups, LANES) if groups >= 1 else (max(1, min(threads, N // MIN_SEGMENT)), 1)
+    end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up, resets, lanes)
     values = np.sqrt(end_cost) / M
     ends = _best_disjoint(values, end_start, int(k), int(min_length))
     return (xp.asarray(values[ends].astype(np.float32)), xp.asarray(end_start[ends]),
