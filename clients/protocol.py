@@ -187,14 +187,15 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 # -- tensors -------------------------------------------------------------------------------------
-def _tensor(name: str, array: np.ndarray, datatype: str) -> InferInput:
+def input_tensor(name: str, array: np.ndarray, datatype: str) -> InferInput:
+    """An input named ``name`` holding ``array`` as Triton's ``datatype`` (``FP32``, ``UINT8``, ...)."""
     tensor = InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
 
 
 def _bool(name: str, value: bool) -> InferInput:
-    return _tensor(name, np.array([value], np.bool_), "BOOL")
+    return input_tensor(name, np.array([value], np.bool_), "BOOL")
 
 
 def _output(result: InferResult, name: str) -> np.ndarray:
@@ -217,7 +218,7 @@ def pose_requests(frames: Any, batch: int = POSE_MAX_BATCH) -> list[list[InferIn
     """Inputs of the pose requests for ``frames`` (uint8 [H, W, 3] or [B, H, W, 3]), ``batch``
     frames at most per request, in frame order."""
     frames = check_frames(frames)
-    return [[_tensor("frames", frames[i:i + batch], "UINT8")] for i in range(0, len(frames), batch)]
+    return [[input_tensor("frames", frames[i:i + batch], "UINT8")] for i in range(0, len(frames), batch)]
 
 
 def pose_result(results: Sequence[InferResult]) -> PoseResult:
@@ -244,9 +245,9 @@ def score_requests(query: Any, candidates: Any, metric: str, mirror: bool, chunk
     if metric not in METRICS:
         raise PoseScoreError(f"metric: expected one of {METRICS}, got {metric!r}")
     mirror = check_bool(mirror, "mirror")
-    shared = [_tensor("query", query, "FP32"), _tensor("metric", np.array([metric.encode()], np.object_), "BYTES"),
+    shared = [input_tensor("query", query, "FP32"), input_tensor("metric", np.array([metric.encode()], np.object_), "BYTES"),
               _bool("mirror", mirror)]
-    return [[_tensor("candidates", candidates[i:i + chunk], "FP32"), *shared]
+    return [[input_tensor("candidates", candidates[i:i + chunk], "FP32"), *shared]
             for i in range(0, len(candidates), chunk)]
 
 
@@ -257,12 +258,12 @@ def score_result(results: Sequence[InferResult]) -> ScoreResult:
 
 def dtw_request(reference: Any, attempt: Any, window: int | None, mirror: bool, return_path: bool) -> list[InferInput]:
     """Inputs of one dtw request: ``reference [T, 17, 3]``, ``attempt [U, 17, 3]``."""
-    inputs = [_tensor("reference", check_poses(reference, "reference", 3), "FP32"),
-              _tensor("attempt", check_poses(attempt, "attempt", 3), "FP32"),
+    inputs = [input_tensor("reference", check_poses(reference, "reference", 3), "FP32"),
+              input_tensor("attempt", check_poses(attempt, "attempt", 3), "FP32"),
               _bool("mirror", check_bool(mirror, "mirror")),
               _bool("return_path", check_bool(return_path, "return_path"))]
     if window is not None:
-        inputs.append(_tensor("window", np.array([check_int(window, "window", 1)], np.int32), "INT32"))
+        inputs.append(input_tensor("window", np.array([check_int(window, "window", 1)], np.int32), "INT32"))
     return inputs
 
 
@@ -280,9 +281,9 @@ def search_request(archive: str | os.PathLike, query: Any, k: int) -> list[Infer
     if not isinstance(archive, (str, os.PathLike)) or not os.fspath(archive):
         raise PoseScoreError(f"archive: expected a non-empty path, got {archive!r}")
     query = check_poses(query, "query", (2, 3)).reshape(-1, NUM_KEYPOINTS, 3)
-    return [_tensor("archive", np.array([os.fsencode(archive)], np.object_), "BYTES"),
-            _tensor("query", query, "FP32"),
-            _tensor("k", np.array([check_int(k, "k", 1)], np.int32), "INT32")]
+    return [input_tensor("archive", np.array([os.fsencode(archive)], np.object_), "BYTES"),
+            input_tensor("query", query, "FP32"),
+            input_tensor("k", np.array([check_int(k, "k", 1)], np.int32), "INT32")]
 
 
 def search_result(result: InferResult) -> list[SearchMatch]:

@@ -45,7 +45,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402 - after grpc's gevent suppo
 from tritonclient.grpc import InferenceServerException  # noqa: E402
 
 from clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
-from clients.protocol import server_error, status_name  # noqa: E402
+from clients.protocol import input_tensor, server_error, status_name  # noqa: E402
 
 from .workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
                        INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
@@ -131,12 +131,6 @@ def _payload(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_payload(v) for v in value)
     return 0
-
-
-def _raw_input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
-    return tensor
 
 
 class PoseScoreUser(User):
@@ -242,10 +236,10 @@ class PoseScoreUser(User):
             call, payload = (lambda: self._oversized_client.pose(frames)), frames.nbytes
         elif bad.kind == "wrong-dtype":
             frames = np.zeros((1, 32, 32, 3), np.float32)
-            call, payload = self._raw_call("pose", [_raw_input("frames", frames, "FP32")]), frames.nbytes
+            call, payload = self._raw_call("pose", [input_tensor("frames", frames, "FP32")]), frames.nbytes
         elif bad.kind == "zero-size-frame":
             frames = np.zeros((1, 0, 32, 3), np.uint8)
-            call, payload = self._raw_call("pose", [_raw_input("frames", frames, "UINT8")]), 0
+            call, payload = self._raw_call("pose", [input_tensor("frames", frames, "UINT8")]), 0
         elif bad.kind in ("nan-candidates", "invisible-query", "wrong-shape"):
             given = rng.choice(work.score_inputs) if work.score_inputs else {"query": pose, "candidates": poses}
             query, candidates = given["query"].copy(), given["candidates"].copy()
@@ -257,8 +251,8 @@ class PoseScoreUser(User):
                 call = lambda: self.client.score(query, candidates)  # noqa: E731
             else:
                 query = np.concatenate([query, query[:1]])  # [18, 3]
-                call = self._raw_call("score", [_raw_input("query", query, "FP32"),
-                                                _raw_input("candidates", candidates, "FP32")])
+                call = self._raw_call("score", [input_tensor("query", query, "FP32"),
+                                                input_tensor("candidates", candidates, "FP32")])
             payload = query.nbytes + candidates.nbytes
         elif bad.kind in ("nan-attempt", "empty-reference"):
             given = rng.choice(work.dtw_inputs) if work.dtw_inputs else {"reference": poses, "attempt": poses}
@@ -268,8 +262,8 @@ class PoseScoreUser(User):
                 call = lambda: self.client.dtw(reference, attempt)  # noqa: E731
             else:
                 reference = reference[:0]
-                call = self._raw_call("dtw", [_raw_input("reference", reference, "FP32"),
-                                              _raw_input("attempt", attempt, "FP32")])
+                call = self._raw_call("dtw", [input_tensor("reference", reference, "FP32"),
+                                              input_tensor("attempt", attempt, "FP32")])
             payload = reference.nbytes + attempt.nbytes
         else:  # search
             given = rng.choice(work.search_inputs) if work.search_inputs else {"archive": "x", "query": pose, "k": 5}

@@ -409,24 +409,24 @@ CHECKS: dict[str, Callable[[Any, Any], str | None]] = {
 # -- malformed and oversized requests --------------------------------------------------------------
 @dataclass(frozen=True)
 class BadRequest:
-    """A request the server must refuse: ``kind`` names it, ``raw`` ones bypass the typed client
-    (wrong dtype or shape cannot pass its checks), ``message`` is a part of the expected error."""
+    """A request the server must refuse: ``kind`` names it (``users.PoseScoreUser`` builds it; a
+    wrong dtype or shape cannot pass the typed client's checks, so those go raw), ``message`` is a
+    part of the expected error."""
 
     model: str
     kind: str
     message: str
-    raw: bool = False
 
 
 BAD_REQUESTS: dict[str, list[BadRequest]] = {
     "pose": [BadRequest("pose", "oversized-batch", "batch-size must be <="),
-             BadRequest("pose", "wrong-dtype", "data-type", raw=True),
-             BadRequest("pose", "zero-size-frame", "at least 1x1", raw=True)],
+             BadRequest("pose", "wrong-dtype", "data-type"),
+             BadRequest("pose", "zero-size-frame", "at least 1x1")],
     "score": [BadRequest("score", "nan-candidates", "NaN"),
               BadRequest("score", "invisible-query", "normalized"),
-              BadRequest("score", "wrong-shape", "unexpected shape", raw=True)],
+              BadRequest("score", "wrong-shape", "unexpected shape")],
     "dtw": [BadRequest("dtw", "nan-attempt", "NaN"),
-            BadRequest("dtw", "empty-reference", "at least 1 pose", raw=True)],
+            BadRequest("dtw", "empty-reference", "at least 1 pose")],
     "search": [BadRequest("search", "outside-root", "outside the archive root"),
                BadRequest("search", "not-an-archive", "not a posescore archive"),
                BadRequest("search", "k-too-large", "k: expected")],
