@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,140 +29,17 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from . import metrics as prom
-from .workload import FAILURES, SAMPLE_VIDEO, TASKS, build_workload, remove_archive
-
-DEFAULT_MIX = "pose=1,score=4,dtw=1,search=1"
-DEFAULT_RAMP_USERS = (1, 2, 4, 8, 16)
-DEFAULT_RAMP_P99_MS = 500.0
+from .options import DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, Slo, format_mix, parse_mix
+from .workload import FAILURES, WorkloadError, build_workload, check_sizes, remove_archive
 
 
-class LoadTestError(RuntimeError):
-    """The load test could not run (bad options, no server, no workload); exit code 2."""
-
-
-# -- option values ---------------------------------------------------------------------------------
-_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``"60s"``, ``"2m"``, ``"500ms"``, ``"1h"`` or a plain number of seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|min|m|h|)\s*", str(text))
-    if not match:
-        raise ValueError(f"expected a duration like 60s, 2m, 500ms, got {text!r}")
-    return float(match[1]) * _UNITS[match[2]]
-
-
-def parse_mix(text: str) -> dict[str, int]:
-    """``{"pose": 1, "score": 4, ...}`` from ``"pose=1,score=4,..."`` (tasks left out: weight 0)."""
-    mix = {}
-    for part in filter(None, (p.strip() for p in str(text).split(","))):
-        name, _, weight = part.partition("=")
-        name = name.strip()
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})")
-        try:
-            value = int(weight) if weight.strip() else 1
-        except ValueError:
-            raise ValueError(f"{name}: expected an integer weight, got {weight!r}") from None
-        if value < 0:
-            raise ValueError(f"{name}: expected a weight >= 0, got {value}")
-        mix[name] = value
-    if not any(mix.values()):
-        raise ValueError(f"expected at least one task with a weight > 0, got {text!r}")
-    return {task: mix[task] for task in TASKS if mix.get(task)}
-
-
-@dataclass
-class Slo:
-    """Latency limits in ms per ``(task, percentile)`` (task ``"*"``: every task) and the errors
-    allowed: a count (``errors=0``) or a share of the requests (``errors=0.1%``)."""
-
-    latency: dict[tuple[str, int], float] = field(default_factory=dict)
-    max_errors: int | None = None
-    max_error_share: float | None = None
-
-    def limit(self, task: str, q: int) -> float | None:
-        return self.latency.get((task, q), self.latency.get(("*", q)))
-
-    def __str__(self) -> str:
-        parts = [f"{'' if t == '*' else t + '.'}p{q:g}={ms:g}ms" for (t, q), ms in self.latency.items()]
-        if self.max_errors is not None:
-            parts.append(f"errors={self.max_errors}")
-        if self.max_error_share is not None:
-            parts.append(f"errors={self.max_error_share * 100:g}%")
-        return ",".join(parts) or "none"
-
-
-def parse_slo(text: str) -> Slo:
-    """An :class:`Slo` from ``"p99=100ms,errors=0"``; ``score.p99=50ms`` limits one task; a latency
-    without unit is in ms; ``errors=1%`` allows a share."""
-    slo = Slo()
-    for part in filter(None, (p.strip() for p in str(text).split(","))):
-        key, _, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if key == "errors":
-            if value.endswith("%"):
-                slo.max_error_share = float(value[:-1]) / 100.0
-            elif value.isdigit():
-                slo.max_errors = int(value)
-            else:
-                raise ValueError(f"errors: expected a count or a percentage, got {value!r}")
-            continue
-        task, _, percentile = key.rpartition(".")
-        match = re.fullmatch(r"p(\d{1,2}(?:\.\d+)?)", percentile)
-        if not match or (task and task not in TASKS):
-            raise ValueError(f"expected pNN=<time>, TASK.pNN=<time> or errors=N, got {part!r}")
-        q = float(match[1])
-        ms = parse_duration(value) * 1e3 if re.search(r"[a-z]$", value) else float(value)
-        slo.latency[(task or "*", int(q) if q.is_integer() else q)] = ms
-    return slo
-
-
-def format_mix(mix: dict[str, int]) -> str:
-    return ",".join(f"{task}={weight}" for task, weight in mix.items())
-
-
-# -- options ----------------------------------------------------------------------------------------
-@dataclass
-class LoadTestOptions:
-    """Everything ``posescore loadtest`` takes (see loadtests/cli.py for the meaning of each)."""
-
-    url: str | None = None
-    metrics_url: str | None = None
-    archive_root: str | None = None
-    users: int = 4
-    spawn_rate: float = 10.0
-    duration: float = 60.0
-    max_requests: int = 100_000
-    mix: dict[str, int] = field(default_factory=lambda: parse_mix(DEFAULT_MIX))
-    slo: Slo = field(default_factory=lambda: parse_slo("errors=0"))
-    out: str = "loadtest-report"
-    video: str = SAMPLE_VIDEO
-    deadline: float = 30.0
-    malformed: float = 0.0
-    restart_at: float | None = None
-    ramp: bool = False
-    ramp_users: tuple[int, ...] = DEFAULT_RAMP_USERS
-    ramp_all_steps: bool = False
-    step_duration: float = 10.0
-    warmup: float = 2.0
-    no_dynamic_batching: bool = False
-    model_repository: str | None = None
-    candidates: int = 1000
-    pose_batch: int = 1
-    pose_frames: int = 8
-    dtw_length: int = 90
-    seed: int = 0
-    quiet: bool = False
-
-
+# -- the embedded server's repository --------------------------------------------------------------
 def strip_dynamic_batching(source: str | Path, target: str | Path, models: tuple[str, ...] = ("pose",)) -> Path:
     """A copy of the model repository ``source`` at ``target`` whose ``models`` configs have no
     ``dynamic_batching { ... }`` block (large files are linked, not copied)."""
@@ -463,8 +341,8 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
     says which). Raises LoadTestError when the test cannot run."""
     from engine.server import DEFAULT_MODEL_REPOSITORY, ServerError, TritonServer
 
+    options = _validated(options)
     log = log or ((lambda _: None) if options.quiet else (lambda m: print(m, flush=True)))
-    _validate(options)
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(options.mix)
@@ -569,7 +447,18 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _validate(options: LoadTestOptions) -> None:
+def _validated(options: LoadTestOptions) -> LoadTestOptions:
+    """``options`` checked before anything starts (:class:`LoadTestError` names the first problem),
+    with the mix in task order and its zero weights dropped."""
+    try:
+        mix = parse_mix(format_mix(options.mix))
+    except ValueError as err:
+        raise LoadTestError(f"--mix: {err}") from None
+    try:
+        check_sizes(pose_frames=options.pose_frames, pose_batch=options.pose_batch, candidates=options.candidates,
+                    dtw_length=options.dtw_length)
+    except WorkloadError as err:
+        raise LoadTestError(str(err)) from None
     if options.users < 1:
         raise LoadTestError(f"--users: expected >= 1, got {options.users}")
     if options.spawn_rate <= 0:
@@ -593,9 +482,11 @@ def _validate(options: LoadTestOptions) -> None:
     if options.no_dynamic_batching and options.url:
         raise LoadTestError("--no-dynamic-batching configures the embedded server: leave out --url")
     if options.ramp and (not options.ramp_users or min(options.ramp_users) < 1):
-        raise LoadTestError(f"--ramp-users: expected user counts >= 1, got {options.ramp_users}")
-    if "pose" in options.mix and not os.path.exists(options.video):
+        raise LoadTestError(f"--ramp-users: expected user counts >= 1, got "
+                            f"{','.join(map(str, options.ramp_users)) or 'none'}")
+    if "pose" in mix and not os.path.exists(options.video):
         raise LoadTestError(f"--video: {options.video} does not exist (Debian's opencv-doc ships vtest.avi)")
+    return dataclasses.replace(options, mix=mix)
 
 
 def _run_child(config_path: Path, config: dict, options: LoadTestOptions, started: threading.Event,

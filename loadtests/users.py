@@ -47,6 +47,7 @@ from tritonclient.grpc import InferenceServerException  # noqa: E402
 from clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
 from clients.protocol import input_tensor, server_error, status_name  # noqa: E402
 
+from .options import TASKS  # noqa: E402
 from .workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
                        INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
 
@@ -92,6 +93,15 @@ class LoadState:
     records: list[tuple] = field(default_factory=list)      # one per request, see RECORD_FIELDS
     errors_seen: list[tuple] = field(default_factory=list)  # (time, model, status, retried)
     _users: int = 0
+    _oversized: np.ndarray | None = None
+
+    def oversized_batch(self) -> np.ndarray:
+        """``POSE_MAX_BATCH + 1`` real frames of the workload in one array (~22 MB for vtest.avi),
+        over the pose model's max_batch_size; built once per run."""
+        if self._oversized is None:
+            frames = np.concatenate(self.workload.pose_inputs)
+            self._oversized = frames[np.arange(POSE_MAX_BATCH + 1) % len(frames)]
+        return self._oversized
 
     def next_seed(self) -> int:
         self._users += 1
@@ -227,12 +237,10 @@ class PoseScoreUser(User):
         poses = np.repeat(pose[None], 6, 0)
         call: Callable[[], Any]
         if bad.kind == "oversized-batch":
-            # POSE_MAX_BATCH + 1 real frames in one request (~22 MB for vtest.avi): over max_batch_size.
-            if self._oversized_client is None:
+            if self._oversized_client is None:  # sends the whole batch in one request
                 self._oversized_client = PoseScoreClient(self.state.url, timeout=self.state.deadline,
                                                          pose_batch_size=4 * POSE_MAX_BATCH)
-            frames = np.concatenate(work.pose_inputs)
-            frames = frames[np.arange(POSE_MAX_BATCH + 1) % len(frames)]
+            frames = self.state.oversized_batch()
             call, payload = (lambda: self._oversized_client.pose(frames)), frames.nbytes
         elif bad.kind == "wrong-dtype":
             frames = np.zeros((1, 32, 32, 3), np.float32)
@@ -279,7 +287,7 @@ class PoseScoreUser(User):
 
 
 TASK_FUNCTIONS: dict[str, Callable[[PoseScoreUser], None]] = {}
-for _task in ("pose", "score", "dtw", "search"):
+for _task in TASKS:
     def _run(user: PoseScoreUser, task: str = _task) -> None:
         user.run_task(task)
     _run.__name__ = _task
@@ -287,9 +295,8 @@ for _task in ("pose", "score", "dtw", "search"):
 
 
 def make_user_class(mix: dict[str, int], state: LoadState) -> type[PoseScoreUser]:
-    """The concrete locust user for ``mix`` ({task: weight}), sharing ``state``."""
-    tasks = {TASK_FUNCTIONS[task]: weight for task, weight in mix.items() if weight > 0}
-    if not tasks:
-        raise ValueError("mix: no task with a weight > 0")
+    """The concrete locust user for ``mix`` ({task: weight > 0}, as the runner's checked options
+    give it), sharing ``state``."""
+    tasks = {TASK_FUNCTIONS[task]: weight for task, weight in mix.items()}
     return type("PoseScoreUser", (PoseScoreUser,), {"tasks": tasks, "state": state, "abstract": False,
                                                     "host": state.url})

@@ -30,8 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-SAMPLE_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
-TASKS = ("pose", "score", "dtw", "search")
+from .options import SAMPLE_VIDEO, TASKS
 
 # Tolerances of the answer checks: the server may run the kernels batched (dtw) or on a GPU.
 SCORE_ATOL = 1e-3
@@ -194,6 +193,20 @@ def expected_search(archive, query: np.ndarray, k: int) -> list[dict]:
 
 
 # -- building --------------------------------------------------------------------------------------
+def check_sizes(*, pose_frames: int, pose_batch: int, candidates: int, dtw_length: int) -> None:
+    """Raise :class:`WorkloadError` naming the first size :func:`build_workload` cannot use."""
+    from clients import POSE_MAX_BATCH
+
+    if pose_frames < 1:
+        raise WorkloadError(f"pose frames: expected >= 1 frames sampled, got {pose_frames}")
+    if not 1 <= pose_batch <= POSE_MAX_BATCH:
+        raise WorkloadError(f"pose batch: expected 1..{POSE_MAX_BATCH} frames per request, got {pose_batch}")
+    if candidates < 1:
+        raise WorkloadError(f"candidates: expected >= 1 per score request, got {candidates}")
+    if dtw_length < 1:
+        raise WorkloadError(f"dtw length: expected >= 1 frames per movement, got {dtw_length}")
+
+
 def build_workload(url: str, *, tasks: Sequence[str] = TASKS, video: str = SAMPLE_VIDEO, pose_frames: int = 8,
                    pose_batch: int = 1, candidates: int = 1000, variants: int = 8, dtw_length: int = 90,
                    archive_root: str | Path | None = None, archive_videos: int = 8, archive_frames: int = 1500,
@@ -201,9 +214,10 @@ def build_workload(url: str, *, tasks: Sequence[str] = TASKS, video: str = SAMPL
     """Inputs and known answers for ``tasks``. ``pose`` asks the server at ``url`` once per input
     (its answer at idle is the known answer); ``search`` writes an archive into a new folder under
     ``archive_root`` (the server's archive root), which :func:`remove_archive` deletes."""
-    from clients import POSE_MAX_BATCH, PoseScoreClient
+    from clients import PoseScoreClient
     from kernels.scoring import METRICS
 
+    check_sizes(pose_frames=pose_frames, pose_batch=pose_batch, candidates=candidates, dtw_length=dtw_length)
     rng = np.random.default_rng(seed)
     work = Workload(video=video, frames_index=[], pose_inputs=[], pose_expected=[], score_inputs=[],
                     score_expected=[], dtw_inputs=[], dtw_expected=[])
@@ -214,8 +228,6 @@ def build_workload(url: str, *, tasks: Sequence[str] = TASKS, video: str = SAMPL
             f"frames {work.frames_index}")
     detected = np.zeros((0, 17, 3), np.float32)
     if frames is not None:
-        if not 1 <= pose_batch <= POSE_MAX_BATCH:
-            raise WorkloadError(f"pose batch: expected 1..{POSE_MAX_BATCH} frames per request, got {pose_batch}")
         units = [np.stack([frames[(i + j) % len(frames)] for j in range(pose_batch)]) for i in range(len(frames))]
         with PoseScoreClient(url, timeout=timeout) as client:
             answers = [client.pose(unit) for unit in units]

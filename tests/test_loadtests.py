@@ -7,6 +7,7 @@ every answer checked); the other tests are fast checks of the pieces. No timing 
 
 import argparse
 import csv
+import dataclasses
 import json
 import re
 
@@ -15,7 +16,8 @@ import pytest
 
 from engine.server import DEFAULT_MODEL_REPOSITORY
 from loadtests import cli, metrics
-from loadtests.runner import parse_duration, parse_mix, parse_slo, step_figures, strip_dynamic_batching
+from loadtests.options import LoadTestError, LoadTestOptions, parse_duration, parse_mix, parse_slo
+from loadtests.runner import run_loadtest, step_figures, strip_dynamic_batching
 from loadtests.workload import check_search
 
 
@@ -46,6 +48,7 @@ def test_add_parser_registers_loadtest():
     assert args.func is cli.run
     assert (args.users, args.duration, args.mix, args.restart_at) == (2, 5.0, {"score": 1}, 2.0)
     assert args.slo.limit("score", 99) == 80 and args.slo.max_errors == 0
+    assert cli.options_from(parser.parse_args(["loadtest"])) == LoadTestOptions()  # one set of defaults
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -53,10 +56,21 @@ def test_add_parser_registers_loadtest():
     (["--restart-at", "90s", "--duration", "10s"], "within the run"),
     (["--url", "127.0.0.1:1", "--mix", "search=1"], "--archive-root"),
     (["--malformed", "1.5"], "--malformed"),
+    (["--pose-batch", "0"], "pose batch: expected 1..16"),
+    (["--mix", "score=1", "--candidates", "0"], "candidates: expected >= 1"),
+    (["--ramp", "--ramp-users", "2,0"], "--ramp-users: expected user counts >= 1, got 2,0"),
 ])
 def test_bad_options_exit_2_with_a_clear_message(argv, message, tmp_path, capsys):
     assert cli.main([*argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_options_built_in_python_are_checked_like_the_command_line(tmp_path):
+    for options, message in ((LoadTestOptions(mix={"score": 0, "dtw": 0}), "--mix: expected at least one task"),
+                             (LoadTestOptions(mix={"jump": 1}), "--mix: unknown task 'jump'"),
+                             (LoadTestOptions(pose_frames=0), "pose frames: expected >= 1")):
+        with pytest.raises(LoadTestError, match=re.escape(message)):
+            run_loadtest(dataclasses.replace(options, out=str(tmp_path)))
 
 
 def test_strip_dynamic_batching_copies_the_repository(tmp_path):
