@@ -9,6 +9,7 @@ import math
 
 from numba import cuda, float32, float64, int64
 
+from ._dp_cells import dtw_predecessor as _dtw_predecessor_py
 from ._dp_cells import subsequence_cell as _subsequence_cell_py
 from ._topk import insert_sorted as _insert_sorted_py
 
@@ -18,6 +19,7 @@ GPU_MAX_K = 64
 GPU_MAX_DIM = 128
 insert_sorted = cuda.jit(device=True)(_insert_sorted_py)
 subsequence_cell = cuda.jit(device=True)(_subsequence_cell_py)
+dtw_predecessor = cuda.jit(device=True)(_dtw_predecessor_py)
 
 
 def ceil_div(n: int, d: int) -> int:
@@ -49,16 +51,15 @@ def dtw_wavefront(a, b, len_a, len_b, window, diag_cost, diag_len, out_cost, out
                     best = 0.0
                     n = 0
                 else:
-                    best = inf
-                    n = 0
-                    if i > 0 and j > 0:
-                        best = diag_cost[p, diag_buf, i - 1]
-                        n = diag_len[p, diag_buf, i - 1]
-                    if i > 0 and diag_cost[p, up_buf, i - 1] < best:
-                        best = diag_cost[p, up_buf, i - 1]
+                    # Predecessors (i-1, j-1), (i-1, j), (i, j-1): by row in diagonals d-2, d-1, d-1.
+                    best, move = dtw_predecessor(diag_cost[p, diag_buf, i - 1] if i > 0 and j > 0 else inf,
+                                                 diag_cost[p, up_buf, i - 1] if i > 0 else inf,
+                                                 diag_cost[p, up_buf, i] if j > 0 else inf)
+                    if move == 0:  # also when all three are inf (outside the window): length 0
+                        n = diag_len[p, diag_buf, i - 1] if i > 0 and j > 0 else 0
+                    elif move == 1:
                         n = diag_len[p, up_buf, i - 1]
-                    if j > 0 and diag_cost[p, up_buf, i] < best:
-                        best = diag_cost[p, up_buf, i]
+                    else:
                         n = diag_len[p, up_buf, i]
                 s = 0.0
                 for k in range(ndim):

@@ -1,5 +1,18 @@
-"""The subsequence-DTW cell both DP kernels share: one definition, compiled for each target
-(numba for the CPU pairs loop in kernels.subsequence, numba-CUDA for the wavefront kernel)."""
+"""The DP cells the CPU and GPU kernels share: one definition each, compiled for each target
+(numba for the CPU loops in kernels.dtw and kernels.subsequence, numba-CUDA for the wavefront
+kernels)."""
+
+
+def dtw_predecessor(diag, up, left):
+    """``(min, move)`` of a DTW cell's three predecessors' accumulated costs: move 0 diagonal,
+    1 up (row i - 1), 2 left (column j - 1); ties in that order, which fixes the path and its
+    length."""
+    best, move = diag, 0
+    if up < best:
+        best, move = up, 1
+    if left < best:
+        best, move = left, 2
+    return best, move
 
 
 def subsequence_cell(up, up_start, diag, diag_start, left, left_start, cost, cost_penalty):

@@ -12,9 +12,11 @@ import numba
 import numpy as np
 
 from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas, to_numpy
+from ._dp_cells import dtw_predecessor
 from .scoring import score_from_distance
 
 _INF = np.inf
+_predecessor = numba.njit(cache=True, nogil=True, inline="always")(dtw_predecessor)
 
 
 @numba.njit(cache=True, inline="always")
@@ -147,14 +149,8 @@ def _dtw_one_with_length(a, b, T, U, window):
         left = _INF
         left_len = 0
         for j in range(lo, hi):
-            best = prev[j]
-            n = prev_len[j]
-            if prev[j + 1] < best:
-                best = prev[j + 1]
-                n = prev_len[j + 1]
-            if left < best:
-                best = left
-                n = left_len
+            best, move = _predecessor(prev[j], prev[j + 1], left)
+            n = prev_len[j] if move == 0 else (prev_len[j + 1] if move == 1 else left_len)
             left = best + _exact_cost(c[j], a, i, b, j)
             left_len = n + 1
             cur[j + 1] = left
@@ -301,14 +297,7 @@ def _dtw_moves(a, b, window, cost_rows):
             c = cost[i - i0]
             left = _INF
             for j in range(lo, hi):
-                best = prev[j]
-                move = 0
-                if prev[j + 1] < best:
-                    best = prev[j + 1]
-                    move = 1
-                if left < best:
-                    best = left
-                    move = 2
+                best, move = _predecessor(prev[j], prev[j + 1], left)
                 left = _exact_cost(c[j], a, i, b, j) + best
                 cur[j + 1] = left
                 moves[i, j] = move

@@ -10,7 +10,7 @@ from dtaidistance import dtw_ndim
 
 from conftest import HAS_GPU
 from kernels import dtw, search_topk
-from kernels.dtw import _dtw_cuda
+from kernels.dtw import _accumulated, _dtw_cuda
 from kernels.search import _search_cuda
 from kernels.subsequence import _resets, _subsequence_cuda, _subsequence_ends
 
@@ -32,6 +32,8 @@ def test_wavefront_dtw_in_simulator(window):
     cpu = dtw(a, b, window=window or None, lengths_a=la, lengths_b=lb)
     np.testing.assert_allclose(np.sqrt(cost), cpu, rtol=1e-5)
     assert (length >= np.maximum(la, lb)).all() and (length <= la + lb - 1).all()
+    _, _, cpu_length, _ = _accumulated(a, b, la, lb, window or None, True)  # same ties, same path length
+    np.testing.assert_array_equal(length, cpu_length)
 
 
 @pytest.mark.parametrize("use_l2", [False, True])
