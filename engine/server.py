@@ -2,8 +2,9 @@
 
 ``TritonServer`` starts it on loopback with our ``model_repository/``, free (or given) ports and the
 python backend stub built for the running Python, waits until every model is ready, and stops it
-with its whole process group (the python backend stubs included). The child also gets SIGTERM if
-this process dies, so an interrupted parent leaves no orphan server behind.
+with its whole process group (the python backend stubs included), removing the python backend's
+shared memory even after a crash. The child also gets SIGTERM if this process dies, so an
+interrupted parent leaves no orphan server behind.
 
     with TritonServer() as server:
         client = PoseScoreClient(server.grpc_url)
@@ -34,6 +35,13 @@ DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 LOOPBACK = "127.0.0.1"
 # Environment variable the search model reads: archives may only be loaded from under this folder.
 ARCHIVE_ROOT_ENV = "POSESCORE_ARCHIVE_ROOT"
+
+
+# The python backend's shared-memory regions (one or more per model instance) live in /dev/shm; a
+# server that stops normally removes them, one that crashes or is killed leaves them. Each server
+# gets its own name prefix, so that stop() removes what it left.
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "posescore_triton_"
 
 
 class ServerError(RuntimeError):
@@ -155,6 +163,7 @@ class TritonServer:
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen | None = None
         self._runtime_dir: Path | None = None
+        self._shm_prefix: str | None = None
 
     # -- addresses --------------------------------------------------------------------------
     @property
@@ -193,6 +202,7 @@ class TritonServer:
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--exit-on-error=true", "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
         if self.models is not None:
             cmd.append("--model-control-mode=explicit")
@@ -204,6 +214,8 @@ class TritonServer:
         if self.process is not None:
             raise ServerError("server already started")
         self._runtime_dir = Path(tempfile.mkdtemp(prefix="posescore-triton-"))
+        # The runtime folder's name is unique among live servers: so is the prefix made from it.
+        self._shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{self._runtime_dir.name.rsplit('-', 1)[-1]}_"
         _prepare_backends(self._runtime_dir)
         env = server_environment({ARCHIVE_ROOT_ENV: str(self.archive_root), **self.extra_env})
         with open(self.log_path, "wb") as log:
@@ -257,6 +269,10 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        if self._shm_prefix is not None:  # left behind when the server crashed or was killed
+            for region in SHM_DIR.glob(self._shm_prefix + "*"):
+                region.unlink(missing_ok=True)
+            self._shm_prefix = None
         if self._runtime_dir is not None:
             keep = os.environ.get("POSESCORE_KEEP_SERVER_LOG")
             if keep:

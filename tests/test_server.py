@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from engine.server import DEFAULT_MODEL_REPOSITORY, TritonServer
+from engine.server import DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer
 
 MODELS = sorted(p.parent.name for p in DEFAULT_MODEL_REPOSITORY.glob("*/config.pbtxt"))
 _INPUT_CALL = re.compile(r'(?:input_array|poses_input|input_scalar)\(\s*request,\s*"(\w+)"')
@@ -57,6 +57,17 @@ def test_server_stops_with_its_python_stubs():
     server.stop()  # idempotent
 
 
+def test_crashed_server_leaves_no_shared_memory_behind():
+    server = TritonServer(models=["score"]).start()
+    prefix = server._shm_prefix
+    assert list(SHM_DIR.glob(prefix + "*"))  # the python backend's regions, under this server's prefix
+    server.process.send_signal(signal.SIGKILL)  # a crash: the server cleans nothing up
+    server.process.wait()
+    assert list(SHM_DIR.glob(prefix + "*"))
+    server.stop()
+    assert not list(SHM_DIR.glob(prefix + "*"))
+
+
 def test_server_started_from_a_short_lived_thread_keeps_running():
     """The parent-death signal is bound to the forking thread; servers are forked from a
     long-lived launcher thread, so a worker thread's end does not stop its server."""
@@ -92,6 +103,7 @@ def test_killed_parent_leaves_no_orphan_server(tmp_path):
     while _server_processes(pgid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _server_processes(pgid) == []
+    assert not list(SHM_DIR.glob(f"{SHM_PREFIX}{parent.pid}_*"))  # SIGTERM: it removed its shared memory
 
 
 def test_serve_prints_addresses_and_stops_on_sigterm():
