@@ -1,4 +1,4 @@
-"""Backend choice and the one input checker every public kernel calls at its boundary.
+"""Backend choice and the input checkers every public kernel calls at its boundary.
 
 The backend follows the array type: a CuPy array selects the GPU path, anything else is converted
 with NumPy and takes the CPU path. CuPy is optional; without it every input is a NumPy input.
@@ -47,7 +47,7 @@ def check_array(
     ``trailing`` gives the required sizes of the last axes (None = any size); ``ndim`` the allowed
     (min, max) number of axes. Raises TypeError for non-numeric dtypes and ValueError for a wrong
     shape, an empty array, or NaN / infinity (unless ``allow_nan``), each naming ``name`` and saying
-    what was expected and what came.
+    what was expected and what came. An integer ``dtype`` takes integer arrays only.
     """
     xp = xp or array_module(x)
     if xp is np and is_gpu_array(x):
@@ -65,6 +65,8 @@ def check_array(
     if kind not in "fiu":
         raise TypeError(f"{name}: expected a real floating-point or integer array, "
                         f"got dtype {x.dtype}")
+    if np.dtype(dtype).kind in "iu" and kind not in "iu":  # indices: never round floats silently
+        raise TypeError(f"{name}: expected an integer array, got dtype {x.dtype}")
     shape = tuple(x.shape)
     want = "[" + ", ".join(["..."] + ["*" if t is None else str(t) for t in trailing]) + "]"
     if ndim is not None and not ndim[0] <= len(shape) <= ndim[1]:
@@ -81,6 +83,29 @@ def check_array(
         raise ValueError(f"{name}: contains NaN or infinity; mark a missing keypoint with "
                          f"confidence 0 instead")
     return x
+
+
+def check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int: TypeError naming ``name`` unless it is an integer (a bool is not),
+    ValueError unless it lies in ``[minimum, maximum]``."""
+    span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer {span}, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: expected an integer {span}, got {value!r}")
+    return int(value)
+
+
+def check_number(value: Any, name: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """``value`` as a float: TypeError naming ``name`` unless it is a real number (a bool is not),
+    ValueError unless it is finite and in ``[minimum, maximum]``."""
+    bounds = ([f">= {minimum:g}"] if minimum is not None else []) + ([f"<= {maximum:g}"] if maximum is not None else [])
+    want = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected {want}, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: expected {want}, got {value!r}")
+    return float(value)
 
 
 _blas_controller = None

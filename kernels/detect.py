@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, to_numpy
+from ._backend import array_module, check_array, check_int, to_numpy
 from .skeleton import NUM_KEYPOINTS
 
 #: Rows of the raw model output: box cx, cy, w, h, person score, then 17 x (x, y, confidence).
@@ -152,14 +152,6 @@ def _letterbox_gpu(cp, frames, taps, top, left, h, w):
     return out
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value}")
-    return int(value)
-
-
 def letterbox(frames, size: int = 640, stride: int = 32):
     """Letterbox uint8 RGB frames ``[B, H, W, 3]`` (all of one size) for the pose model.
 
@@ -173,8 +165,8 @@ def letterbox(frames, size: int = 640, stride: int = 32):
     ``pads`` holds the ``(left, top)`` border in pixels. E.g. 1080x810 gives 640x480 and
     720x1280 gives 384x640 (pads (0, 12)).
     """
-    size = _check_positive_int(size, "size")
-    stride = _check_positive_int(stride, "stride")
+    size = check_int(size, "size")
+    stride = check_int(stride, "stride")
     xp = array_module(frames)
     dtype = getattr(frames, "dtype", None)
     if dtype is None:
@@ -296,7 +288,7 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     """
     conf = _check_fraction(conf, "conf")
     iou = _check_fraction(iou, "iou")
-    max_people = _check_positive_int(max_people, "max_people")
+    max_people = check_int(max_people, "max_people")
     xp = array_module(output, gains, pads, image_shapes)
     # NaN / infinity is looked for where it matters (see the docstring), not everywhere.
     output = check_array(output, "output", trailing=(OUTPUT_ROWS, None), ndim=(3, 3), xp=xp,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas, to_numpy
+from ._backend import array_module, check_array, check_int, is_gpu_array, single_threaded_blas, to_numpy
 from ._dp_cells import dtw_predecessor
 from .scoring import score_from_distance
 
@@ -58,6 +58,16 @@ def _cost_matrix(a, b, T, U):
     return g
 
 
+#: Cells of the cost matrix the CPU kernels hold at a time per pair (16 MiB of float32): memory
+#: stays bounded however long the sequences.
+COST_CHUNK_CELLS = 1 << 22
+
+
+def cost_chunk_rows(U: int) -> int:
+    """Rows of the cost matrix per chunk for ``U`` columns: even (the two-row DP takes pairs), >= 2."""
+    return max(2, (COST_CHUNK_CELLS // max(U, 1)) // 2 * 2)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _exact_cost(c, a, i, b, j):
     """``c``, or the direct squared distance of frames a_i, b_j where :func:`_cost_matrix` marked
@@ -71,7 +81,7 @@ def _exact_cost(c, a, i, b, j):
 
 
 @numba.njit(cache=True, nogil=True)
-def _dtw_two_rows(a, b, T, U, cost):
+def _dtw_two_rows(a, b, T, U, rows):
     """:func:`_dtw_one` without a window, two rows at a time.
 
     Cell (i+1, j-1) needs (i, j-2), (i, j-1) and (i+1, j-2), not (i, j): computing row i's cell j
@@ -81,10 +91,15 @@ def _dtw_two_rows(a, b, T, U, cost):
     prev = np.full(U + 1, _INF)
     cur = np.full(U + 1, _INF)
     prev[0] = 0.0
+    cost = _cost_matrix(a, b, min(rows, T), U)
+    base = 0
     i = 0
     while i + 1 < T:
-        c1 = cost[i]
-        c2 = cost[i + 1]
+        if i - base == rows:  # rows is even: a pair of rows never straddles two chunks
+            base = i
+            cost = _cost_matrix(a[i:], b, min(rows, T - i), U)
+        c1 = cost[i - base]
+        c2 = cost[i + 1 - base]
         left1 = _exact_cost(c1[0], a, i, b, 0) + min(prev[0], prev[1])  # row i, column 0
         diag2 = _INF   # row i, column j - 2 (as seen from row i+1's cell j - 1)
         left2 = _INF   # row i+1, column j - 2
@@ -100,7 +115,10 @@ def _dtw_two_rows(a, b, T, U, cost):
         prev[0] = _INF
         i += 2
     if i < T:  # odd T: the last row alone
-        _dtw_row(prev, cur, cost[i], a, i, b, 0, U)
+        if i - base == rows:
+            base = i
+            cost = _cost_matrix(a[i:], b, 1, U)
+        _dtw_row(prev, cur, cost[i - base], a, i, b, 0, U)
         prev = cur
     return prev[U]
 
@@ -115,37 +133,42 @@ def _dtw_row(prev, cur, c, a, i, b, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def _dtw_one(a, b, T, U, window):
-    """Accumulated squared cost of the best path for ``a[:T]`` vs ``b[:U]`` (rolling rows)."""
-    cost = _cost_matrix(a, b, T, U)
+def _dtw_one(a, b, T, U, window, rows):
+    """Accumulated squared cost of the best path for ``a[:T]`` vs ``b[:U]`` (rolling rows, the
+    cost matrix ``rows`` rows at a time, an even number)."""
     if window <= 0:
-        return _dtw_two_rows(a, b, T, U, cost)
+        return _dtw_two_rows(a, b, T, U, rows)
     prev = np.full(U + 1, _INF)
     cur = np.full(U + 1, _INF)
     prev[0] = 0.0
+    cost = _cost_matrix(a, b, min(rows, T), U)
     for i in range(T):  # with a window: cells outside the band stay inf
+        if i % rows == 0 and i > 0:
+            cost = _cost_matrix(a[i:], b, min(rows, T - i), U)
         lo, hi = _band(i, T, U, window)
         cur[:] = _INF
-        _dtw_row(prev, cur, cost[i], a, i, b, lo, hi)
+        _dtw_row(prev, cur, cost[i % rows], a, i, b, lo, hi)
         prev, cur = cur, prev
         prev[0] = _INF
     return prev[U]
 
 
 @numba.njit(cache=True, nogil=True)
-def _dtw_one_with_length(a, b, T, U, window):
+def _dtw_one_with_length(a, b, T, U, window, rows):
     """As :func:`_dtw_one`, also returning the best path's length (ties: diagonal, up, left)."""
-    cost = _cost_matrix(a, b, T, U)
+    cost = _cost_matrix(a, b, min(rows, T), U)
     prev = np.full(U + 1, _INF)
     cur = np.full(U + 1, _INF)
     prev_len = np.zeros(U + 1, np.int64)
     cur_len = np.zeros(U + 1, np.int64)
     prev[0] = 0.0
     for i in range(T):
+        if i % rows == 0 and i > 0:
+            cost = _cost_matrix(a[i:], b, min(rows, T - i), U)
         lo, hi = _band(i, T, U, window)
         if window > 0:
             cur[:] = _INF
-        c = cost[i]
+        c = cost[i % rows]
         left = _INF
         left_len = 0
         for j in range(lo, hi):
@@ -162,12 +185,12 @@ def _dtw_one_with_length(a, b, T, U, window):
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _dtw_batch_cpu(a, b, len_a, len_b, window, with_length, out_cost, out_len):
+def _dtw_batch_cpu(a, b, len_a, len_b, window, with_length, rows, out_cost, out_len):
     for p in numba.prange(a.shape[0]):
         if with_length:
-            out_cost[p], out_len[p] = _dtw_one_with_length(a[p], b[p], len_a[p], len_b[p], window)
+            out_cost[p], out_len[p] = _dtw_one_with_length(a[p], b[p], len_a[p], len_b[p], window, rows)
         else:
-            out_cost[p] = _dtw_one(a[p], b[p], len_a[p], len_b[p], window)
+            out_cost[p] = _dtw_one(a[p], b[p], len_a[p], len_b[p], window, rows)
 
 
 def _dtw_cuda(a, b, len_a, len_b, window):
@@ -209,7 +232,10 @@ def _check_sequences(a, b, lengths_a, lengths_b, window):
         if given is None:
             lens.append(xp.full(a.shape[0], full, dtype=xp.int32))
             continue
-        arr = xp.asarray(given)
+        try:
+            arr = xp.asarray(given)
+        except (ValueError, TypeError):  # a ragged list
+            raise TypeError(f"{name}: expected a 1-D array of integers, got {type(given).__name__}") from None
         if arr.dtype.kind not in "iu":
             raise TypeError(f"{name}: expected integers, got dtype {arr.dtype}")
         if arr.shape != (a.shape[0],):
@@ -220,9 +246,9 @@ def _check_sequences(a, b, lengths_a, lengths_b, window):
         lens.append(arr.astype(xp.int32))
     if window is None:
         window = 0
-    elif isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-        raise ValueError(f"window: expected None or an integer >= 1, got {window!r}")
-    return xp, a, b, lens[0], lens[1], int(window), single
+    else:
+        window = check_int(window, "window (None for no window)")
+    return xp, a, b, lens[0], lens[1], window, single
 
 
 def _accumulated(a, b, lengths_a, lengths_b, window, with_length):
@@ -234,7 +260,7 @@ def _accumulated(a, b, lengths_a, lengths_b, window, with_length):
         n = np.ones(a.shape[0], np.int64)
         # One pair per numba thread; a multi-threaded BLAS inside each would oversubscribe.
         with single_threaded_blas():
-            _dtw_batch_cpu(a, b, la, lb, window, with_length, cost, n)
+            _dtw_batch_cpu(a, b, la, lb, window, with_length, cost_chunk_rows(b.shape[1]), cost, n)
     return xp, cost, n, single
 
 
@@ -270,10 +296,6 @@ def dtw_score(a, b, window=None, lengths_a=None, lengths_b=None):
 #: dtw_path keeps one byte per cell of the T x U grid (the move into each cell); pairs with more
 #: cells need a window or coarser sampling.
 MAX_PATH_CELLS = 2_000_000_000
-#: Rows of the cost matrix computed at a time by the path's forward pass (bounded memory).
-PATH_COST_ROWS = 256
-
-
 @numba.njit(cache=True, nogil=True)
 def _dtw_moves(a, b, window, cost_rows):
     """Forward DP with rolling rows, remembering each cell's best predecessor.
@@ -342,7 +364,7 @@ def dtw_path(a, b, window=None):
         raise ValueError(f"dtw_path: {T} x {U} frames need {T * U / 1e9:.1f} GB for the warping path "
                          f"(one byte per cell; limit {MAX_PATH_CELLS / 1e9:.0f} GB): sample the "
                          f"sequences more coarsely or compare shorter parts")
-    moves, total = _dtw_moves(to_numpy(a[0]), to_numpy(b[0]), window, PATH_COST_ROWS)
+    moves, total = _dtw_moves(to_numpy(a[0]), to_numpy(b[0]), window, cost_chunk_rows(b.shape[1]))
     if not np.isfinite(total):
         raise ValueError(f"window={window} admits no warping path for lengths {T} and {U}")
     return xp.asarray(_backtrack(moves)), float(np.sqrt(total))

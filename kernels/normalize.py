@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ._backend import array_module, check_array
+from ._backend import array_module, check_array, check_int, check_number
 from .skeleton import KP, NUM_KEYPOINTS
 
 #: Keypoints whose confidence is at or below this count as missing.
@@ -21,6 +19,7 @@ def visible_keypoints(poses, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
     """``[..., 17]`` bool of ``poses [..., 17, 3]``: confidence above ``min_confidence`` and x, y and
     confidence finite. The one rule for a missing keypoint, on the array's backend."""
     xp = array_module(poses)
+    min_confidence = check_number(min_confidence, "min_confidence")
     return (poses[..., 2] > min_confidence) & xp.isfinite(poses).all(axis=-1)
 
 
@@ -106,8 +105,7 @@ def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = D
     xp = array_module(a, b)
     a = check_array(a, "a", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
     b = check_array(b, "b", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
-    if not 0.0 <= min_share <= 1.0:
-        raise ValueError(f"min_share: expected a fraction in [0, 1], got {min_share!r}")
+    min_share = check_number(min_share, "min_share", minimum=0.0, maximum=1.0)
 
     vis_a, vis_b = visible_keypoints(a, min_confidence), visible_keypoints(b, min_confidence)
     keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
@@ -139,9 +137,7 @@ def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_C
     """
     xp = array_module(poses)
     poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
-    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-        raise ValueError(f"factor: expected an integer >= 1, got {factor!r}")
-    factor = int(factor)
+    factor = check_int(factor, "factor")
     if factor == 1 or poses.shape[0] < 2:
         return poses.astype(xp.float32, copy=True)
     T = poses.shape[0]

@@ -36,6 +36,9 @@ def score_from_distance(distance, kind: str):
         raise ValueError(f"kind: expected one of {tuple(SCORE_SCALES)}, got {kind!r}")
     xp = array_module(distance)
     d = xp.asarray(distance, dtype=xp.float32)
+    if not bool((d >= 0).all()):  # also false for NaN
+        got = "NaN" if bool(xp.isnan(d).any()) else "a negative one"
+        raise ValueError(f"distance: expected distances >= 0, got {got}")
     return (100.0 * xp.clip(1.0 - d / xp.float32(SCORE_SCALES[kind]), 0.0, 1.0)).astype(xp.float32)
 
 
@@ -45,23 +48,37 @@ def mirror_vectors(vectors, weights):
     Exact for every normalization method, whose coordinates are centred on the body.
     """
     xp = array_module(vectors, weights)
+    return _mirror(xp, *_check_poses(xp, vectors, weights))
+
+
+def _mirror(xp, vectors, weights):
     perm = xp.asarray(FLIP_PERMUTATION)
     xy = vectors.reshape(vectors.shape[:-1] + (NUM_KEYPOINTS, 2))[..., perm, :]
     xy = xy * xp.asarray([-1.0, 1.0], dtype=xp.float32)
     return xy.reshape(vectors.shape).astype(xp.float32), weights[..., perm]
 
 
-def _check_pair(query_vectors, query_weights, vectors, weights):
-    xp = array_module(query_vectors, query_weights, vectors, weights)
-    qv = check_array(query_vectors, "query_vectors", trailing=(2 * NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
-    qw = check_array(query_weights, "query_weights", trailing=(NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
+def _check_poses(xp, vectors, weights):
+    """``vectors [..., 34]``, ``weights [..., 17]`` checked, with the same leading axes."""
     v = check_array(vectors, "vectors", trailing=(2 * NUM_KEYPOINTS,), xp=xp)
     w = check_array(weights, "weights", trailing=(NUM_KEYPOINTS,), xp=xp)
     if v.shape[:-1] != w.shape[:-1]:
         raise ValueError(f"vectors {list(v.shape)} and weights {list(w.shape)} must describe the "
                          f"same poses (leading axes differ)")
-    if bool((qw < 0).any()) or bool((w < 0).any()):
+    return v, w
+
+
+def _check_confidences(*weights):
+    if any(bool((w < 0).any()) for w in weights):
         raise ValueError("weights: expected confidences >= 0, got a negative weight")
+
+
+def _check_pair(query_vectors, query_weights, vectors, weights):
+    xp = array_module(query_vectors, query_weights, vectors, weights)
+    qv = check_array(query_vectors, "query_vectors", trailing=(2 * NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
+    qw = check_array(query_weights, "query_weights", trailing=(NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
+    v, w = _check_poses(xp, vectors, weights)
+    _check_confidences(qw, w)
     if not bool((qw > 0).any()):
         raise ValueError("query_weights: the query pose has no visible keypoint (all weights 0)")
     return xp, qv, qw, v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS), v.shape[:-1]
@@ -112,12 +129,14 @@ def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "c
     """
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
+    if not isinstance(mirror, (bool, np.bool_)):
+        raise TypeError(f"mirror: expected True or False, got {type(mirror).__name__}")
     xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
     dist, shared = _pose_distances(xp, qv, qw, v, w, metric)
     scores = xp.where(shared, score_from_distance(dist, metric), 0.0)
     mirrored = xp.zeros(scores.shape, dtype=bool)
     if mirror:
-        mqv, mqw = mirror_vectors(qv, qw)
+        mqv, mqw = _mirror(xp, qv, qw)
         mdist, mshared = _pose_distances(xp, mqv, mqw, v, w, metric)
         mscores = xp.where(mshared, score_from_distance(mdist, metric), 0.0)
         mirrored = mscores > scores
@@ -181,18 +200,19 @@ def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
     xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
     dist, valid = _part_distances(xp, qv, qw, v, w)
     scores = xp.where(valid, score_from_distance(dist, "angle"), 0.0)
-    use_mirror = mirror is not False and mirror is not None
-    if use_mirror:
-        mqv, mqw = mirror_vectors(qv, qw)
+    per_pose = not isinstance(mirror, (bool, np.bool_))
+    if per_pose:
+        pick = xp.asarray(mirror)
+        if pick.dtype != bool or pick.shape != lead:
+            raise ValueError(f"mirror: expected True, False or a bool per pose (shape {list(lead)}), "
+                             f"got {pick.dtype} of shape {list(pick.shape)}")
+        pick = pick.reshape(-1)
+    if per_pose or mirror:
+        mqv, mqw = _mirror(xp, qv, qw)
         mdist, mvalid = _part_distances(xp, mqv, mqw, v, w)
         mscores = xp.where(mvalid, score_from_distance(mdist, "angle"), 0.0)
-        if mirror is True:
+        if not per_pose:
             pick = mscores.mean(axis=-1) > scores.mean(axis=-1)
-        else:
-            pick = xp.asarray(mirror, dtype=bool).reshape(-1)
-            if pick.shape[0] != scores.shape[0]:
-                raise ValueError(f"mirror: expected a bool per pose, shape {list(lead)}, "
-                                 f"got shape {list(xp.asarray(mirror).shape)}")
         scores = xp.where(pick[:, None], mscores, scores)
         valid = xp.where(pick[:, None], mvalid, valid)
     scores = scores.astype(xp.float32).reshape(lead + (NUM_PARTS,))
@@ -217,6 +237,7 @@ def aligned_part_scores(vectors_a, weights_a, vectors_b, weights_b, path):
     if va.shape[0] != wa.shape[0] or vb.shape[0] != wb.shape[0]:
         raise ValueError(f"vectors and weights must have the same length: a {va.shape[0]} / "
                          f"{wa.shape[0]}, b {vb.shape[0]} / {wb.shape[0]}")
+    _check_confidences(wa, wb)
     if steps.shape[0] and (int(steps.min()) < 0 or int(steps[:, 0].max()) >= va.shape[0]
                            or int(steps[:, 1].max()) >= vb.shape[0]):
         raise ValueError(f"path: indices outside the sequences of lengths {va.shape[0]} and {vb.shape[0]}")

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas
+from ._backend import array_module, check_array, check_int, is_gpu_array, single_threaded_blas
 from ._topk import insert_sorted as _insert_sorted_py
 
 SEARCH_METRICS = ("ip", "l2")
@@ -87,20 +87,24 @@ def _search_cuda(queries, base, k, use_l2, blocks=None):
     return xp.take_along_axis(out_keys, order, 1), xp.take_along_axis(out_idx, order, 1)
 
 
+#: Most padding places (index -1) a result may hold when k > N: beyond, k is surely a mistake.
+MAX_PADDING = 1 << 24
+
+
 def search_topk(queries, base, k: int, metric: str = "ip"):
     """Exact k nearest rows of ``base [N, D]`` for each of ``queries [Q, D]``.
 
     Returns ``(scores [Q, k] float32, indices [Q, k] int64)``, best first: for ``"ip"`` the inner
     products (descending), for ``"l2"`` the squared Euclidean distances (ascending), as faiss'
     ``IndexFlatIP`` / ``IndexFlatL2``. When ``k > N`` the missing places hold index -1 and score
-    -inf (ip) / inf (l2). ``base`` may be float16 or float32, and a NumPy memmap: it is read in
-    chunks, so memory stays bounded whatever N (it is not scanned for NaN: the archive that
-    holds it validates poses when they are written). CuPy inputs run the fused GPU kernel (k <= 64).
+    -inf (ip) / inf (l2), at most MAX_PADDING such places in all. ``base`` may be float16 or
+    float32, and a NumPy memmap: it is read in chunks, so memory stays bounded whatever N (it is
+    not scanned for NaN: the archive that holds it validates poses when they are written). CuPy
+    inputs run the fused GPU kernel (k <= 64).
     """
     if metric not in SEARCH_METRICS:
         raise ValueError(f"metric: expected one of {SEARCH_METRICS}, got {metric!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    k = check_int(k, "k")
     xp = array_module(queries, base)
     queries = check_array(queries, "queries", ndim=(2, 2), xp=xp)
     # A float16/float32 base (possibly a memmap of 100M rows) is used as it is, chunk by chunk:
@@ -114,6 +118,9 @@ def search_topk(queries, base, k: int, metric: str = "ip"):
                          f"expected the same dimension D")
     use_l2 = metric == "l2"
     kk = int(min(k, base.shape[0]))
+    if (k - kk) * queries.shape[0] > MAX_PADDING:
+        raise ValueError(f"k={k} for a base of N={base.shape[0]} rows: the {queries.shape[0]} x {k} result "
+                         f"would be mostly padding (index -1); ask for k <= N")
     if is_gpu_array(queries):
         from ._cuda_kernels import GPU_MAX_DIM, GPU_MAX_K
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, is_gpu_array, single_threaded_blas, to_numpy
+from ._backend import array_module, check_array, check_int, check_number, is_gpu_array, single_threaded_blas, to_numpy
 from ._dp_cells import subsequence_cell
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
@@ -216,12 +216,10 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     longer ones are copied to the host), segments checked and repaired the same way; its costs
     equal the CPU's up to float rounding, and the results come back as CuPy arrays.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
-    if not np.isfinite(penalty) or penalty < 0:
-        raise ValueError(f"penalty: expected a finite number >= 0, got {penalty!r}")
-    if isinstance(min_length, bool) or not isinstance(min_length, (int, np.integer)) or min_length < 1:
-        raise ValueError(f"min_length: expected an integer >= 1, got {min_length!r}")
+    k = check_int(k, "k")
+    penalty = check_number(penalty, "penalty", minimum=0.0)
+    penalty_sq = penalty * penalty  # inf for a huge penalty (no warping at all), not an OverflowError
+    min_length = check_int(min_length, "min_length")
     xp = array_module(query, series)
     q = check_array(query, "query", ndim=(2, 2), xp=xp)
     s = check_array(series, "series", ndim=(2, 2), xp=xp)
@@ -229,19 +227,20 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         raise ValueError(f"query [M, {q.shape[1]}] and series [N, {s.shape[1]}]: expected frames "
                          f"of the same dimension D")
     M, N = q.shape[0], s.shape[0]
+    k = min(k, N)  # there are no more disjoint matches than frames
     resets = _resets(series_lengths, N)
     if xp is not np and M <= _gpu_max_query():
-        end_cost, end_start = _subsequence_cuda(q, s, float(penalty) ** 2, resets=resets)
+        end_cost, end_start = _subsequence_cuda(q, s, penalty_sq, resets=resets)
         values = xp.sqrt(end_cost) / M
-        ends = _best_disjoint_xp(values, end_start, int(k), int(min_length))
+        ends = _best_disjoint_xp(values, end_start, k, min_length)
         return values[ends].astype(xp.float32), end_start[ends], ends + 1
     q, s = to_numpy(q), to_numpy(s)
     threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
     groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
     segments, lanes = (groups, LANES) if groups >= 1 else (max(1, min(threads, N // MIN_SEGMENT)), 1)
-    end_cost, end_start = _subsequence_ends(q, s, float(penalty) ** 2, segments, warm_up, resets, lanes)
+    end_cost, end_start = _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets, lanes)
     values = np.sqrt(end_cost) / M
-    ends = _best_disjoint(values, end_start, int(k), int(min_length))
+    ends = _best_disjoint(values, end_start, k, min_length)
     return (xp.asarray(values[ends].astype(np.float32)), xp.asarray(end_start[ends]),
             xp.asarray(ends + 1))
 
@@ -250,13 +249,18 @@ def _resets(series_lengths, N):
     """``[N]`` bool, True at the first frame of every series but the first; None for one series."""
     if series_lengths is None:
         return None
-    lengths = to_numpy(series_lengths) if is_gpu_array(series_lengths) else np.asarray(series_lengths)
+    try:
+        lengths = to_numpy(series_lengths) if is_gpu_array(series_lengths) else np.asarray(series_lengths)
+    except (ValueError, TypeError):  # a ragged list
+        raise TypeError(f"series_lengths: expected a 1-D array of integers, "
+                        f"got {type(series_lengths).__name__}") from None
     if lengths.ndim != 1 or lengths.size == 0:
         raise ValueError(f"series_lengths: expected a non-empty 1-D array, got shape {list(lengths.shape)}")
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"series_lengths: expected integers, got dtype {lengths.dtype}")
-    if (lengths < 1).any():
-        raise ValueError(f"series_lengths: expected lengths >= 1, got {int(lengths.min())}")
+    if (lengths < 1).any() or (lengths > N).any():  # also keeps the sum below overflow
+        raise ValueError(f"series_lengths: expected lengths in 1..{N}, got {int(lengths.min())}..{int(lengths.max())}")
+    lengths = lengths.astype(np.int64)
     if int(lengths.sum()) != N:
         raise ValueError(f"series_lengths: expected lengths summing to the series' {N} frames, "
                          f"got {int(lengths.sum())}")

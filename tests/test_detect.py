@@ -157,9 +157,9 @@ def test_letterbox_bad_inputs():
         letterbox(np.zeros((1, 8, 8, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="frames: expected a non-empty array"):
         letterbox(np.zeros((0, 8, 8, 3), dtype=np.uint8))
-    with pytest.raises(ValueError, match="size: expected an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="size: expected an integer >= 1, got 0"):
         letterbox(ok, size=0)
-    with pytest.raises(TypeError, match="stride: expected an int"):
+    with pytest.raises(TypeError, match="stride: expected an integer"):
         letterbox(ok, stride=32.0)
 
 
@@ -368,9 +368,9 @@ def test_decode_bad_inputs():
             decode_poses(out, gains, pads, shapes, **{name: value})
     with pytest.raises(TypeError, match="conf: expected a number"):
         decode_poses(out, gains, pads, shapes, conf="high")
-    with pytest.raises(ValueError, match="max_people: expected an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_people: expected an integer >= 1, got 0"):
         decode_poses(out, gains, pads, shapes, max_people=0)
-    with pytest.raises(TypeError, match="max_people: expected an int"):
+    with pytest.raises(TypeError, match="max_people: expected an integer"):
         decode_poses(out, gains, pads, shapes, max_people=2.5)
 
 

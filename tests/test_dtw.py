@@ -101,6 +101,8 @@ def test_batch_scores_equal_single_scores():
     (lambda a, b: dtw(a.astype(np.complex64), b), TypeError, "complex64"),
     (lambda a, b: dtw(np.where(a > 1, np.nan, a), b), ValueError, "NaN"),
     (lambda a, b: dtw(a, b, window=0), ValueError, "window"),
+    (lambda a, b: dtw(a, b, window=2.0), TypeError, "window (None for no window): expected an integer >= 1"),
+    (lambda a, b: dtw(a[None], b[None], lengths_a=[[3], 4]), TypeError, "lengths_a: expected a 1-D array"),
     (lambda a, b: dtw(a, b, lengths_a=[3]), ValueError, "batches"),
     (lambda a, b: dtw(a[None], b[None], lengths_a=np.array([99])), ValueError, "lengths in 1..10"),
     (lambda a, b: dtw(a[None], b[None], lengths_b=np.array([1.5])), TypeError, "integers"),
@@ -126,9 +128,29 @@ def test_path_refuses_a_grid_over_its_memory_limit(monkeypatch):
     assert dtw_path(a, b)[0].shape[1] == 2
 
 
+def test_distances_spanning_many_cost_blocks_equal_one_block(monkeypatch):
+    """dtw and dtw_score hold the cost matrix a block of rows at a time (memory bounded for long
+    clips): any block size gives the same distances, path lengths and scores."""
+    rng = np.random.default_rng(5)
+    a = np.stack([_movement(rng, 41) for _ in range(3)])
+    b = np.stack([_movement(rng, 36) for _ in range(3)])
+    lengths_a, lengths_b = np.array([41, 40, 7]), np.array([36, 21, 36])
+    calls = [lambda w: dtw(a, b, window=w, lengths_a=lengths_a, lengths_b=lengths_b),
+             lambda w: dtw_score(a, b, window=w, lengths_a=lengths_a, lengths_b=lengths_b)]
+    whole = [[call(w) for w in (None, 5)] for call in calls]
+    for rows in (2, 4, 6):  # odd T: the last block has one row
+        monkeypatch.setattr(sys.modules["kernels.dtw"], "COST_CHUNK_CELLS", 36 * rows)
+        for call, want in zip(calls, whole):
+            for w, expected in zip((None, 5), want):
+                np.testing.assert_array_equal(call(w), expected)
+    want = [dtw_ndim.distance(a[p, :lengths_a[p]].astype(np.float64), b[p, :lengths_b[p]].astype(np.float64))
+            for p in range(3)]
+    np.testing.assert_allclose(whole[0][0], want, rtol=1e-5)
+
+
 def test_path_spanning_many_cost_blocks_matches_dtaidistance(monkeypatch):
     """The forward pass computes the cost matrix a block of rows at a time."""
-    monkeypatch.setattr(sys.modules["kernels.dtw"], "PATH_COST_ROWS", 7)
+    monkeypatch.setattr(sys.modules["kernels.dtw"], "COST_CHUNK_CELLS", 38 * 7)  # 6 rows a block
     rng = np.random.default_rng(3)
     a, b = _pair(rng, 45, 38)
     for window in (None, 9):

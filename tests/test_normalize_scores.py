@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import asnumpy, random_poses
-from kernels import (SCORE_SCALES, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
-                     part_scores, pose_scores, score_from_distance)
+from kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors,
+                     normalize, part_scores, pose_scores, score_from_distance)
 from kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
 
 METRICS = ["cosine", "weighted_l1", "weighted_l2"]
@@ -276,6 +276,52 @@ def test_pose_scores_bad_input():
     with pytest.raises(ValueError, match="kind"):
         score_from_distance(1.0, "hamming")
     assert set(SCORE_SCALES) >= set(METRICS) | {"angle"}
+    for distance, got in ((np.nan, "NaN"), ([0.5, -0.1], "a negative one")):  # NaN used to pass through
+        with pytest.raises(ValueError, match=f"distance: expected distances >= 0, got {got}"):
+            score_from_distance(distance, "cosine")
+    with pytest.raises(TypeError, match="mirror: expected True or False, got ndarray"):
+        pose_scores(v[0], w[0], v, w, mirror=np.array([True, False, True]))
+    with pytest.raises(TypeError, match="mirror: expected True or False, got str"):
+        pose_scores(v[0], w[0], v, w, mirror="yes")
+
+
+def test_part_scores_mirror_flags():
+    rng = np.random.default_rng(1)
+    v, w = normalize(random_poses(rng, 3))
+    chosen = part_scores(v[0], w[0], v, w, mirror=True)
+    # NumPy bools are bools (np.True_ used to be refused as "shape []")
+    np.testing.assert_array_equal(part_scores(v[0], w[0], v, w, mirror=np.True_), chosen)
+    np.testing.assert_array_equal(part_scores(v[0], w[0], v, w, mirror=np.False_), part_scores(v[0], w[0], v, w))
+    per_pose = part_scores(v[0], w[0], v, w, mirror=np.array([True, False, True]))
+    mirrored_query = part_scores(*mirror_vectors(v[0], w[0]), v, w)
+    np.testing.assert_array_equal(per_pose[[0, 2]], mirrored_query[[0, 2]])
+    np.testing.assert_array_equal(per_pose[1], part_scores(v[0], w[0], v, w)[1])
+    for bad in (np.array([0.5, 0.0, 1.0]), np.array([True, False]), ["yes", "no", "yes"]):
+        with pytest.raises(ValueError, match=r"mirror: expected True, False or a bool per pose \(shape \[3\]\)"):
+            part_scores(v[0], w[0], v, w, mirror=bad)
+
+
+def test_small_kernels_check_their_input():
+    rng = np.random.default_rng(2)
+    poses = random_poses(rng, 4)
+    v, w = normalize(poses)
+    with pytest.raises(ValueError, match=r"weights: expected shape \[\.\.\., 17\], got shape \[4, 16\]"):
+        mirror_vectors(v, w[:, :16])
+    with pytest.raises(ValueError, match="same poses"):
+        mirror_vectors(v, w[:2])
+    with pytest.raises(TypeError, match="vectors: expected an array of numbers"):
+        mirror_vectors([[1.0] * 34, [1.0]], w[:2])
+    with pytest.raises(TypeError, match="min_confidence: expected a finite number, got str"):
+        normalize(poses, min_confidence="0.3")
+    with pytest.raises(ValueError, match="min_confidence: expected a finite number, got nan"):
+        interpolate_frames(poses, 2, min_confidence=float("nan"))
+    with pytest.raises(TypeError, match="min_share: expected a finite number >= 0 and <= 1, got str"):
+        consistent_keypoints(poses, poses, min_share="a")
+    path = np.array([[0, 0], [1, 1]])
+    with pytest.raises(TypeError, match="path: expected an integer array, got dtype float64"):
+        aligned_part_scores(v, w, v, w, path + 0.7)  # used to be truncated silently
+    with pytest.raises(ValueError, match="weights: expected confidences >= 0"):
+        aligned_part_scores(v, -w, v, w, path)
 
 
 # ---------- sequences: consistent_keypoints, interpolate_frames ----------
@@ -333,9 +379,10 @@ def test_interpolate_frames_restores_a_linear_movement():
     np.testing.assert_allclose(interpolate_frames(movement[::2], 2), movement, atol=1e-3)
 
 
-@pytest.mark.parametrize("factor", [0, -1, 1.5, True, "2"])
-def test_interpolate_frames_bad_factor(factor):
-    with pytest.raises(ValueError, match="factor"):
+@pytest.mark.parametrize("factor, error", [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError),
+                                           ("2", TypeError)])
+def test_interpolate_frames_bad_factor(factor, error):
+    with pytest.raises(error, match="factor: expected an integer >= 1"):
         interpolate_frames(np.zeros((3, 17, 3), np.float32), factor)
 
 

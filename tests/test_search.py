@@ -73,6 +73,9 @@ def test_k_larger_than_base_pads_like_faiss():
     (dict(base=np.zeros((0, 34), np.float32)), ValueError, "non-empty"),
     (dict(queries=np.full((1, 34), np.nan, np.float32)), ValueError, "NaN"),
     (dict(base=np.zeros((5, 34), np.complex64)), TypeError, "complex64"),
+    (dict(k=2.5), TypeError, "k: expected an integer >= 1, got float"),
+    # a 10**9-column result of padding got the process OOM-killed
+    (dict(k=10**9), ValueError, "k=1000000000 for a base of N=5 rows"),
 ])
 def test_bad_input(kwargs, exc, words):
     args = dict(queries=np.zeros((1, 34), np.float32), base=np.ones((5, 34), np.float32), k=2)

@@ -205,16 +205,51 @@ def test_series_boundaries_with_segments_and_repairs(data, monkeypatch):
 
 @pytest.mark.parametrize("lengths, exc, words", [
     ([20, 20], ValueError, "summing to the series' 50 frames, got 40"),
-    ([50, 0], ValueError, "lengths >= 1, got 0"),
+    ([50, 0], ValueError, "lengths in 1..50, got 0..50"),
     ([25.0, 25.0], TypeError, "expected integers"),
     ([[25, 25]], ValueError, "1-D"),
     ([], ValueError, "non-empty"),
+    # would wrap around to a sum of 50 in uint64 / int64
+    (np.array([2**64 - 1, 51], np.uint64), ValueError, "lengths in 1..50"),
+    (np.array([2**62] * 3 + [2**62 + 50], np.int64), ValueError, "lengths in 1..50"),
+    ([[20], 30], TypeError, "series_lengths: expected a 1-D array of integers"),  # ragged
 ])
 def test_bad_series_lengths(lengths, exc, words):
     with pytest.raises(exc) as info:
         subsequence_dtw(np.zeros((3, 4), np.float32), np.ones((50, 4), np.float32),
-                        series_lengths=np.asarray(lengths))
+                        series_lengths=lengths)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("options, exc, words", [
+    (dict(penalty="0.1"), TypeError, "penalty: expected a finite number >= 0, got str"),
+    (dict(penalty=None), TypeError, "penalty: expected a finite number >= 0"),
+    (dict(penalty=np.array([0.1, 0.2])), TypeError, "penalty: expected a finite number >= 0"),
+    (dict(penalty=-0.1), ValueError, "penalty: expected a finite number >= 0, got -0.1"),
+    (dict(penalty=float("nan")), ValueError, "penalty: expected a finite number >= 0, got nan"),
+    (dict(k=2.5), TypeError, "k: expected an integer >= 1, got float"),
+    (dict(k=0), ValueError, "k: expected an integer >= 1, got 0"),
+    (dict(min_length=True), TypeError, "min_length: expected an integer >= 1, got bool"),
+])
+def test_bad_scalar_options(options, exc, words):
+    with pytest.raises(exc) as info:
+        subsequence_dtw(np.zeros((3, 4), np.float32), np.ones((50, 4), np.float32), **options)
+    assert words in str(info.value)
+
+
+def test_huge_k_and_penalty_are_not_errors():
+    rng = np.random.default_rng(3)
+    series = rng.standard_normal((60, 4)).astype(np.float32)
+    query = series[20:25] + 0.01
+    # No more matches than frames: k is capped, not allocated (k=10**12 raised MemoryError).
+    costs, starts, ends = subsequence_dtw(query, series, k=10**12)
+    assert 1 <= len(costs) <= 60 and (ends > starts).all()
+    # A penalty whose square overflows forbids warping, like any very large one (it raised OverflowError).
+    huge = subsequence_dtw(query, series, k=3, penalty=1e200)
+    large = subsequence_dtw(query, series, k=3, penalty=1e6)
+    for got, want in zip(huge, large):
+        np.testing.assert_array_equal(got, want)
+    assert (huge[2] - huge[1] == 5).all()  # diagonal only: every match covers the query's 5 frames
 
 
 @pytest.mark.parametrize("kwargs, exc, words", [
