@@ -296,6 +296,8 @@ def dtw_score(a, b, window=None, lengths_a=None, lengths_b=None):
 #: dtw_path keeps one byte per cell of the T x U grid (the move into each cell); pairs with more
 #: cells need a window or coarser sampling.
 MAX_PATH_CELLS = 2_000_000_000
+
+
 @numba.njit(cache=True, nogil=True)
 def _dtw_moves(a, b, window, cost_rows):
     """Forward DP with rolling rows, remembering each cell's best predecessor.
