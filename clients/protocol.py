@@ -245,7 +245,8 @@ def score_requests(query: Any, candidates: Any, metric: str, mirror: bool, chunk
     if metric not in METRICS:
         raise PoseScoreError(f"metric: expected one of {METRICS}, got {metric!r}")
     mirror = check_bool(mirror, "mirror")
-    shared = [input_tensor("query", query, "FP32"), input_tensor("metric", np.array([metric.encode()], np.object_), "BYTES"),
+    shared = [input_tensor("query", query, "FP32"),
+              input_tensor("metric", np.array([metric.encode()], np.object_), "BYTES"),
               _bool("mirror", mirror)]
     return [[input_tensor("candidates", candidates[i:i + chunk], "FP32"), *shared]
             for i in range(0, len(candidates), chunk)]

@@ -35,22 +35,29 @@ def parse_duration(text: str) -> float:
 
 
 def parse_mix(text: str) -> dict[str, int]:
-    """``{"pose": 1, "score": 4, ...}`` from ``"pose=1,score=4,..."`` (tasks left out: weight 0)."""
+    """``{"pose": 1, "score": 4, ...}`` from ``"pose=1,score=4,..."`` (tasks left out: weight 0),
+    checked by :func:`checked_mix`."""
     mix = {}
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         name, _, weight = part.partition("=")
         name = name.strip()
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})")
         try:
-            value = int(weight) if weight.strip() else 1
+            mix[name] = int(weight) if weight.strip() else 1
         except ValueError:
             raise ValueError(f"{name}: expected an integer weight, got {weight!r}") from None
-        if value < 0:
-            raise ValueError(f"{name}: expected a weight >= 0, got {value}")
-        mix[name] = value
+    return checked_mix(mix)
+
+
+def checked_mix(mix: dict[str, int]) -> dict[str, int]:
+    """``mix`` ({task: weight}) in task order without its zero weights; ValueError for an unknown
+    task, a weight that is not an integer >= 0, or no weight > 0."""
+    for name, weight in mix.items():
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})")
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValueError(f"{name}: expected an integer weight >= 0, got {weight!r}")
     if not any(mix.values()):
-        raise ValueError(f"expected at least one task with a weight > 0, got {text!r}")
+        raise ValueError(f"expected at least one task with a weight > 0, got {format_mix(mix)!r}")
     return {task: mix[task] for task in TASKS if mix.get(task)}
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import metrics as prom
-from .options import DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, Slo, format_mix, parse_mix
+from .options import DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, Slo, checked_mix, format_mix
 from .workload import FAILURES, WorkloadError, build_workload, check_sizes, remove_archive
 
 
@@ -451,7 +451,7 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
     """``options`` checked before anything starts (:class:`LoadTestError` names the first problem),
     with the mix in task order and its zero weights dropped."""
     try:
-        mix = parse_mix(format_mix(options.mix))
+        mix = checked_mix(options.mix)
     except ValueError as err:
         raise LoadTestError(f"--mix: {err}") from None
     try:
