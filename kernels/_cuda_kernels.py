@@ -7,7 +7,7 @@ Every ``syncthreads`` is reached by all threads of a block the same number of ti
 
 import math
 
-from numba import cuda, float32, float64, int64
+from numba import cuda, float32, int64
 
 from ._dp_cells import dtw_predecessor as _dtw_predecessor_py
 from ._dp_cells import subsequence_cell as _subsequence_cell_py
@@ -138,15 +138,15 @@ def subsequence_wavefront(query, series, q_sq, s_sq, resets, has_resets, penalty
     i = cuda.threadIdx.x
     M = query.shape[0]
     D = query.shape[1]
-    buf_cost = cuda.shared.array((2, GPU_MAX_QUERY), float64)
+    buf_cost = cuda.shared.array((2, GPU_MAX_QUERY), float32)
     buf_start = cuda.shared.array((2, GPU_MAX_QUERY), int64)
     f0 = first[p]
     keep = lo[p]
     stop = hi[p]
     active = i < M
-    left = math.inf
+    left = float32(math.inf)
     left_start = int64(0)
-    diag = math.inf
+    diag = float32(math.inf)
     diag_start = int64(0)
     if active and use_init:
         left = init_cost[p, i]
@@ -164,10 +164,10 @@ def subsequence_wavefront(query, series, q_sq, s_sq, resets, has_resets, penalty
             dot = float32(0.0)
             for d in range(D):
                 dot += query[i, d] * series[j, d]
-            cost = max(float64(q_sq[i] + s_sq[j]) - 2.0 * float64(dot), 0.0)
+            cost = max(q_sq[i] + s_sq[j] - float32(2.0) * dot, float32(0.0))
             if has_resets and resets[j]:  # a new series: nothing continues from column j-1
-                left = math.inf
-                diag = math.inf
+                left = float32(math.inf)
+                diag = float32(math.inf)
             if i == 0:  # the diagonal from row -1 costs 0: a match starting here is best
                 value = cost
                 start = int64(j)

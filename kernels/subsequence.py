@@ -21,6 +21,7 @@ MIN_SEGMENT = 8192
 #: Segments one thread runs in lockstep, one per SIMD lane: the DP's lane loop is contiguous in
 #: memory, so LLVM vectorizes it. Measured on the 2-core AVX-512 VM: 1.4 ns/cell at 32 lanes
 #: against 2.7 for the scalar pair kernel in the same run; 8 or 16 lanes were not vectorized.
+#: Costs in float32 and starts in int32 (8 lanes per 256-bit instruction, not 4): 0.81-0.87.
 LANES = 32
 #: Lockstep steps per GEMM chunk: the products [M, LANE_CHUNK, LANES] float32 stay in L2.
 LANE_CHUNK = 64
@@ -56,8 +57,9 @@ def _subsequence_chunk(products, q_sq, s_sq, resets, offset, penalty_sq, col, co
     the two dependency chains overlap. A frame's values do not depend on how frames are paired.
     """
     n, M = products.shape
-    cost0, cost0_p = np.empty(M), np.empty(M)
-    cost1, cost1_p = np.empty(M), np.empty(M)
+    cost0, cost0_p = np.empty(M, np.float32), np.empty(M, np.float32)
+    cost1, cost1_p = np.empty(M, np.float32), np.empty(M, np.float32)
+    zero, two = np.float32(0.0), np.float32(2.0)
     jj = 0
     while jj < n:
         j = offset + jj
@@ -65,18 +67,18 @@ def _subsequence_chunk(products, q_sq, s_sq, resets, offset, penalty_sq, col, co
             col[:] = np.inf
         pair = jj + 1 < n and (resets is None or not resets[jj + 1])
         for i in range(M):
-            c = max(q_sq[i] + s_sq[jj] - 2.0 * products[jj, i], 0.0)
+            c = max(q_sq[i] + s_sq[jj] - two * products[jj, i], zero)
             cost0[i], cost0_p[i] = c, c + penalty_sq
             if pair:
-                c = max(q_sq[i] + s_sq[jj + 1] - 2.0 * products[jj + 1, i], 0.0)
+                c = max(q_sq[i] + s_sq[jj + 1] - two * products[jj + 1, i], zero)
                 cost1[i], cost1_p[i] = c, c + penalty_sq
         # Column j, row 0: the diagonal from row -1 costs 0, so a match starting here is best.
         a0, up0, start0 = cost0[0], cost0_p[0], j
         diag0, diag0_start = col[0], col_start[0]
         # Column j+1 trails one row behind; it reads column j's last two cells.
-        a1, up1, start1 = 0.0, 0.0, j + 1
-        prev0, prev0_start = 0.0, j
-        diag1, diag1_start = 0.0, j
+        a1, up1, start1 = zero, zero, j + 1
+        prev0, prev0_start = zero, j
+        diag1, diag1_start = zero, j
         for i in range(1, M):
             left, left_start = col[i] + penalty_sq, col_start[i]
             prev0, prev0_start = a0, start0
@@ -121,10 +123,11 @@ def _lanes_chunk(products, q_sq, s_sq, resets, frames, keep_from, penalty_sq, co
     for bit. Every inner loop runs over lanes, contiguous in memory, so it vectorizes.
     """
     M, T, L = products.shape
-    up = np.empty(L)
-    up_start = np.empty(L, np.int64)
-    diag = np.empty(L)
-    diag_start = np.empty(L, np.int64)
+    up = np.empty(L, np.float32)
+    up_start = np.empty(L, col_start.dtype)
+    diag = np.empty(L, np.float32)
+    diag_start = np.empty(L, col_start.dtype)
+    zero, two = np.float32(0.0), np.float32(2.0)
     for t in range(T):
         for l in range(L):
             if frames[l] + t == keep_from[l]:
@@ -133,13 +136,13 @@ def _lanes_chunk(products, q_sq, s_sq, resets, frames, keep_from, penalty_sq, co
             if resets is not None and resets[t, l]:
                 col[:, l] = np.inf
         for l in range(L):  # row 0: the diagonal from row -1 costs 0, so a match starting here is best
-            c = max(q_sq[0] + s_sq[t, l] - 2.0 * products[0, t, l], 0.0)
+            c = max(q_sq[0] + s_sq[t, l] - two * products[0, t, l], zero)
             diag[l], diag_start[l] = col[0, l], col_start[0, l]
             col[0, l], col_start[0, l] = c, frames[l] + t
             up[l], up_start[l] = c + penalty_sq, frames[l] + t
         for i in range(1, M):
             for l in range(L):
-                c = max(q_sq[i] + s_sq[t, l] - 2.0 * products[i, t, l], 0.0)
+                c = max(q_sq[i] + s_sq[t, l] - two * products[i, t, l], zero)
                 left, left_start = col[i, l] + penalty_sq, col_start[i, l]
                 d, d_start = diag[l], diag_start[l]
                 diag[l], diag_start[l] = col[i, l], left_start
@@ -202,7 +205,8 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     best first; a match covers ``series[start:end]`` (end exclusive). A cost is the match's DTW
     distance (sqrt of the summed squared Euclidean frame distances along its path, plus
     ``penalty**2`` per non-diagonal step) divided by M: ``dtaidistance.subsequence.
-    subsequencealignment.subsequence_alignment(query, series, penalty).best_match().value``.
+    subsequencealignment.subsequence_alignment(query, series, penalty).best_match().value``, to
+    float32 rounding: the DP adds in float32, like its inputs (twice the SIMD lanes of float64).
     Matches covering fewer than ``min_length`` series frames (a whole movement matched to one
     frozen frame) are skipped, as dtaidistance's ``minlength``. Fewer than k results come back
     when the series has no more disjoint matches.
@@ -218,7 +222,7 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     """
     k = check_int(k, "k")
     penalty = check_number(penalty, "penalty", minimum=0.0)
-    penalty_sq = penalty * penalty  # inf for a huge penalty (no warping at all), not an OverflowError
+    penalty_sq = _penalty_sq(penalty)
     min_length = check_int(min_length, "min_length")
     xp = array_module(query, series)
     q = check_array(query, "query", ndim=(2, 2), xp=xp)
@@ -233,7 +237,7 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         end_cost, end_start = _subsequence_cuda(q, s, penalty_sq, resets=resets)
         values = xp.sqrt(end_cost) / M
         ends = _best_disjoint_xp(values, end_start, k, min_length)
-        return values[ends].astype(xp.float32), end_start[ends], ends + 1
+        return values[ends], end_start[ends], ends + 1
     q, s = to_numpy(q), to_numpy(s)
     threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
     groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
@@ -241,8 +245,14 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     end_cost, end_start = _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets, lanes)
     values = np.sqrt(end_cost) / M
     ends = _best_disjoint(values, end_start, k, min_length)
-    return (xp.asarray(values[ends].astype(np.float32)), xp.asarray(end_start[ends]),
-            xp.asarray(ends + 1))
+    return (xp.asarray(values[ends]), xp.asarray(end_start[ends].astype(np.int64)), xp.asarray(ends + 1))
+
+
+def _penalty_sq(penalty: float) -> np.float32:
+    """``penalty**2`` in the DP's float32: inf for a huge penalty (no warping at all), not an
+    OverflowError or an overflow warning."""
+    square = penalty * penalty
+    return np.float32(square) if square <= np.finfo(np.float32).max else np.float32(np.inf)
 
 
 def _resets(series_lengths, N):
@@ -308,7 +318,8 @@ def _lane_bounds(N, segments, warm_up):
 
 
 def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1):
-    """The last DP row, ``(cost [N] float64, start [N] int64)``: the best match ending at each frame.
+    """The last DP row, ``(cost [N] float32, start [N] start_dtype(N))``: the best match ending at
+    each frame.
 
     The series is cut into ``segments`` parts, run in threads; with ``lanes > 1`` each thread
     runs ``lanes`` parts in lockstep, one per SIMD lane (:func:`_lanes_chunk`). Segment p > 0
@@ -322,14 +333,16 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1)
     M, N = q.shape[0], s.shape[0]
     q_sq = np.einsum("ij,ij->i", q, q)
     s_sq = np.einsum("ij,ij->i", s, s)
+    penalty_sq = np.float32(penalty_sq)
+    index = start_dtype(N)
     parts = segments * lanes
     if lanes > 1:
         bounds, steps = _lane_bounds(N, parts, warm_up)
     else:
         bounds = np.linspace(0, N, parts + 1).astype(np.int64)
-    end_cost = np.empty(N, np.float64)
-    end_start = np.empty(N, np.int64)
-    columns = [(np.full(M, np.inf), np.zeros(M, np.int64)) for _ in range(parts)]
+    end_cost = np.empty(N, np.float32)
+    end_start = np.empty(N, index)
+    columns = [(np.full(M, np.inf, np.float32), np.zeros(M, index)) for _ in range(parts)]
     warmed = [None] * parts        # segment p's column entering its first frame
     checkpoints = [[] for _ in range(parts)]
 
@@ -339,7 +352,7 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1)
         if p > 0:
             early = max(0, lo - warm_up)
             _dp(q, q_sq, s, s_sq, resets, early, lo, penalty_sq, col, col_start,
-                np.empty(lo - early), np.empty(lo - early, np.int64))
+                np.empty(lo - early, np.float32), np.empty(lo - early, index))
             warmed[p] = (col.copy(), col_start.copy())
         _dp(q, q_sq, s, s_sq, resets, lo, hi, penalty_sq, col, col_start, end_cost[lo:hi],
             end_start[lo:hi], checkpoints[p])
@@ -347,8 +360,8 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1)
     def run_lanes(g):
         group = np.arange(g * lanes, (g + 1) * lanes)
         lo, hi = bounds[group], bounds[group + 1]
-        col, col_start = np.full((M, lanes), np.inf), np.zeros((M, lanes), np.int64)
-        entry_cost, entry_start = np.empty((M, lanes)), np.empty((M, lanes), np.int64)
+        col, col_start = np.full((M, lanes), np.inf, np.float32), np.zeros((M, lanes), index)
+        entry_cost, entry_start = np.empty((M, lanes), np.float32), np.empty((M, lanes), index)
         chunk = min(LANE_CHUNK, steps)
         rows = np.empty((chunk, lanes, s.shape[1]), np.float32)
         rows_sq = np.empty((chunk, lanes), np.float32)
@@ -387,6 +400,12 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1)
     return end_cost, end_start
 
 
+def start_dtype(frames: int):
+    """The DP's match-start dtype for a series of ``frames`` frames: int32 (twice the SIMD lanes
+    of int64) where it holds every frame index."""
+    return np.int32 if frames <= np.iinfo(np.int32).max else np.int64
+
+
 def _same(column, other) -> bool:
     return np.array_equal(column[0], other[0]) and np.array_equal(column[1], other[1])
 
@@ -413,7 +432,7 @@ def _gpu_max_query() -> int:
 
 
 def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None, resets=None):
-    """The last DP row ``(cost [N] float64, start [N] int64)`` on the GPU (NumPy arrays in the
+    """The last DP row ``(cost [N] float32, start [N] int64)`` on the GPU (NumPy arrays in the
     simulator): every segment in parallel from an infinite column after a warm-up; then, in
     series order, a segment whose entry column differs from the previous segment's final one is
     run again from that exact column (rarely needed, and each rerun checks the next segment)."""
@@ -429,9 +448,10 @@ def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None, reset
     first = np.maximum(lo - warm_up, 0)
     q_sq = (q * q).sum(axis=1)
     s_sq = (s * s).sum(axis=1)
-    end_cost = xp.empty(N, dtype=xp.float64)
+    penalty_sq = np.float32(penalty_sq)
+    end_cost = xp.empty(N, dtype=xp.float32)
     end_start = xp.empty(N, dtype=xp.int64)
-    entry_cost, final_cost = (xp.empty((S, M), dtype=xp.float64) for _ in range(2))
+    entry_cost, final_cost = (xp.empty((S, M), dtype=xp.float32) for _ in range(2))
     entry_start, final_start = (xp.empty((S, M), dtype=xp.int64) for _ in range(2))
     threads = max(32, _cuda_kernels.ceil_div(M, 32) * 32)
     reset_mask = xp.asarray(np.zeros(1, np.uint8) if resets is None else resets.view(np.uint8))

@@ -22,14 +22,14 @@ class SM90:
 
 numba.cuda.dispatcher.get_current_device = SM90
 import kernels._cuda_kernels as ck
-f32, f64, i32, i64, b1 = types.float32, types.float64, types.int32, types.int64, types.boolean
+f32, i32, i64, b1 = types.float32, types.int32, types.int64, types.boolean
 signatures = {
     "dtw_wavefront": (f32[:, :, ::1], f32[:, :, ::1], i32[::1], i32[::1], i32, f32[:, :, ::1], i32[:, :, ::1],
                       f32[::1], i32[::1]),
-    "subsequence_wavefront": (f32[:, ::1], f32[:, ::1], f32[::1], f32[::1], types.uint8[::1], b1, f64, i64[::1],
+    "subsequence_wavefront": (f32[:, ::1], f32[:, ::1], f32[::1], f32[::1], types.uint8[::1], b1, f32, i64[::1],
                               i64[::1], i64[::1],
-                              f64[:, ::1], i64[:, ::1], b1, f64[::1], i64[::1], f64[:, ::1], i64[:, ::1],
-                              f64[:, ::1], i64[:, ::1]),
+                              f32[:, ::1], i64[:, ::1], b1, f32[::1], i64[::1], f32[:, ::1], i64[:, ::1],
+                              f32[:, ::1], i64[:, ::1]),
     "fused_topk": (f32[:, ::1], f32[:, ::1], i32, b1, f32[:, :, ::1], i64[:, :, ::1]),
 }
 for name, signature in signatures.items():

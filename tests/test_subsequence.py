@@ -147,11 +147,35 @@ def test_k_best_are_disjoint_and_sorted():
     for p in places:
         series[p:p + 20] = query + 0.01 * rng.standard_normal((20, 4))
     costs, starts, ends = subsequence_dtw(query, series, k=5)
+    assert (costs.dtype, starts.dtype, ends.dtype) == (np.float32, np.int64, np.int64)
     assert sorted(starts[:3].tolist()) == places and (ends[:3] - starts[:3] == 20).all()
     assert (np.diff(costs) >= 0).all() and costs[2] < costs[3] / 5
     spans = sorted(zip(starts.tolist(), ends.tolist()))
     assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))
     assert ((ends - starts) >= 2).all()
+
+
+def test_match_starts_are_int32_only_where_every_frame_index_fits():
+    assert subsequence_module.start_dtype(2**31 - 1) is np.int32
+    assert subsequence_module.start_dtype(2**31) is np.int64
+
+
+def test_int64_match_starts_give_the_same_result(monkeypatch):
+    """Series of 2**31 frames or more keep their starts in int64: the same DP, in lanes and in
+    segments, as with int32."""
+    query, series = _query_and_series("periodic", np.random.default_rng(6))
+    splits = [(2, 5, 1), (1, 40, 32)]  # (threads, warm_up, lanes)
+
+    def ends(segments, warm_up, lanes):
+        return subsequence_module._subsequence_ends(query, series, 0.01, segments, warm_up, lanes=lanes)
+
+    want = [ends(*split) for split in splits]
+    monkeypatch.setattr(subsequence_module, "start_dtype", lambda frames: np.int64)
+    for split, (want_cost, want_start) in zip(splits, want):
+        cost, start = ends(*split)
+        assert want_start.dtype == np.int32 and start.dtype == np.int64
+        np.testing.assert_array_equal(cost, want_cost)
+        np.testing.assert_array_equal(start, want_start)
 
 
 def test_fewer_matches_than_k():
