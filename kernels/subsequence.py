@@ -28,6 +28,8 @@ LANE_CHUNK = 64
 #: Columns a lane group keeps for repairs: after each of its first chunks past all its lanes'
 #: warm-ups (and after its last chunk).
 LANE_CHECKPOINTS = 4
+#: Values the k-best selection samples to bound its batches (a sort of this many, not of N).
+SELECTION_SAMPLE = 4096
 
 
 def warm_up_frames(query_length: int) -> int:
@@ -171,28 +173,49 @@ def _gather_lanes(s, s_sq, resets, frames, rows, rows_sq, rows_resets):
 
 
 @numba.njit(cache=True, nogil=True)
-def _best_disjoint(values, starts, k, min_length):
-    """Greedy k best matches by value whose [start, end] ranges do not overlap and that cover at
-    least ``min_length`` frames."""
-    n = values.shape[0]
-    taken = np.zeros(n, np.bool_)
-    out = np.full(k, -1, np.int64)
-    found = 0
-    while found < k:
-        best = np.inf
-        end = -1
-        for j in range(n):
-            if not taken[j] and values[j] < best and j - starts[j] + 1 >= min_length:
-                best = values[j]
-                end = j
-        if end < 0:
+def _accept_disjoint(ends, starts, k, found, out, taken_start, taken_end):
+    """Walk candidate matches ``[starts[n], ends[n]]`` best first, appending to ``out`` each that
+    meets none taken so far, until ``k`` are; returns how many are. ``taken_start`` / ``taken_end``
+    hold the taken ranges (``found`` of them), sorted by start: being disjoint, their ends are
+    sorted too, so only the last range starting at or before a candidate's end can meet it."""
+    for n in range(ends.shape[0]):
+        if found == k:
             break
+        end, start = ends[n], starts[n]
+        place = np.searchsorted(taken_start[:found], end, side="right")
+        if place > 0 and taken_end[place - 1] >= start:
+            continue
+        for m in range(found, place, -1):
+            taken_start[m], taken_end[m] = taken_start[m - 1], taken_end[m - 1]
+        taken_start[place], taken_end[place] = start, end
         out[found] = end
         found += 1
-        s = starts[end]
-        for j in range(n):  # drop every candidate whose range meets [s, end]
-            if j >= s and starts[j] <= end:
-                taken[j] = True
+    return found
+
+
+def _best_disjoint(values, starts, k, min_length):
+    """Ends ``[<= k]`` int64 of the greedy k best matches by value (a match ending at frame j
+    starts at ``starts[j]``) whose ranges do not overlap and cover at least ``min_length``
+    frames; ties go to the lower end. NumPy or CuPy ``values [N]`` / ``starts [N]``; a NumPy
+    result. Candidates come in batches of ascending value ranges, each sorted on the host: a
+    range's upper bound is read from a sorted sample of ~SELECTION_SAMPLE values so that it
+    holds about ``max(64, 4k)`` candidates (twice as many each time), so a small k costs a few
+    array passes over N, not a sort of N."""
+    xp = array_module(values)
+    N = values.shape[0]
+    valid = ((xp.arange(N, dtype=starts.dtype) - starts + 1) >= min_length) & xp.isfinite(values)
+    stride = max(1, N // SELECTION_SAMPLE)
+    sample = np.sort(to_numpy(values[::stride][valid[::stride]]))
+    out, taken_start, taken_end = (np.empty(k, np.int64) for _ in range(3))
+    found, wanted, below = 0, max(64, 4 * k), -np.inf
+    while found < k and below < np.inf:
+        rank = int(np.searchsorted(sample, below, side="right")) + -(-wanted // stride)
+        upper = sample[rank] if rank < sample.size else np.inf  # > below: the range is never empty
+        batch = xp.flatnonzero(valid & (values > below) & (values <= upper))  # ascending ends
+        order = np.argsort(to_numpy(values[batch]), kind="stable")  # by value, then by end
+        found = _accept_disjoint(to_numpy(batch)[order], to_numpy(starts[batch])[order].astype(np.int64), k,
+                                 found, out, taken_start, taken_end)
+        below, wanted = upper, 2 * wanted
     return out[:found]
 
 
@@ -236,7 +259,7 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     if xp is not np and M <= _gpu_max_query():
         end_cost, end_start = _subsequence_cuda(q, s, penalty_sq, resets=resets)
         values = xp.sqrt(end_cost) / M
-        ends = _best_disjoint_xp(values, end_start, k, min_length)
+        ends = xp.asarray(_best_disjoint(values, end_start, k, min_length))
         return values[ends], end_start[ends], ends + 1
     q, s = to_numpy(q), to_numpy(s)
     threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
@@ -480,19 +503,3 @@ def _subsequence_cuda(q, s, penalty_sq, segment_frames=None, warm_up=None, reset
             if p + 1 < S and (not pending or pending[0] != p + 1):
                 pending.insert(0, p + 1)
     return end_cost, end_start
-
-
-def _best_disjoint_xp(values, starts, k, min_length):
-    """:func:`_best_disjoint` with array operations on ``values``' backend (k passes over N)."""
-    xp = array_module(values)
-    N = values.shape[0]
-    valid = (xp.arange(N, dtype=starts.dtype) - starts + 1) >= min_length
-    out = []
-    while len(out) < k:
-        end = int(xp.argmin(xp.where(valid, values, xp.inf)))
-        if not bool(valid[end]) or not bool(xp.isfinite(values[end])):
-            break
-        out.append(end)
-        s = int(starts[end])
-        valid[s:] &= starts[s:] > end  # drop every candidate whose range meets [s, end]
-    return xp.asarray(np.asarray(out, dtype=np.int64))

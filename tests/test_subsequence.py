@@ -114,15 +114,35 @@ def test_pairing_of_frames_does_not_change_values(monkeypatch):
         np.testing.assert_array_equal(start, results[0][1])
 
 
-def test_array_greedy_selection_equals_the_loop():
-    """The GPU path's k-best selection (array operations) picks what the CPU loop picks."""
+def _greedy_disjoint(values, starts, k, min_length):
+    """The k-best selection by its definition: repeatedly the lowest value (lowest end on ties)
+    among matches that cover min_length frames and meet no match taken so far."""
+    frames = np.arange(len(values))
+    free = np.isfinite(values) & (frames - starts + 1 >= min_length)
+    ends = []
+    while len(ends) < k and free.any():
+        end = int(np.flatnonzero(free)[np.argmin(values[free])])
+        ends.append(end)
+        free &= (frames < starts[end]) | (starts > end)  # meets [starts[end], end] otherwise
+    return ends
+
+
+@pytest.mark.parametrize("sample", [4096, 100, 7])
+@pytest.mark.parametrize("levels, span", [(100, 40), (8, 200), (1000, 200)])
+def test_k_best_selection_is_the_greedy_definition(xp, levels, span, sample, monkeypatch):
+    """Selection in batches of value ranges (bounds from a sample of every frame, or of every
+    30th or 428th) picks what the definition picks: k from 1 to all (ranges run out and the next
+    one is taken), few or many distinct values (ties across range bounds), short or long matches,
+    unreachable (inf) ends."""
+    monkeypatch.setattr(subsequence_module, "SELECTION_SAMPLE", sample)
     rng = np.random.default_rng(12)
-    values = rng.uniform(0, 1, 3000)
-    starts = np.maximum(np.arange(3000) - rng.integers(0, 40, 3000), 0)
-    for k, min_length in [(1, 1), (10, 2), (500, 5)]:
-        want = subsequence_module._best_disjoint(values, starts, k, min_length)
-        got = subsequence_module._best_disjoint_xp(values, starts, k, min_length)
-        assert got.tolist() == want.tolist()
+    values = rng.integers(0, levels, 3000) / levels
+    values[rng.integers(0, 3000, 100)] = np.inf
+    starts = np.maximum(np.arange(3000) - rng.integers(0, span, 3000), 0)
+    for k, min_length in [(1, 1), (10, 2), (25, 5), (40, 50), (70, 5), (3000, 1)]:
+        want = _greedy_disjoint(values, starts, k, min_length)
+        got = subsequence_module._best_disjoint(xp.asarray(values), xp.asarray(starts), k, min_length)
+        assert got.tolist() == want
 
 
 def test_gpu_path_equals_cpu(xp):
