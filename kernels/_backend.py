@@ -6,6 +6,8 @@ with NumPy and takes the CPU path. CuPy is optional; without it every input is a
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -46,8 +48,9 @@ def check_array(
 
     ``trailing`` gives the required sizes of the last axes (None = any size); ``ndim`` the allowed
     (min, max) number of axes. Raises TypeError for non-numeric dtypes and ValueError for a wrong
-    shape, an empty array, or NaN / infinity (unless ``allow_nan``), each naming ``name`` and saying
-    what was expected and what came. An integer ``dtype`` takes integer arrays only.
+    shape, an empty array, NaN / infinity (unless ``allow_nan``) or, for a float ``dtype``, finite
+    values beyond ``MAX_MAGNITUDE``, each naming ``name`` and saying what was expected and what
+    came. An integer ``dtype`` takes integer arrays only.
     """
     xp = xp or array_module(x)
     if xp is np and is_gpu_array(x):
@@ -78,11 +81,38 @@ def check_array(
         raise ValueError(f"{name}: expected shape {want}, got shape {list(shape)}")
     if x.size == 0 and not allow_empty:
         raise ValueError(f"{name}: expected a non-empty array, got shape {list(shape)}")
-    x = xp.ascontiguousarray(x, dtype=dtype)
-    if not allow_nan and kind == "f" and x.size and not bool(xp.isfinite(x).all()):
-        raise ValueError(f"{name}: contains NaN or infinity; mark a missing keypoint with "
-                         f"confidence 0 instead")
-    return x
+    if np.dtype(dtype).kind == "f" and x.size:
+        _check_values(x, name, xp, allow_nan)
+    return xp.ascontiguousarray(x, dtype=dtype)
+
+
+#: Largest magnitude of a float input. Squared distances of 34-dim frames within it, summed along
+#: DTW paths of up to a million cells, stay within float32's range (3.4e38); any coordinate or
+#: embedding is far below it. Above it, float32 costs overflow into inf and scores into 0 or NaN.
+MAX_MAGNITUDE = 1e15
+
+
+def _check_values(x, name: str, xp, allow_nan: bool) -> None:
+    """ValueError naming ``name`` for NaN or infinity (unless ``allow_nan``) or for finite values
+    beyond ``MAX_MAGNITUDE``; looked at before any cast, so a float64 too large for float32 is
+    reported as such. Two reductions (min and max, NaN-skipping ones with ``allow_nan``)."""
+    if allow_nan:  # NaN and inf mark missing values: only the finite ones are bounded
+        with warnings.catch_warnings():  # all NaN: nothing to bound
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = float(xp.nanmin(x)), float(xp.nanmax(x))
+        if not (math.isfinite(low) and math.isfinite(high)):  # an inf among them (or all NaN)
+            finite = xp.isfinite(x)
+            low = high = float(xp.abs(xp.where(finite, x, 0)).max()) if bool(finite.any()) else 0.0
+        magnitude = max(-low, high)
+    else:
+        low, high = float(x.min()), float(x.max())  # NaN propagates into both
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"{name}: contains NaN or infinity; mark a missing keypoint with "
+                             f"confidence 0 instead")
+        magnitude = max(-low, high)
+    if magnitude > MAX_MAGNITUDE:
+        raise ValueError(f"{name}: expected values within +-{MAX_MAGNITUDE:g}, got {magnitude:g} (larger ones "
+                         f"overflow float32 in squared distances)")
 
 
 def check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:

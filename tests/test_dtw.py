@@ -100,6 +100,9 @@ def test_batch_scores_equal_single_scores():
     (lambda a, b: dtw(a[:0], b), ValueError, "non-empty"),
     (lambda a, b: dtw(a.astype(np.complex64), b), TypeError, "complex64"),
     (lambda a, b: dtw(np.where(a > 1, np.nan, a), b), ValueError, "NaN"),
+    # squared distances overflowed float32: dtw gave inf and dtw_score 0
+    (lambda a, b: dtw(a * np.float32(1e19), b), ValueError, "a: expected values within +-1e+15"),
+    (lambda a, b: dtw_score(a, b.astype(np.float64) * 1e39), ValueError, "b: expected values within +-1e+15"),
     (lambda a, b: dtw(a, b, window=0), ValueError, "window"),
     (lambda a, b: dtw(a, b, window=2.0), TypeError, "window (None for no window): expected an integer >= 1"),
     (lambda a, b: dtw(a[None], b[None], lengths_a=[[3], 4]), TypeError, "lengths_a: expected a 1-D array"),

@@ -244,6 +244,10 @@ def test_batch_with_empty_frames_keeps_time_axis():
     (np.zeros((17, 3), np.complex64), TypeError, "complex64"),
     (np.array([["a"] * 3] * 17), TypeError, "dtype"),
     (np.zeros((17, 3), np.float32), ValueError, "no pose can be normalized"),
+    # finite coordinates are bounded (NaN and inf still mark missing keypoints); a float64 beyond
+    # float32's range became inf, silently a missing keypoint
+    (np.full((17, 3), 1e39), ValueError, "poses: expected values within +-1e+15, got 1e+39"),
+    (np.where(np.eye(17, 3, dtype=bool), np.inf, np.float32(-2e16)), ValueError, "got 2e+16"),
 ])
 def test_normalize_bad_input(poses, exc, words):
     with pytest.raises(exc) as info:
@@ -269,6 +273,8 @@ def test_pose_scores_bad_input():
         pose_scores(v[0], w[0], bad, w)
     with pytest.raises(ValueError, match="no visible keypoint"):
         pose_scores(v[0], np.zeros(17, np.float32), v, w)
+    with pytest.raises(ValueError, match=r"vectors: expected values within \+-1e\+15"):  # weighted metrics gave NaN
+        pose_scores(v[0], w[0], v * np.float32(1e19), w, metric="weighted_l2")
     with pytest.raises(ValueError, match="same poses"):
         pose_scores(v[0], w[0], v, w[:2])
     with pytest.raises(ValueError, match="negative"):

@@ -72,6 +72,9 @@ def test_k_larger_than_base_pads_like_faiss():
     (dict(queries=np.zeros(34, np.float32)), ValueError, "2 axes"),
     (dict(base=np.zeros((0, 34), np.float32)), ValueError, "non-empty"),
     (dict(queries=np.full((1, 34), np.nan, np.float32)), ValueError, "NaN"),
+    # l2 scores overflowed float32 and came back as -1 indices
+    (dict(queries=np.full((1, 34), -3e19, np.float32)), ValueError, "queries: expected values within +-1e+15, got 3e+19"),
+    (dict(base=np.full((5, 34), 3e19)), ValueError, "base: expected values within +-1e+15"),  # float64: converted, checked
     (dict(base=np.zeros((5, 34), np.complex64)), TypeError, "complex64"),
     (dict(k=2.5), TypeError, "k: expected an integer >= 1, got float"),
     # a 10**9-column result of padding got the process OOM-killed

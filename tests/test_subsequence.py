@@ -303,6 +303,8 @@ def test_huge_k_and_penalty_are_not_errors():
     (dict(query=np.zeros((3, 2), np.float32)), ValueError, "same dimension"),
     (dict(series=np.zeros((0, 4), np.float32)), ValueError, "non-empty"),
     (dict(query=np.full((3, 4), np.inf, np.float32)), ValueError, "NaN or infinity"),
+    # costs overflowed float32: no match came back
+    (dict(series=np.full((50, 4), 1e19, np.float32)), ValueError, "series: expected values within +-1e+15"),
     (dict(series=np.zeros(8, np.float32)), ValueError, "2 axes"),
 ])
 def test_bad_input(kwargs, exc, words):
