@@ -126,14 +126,16 @@ def check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = Non
     return int(value)
 
 
-def check_number(value: Any, name: str, minimum: float | None = None, maximum: float | None = None) -> float:
+def check_number(value: Any, name: str, minimum: float | None = None, maximum: float | None = None,
+                 above: float | None = None) -> float:
     """``value`` as a float: TypeError naming ``name`` unless it is a real number (a bool is not),
-    ValueError unless it is finite and in ``[minimum, maximum]``."""
-    bounds = ([f">= {minimum:g}"] if minimum is not None else []) + ([f"<= {maximum:g}"] if maximum is not None else [])
+    ValueError unless it is finite, in ``[minimum, maximum]`` and ``> above``."""
+    bounds = [f"{op} {bound:g}" for op, bound in ((">", above), (">=", minimum), ("<=", maximum)) if bound is not None]
     want = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected {want}, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value) or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    if (not np.isfinite(value) or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum) or (above is not None and value <= above)):
         raise ValueError(f"{name}: expected {want}, got {value!r}")
     return float(value)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, check_int, to_numpy
+from ._backend import array_module, check_array, check_int, check_number, to_numpy
 from .skeleton import NUM_KEYPOINTS
 
 #: Rows of the raw model output: box cx, cy, w, h, person score, then 17 x (x, y, confidence).
@@ -242,17 +242,6 @@ def _greedy_nms(boxes, counts, iou, max_keep, keep, kept):
         kept[b] = k
 
 
-def _check_fraction(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a number in (0, 1], "
-                        f"got {type(value).__name__}") from None
-    if not 0.0 < v <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name}: expected a number in (0, 1], got {value}")
-    return v
-
-
 def _check_finite(xp, values, what: str):
     if not bool(xp.isfinite(values).all()):
         raise ValueError(f"output: contains NaN or infinity in the {what}")
@@ -286,8 +275,8 @@ def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: flo
     boxes [B, max_people, 4] float32 xyxy, scores [B, max_people] float32, counts [B] int32)`` on
     the input's backend, people sorted by score; rows past ``counts[b]`` are zeros.
     """
-    conf = _check_fraction(conf, "conf")
-    iou = _check_fraction(iou, "iou")
+    conf = check_number(conf, "conf", above=0.0, maximum=1.0)
+    iou = check_number(iou, "iou", above=0.0, maximum=1.0)
     max_people = check_int(max_people, "max_people")
     xp = array_module(output, gains, pads, image_shapes)
     # NaN / infinity is looked for where it matters (see the docstring), not everywhere.
