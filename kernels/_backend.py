@@ -115,6 +115,26 @@ def _check_values(x, name: str, xp, allow_nan: bool) -> None:
                          f"overflow float32 in squared distances)")
 
 
+def check_lengths(lengths: Any, name: str, maximum: int, count: int | None = None, xp=np):
+    """``lengths`` as a 1-D integer array on ``xp``, each in ``1..maximum``: ``count`` of them, or
+    any non-empty number when None. TypeError for a ragged list or a non-integer dtype, ValueError
+    for a wrong shape or a length out of range (checked one by one, so no sum can wrap around);
+    each names ``name``."""
+    try:
+        arr = xp.asarray(to_numpy(lengths) if xp is np and is_gpu_array(lengths) else lengths)
+    except (ValueError, TypeError):  # a ragged list
+        raise TypeError(f"{name}: expected a 1-D array of integers, got {type(lengths).__name__}") from None
+    if count is not None and arr.shape != (count,):
+        raise ValueError(f"{name}: expected shape [{count}], got {list(arr.shape)}")
+    if count is None and (arr.ndim != 1 or arr.size == 0):
+        raise ValueError(f"{name}: expected a non-empty 1-D array, got shape {list(arr.shape)}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integers, got dtype {arr.dtype}")
+    if bool((arr < 1).any()) or bool((arr > maximum).any()):
+        raise ValueError(f"{name}: expected lengths in 1..{maximum}, got {int(arr.min())}..{int(arr.max())}")
+    return arr
+
+
 def check_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     """``value`` as an int: TypeError naming ``name`` unless it is an integer (a bool is not),
     ValueError unless it lies in ``[minimum, maximum]``."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, check_int, is_gpu_array, single_threaded_blas, to_numpy
+from ._backend import (array_module, check_array, check_int, check_lengths, is_gpu_array, single_threaded_blas,
+                       to_numpy)
 from ._dp_cells import dtw_predecessor
 from .scoring import score_from_distance
 
@@ -232,18 +233,7 @@ def _check_sequences(a, b, lengths_a, lengths_b, window):
         if given is None:
             lens.append(xp.full(a.shape[0], full, dtype=xp.int32))
             continue
-        try:
-            arr = xp.asarray(given)
-        except (ValueError, TypeError):  # a ragged list
-            raise TypeError(f"{name}: expected a 1-D array of integers, got {type(given).__name__}") from None
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"{name}: expected integers, got dtype {arr.dtype}")
-        if arr.shape != (a.shape[0],):
-            raise ValueError(f"{name}: expected shape [{a.shape[0]}], got {list(arr.shape)}")
-        if bool((arr < 1).any()) or bool((arr > full).any()):
-            raise ValueError(f"{name}: expected lengths in 1..{full}, got "
-                             f"{int(arr.min())}..{int(arr.max())}")
-        lens.append(arr.astype(xp.int32))
+        lens.append(check_lengths(given, name, full, count=a.shape[0], xp=xp).astype(xp.int32))
     if window is None:
         window = 0
     else:

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, check_int, check_number, is_gpu_array, single_threaded_blas, to_numpy
+from ._backend import (array_module, check_array, check_int, check_lengths, check_number, single_threaded_blas,
+                       to_numpy)
 from ._dp_cells import subsequence_cell
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
@@ -282,18 +283,7 @@ def _resets(series_lengths, N):
     """``[N]`` bool, True at the first frame of every series but the first; None for one series."""
     if series_lengths is None:
         return None
-    try:
-        lengths = to_numpy(series_lengths) if is_gpu_array(series_lengths) else np.asarray(series_lengths)
-    except (ValueError, TypeError):  # a ragged list
-        raise TypeError(f"series_lengths: expected a 1-D array of integers, "
-                        f"got {type(series_lengths).__name__}") from None
-    if lengths.ndim != 1 or lengths.size == 0:
-        raise ValueError(f"series_lengths: expected a non-empty 1-D array, got shape {list(lengths.shape)}")
-    if lengths.dtype.kind not in "iu":
-        raise TypeError(f"series_lengths: expected integers, got dtype {lengths.dtype}")
-    if (lengths < 1).any() or (lengths > N).any():  # also keeps the sum below overflow
-        raise ValueError(f"series_lengths: expected lengths in 1..{N}, got {int(lengths.min())}..{int(lengths.max())}")
-    lengths = lengths.astype(np.int64)
+    lengths = check_lengths(series_lengths, "series_lengths", N).astype(np.int64)
     if int(lengths.sum()) != N:
         raise ValueError(f"series_lengths: expected lengths summing to the series' {N} frames, "
                          f"got {int(lengths.sum())}")
