@@ -29,6 +29,10 @@ LANE_CHUNK = 64
 #: Columns a lane group keeps for repairs: after each of its first chunks past all its lanes'
 #: warm-ups (and after its last chunk).
 LANE_CHECKPOINTS = 4
+#: A match whose float32 DP sum is below this share of its frames' summed squared norms (query
+#: and series) is recomputed directly in float64: cancellation in |a|^2 + |b|^2 - 2 a.b could be
+#: ~1e-5 of its sum or more. Above it, the reported cost is within ~1e-5 of the exact one.
+EXACT_BELOW = 0.01
 #: Values the k-best selection samples to bound its batches (a sort of this many, not of N).
 SELECTION_SAMPLE = 4096
 
@@ -194,6 +198,45 @@ def _accept_disjoint(ends, starts, k, found, out, taken_start, taken_end):
     return found
 
 
+@numba.njit(cache=True, nogil=True)
+def _match_costs(q, frames, offsets, matches, penalty_sq):
+    """Accumulated costs ``[len(matches)]`` float64 of the given matches, each recomputed from its
+    own frames: match m is ``frames[offsets[m]:offsets[m + 1]]`` (``[L_m, D]``), its cost the least over paths
+    from (0, first frame) to (M - 1, last frame) of the summed squared Euclidean distances,
+    computed directly in float64, plus ``penalty_sq`` per non-diagonal step (the DP's rules with
+    the match's start fixed). A frame equal to a query frame costs exactly 0 here, where the
+    float32 DP's ``|a|^2 + |b|^2 - 2 a.b`` leaves ~1e-7 (|a|^2 + |b|^2) of cancellation."""
+    M, D = q.shape
+    out = np.empty(matches.shape[0], np.float64)
+    for n in range(matches.shape[0]):
+        m = matches[n]
+        lo, L = offsets[m], offsets[m + 1] - offsets[m]
+        match = np.empty((D, L), np.float64)  # the match's frames, transposed: the cost loops run along L
+        for j in range(L):
+            for d in range(D):
+                match[d, j] = frames[lo + j, d]
+        row = np.empty(L, np.float64)  # row i - 1, then row i, of the match's M x L grid
+        cost = np.empty(L, np.float64)
+        for i in range(M):
+            cost[:] = 0.0
+            for d in range(D):
+                x = np.float64(q[i, d])
+                for j in range(L):
+                    t = x - match[d, j]
+                    cost[j] += t * t
+            left = np.inf  # cell (i, j - 1)
+            diag = 0.0 if i == 0 else np.inf  # cell (i - 1, j - 1); the path enters (0, 0) from it
+            for j in range(L):
+                c = cost[j]
+                up = row[j] + penalty_sq if i > 0 else np.inf
+                best = min(diag, up, left + penalty_sq)
+                diag = row[j] if i > 0 else np.inf
+                row[j] = best + c
+                left = row[j]
+        out[n] = row[L - 1]
+    return out
+
+
 def _best_disjoint(values, starts, k, min_length):
     """Ends ``[<= k]`` int64 of the greedy k best matches by value (a match ending at frame j
     starts at ``starts[j]``) whose ranges do not overlap and cover at least ``min_length``
@@ -230,7 +273,10 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     distance (sqrt of the summed squared Euclidean frame distances along its path, plus
     ``penalty**2`` per non-diagonal step) divided by M: ``dtaidistance.subsequence.
     subsequencealignment.subsequence_alignment(query, series, penalty).best_match().value``, to
-    float32 rounding: the DP adds in float32, like its inputs (twice the SIMD lanes of float64).
+    float32 rounding. The DP runs in float32, like its inputs (twice the SIMD lanes of float64),
+    with local costs |a|^2 + |b|^2 - 2 a.b from a GEMM; a selected match whose sum could be mostly
+    cancellation (a near or exact copy of the query) is recomputed in float64 from its frames, so
+    an exact copy costs 0.
     Matches covering fewer than ``min_length`` series frames (a whole movement matched to one
     frozen frame) are skipped, as dtaidistance's ``minlength``. Fewer than k results come back
     when the series has no more disjoint matches.
@@ -260,16 +306,38 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     if xp is not np and M <= _gpu_max_query():
         end_cost, end_start = _subsequence_cuda(q, s, penalty_sq, resets=resets)
         values = xp.sqrt(end_cost) / M
-        ends = xp.asarray(_best_disjoint(values, end_start, k, min_length))
-        return values[ends], end_start[ends], ends + 1
+        ends = _best_disjoint(values, end_start, k, min_length)
+        picked = xp.asarray(ends)
+        return _results(q, s, to_numpy(end_cost[picked]), to_numpy(end_start[picked]), ends, penalty, xp)
     q, s = to_numpy(q), to_numpy(s)
     threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
     groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
     segments, lanes = (groups, LANES) if groups >= 1 else (max(1, min(threads, N // MIN_SEGMENT)), 1)
     end_cost, end_start = _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets, lanes)
-    values = np.sqrt(end_cost) / M
-    ends = _best_disjoint(values, end_start, k, min_length)
-    return (xp.asarray(values[ends]), xp.asarray(end_start[ends].astype(np.int64)), xp.asarray(ends + 1))
+    ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
+    return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
+
+
+def _results(q, s, sums, starts, ends, penalty, xp):
+    """The public result ``(costs, starts, ends + 1)`` on ``xp`` of the selected matches: last frames
+    ``ends`` (NumPy int64, inclusive), their DP sums and starts (NumPy), best first (ties in
+    selection order). A float32 sum below EXACT_BELOW of its frames' summed squared norms may be
+    mostly cancellation (an exact copy of the query sums to ~1e-7 of them, not 0): such matches
+    are recomputed from their frames by :func:`_match_costs`. One gather of the matched frames,
+    at most N (the matches are disjoint)."""
+    M = q.shape[0]
+    q, starts = to_numpy(q), starts.astype(np.int64)
+    lengths = ends + 1 - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    frames = to_numpy(s[xp.asarray(index)])
+    scale = np.einsum("ij,ij->", q, q) + np.add.reduceat(np.einsum("ij,ij->i", frames, frames), offsets[:-1])
+    sums = sums.astype(np.float64)
+    inexact = np.flatnonzero(sums < EXACT_BELOW * scale)
+    sums[inexact] = _match_costs(q, frames, offsets, inexact, penalty * penalty)
+    costs = (np.sqrt(sums) / M).astype(np.float32)
+    order = np.argsort(costs, kind="stable")
+    return xp.asarray(costs[order]), xp.asarray(starts[order]), xp.asarray(ends[order] + 1)
 
 
 def _penalty_sq(penalty: float) -> np.float32:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from dtaidistance import dtw_ndim
 from dtaidistance.subsequence.subsequencealignment import subsequence_alignment
 
 from conftest import asnumpy
@@ -22,7 +23,7 @@ def test_best_match_equals_dtaidistance(penalty, planted, monkeypatch):
     best = subsequence_alignment(query, series, penalty=penalty, use_c=True).best_match()
     costs, starts, ends = subsequence_dtw(query.astype(np.float32), series.astype(np.float32),
                                           k=1, penalty=penalty)
-    assert costs[0] == pytest.approx(best.value, rel=1e-4)
+    assert costs[0] == pytest.approx(best.value, rel=1e-5)
     assert [starts[0], ends[0] - 1] == list(best.segment)
     if planted:
         assert abs(starts[0] - 300) <= 1 and abs(ends[0] - 350) <= 1
@@ -42,6 +43,43 @@ def test_long_series_in_lanes_equal_dtaidistance():
     assert costs[0] == pytest.approx(best.value, rel=1e-4)
     assert [starts[0], ends[0] - 1] == list(best.segment)
     assert abs(starts[0] - 13_000) <= 1 and abs(ends[0] - 13_050) <= 1
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.3])
+def test_match_recomputation_is_dtw_with_fixed_ends(penalty):
+    """A match's recomputed sum is dtaidistance's DTW (squared) of the query and the match's
+    frames, with the same penalty: more query frames than match frames and fewer, one of either."""
+    rng = np.random.default_rng(32)
+    query = rng.standard_normal((7, 3)).astype(np.float32)
+    lengths = [12, 4, 1, 7, 30]
+    frames = rng.standard_normal((sum(lengths), 3)).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    for q in (query, query[:1]):
+        got = subsequence_module._match_costs(q, frames, offsets, np.array([4, 0, 1, 2]), penalty * penalty)
+        want = [dtw_ndim.distance(q.astype(np.float64), frames[offsets[m]:offsets[m + 1]].astype(np.float64),
+                                  penalty=penalty, use_c=True) ** 2 for m in (4, 0, 1, 2)]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("frames", [2_000, 20_000])  # one segment; lanes
+def test_exact_and_near_copies_cost_what_dtaidistance_says(frames):
+    """An exact copy of the query costs 0, not the ~1e-7 (|a|^2 + |b|^2) per frame that float32
+    cancellation leaves, and a time-stretched copy with noise of 1e-4 costs dtaidistance's value
+    to float32 rounding (its float32 DP sum is mostly cancellation: it is recomputed)."""
+    rng = np.random.default_rng(31)
+    query = (30 * rng.standard_normal((25, 34))).astype(np.float32)
+    series = (30 * rng.standard_normal((frames, 34))).astype(np.float32)
+    exact, stretched = frames // 4, 3 * frames // 4
+    series[exact:exact + 25] = query
+    series[stretched:stretched + 50] = np.repeat(query, 2, axis=0) + 1e-4 * rng.standard_normal((50, 34))
+    costs, starts, ends = subsequence_dtw(query, series, k=2, penalty=0.1)
+    assert costs[0] == 0.0 and (starts[0], ends[0]) == (exact, exact + 25)
+    alignment = subsequence_alignment(query.astype(np.float64), series[exact + 25:].astype(np.float64),
+                                      penalty=0.1, use_c=True)
+    best = alignment.best_match()
+    assert [starts[1], ends[1] - 1] == [b + exact + 25 for b in best.segment]
+    assert costs[1] == pytest.approx(best.value, rel=1e-6)
+    assert abs(starts[1] - stretched) <= 1 and abs(ends[1] - (stretched + 50)) <= 1
 
 
 def _walk_like(rng, n, d=6, period=37):
