@@ -205,7 +205,7 @@ def search_archive(archive: Archive, query_poses, k: int = 10, xp=np) -> list[di
         return []
     if query.shape[0] == 1:
         base = archive.vectors if xp is np else xp.asarray(archive.vectors)
-        candidates = max(4 * k, 32) if xp is np else min(max(4 * k, 32), 64)  # GPU kernel: k <= 64
+        candidates = max(4 * k, 32)
         _, idx = kernels.search_topk(xp.asarray(q_vec), base, candidates, "ip")
         idx = np.asarray(idx.get() if hasattr(idx, "get") else idx)[0]
         idx = idx[idx >= 0]

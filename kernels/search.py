@@ -3,7 +3,8 @@
 CPU: the base is read in chunks; each chunk is one BLAS GEMM against all queries and a numba
 selection that keeps a sorted top-k per query (most candidates cost one comparison). GPU: a fused
 numba-CUDA kernel computes each product and keeps a per-thread top-k in registers, so no [Q, N]
-matrix is ever written; the few per-thread candidates are then merged with CuPy.
+matrix is ever written; the few per-thread candidates are then merged with CuPy. A larger k (or
+D) on the GPU: a CuPy GEMM per chunk and a partition-based selection.
 """
 
 from __future__ import annotations
@@ -87,6 +88,42 @@ def _search_cuda(queries, base, k, use_l2, blocks=None):
     return xp.take_along_axis(out_keys, order, 1), xp.take_along_axis(out_idx, order, 1)
 
 
+#: Elements of the [Q, chunk + k] key matrix of the blocked search (256 MiB of float32; its masks
+#: and the partition's copy take ~2.5x that besides).
+BLOCKED_CHUNK_ELEMENTS = 1 << 26
+
+
+def _search_blocked(queries, base, k, use_l2):
+    """Top-k keys and indices ``[Q, k]`` (keys as :func:`_merge_chunk`'s, best first; ties to the
+    lower index, as the CPU scan) by a GEMM per chunk of the base and a selection, on NumPy or
+    CuPy: the GPU path for a k or a D beyond the fused kernel's. A chunk's keys join the running
+    top-k (lower indices first); the k-th largest key comes from a partition, and of the keys
+    equal to it the first ones in that order are kept. NaN keys (from an unscanned base) never
+    enter, as in the scans."""
+    xp = array_module(queries)
+    Q, N = queries.shape[0], base.shape[0]
+    chunk = max(k, BLOCKED_CHUNK_ELEMENTS // Q - k)
+    keys = xp.full((Q, k), -xp.inf, xp.float32)
+    idx = xp.full((Q, k), -1, xp.int64)
+    for lo in range(0, N, chunk):
+        block = base[lo:lo + chunk].astype(xp.float32)
+        block_keys = queries @ block.T
+        if use_l2:
+            block_keys = 2 * block_keys - (block * block).sum(axis=1)
+        block_keys = xp.where(xp.isnan(block_keys), -xp.inf, block_keys)
+        all_keys = xp.concatenate([keys, block_keys], axis=1)
+        n = all_keys.shape[1]
+        kth = xp.partition(all_keys, n - k, axis=1)[:, n - k:n - k + 1]
+        above = all_keys > kth
+        tied = all_keys == kth
+        room = k - above.sum(axis=1, keepdims=True)
+        rows, cols = xp.nonzero(above | (tied & (xp.cumsum(tied, axis=1) <= room)))  # k a row, in order
+        keys = all_keys[rows, cols].reshape(Q, k)
+        idx = xp.where(cols < k, idx[rows, xp.minimum(cols, k - 1)], cols - k + lo).reshape(Q, k)
+    order = xp.argsort(-keys, axis=1, kind="stable")
+    return xp.take_along_axis(keys, order, 1), xp.take_along_axis(idx, order, 1)
+
+
 #: Most padding places (index -1) a result may hold when k > N: beyond, k is surely a mistake.
 MAX_PADDING = 1 << 24
 
@@ -100,7 +137,8 @@ def search_topk(queries, base, k: int, metric: str = "ip"):
     -inf (ip) / inf (l2), at most MAX_PADDING such places in all. ``base`` may be float16 or
     float32, and a NumPy memmap: it is read in chunks, so memory stays bounded whatever N (it is
     not scanned for NaN: the archive that holds it validates poses when they are written). CuPy
-    inputs run the fused GPU kernel (k <= 64).
+    inputs run the fused GPU kernel for k <= GPU_MAX_K (64) and D <= GPU_MAX_DIM (128), and a
+    CuPy GEMM per chunk of the base with a partition-based selection beyond.
     """
     if metric not in SEARCH_METRICS:
         raise ValueError(f"metric: expected one of {SEARCH_METRICS}, got {metric!r}")
@@ -125,9 +163,9 @@ def search_topk(queries, base, k: int, metric: str = "ip"):
         from ._cuda_kernels import GPU_MAX_DIM, GPU_MAX_K
 
         if kk > GPU_MAX_K or queries.shape[1] > GPU_MAX_DIM:
-            raise ValueError(f"k={k}, D={queries.shape[1]}: the GPU search supports k <= "
-                             f"{GPU_MAX_K} and D <= {GPU_MAX_DIM}")
-        keys, idx = _search_cuda(queries, xp.ascontiguousarray(base), kk, use_l2)
+            keys, idx = _search_blocked(queries, base, kk, use_l2)
+        else:
+            keys, idx = _search_cuda(queries, xp.ascontiguousarray(base), kk, use_l2)
     else:
         keys, idx = _search_cpu(queries, base, kk, use_l2)
     if kk < k:
