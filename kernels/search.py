@@ -23,20 +23,67 @@ CHUNK_BYTES = 4 << 20
 insert_sorted = numba.njit(cache=True, nogil=True, inline="always")(_insert_sorted_py)
 
 
-@numba.njit(cache=True, nogil=True)
-def _merge_chunk(products, base_sqnorms, offset, use_l2, best_keys, best_idx):
-    """Fold one chunk into the running top-k. Keys are "larger is better": q.b for ip and
-    2 q.b - |b|^2 for l2 (= |q|^2 - |q - b|^2, so the order is that of the distances)."""
+#: From this k on, a thread's running top-k is a binary heap (O(log k) per insertion), below it a
+#: sorted list (O(k), fewer branches). 100 queries x 1M rows: as fast at k = 320, 0.89 s against
+#: 0.38 at k = 1,000, 8.5 s against 0.73 at k = 4,000.
+HEAP_FROM_K = 384
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _worse(key_a, idx_a, key_b, idx_b):
+    """The top-k's order: a larger key is better; of equal keys, the lower index."""
+    return key_a < key_b or (key_a == key_b and idx_a > idx_b)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_replace_worst(keys, idx, k, value, index):
+    """Replace the root of the heap ``keys[:k]`` / ``idx[:k]`` (its worst entry, by :func:`_worse`)
+    with ``value`` / ``index`` and sift it down. Returns the new worst key."""
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        if child + 1 < k and _worse(keys[child + 1], idx[child + 1], keys[child], idx[child]):
+            child += 1
+        if not _worse(keys[child], idx[child], value, index):
+            break
+        keys[pos], idx[pos] = keys[child], idx[child]
+        pos = child
+    keys[pos], idx[pos] = value, index
+    return keys[0]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _merge_chunk(products, base_sqnorms, offset, use_l2, best_keys, best_idx, heap):
+    """Fold one chunk into the running top-k, each row of ``best_*`` a heap (``heap``) or sorted
+    best first. Rows are scanned in ascending index, so a key equal to the worst kept one never
+    enters: that one has the lower index. Keys are "larger is better": q.b for ip and
+    2 q.b - |b|^2 for l2 (= |q|^2 - |q - b|^2, so the order is that of the distances). Inlined
+    with ``heap`` a constant: a branch between the two in the loop cost ~25% at k = 10."""
     k = best_keys.shape[1]
     for q in range(products.shape[0]):
         keys = best_keys[q]
         idx = best_idx[q]
         row = products[q]
-        worst = keys[k - 1]
+        worst = keys[0] if heap else keys[k - 1]
         for j in range(row.shape[0]):
             v = np.float32(2.0) * row[j] - base_sqnorms[j] if use_l2 else row[j]
             if v > worst:
-                worst = insert_sorted(keys, idx, k, v, offset + j)
+                if heap:
+                    worst = _heap_replace_worst(keys, idx, k, v, offset + j)
+                else:
+                    worst = insert_sorted(keys, idx, k, v, offset + j)
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_into_list(products, base_sqnorms, offset, use_l2, best_keys, best_idx):
+    _merge_chunk(products, base_sqnorms, offset, use_l2, best_keys, best_idx, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_into_heap(products, base_sqnorms, offset, use_l2, best_keys, best_idx):
+    _merge_chunk(products, base_sqnorms, offset, use_l2, best_keys, best_idx, True)
 
 
 def _scan_rows(queries, base, start, stop, k, use_l2):
@@ -46,11 +93,17 @@ def _scan_rows(queries, base, start, stop, k, use_l2):
     keys = np.full((Q, k), -np.inf, np.float32)
     idx = np.full((Q, k), -1, np.int64)
     empty = np.empty(0, np.float32)
+    heap = k >= HEAP_FROM_K
     for lo in range(start, stop, chunk):
         block = np.ascontiguousarray(base[lo:min(lo + chunk, stop)], dtype=np.float32)
         products = queries @ block.T
         sqn = np.einsum("ij,ij->i", block, block) if use_l2 else empty
-        _merge_chunk(products, sqn, lo, use_l2, keys, idx)
+        (_merge_into_heap if heap else _merge_into_list)(products, sqn, lo, use_l2, keys, idx)
+    if heap:  # sort best first, ties to the lower index
+        by_index = np.argsort(idx, axis=1, kind="stable")
+        keys, idx = np.take_along_axis(keys, by_index, 1), np.take_along_axis(idx, by_index, 1)
+        by_key = np.argsort(-keys, axis=1, kind="stable")
+        keys, idx = np.take_along_axis(keys, by_key, 1), np.take_along_axis(idx, by_key, 1)
     return keys, idx
 
 

@@ -57,14 +57,14 @@ def test_backends_agree(xp):
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_blocked_selection_is_the_definition(metric, monkeypatch):
-    """The GPU's path for a large k or D (a GEMM per chunk and a partition), run on NumPy: on
-    integer data (exact float32 keys, many ties) its indices are the stable sort's, best first and
-    ties to the lower index, across chunk bounds; a NaN row of an unscanned float16 base never
-    enters."""
+def test_selections_are_the_definition(metric, monkeypatch):
+    """Every top-k selection gives the stable sort's order, best first and ties to the lower index:
+    on integer data (exact float32 keys, many ties), across chunk and thread bounds, with a NaN row
+    of an unscanned float16 base (it never enters). The CPU scan keeps a sorted list or a heap;
+    the GPU's path for a large k or D (a GEMM per chunk and a partition) runs here on NumPy."""
     rng = np.random.default_rng(4)
-    base = np.round(2 * rng.standard_normal((1_000, 6))).astype(np.float16)
-    base[[3, 500]] = np.nan
+    base = np.round(2 * rng.standard_normal((9_000, 6))).astype(np.float16)
+    base[[3, 5_000]] = np.nan
     queries = np.round(2 * rng.standard_normal((3, 6))).astype(np.float32)
     exact = base.astype(np.float64)
     keys = queries @ exact.T
@@ -72,13 +72,33 @@ def test_blocked_selection_is_the_definition(metric, monkeypatch):
         keys = 2 * keys - (exact * exact).sum(axis=1)
     keys[np.isnan(keys)] = -np.inf
     want = np.argsort(-keys, axis=1, kind="stable")
-    for chunk_rows, k in [(7, 1), (7, 37), (333, 200), (100_000, 998), (50, 998)]:
-        monkeypatch.setattr(search_module, "BLOCKED_CHUNK_ELEMENTS", chunk_rows * 3)
-        got_keys, got_idx = search_module._search_blocked(queries, base, k, metric == "l2")
-        assert got_idx.tolist() == want[:, :k].tolist()
-        np.testing.assert_array_equal(got_keys, np.take_along_axis(keys, want[:, :k], 1).astype(np.float32))
-    scores, idx = search_topk(queries, base, 998, metric=metric)  # the CPU scan agrees
-    assert idx.tolist() == want[:, :998].tolist()
+    monkeypatch.setattr(search_module, "CHUNK_BYTES", 4096)  # 1,024-row chunks
+    for k in (1, 37, 200, 998):
+        want_idx = want[:, :k].tolist()
+        want_keys = np.take_along_axis(keys, want[:, :k], 1).astype(np.float32)
+        for heap_from in (1, 10**9):
+            monkeypatch.setattr(search_module, "HEAP_FROM_K", heap_from)
+            _, got_idx = search_topk(queries, base, k, metric=metric)
+            assert got_idx.tolist() == want_idx
+        for chunk_rows in (7, 333, 100_000):
+            monkeypatch.setattr(search_module, "BLOCKED_CHUNK_ELEMENTS", chunk_rows * 3)
+            got_keys, got_idx = search_module._search_blocked(queries, base, k, metric == "l2")
+            assert got_idx.tolist() == want_idx
+            np.testing.assert_array_equal(got_keys, want_keys)
+
+
+def test_heap_evicts_the_highest_index_of_tied_keys(monkeypatch):
+    """Short bases of keys 0..3 and a small k: the heap's worst entry among equal keys is the one
+    of the highest index (a heap that ignores indices keeps a later tie in ~1 case in 3)."""
+    monkeypatch.setattr(search_module, "HEAP_FROM_K", 1)
+    rng = np.random.default_rng(6)
+    query = np.ones((1, 1), np.float32)
+    for _ in range(300):
+        n = int(rng.integers(3, 40))
+        k = int(rng.integers(2, n))
+        base = rng.integers(0, 4, size=(n, 1)).astype(np.float32)
+        _, idx = search_topk(query, base, k)
+        assert idx[0].tolist() == np.argsort(-base[:, 0], kind="stable")[:k].tolist()
 
 
 def test_k_and_d_beyond_the_fused_gpu_kernel_match_faiss(xp):
