@@ -215,7 +215,7 @@ def _match_costs(q, frames, offsets, matches, penalty_sq):
         for j in range(L):
             for d in range(D):
                 match[d, j] = frames[lo + j, d]
-        row = np.empty(L, np.float64)  # row i - 1, then row i, of the match's M x L grid
+        row = np.full(L, np.inf)  # row i - 1 (row -1: no path enters from it but at (0, 0)), then row i
         cost = np.empty(L, np.float64)
         for i in range(M):
             cost[:] = 0.0
@@ -228,9 +228,8 @@ def _match_costs(q, frames, offsets, matches, penalty_sq):
             diag = 0.0 if i == 0 else np.inf  # cell (i - 1, j - 1); the path enters (0, 0) from it
             for j in range(L):
                 c = cost[j]
-                up = row[j] + penalty_sq if i > 0 else np.inf
-                best = min(diag, up, left + penalty_sq)
-                diag = row[j] if i > 0 else np.inf
+                best = min(diag, row[j] + penalty_sq, left + penalty_sq)
+                diag = row[j]
                 row[j] = best + c
                 left = row[j]
         out[n] = row[L - 1]
