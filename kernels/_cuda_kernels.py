@@ -7,10 +7,11 @@ Every ``syncthreads`` is reached by all threads of a block the same number of ti
 
 import math
 
-from numba import cuda, float32, int64
+from numba import cuda, float32, int32, int64
 
 from ._dp_cells import dtw_predecessor as _dtw_predecessor_py
 from ._dp_cells import subsequence_cell as _subsequence_cell_py
+from ._topk import better as _better_py
 from ._topk import insert_sorted as _insert_sorted_py
 
 THREADS_PER_BLOCK = 128
@@ -18,6 +19,7 @@ THREADS_PER_BLOCK = 128
 GPU_MAX_K = 64
 GPU_MAX_DIM = 128
 insert_sorted = cuda.jit(device=True)(_insert_sorted_py)
+better = cuda.jit(device=True)(_better_py)
 subsequence_cell = cuda.jit(device=True)(_subsequence_cell_py)
 dtw_predecessor = cuda.jit(device=True)(_dtw_predecessor_py)
 
@@ -81,14 +83,18 @@ def dtw_wavefront(a, b, len_a, len_b, window, diag_cost, diag_len, out_cost, out
 
 @cuda.jit
 def fused_topk(queries, base, k, use_l2, out_keys, out_idx):
-    """grid (blocks, Q): each thread scans rows tid, tid + stride, ... for query blockIdx.y."""
+    """grid (blocks, Q), THREADS_PER_BLOCK threads a block. Each thread keeps the top-k of rows
+    tid, tid + stride, ... for query blockIdx.y in registers; the block then merges its threads'
+    lists into ``out_*[q, blockIdx.x, :k]``, best first (:func:`kernels._topk.better`), so what is
+    written is k entries a block, not a thread."""
     q = cuda.blockIdx.y
+    t = cuda.threadIdx.x
     dim = queries.shape[1]
     qv = cuda.shared.array(GPU_MAX_DIM, float32)
-    t = cuda.threadIdx.x
-    while t < dim:
-        qv[t] = queries[q, t]
-        t += cuda.blockDim.x
+    d = t
+    while d < dim:
+        qv[d] = queries[q, d]
+        d += cuda.blockDim.x
     cuda.syncthreads()
     keys = cuda.local.array(GPU_MAX_K, float32)
     idx = cuda.local.array(GPU_MAX_K, int64)
@@ -96,9 +102,8 @@ def fused_topk(queries, base, k, use_l2, out_keys, out_idx):
         keys[s] = -float32(3.0e38)
         idx[s] = -1
     worst = keys[k - 1]
-    tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     stride = cuda.gridDim.x * cuda.blockDim.x
-    row = tid
+    row = cuda.blockIdx.x * cuda.blockDim.x + t
     while row < base.shape[0]:
         dot = float32(0.0)
         sq = float32(0.0)
@@ -107,12 +112,38 @@ def fused_topk(queries, base, k, use_l2, out_keys, out_idx):
             dot += qv[d] * x
             sq += x * x
         v = float32(2.0) * dot - sq if use_l2 else dot
-        if v > worst:
+        if v > worst:  # rows come in ascending order: an equal key has the lower index already
             worst = insert_sorted(keys, idx, k, v, row)
         row += stride
+    # k rounds of a tree reduction over the threads' next unmerged entries; the winner's thread
+    # moves on. Every thread runs every round and every level: no divergent barrier.
+    head_key = cuda.shared.array(THREADS_PER_BLOCK, float32)
+    head_idx = cuda.shared.array(THREADS_PER_BLOCK, int64)
+    head_src = cuda.shared.array(THREADS_PER_BLOCK, int32)
+    head = 0
     for s in range(k):
-        out_keys[q, tid, s] = keys[s]
-        out_idx[q, tid, s] = idx[s]
+        if head < k:
+            head_key[t] = keys[head]
+            head_idx[t] = idx[head]
+        else:
+            head_key[t] = -float32(3.0e38)
+            head_idx[t] = -1
+        head_src[t] = t
+        cuda.syncthreads()
+        width = THREADS_PER_BLOCK // 2
+        while width > 0:
+            if t < width and better(head_key[t + width], head_idx[t + width], head_key[t], head_idx[t]):
+                head_key[t] = head_key[t + width]
+                head_idx[t] = head_idx[t + width]
+                head_src[t] = head_src[t + width]
+            cuda.syncthreads()
+            width //= 2
+        if t == 0:
+            out_keys[q, cuda.blockIdx.x, s] = head_key[0]
+            out_idx[q, cuda.blockIdx.x, s] = head_idx[0]
+        if head_src[0] == t:
+            head += 1
+        cuda.syncthreads()
 
 
 #: Longest query of the subsequence kernel: one thread per query frame, one block per segment.

@@ -95,8 +95,10 @@ def _pose_distances(xp, qv, qw, v, w, metric):
         cmask = (w > 0).astype(xp.float64)
         q_xy = q_xy.astype(xp.float64) * qmask[:, None]
         c_xy = c_xy.astype(xp.float64) * cmask[..., None]
-        dot = c_xy.reshape(-1, 2 * NUM_KEYPOINTS) @ q_xy.reshape(-1)
-        qq = cmask @ (q_xy * q_xy).sum(axis=-1)
+        # Row-wise products and sums, not BLAS: a row's result must not depend on how many rows
+        # come with it (a GEMV's blocking does), so that splitting a request changes nothing.
+        dot = (c_xy.reshape(-1, 2 * NUM_KEYPOINTS) * q_xy.reshape(-1)).sum(axis=-1)
+        qq = (cmask * (q_xy * q_xy).sum(axis=-1)).sum(axis=-1)
         cc = ((c_xy * c_xy).sum(axis=-1) * qmask).sum(axis=-1)
         denom = xp.sqrt(qq * cc)
         shared = denom > 0
@@ -146,8 +148,18 @@ def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "c
 
 
 _LIMBS, _JOINTS, _LIMB_PART, _JOINT_PART = part_terms()
-# [terms, 6] one-hot: which part each limb-direction / joint-angle term belongs to.
-_TERM_PART = np.eye(NUM_PARTS, dtype=np.float32)[np.concatenate([_LIMB_PART, _JOINT_PART])]
+#: The part of each limb-direction / joint-angle term, limbs first.
+_TERM_PART = np.concatenate([_LIMB_PART, _JOINT_PART])
+
+
+def _sum_by_part(xp, terms):
+    """``[N, terms]`` -> ``[N, 6]``: each part's terms summed one by one, in a fixed order, so a
+    pose's sums are the same bits whatever the other poses of the call (a matrix product's
+    blocking depends on N)."""
+    out = xp.zeros(terms.shape[:-1] + (NUM_PARTS,), terms.dtype)
+    for t, part in enumerate(_TERM_PART.tolist()):
+        out[..., part] += terms[..., t]
+    return out
 
 
 def _wrapped_abs(angle_diff, xp):
@@ -179,9 +191,8 @@ def _part_distances(xp, qv, qw, v, w):
                             _wrapped_abs(joint_angles(c) - joint_angles(q), xp)], axis=-1)
     tw = xp.concatenate([term_weight(qw[..., limbs], w[:, limbs]),
                          term_weight(qw[..., joints], w[:, joints])], axis=-1)
-    assign = xp.asarray(_TERM_PART)
-    total = tw @ assign
-    return (tw * diffs) @ assign / xp.where(total > 0, total, 1.0), total > 0
+    total = _sum_by_part(xp, tw)
+    return _sum_by_part(xp, tw * diffs) / xp.where(total > 0, total, 1.0), total > 0
 
 
 def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,

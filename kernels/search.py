@@ -3,8 +3,8 @@
 CPU: the base is read in chunks; each chunk is one BLAS GEMM against all queries and a numba
 selection that keeps a sorted top-k per query, a heap for a large k (most candidates cost one
 comparison). GPU: a fused numba-CUDA kernel computes each product and keeps a per-thread top-k in
-registers, so no [Q, N] matrix is ever written; the few per-thread candidates are then merged
-with CuPy. A larger k (or D) on the GPU: a CuPy GEMM per chunk and a partition-based selection.
+registers, so no [Q, N] matrix is ever written; each block merges its threads' lists in shared
+memory and writes k candidates, which CuPy then merges. A larger k (or D) on the GPU: a CuPy GEMM per chunk and a partition-based selection.
 """
 
 from __future__ import annotations
@@ -99,11 +99,8 @@ def _scan_rows(queries, base, start, stop, k, use_l2):
         products = queries @ block.T
         sqn = np.einsum("ij,ij->i", block, block) if use_l2 else empty
         (_merge_into_heap if heap else _merge_into_list)(products, sqn, lo, use_l2, keys, idx)
-    if heap:  # sort best first, ties to the lower index
-        by_index = np.argsort(idx, axis=1, kind="stable")
-        keys, idx = np.take_along_axis(keys, by_index, 1), np.take_along_axis(idx, by_index, 1)
-        by_key = np.argsort(-keys, axis=1, kind="stable")
-        keys, idx = np.take_along_axis(keys, by_key, 1), np.take_along_axis(idx, by_key, 1)
+    if heap:
+        keys, idx = _best_first(np, keys, idx, k)
     return keys, idx
 
 
@@ -122,23 +119,36 @@ def _search_cpu(queries, base, k, use_l2):
     return np.take_along_axis(keys, order, 1), np.take_along_axis(idx, order, 1)
 
 
+#: Most (query, block) pairs of one fused launch: with many queries each gets fewer blocks, so
+#: the per-block results ``[Q, blocks, k]`` stay bounded (64 MiB of keys and indices at k = 64).
+GPU_MAX_QUERY_BLOCKS = 1 << 16
+
+
 def _search_cuda(queries, base, k, use_l2, blocks=None):
-    """Fused scan on the GPU (NumPy arrays in the simulator); merge of per-thread lists on ``xp``."""
+    """Fused scan on the GPU (NumPy arrays in the simulator): each block writes its own top-k
+    ``[Q, blocks, k]``; those are merged on ``xp``, ties to the lower index."""
     xp = array_module(queries)
     Q, N = queries.shape[0], base.shape[0]
     from . import _cuda_kernels
 
     threads = _cuda_kernels.THREADS_PER_BLOCK
     if blocks is None:
-        blocks = max(1, min(_cuda_kernels.ceil_div(N, threads), 1024))
-    out_keys = xp.empty((Q, blocks * threads, k), dtype=xp.float32)
-    out_idx = xp.empty((Q, blocks * threads, k), dtype=xp.int64)
+        blocks = max(1, min(_cuda_kernels.ceil_div(N, threads), 1024, GPU_MAX_QUERY_BLOCKS // Q))
+    out_keys = xp.empty((Q, blocks, k), dtype=xp.float32)
+    out_idx = xp.empty((Q, blocks, k), dtype=xp.int64)
     _cuda_kernels.fused_topk[(blocks, Q), threads](queries, base, np.int32(k), bool(use_l2),
-                                               out_keys, out_idx)
-    out_keys = out_keys.reshape(Q, -1)
-    out_idx = out_idx.reshape(Q, -1)
-    order = xp.argsort(-out_keys, axis=1)[:, :k]
-    return xp.take_along_axis(out_keys, order, 1), xp.take_along_axis(out_idx, order, 1)
+                                                   out_keys, out_idx)
+    return _best_first(xp, out_keys.reshape(Q, -1), out_idx.reshape(Q, -1), k)
+
+
+def _best_first(xp, keys, idx, k):
+    """The ``k`` best of each row of ``keys`` / ``idx [Q, M]`` in the top-k order of
+    :func:`kernels._topk.better` (larger key first, of equal keys the lower index, empty places
+    (index -1) last), on NumPy or CuPy."""
+    by_index = xp.argsort(xp.where(idx < 0, xp.iinfo(xp.int64).max, idx), axis=1, kind="stable")
+    keys, idx = xp.take_along_axis(keys, by_index, 1), xp.take_along_axis(idx, by_index, 1)
+    by_key = xp.argsort(xp.where(idx < 0, xp.inf, -keys), axis=1, kind="stable")[:, :k]
+    return xp.take_along_axis(keys, by_key, 1), xp.take_along_axis(idx, by_key, 1)
 
 
 #: Elements of the [Q, chunk + k] key matrix of the blocked search (256 MiB of float32; its masks

@@ -1,24 +1,23 @@
-"""numba-CUDA kernels: on a GPU when present, otherwise in numba's CUDA simulator on small inputs.
-
-The kernels are called through their launchers with NumPy arrays (the simulator's device arrays);
-on a real GPU the public functions run them on CuPy arrays (tests with the ``xp`` fixture).
+"""numba-CUDA kernels through their launchers, with NumPy arrays: on the GPU when one is present
+(numba-cuda copies the arrays to the device and back), otherwise in numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``, set by conftest), on small inputs either way. The public functions
+also run them on CuPy arrays in the tests with the ``xp`` fixture.
 """
 
 import numpy as np
 import pytest
 from dtaidistance import dtw_ndim
 
-from conftest import HAS_GPU
 from kernels import dtw, search_topk
 from kernels.dtw import _accumulated, _dtw_cuda
 from kernels.search import _search_cuda
 from kernels.subsequence import _resets, _subsequence_cuda, _subsequence_ends
 
-pytestmark = pytest.mark.skipif(HAS_GPU, reason="on a GPU the xp=cupy tests run these kernels")
+pytestmark = pytest.mark.cudasim
 
 
 @pytest.mark.parametrize("window", [0, 2])
-def test_wavefront_dtw_in_simulator(window):
+def test_wavefront_dtw_kernel(window):
     rng = np.random.default_rng(0)
     B, T, U, D = 3, 9, 7, 4
     a = rng.standard_normal((B, T, D)).astype(np.float32)
@@ -37,7 +36,7 @@ def test_wavefront_dtw_in_simulator(window):
 
 
 @pytest.mark.parametrize("use_l2", [False, True])
-def test_fused_topk_in_simulator(use_l2):
+def test_fused_topk_kernel(use_l2):
     rng = np.random.default_rng(1)
     base = rng.standard_normal((300, 6)).astype(np.float32)
     queries = rng.standard_normal((2, 6)).astype(np.float32)
@@ -48,8 +47,23 @@ def test_fused_topk_in_simulator(use_l2):
     np.testing.assert_allclose(got, want_scores, atol=1e-4)
 
 
+@pytest.mark.parametrize("use_l2", [False, True])
+def test_fused_topk_ties_go_to_the_lower_index(use_l2):
+    """Integer rows, so that many keys tie exactly, spread over 2 blocks of 128 threads: the
+    selection is the stable-sort definition (larger key first, of equal keys the lower index)."""
+    rng = np.random.default_rng(2)
+    base = rng.integers(-1, 2, (700, 3)).astype(np.float32)
+    queries = rng.integers(-1, 2, (2, 3)).astype(np.float32)
+    queries[0] = [1, 0, 0]
+    keys, idx = _search_cuda(queries, base, 5, use_l2, blocks=2)
+    exact = 2 * queries @ base.T - (base * base).sum(1) if use_l2 else queries @ base.T
+    want = np.argsort(-exact, axis=1, kind="stable")[:, :5]
+    assert idx.tolist() == want.tolist()
+    np.testing.assert_array_equal(keys, np.take_along_axis(exact, want, 1))
+
+
 @pytest.mark.parametrize("warm_up", [6, 0])
-def test_subsequence_wavefront_in_simulator(warm_up):
+def test_subsequence_wavefront_kernel(warm_up):
     """Segments of 16 frames; without a warm-up every segment starts wrong and must be rerun
     from its predecessor's exact column, in order."""
     rng = np.random.default_rng(3)
@@ -63,7 +77,7 @@ def test_subsequence_wavefront_in_simulator(warm_up):
     assert int(np.argmin(cost)) == 34 and start[34] == 30
 
 
-def test_subsequence_wavefront_with_series_boundaries_in_simulator():
+def test_subsequence_wavefront_with_series_boundaries_kernel():
     """Series boundaries inside and at the edges of segments: the GPU kernel restarts its column
     where the CPU kernel does."""
     rng = np.random.default_rng(4)

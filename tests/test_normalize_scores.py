@@ -214,6 +214,24 @@ def test_scores_backends_agree(xp):
                                part_scores(v_cpu[0], w_cpu[0], v_cpu, w_cpu), atol=1e-3)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_pose_scores_the_same_whatever_poses_come_with_it(xp, metric):
+    """Scores and part scores of a pose are the same bits alone, in a small call or in a large
+    one (the score service splits large requests; a matrix product's blocking depends on N)."""
+    rng = np.random.default_rng(8)
+    v, w = normalize(xp.asarray(random_poses(rng, 1030, missing=0.2)))
+    q_v, q_w = v[0], w[0]
+    whole, flipped = pose_scores(q_v, q_w, v, w, metric=metric, mirror=True, return_mirrored=True)
+    whole_parts = part_scores(q_v, q_w, v, w, mirror=flipped)
+    for lo, hi in [(0, 1), (1, 11), (11, 520), (520, 1030)]:
+        scores, f = pose_scores(q_v, q_w, v[lo:hi], w[lo:hi], metric=metric, mirror=True,
+                                return_mirrored=True)
+        np.testing.assert_array_equal(asnumpy(scores), asnumpy(whole[lo:hi]))
+        np.testing.assert_array_equal(asnumpy(f), asnumpy(flipped[lo:hi]))
+        np.testing.assert_array_equal(asnumpy(part_scores(q_v, q_w, v[lo:hi], w[lo:hi], mirror=f)),
+                                      asnumpy(whole_parts[lo:hi]))
+
+
 def test_scores_separate_similar_from_different():
     rng = np.random.default_rng(11)
     base = random_poses(rng, 1)
