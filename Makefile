@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 EXPORT_STAMP := $(VENV)/.export-installed
-# Sample media no one here made: Debian's opencv-doc (vtest.avi, basketball1.png, messi5.jpg).
-SAMPLE_VIDEO := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+# Sample media no one here made (Debian's opencv-doc), named once in engine/media.py.
+SAMPLE_VIDEO := $(shell $(PYTHON) -m engine.media)
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
 .PHONY: install model media test bench demo clean

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.serving import SAMPLE_VIDEO, decode_frames, in_process_fps
+from bench.serving import decode_frames, in_process_fps
+from engine.media import SAMPLE_VIDEO
 
 
 def index_fps(video: Path, url: str, archive: Path) -> tuple[float, int]:

@@ -4,7 +4,7 @@ in-process on the same frames, and scoring 1 query vs 1,000 candidates over gRPC
     python -m bench.serving [--frames 96] [--clients 4] [--seconds 10]
 
 Pose: real frames of vtest.avi (Debian's opencv-doc), decoded once with PyAV. In-process runs the
-same letterbox, ONNX model and decoding (kernels.letterbox, onnxruntime, kernels.decode_poses) in
+pose service's own answer (engine.services.PoseDetector: letterbox, ONNX model, decoding) in
 batches of 16; the server gets the frames from several concurrent clients (batches of 4 frames,
 which Triton's dynamic batcher merges). Scoring: concurrent clients, each sending one request
 after another; latency percentiles over all requests.
@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-SAMPLE_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+from engine.media import SAMPLE_VIDEO
+
 
 
 def decode_frames(path: str, count: int) -> np.ndarray:
@@ -31,21 +32,15 @@ def decode_frames(path: str, count: int) -> np.ndarray:
 
 
 def in_process_fps(frames: np.ndarray, onnx_file: str, batch: int = 16, repeat: int = 2) -> float:
-    """Frames per second of letterbox + onnxruntime + decode, in this process."""
-    import onnxruntime as ort
+    """Frames per second of the pose service's answer (engine.services.PoseDetector: letterbox,
+    onnxruntime, decoding) in this process."""
+    from engine.services import PoseDetector
 
-    import kernels
-
-    session = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    shapes = np.tile(np.array(frames.shape[1:3], np.int32), (batch, 1))
+    detector = PoseDetector(onnx_file)
 
     def run_all():
         for start in range(0, len(frames), batch):
-            chunk = frames[start:start + batch]
-            images, gains, pads = kernels.letterbox(chunk)
-            output = session.run(None, {name: images})[0]
-            kernels.decode_poses(output, gains, pads, shapes[:len(chunk)])
+            detector.detect(frames[start:start + batch])
 
     run_all()  # warm-up (numba compilation, onnxruntime allocations)
     best = float("inf")
@@ -115,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=96, help="vtest.avi frames to run")
     parser.add_argument("--clients", type=int, default=4, help="concurrent gRPC clients")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the scoring run")
-    parser.add_argument("--video", default=SAMPLE_VIDEO)
+    parser.add_argument("--video", default=str(SAMPLE_VIDEO))
     args = parser.parse_args(argv)
 
     from engine.export import onnx_path

@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+from .media import BASKETBALL, SAMPLE_VIDEO
+
 
 
 def main(argv=None) -> int:
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    video, still = DATA / "vtest.avi", DATA / "basketball1.png"
+    video, still = SAMPLE_VIDEO, BASKETBALL
     for path in (video, still):
         if not path.exists():
             print(f"demo: {path} is missing: install Debian's opencv-doc (make media)", file=sys.stderr)

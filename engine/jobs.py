@@ -20,6 +20,7 @@ from . import archive as archive_io
 from . import formats
 from .formats import is_poses_json, to_alphapose, write_alphapose
 from .people import Performer, image_person, main_performer, track_people
+from .services import score_answer
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
 from .video import VideoPoses, extract_poses, iter_frames, read_image, write_video
 
@@ -270,14 +271,12 @@ def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mir
 
 def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool = False) -> list[dict]:
     """The ``k`` moments of ``poses`` (every person) most similar to ``query [17, 3]``, best first,
-    at least MOMENT_GAP_S apart: frame, time, person, score and part scores."""
-    q_vec, q_w = kernels.normalize(query)
+    at least MOMENT_GAP_S apart: frame, time, person, score and part scores (the score service's
+    answer, ``engine.services.score_answer``, over every pose)."""
     frame_no, person, keypoints = poses.people()
     if len(frame_no) == 0:
         raise JobError(f"{poses.info.path}: no person detected in any frame")
-    vectors, weights = kernels.normalize(keypoints)
-    scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, mirror=mirror, return_mirrored=True)
-    parts, scored = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored, return_valid=True)
+    scores, parts, mirrored, scored = score_answer(query, keypoints, mirror=mirror)
     found: list[dict] = []
     for n in np.argsort(-scores, kind="stable"):
         time = float(poses.times[frame_no[n]])

@@ -1,7 +1,8 @@
 """What every python model of model_repository/ shares: unpacking requests, per-request errors.
 
 Each model's ``execute`` parses every request on its own (a bad request gets its own error
-response naming the problem), computes all the good ones in one call, and answers in order.
+response naming the problem), computes all the good ones in one call to its service's answer
+(``engine.services``), and answers in order.
 Tensors stay on the GPU when the instance is on one (DLPack both ways, no host copy).
 """
 
@@ -13,7 +14,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-import kernels
 from kernels._backend import cupy_or_none
 
 
@@ -66,14 +66,6 @@ def poses_input(request, name: str, xp=np, *, min_count: int = 1):
     return poses
 
 
-def normalized(poses, name: str):
-    """``kernels.normalize`` of request poses; a failure names the request's tensor."""
-    try:
-        return kernels.normalize(poses)
-    except ValueError as err:
-        raise RequestError(f"{name}: {err}") from None
-
-
 def input_scalar(request, name: str, default, cast: Callable = lambda v: v):
     """A one-element input (e.g. ``metric`` BYTES [1]) as a Python value, ``default`` if absent."""
     value = input_array(request, name, required=False)
@@ -111,11 +103,10 @@ def serve_batch(
     parse: Callable[[Any], Any],
     compute: Callable[[list], list[list]],
 ) -> list:
-    """Answer ``requests`` in order: ``parse`` each one (errors stay with their request), then
-    ``compute`` all parsed ones in one call, which returns one list of output tensors per item.
-
-    Should ``compute`` fail on the whole batch, each request is computed again alone, so one bad
-    request that slipped past ``parse`` cannot take the others down with it.
+    """Answer ``requests`` in order: ``parse`` each one (a request that fails gets its own error
+    response), then ``compute`` every parsed one in one call, which returns one list of output
+    tensors per item. Everything a request can get wrong is checked by ``parse``; should
+    ``compute`` still fail, every request it was given gets that error.
     """
     responses: list = [None] * len(requests)
     good: list[tuple[int, Any]] = []
@@ -129,10 +120,7 @@ def serve_batch(
             outputs = compute([item for _, item in good])
             for (i, _), tensors in zip(good, outputs):
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-        except Exception:  # noqa: BLE001
-            for i, item in good:
-                try:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=compute([item])[0])
-                except Exception as err:  # noqa: BLE001
-                    responses[i] = error_response(err)
+        except Exception as err:  # noqa: BLE001 - the batch's failure, told to each of its requests
+            for i, _ in good:
+                responses[i] = error_response(err)
     return responses

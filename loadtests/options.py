@@ -1,7 +1,7 @@
 """The options of ``posescore loadtest``: their defaults, parsers and the :class:`LoadTestOptions`
 that :func:`loadtests.runner.run_loadtest` takes.
 
-Only the standard library here: every ``posescore`` command builds the loadtest parser, and this
+Only the standard library (and the constants of engine.media) here: every ``posescore`` command builds the loadtest parser, and this
 module is all that costs it (the runner, the workload and locust load when a load test runs).
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from engine import media
+
 TASKS = ("pose", "score", "dtw", "search")
-SAMPLE_VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+SAMPLE_VIDEO = str(media.SAMPLE_VIDEO)
 
 DEFAULT_MIX = "pose=1,score=4,dtw=1,search=1"
 DEFAULT_RAMP_USERS = (1, 2, 4, 8, 16)

@@ -6,9 +6,10 @@ every response is checked (a wrong answer is a failure, like an error):
 - ``pose``: real frames sampled evenly over a video (default vtest.avi from Debian's opencv-doc),
   decoded with PyAV; the answer is the server's own first answer at idle, one request per input
   before the load starts (the pose model is deterministic; batching does not change its output).
-- ``score``: one query pose against N candidates; the answer is ``kernels`` called directly here.
-- ``dtw``: a reference movement and a time-warped (sometimes mirrored) attempt; answer from
-  ``kernels`` as the dtw model computes it.
+- ``score``: one query pose against N candidates; the answer is ``engine.services.score_answer``,
+  the function the score model calls, run here.
+- ``dtw``: a reference movement and a time-warped (sometimes mirrored) attempt; the answer is
+  ``engine.services.dtw_answer``, the function the dtw model calls.
 - ``search``: pose and movement queries into an archive written once under the server's archive
   root (synthetic tracks, plus the poses found in the sampled frames when pose is in the mix); answer from
   ``engine.archive.search_archive`` on the same archive.
@@ -156,31 +157,21 @@ def mirrored(poses: np.ndarray, width: float = 640.0) -> np.ndarray:
 
 # -- expected answers ------------------------------------------------------------------------------
 def expected_score(query: np.ndarray, candidates: np.ndarray, metric: str, mirror: bool) -> dict:
-    """What the score model answers, from ``kernels`` directly."""
-    import kernels
+    """What the score model answers: ``engine.services.score_answer``, in this process."""
+    from engine.services import score_answer
 
-    q_vec, q_w = kernels.normalize(query)
-    vectors, weights = kernels.normalize(candidates)
-    scores, flipped = kernels.pose_scores(q_vec, q_w, vectors, weights, metric=metric, mirror=mirror,
-                                          return_mirrored=True)
-    parts = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=flipped)
-    return {"scores": np.asarray(scores, np.float32), "part_scores": np.asarray(parts, np.float32)}
+    answer = score_answer(query, candidates, metric, mirror)
+    return {"scores": np.asarray(answer.scores, np.float32), "part_scores": np.asarray(answer.part_scores, np.float32)}
 
 
 def expected_dtw(reference: np.ndarray, attempt: np.ndarray, window: int | None, mirror: bool) -> dict:
-    """What the dtw model answers, from ``kernels`` directly (as model_repository/dtw computes it)."""
-    import kernels
+    """What the dtw model answers: ``engine.services.dtw_answer``, in this process (the server
+    may batch several questions into one DTW call: the same answer to float32 rounding)."""
+    from engine.services import dtw_answer
 
-    ref_v, ref_w = kernels.normalize(reference)
-    att = kernels.normalize(attempt)
-    options = [att, kernels.mirror_vectors(*att)] if mirror else [att]
-    scores = [float(kernels.dtw_score(ref_v, v, window=window)) for v, _ in options]
-    flipped = int(np.argmax(scores))
-    att_v, att_w = options[flipped]
-    path, distance = kernels.dtw_path(ref_v, att_v, window=window)
-    _, parts, _ = kernels.aligned_part_scores(ref_v, ref_w, att_v, att_w, path)
-    return {"score": scores[flipped], "distance": float(distance), "part_scores": np.asarray(parts, np.float32),
-            "mirrored": bool(flipped)}
+    answer = dtw_answer(reference, attempt, window, mirror)
+    return {"score": answer.score, "distance": answer.distance,
+            "part_scores": np.asarray(answer.part_scores, np.float32), "mirrored": answer.mirrored}
 
 
 def expected_search(archive, query: np.ndarray, k: int) -> list[dict]:

@@ -1,5 +1,6 @@
-"""The typed clients (clients/) against the real embedded Triton server: results equal the kernels
-called directly, splitting, asyncio, search, validation before sending, server errors, retries."""
+"""The typed clients (clients/) against the real embedded Triton server: results equal the services'
+answers computed in this process (engine.services), splitting, asyncio, search, validation before
+sending, server errors, retries."""
 
 import asyncio
 import re
@@ -10,16 +11,17 @@ import time
 import numpy as np
 import pytest
 
-import kernels
 from clients import (POSE_MAX_BATCH, AsyncPoseScoreClient, DtwResult, PoseResult, PoseScoreClient, PoseScoreError,
                      ScoreResult, SearchMatch)
 from clients.protocol import pose_requests
 from engine.archive import add_video
 from engine.server import DEFAULT_MODEL_REPOSITORY, TritonServer, free_port
-from kernels.skeleton import FLIP_PERMUTATION
+from engine.services import dtw_answer, score_answer
+from loadtests.workload import mirrored
 from conftest import random_poses
 
-ATOL = 1e-3  # the server may run the kernels on a GPU
+# Scores are 0-100: 1e-3 is 1e-5 of their scale (float32 rounding; the server may run on a GPU).
+ATOL = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +36,15 @@ def rng():
 
 
 def expected_scores(query, candidates, metric, mirror):
-    q_vec, q_w = kernels.normalize(query)
-    vectors, weights = kernels.normalize(candidates)
-    scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, metric=metric, mirror=mirror,
-                                           return_mirrored=True)
-    return scores, kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored)
+    """The score service's answer computed in this process (the server must give the same)."""
+    answer = score_answer(query, candidates, metric, mirror)
+    return answer.scores, answer.part_scores
 
 
 def expected_dtw(reference, attempt, window, mirror):
-    ref_v, ref_w = kernels.normalize(reference)
-    att = kernels.normalize(attempt)
-    options = [att, kernels.mirror_vectors(*att)] if mirror else [att]
-    scores = [kernels.dtw_score(ref_v, v, window=window) for v, _ in options]
-    flipped = int(np.argmax(scores))
-    att_v, att_w = options[flipped]
-    path, distance = kernels.dtw_path(ref_v, att_v, window=window)
-    _, parts, _ = kernels.aligned_part_scores(ref_v, ref_w, att_v, att_w, path)
-    return scores[flipped], distance, parts, bool(flipped), path
-
-
-def mirrored(poses, width=640.0):
-    """The mirror image of pixel poses: x flipped, left and right swapped."""
-    out = poses[..., list(FLIP_PERMUTATION), :].copy()
-    out[..., 0] = width - out[..., 0]
-    return out
+    """The dtw service's answer computed in this process, alone (the server may batch)."""
+    a = dtw_answer(reference, attempt, window, mirror, with_path=True)
+    return a.score, a.distance, a.part_scores, a.mirrored, a.path
 
 
 # -- score / dtw equal the kernels ---------------------------------------------------------------

@@ -4,7 +4,6 @@ The oracle tests run the real YOLO11n-pose model twice: exported to ONNX and run
 between our letterbox and decode_poses, and through ultralytics' own predictor (CPU torch).
 """
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -13,6 +12,7 @@ import pytest
 
 import oracle_ultralytics  # before ultralytics: offline, private settings folder
 from conftest import asnumpy, cupy
+from engine import media
 from kernels import decode_poses, letterbox
 from kernels.detect import OUTPUT_ROWS, letterbox_geometry
 
@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ultralytics_asset(name: str) -> np.ndarray:
     """An image shipped with ultralytics, as uint8 RGB."""
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None:
-        pytest.skip("ultralytics is not installed (`make model` installs it)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "assets" / name
+    try:
+        path = media.ultralytics_asset(name)
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
     bgr = cv2.imread(str(path))
     assert bgr is not None, f"cannot read {path}"
     return np.ascontiguousarray(bgr[..., ::-1])

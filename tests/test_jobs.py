@@ -14,11 +14,12 @@ import pytest
 
 from engine.archive import load_archive, load_manifest
 from engine.jobs import compare_poses
+from engine.media import SAMPLE_VIDEO
 from engine.render import RED, draw_skeleton, red_limbs
 from engine.video import extract_poses, retime_video
 from kernels.skeleton import LIMBS
 
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST = SAMPLE_VIDEO
 pytestmark = pytest.mark.skipif(not VTEST.exists(), reason="Debian's opencv-doc is not installed (make media)")
 EXE = str(Path(sys.executable).with_name("posescore"))
 # From 60 s on, one pedestrian dominates vtest.avi for several seconds (the main performer).

@@ -2,16 +2,16 @@
 pedestrians through the real server), the main performer keeps the time axis, the main person of
 an image."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clients import PoseScoreClient
+from engine.media import SAMPLE_VIDEO
 from engine.people import (Performer, box_iou, main_performer, pick_person, image_person, track_people)
 from engine.video import VideoError, VideoInfo, VideoPoses, extract_poses
 
-VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST = SAMPLE_VIDEO
 INFO = VideoInfo(path="walk.mp4", width=640, height=480, fps=10.0, frame_count=12, duration=1.2)
 
 

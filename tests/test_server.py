@@ -177,8 +177,9 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(triton_serve
     assert good.as_numpy("scores")[0] == pytest.approx(100.0, abs=1e-3)
 
 
-def test_a_bad_request_in_a_batch_does_not_fail_the_others(triton_server):
-    """Concurrent requests, some bad: the good ones all succeed with the right answer."""
+def test_concurrent_bad_requests_do_not_fail_the_good_ones(triton_server):
+    """Concurrent requests, some bad: each bad one gets its own error naming the problem (found
+    when the request is parsed, before any batch is computed), the good ones their answers."""
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     poses = _poses(6, seed=1)
     bad = poses.copy()

@@ -2,9 +2,7 @@
 metadata, truncated and fake files), images, encoding and re-timing, and extract_poses through the
 real embedded Triton server (keypoints in original pixels, partial results kept on errors)."""
 
-import importlib.util
 import threading
-from pathlib import Path
 
 import av
 import cv2
@@ -12,15 +10,14 @@ import numpy as np
 import pytest
 
 from clients import PoseResult, PoseScoreClient, PoseScoreError
+from engine.media import BASKETBALL, SAMPLE_VIDEO, ultralytics_asset
 from engine.people import box_iou
 from engine.video import (VideoError, VideoInfo, VideoPoses, apply_orientation, decode_size, expected_frames,
                           extract_poses, is_image, iter_frames, probe, read_image, retime_video, video_codec,
                           write_video)
 
-DATA = Path("/usr/share/doc/opencv-doc/examples/data")
-VTEST = DATA / "vtest.avi"
-ASSETS = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets"
-BUS = ASSETS / "bus.jpg"
+VTEST = SAMPLE_VIDEO
+BUS = ultralytics_asset("bus.jpg")
 
 pytestmark = pytest.mark.skipif(not VTEST.exists(), reason=f"{VTEST} missing: install Debian's opencv-doc "
                                                            "(`make install` does)")
@@ -252,7 +249,7 @@ def test_images():
     frames = list(iter_frames(BUS, max_side=540))
     assert len(frames) == 1 and (frames[0].index, frames[0].time) == (0, 0.0)
     assert frames[0].rgb.shape == (540, 405, 3)
-    assert read_image(DATA / "basketball1.png").shape[2] == 3
+    assert read_image(BASKETBALL).shape[2] == 3
 
 
 def test_unreadable_image(tmp_path):

@@ -1,0 +1,203 @@
+"""The answer of each service, defined once.
+
+The Triton models (``model_repository/*/1/model.py``), the load-test oracle
+(``loadtests.workload``), the jobs (``engine.jobs``) and the benchmarks call these functions, so
+that a server's answer and the answer it is checked against cannot drift apart. Nothing here
+imports Triton; onnxruntime is imported only by :class:`PoseDetector`.
+
+- ``score``: :func:`score_answer`, one query pose against N candidates.
+- ``dtw``: :func:`dtw_answers` (a batch, as the model runs it) and :func:`dtw_answer` (one).
+- ``pose``: :class:`PoseDetector`, letterbox -> ONNX model -> decoding and NMS.
+- ``search``: :func:`engine.archive.search_archive`.
+
+Bad input raises ``ValueError`` naming the input (``query``, ``candidates``, ``reference``, ...);
+the models answer it as INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+import kernels
+from kernels._backend import array_module
+
+
+def normalized(poses, name: str):
+    """``kernels.normalize(poses)``; a ``ValueError`` names the input ``name``."""
+    try:
+        return kernels.normalize(poses)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+# -- score ---------------------------------------------------------------------------------------
+
+class ScoreAnswer(NamedTuple):
+    """One query against N candidates: ``scores [N]`` float32 0-100, ``part_scores [N, 6]``
+    float32 0-100 (``kernels.PART_NAMES``), ``mirrored [N]`` bool (the mirrored query matched
+    better; always False without ``mirror``), ``parts_valid [N, 6]`` bool (the part could be
+    scored: some limb visible in both poses; 0 otherwise)."""
+
+    scores: Any
+    part_scores: Any
+    mirrored: Any
+    parts_valid: Any
+
+
+def score_answer(query, candidates, metric: str = "cosine", mirror: bool = False) -> ScoreAnswer:
+    """The ``score`` service: pixel poses ``query [17, 3]`` and ``candidates [..., 17, 3]`` (NumPy
+    or CuPy) normalized, scored with ``metric`` (``kernels.pose_scores``), and the part scores
+    of the same match (the mirror choice of the whole-pose score)."""
+    q_vec, q_w = normalized(query, "query")
+    vectors, weights = normalized(candidates, "candidates")
+    scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, metric=metric, mirror=mirror,
+                                           return_mirrored=True)
+    parts, valid = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored, return_valid=True)
+    return ScoreAnswer(scores, parts, mirrored, valid)
+
+
+# -- dtw -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DtwQuestion:
+    """A ``dtw`` request: pixel movements ``reference [T, 17, 3]`` and ``attempt [U, 17, 3]``,
+    a Sakoe-Chiba ``window`` in frames (None: none), whether to try the mirrored attempt, and
+    whether to return the warping path."""
+
+    reference: Any
+    attempt: Any
+    window: int | None = None
+    mirror: bool = False
+    with_path: bool = False
+
+
+class DtwAnswer(NamedTuple):
+    """``score`` 0-100 (``kernels.dtw_score``), ``distance`` (``kernels.dtw_path``'s),
+    ``part_scores [6]`` float32 along the path, ``mirrored``, ``path [L, 2]`` int32 (None unless
+    asked for)."""
+
+    score: float
+    distance: float
+    part_scores: Any
+    mirrored: bool
+    path: Any
+
+
+def dtw_answers(questions: Sequence[DtwQuestion]) -> list[DtwAnswer]:
+    """The ``dtw`` service for a batch: every (reference, attempt or mirrored attempt) pair goes
+    through one ragged batched ``kernels.dtw_score`` call per distinct window; the better
+    orientation of each question is then aligned (``kernels.dtw_path``) and scored per part
+    along the path (``kernels.aligned_part_scores``)."""
+    prepared = []
+    for q in questions:
+        window = q.window if q.window is not None and q.window >= 1 else None  # 0, < 0: no window
+        ref = normalized(q.reference, "reference")
+        att = normalized(q.attempt, "attempt")
+        prepared.append((ref, (att, kernels.mirror_vectors(*att)) if q.mirror else (att,), window))
+    scores: dict[tuple[int, int], float] = {}
+    for window in {p[2] for p in prepared}:
+        group = [(n, f) for n, p in enumerate(prepared) if p[2] == window for f in range(len(p[1]))]
+        refs = [prepared[n][0][0] for n, _ in group]
+        atts = [prepared[n][1][f][0] for n, f in group]
+        batch = kernels.dtw_score(_pad(refs), _pad(atts), window=window,
+                                  lengths_a=np.array([len(r) for r in refs]),
+                                  lengths_b=np.array([len(a) for a in atts]))
+        scores.update(zip(group, (float(s) for s in batch)))
+    answers = []
+    for n, (q, ((ref_v, ref_w), atts, window)) in enumerate(zip(questions, prepared)):
+        flipped = max(range(len(atts)), key=lambda f: scores[(n, f)])
+        att_v, att_w = atts[flipped]
+        path, distance = kernels.dtw_path(ref_v, att_v, window=window)
+        _, parts, _ = kernels.aligned_part_scores(ref_v, ref_w, att_v, att_w, path)
+        xp = array_module(path)
+        answers.append(DtwAnswer(scores[(n, flipped)], float(distance), parts.astype(xp.float32),
+                                 bool(flipped), path.astype(xp.int32) if q.with_path else None))
+    return answers
+
+
+def dtw_answer(reference, attempt, window: int | None = None, mirror: bool = False,
+               with_path: bool = False) -> DtwAnswer:
+    """The ``dtw`` service for one question (:func:`dtw_answers`)."""
+    return dtw_answers([DtwQuestion(reference, attempt, window, mirror, with_path)])[0]
+
+
+def _pad(sequences):
+    """Stack ``[T_i, D]`` sequences into ``[B, max T_i, D]`` float32 (zeros after each end)."""
+    xp = array_module(*sequences)
+    out = xp.zeros((len(sequences), max(len(s) for s in sequences), sequences[0].shape[1]), xp.float32)
+    for i, seq in enumerate(sequences):
+        out[i, :len(seq)] = seq
+    return out
+
+
+# -- pose ----------------------------------------------------------------------------------------
+
+class FramePeopleArrays(NamedTuple):
+    """The people of B frames: ``keypoints [B, P, 17, 3]``, ``boxes [B, P, 4]``, ``scores [B, P]``
+    float32 (padded to ``max_people`` P), ``counts [B]`` int."""
+
+    keypoints: Any
+    boxes: Any
+    scores: Any
+    counts: Any
+
+
+class PoseDetector:
+    """The ``pose`` service: YOLO11n-pose through onnxruntime with our own letterbox, decoding and
+    NMS (``kernels.letterbox`` / ``kernels.decode_poses``), matching ultralytics' predictor.
+
+    ``xp`` is NumPy or CuPy (CuPy frames stay on the GPU except for the onnxruntime call, which
+    uses its CUDA provider when it has one and ``device_id`` is given).
+    """
+
+    def __init__(self, onnx_file: str, *, image_size: int = 640, confidence: float = 0.25,
+                 iou: float = 0.7, max_people: int = 20, threads: int = 0, xp=np,
+                 device_id: int | None = None):
+        import onnxruntime as ort
+
+        self.image_size, self.confidence, self.iou, self.max_people = image_size, confidence, iou, max_people
+        self.xp = xp
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        providers: list = ["CPUExecutionProvider"]
+        if xp is not np and device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _infer(self, images):
+        """Raw model output ``[B, 56, anchors]`` for letterboxed images ``[B, 3, h, w]``."""
+        if self.xp is np:
+            return self.session.run(None, {self.input_name: images})[0]
+        return self.xp.asarray(self.session.run(None, {self.input_name: self.xp.asnumpy(images)})[0])
+
+    def detect(self, frames) -> FramePeopleArrays:
+        """Every person in uint8 RGB ``frames [B, H, W, 3]`` (one size)."""
+        xp = self.xp
+        height, width = frames.shape[1:3]
+        images, gains, pads = kernels.letterbox(frames, size=self.image_size)
+        shapes = xp.asarray(np.tile(np.array([height, width], np.int32), (len(frames), 1)))
+        return FramePeopleArrays(*kernels.decode_poses(self._infer(images), gains, pads, shapes,
+                                                       conf=self.confidence, iou=self.iou,
+                                                       max_people=self.max_people))
+
+    def detect_many(self, batches: Sequence) -> list[FramePeopleArrays]:
+        """:meth:`detect` for several frame batches, of any sizes: the batches of one frame size
+        go through the model together; one answer per batch, in order."""
+        xp = self.xp
+        results: list = [None] * len(batches)
+        by_size: dict = {}
+        for n, frames in enumerate(batches):
+            by_size.setdefault(tuple(frames.shape[1:3]), []).append(n)
+        for owners in by_size.values():
+            frames = xp.concatenate([batches[n] for n in owners]) if len(owners) > 1 else batches[owners[0]]
+            people = self.detect(frames)
+            start = 0
+            for n in owners:
+                stop = start + len(batches[n])
+                results[n] = FramePeopleArrays(*(array[start:stop] for array in people))
+                start = stop
+        return results
