@@ -32,7 +32,7 @@ $(EXPORT_STAMP): $(STAMP)
 
 # Skipped when the ONNX file is current (the export command checks the weights' hash).
 model: $(EXPORT_STAMP)
-	$(PY) -m engine.cli models export
+	$(PY) -m posescore.cli models export
 
 media: $(SAMPLE_VIDEO)
 

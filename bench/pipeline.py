@@ -104,7 +104,7 @@ def main(argv=None) -> int:
 
     from engine.export import onnx_path
     from engine.server import TritonServer
-    from engine.video import retime_video
+    from engine.encode import retime_video
 
     with tempfile.TemporaryDirectory(prefix="posescore-bench-") as tmp:
         tmp = Path(tmp)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import kernels
+from kernels.skeleton import NUM_KEYPOINTS
 
 FORMAT = "posescore-archive"
 VERSION = 1
@@ -93,7 +94,7 @@ def add_video(path: str | Path, video_id: str, name: str, poses, frames, times, 
         return False
     poses = np.ascontiguousarray(poses, dtype=np.float32)
     n = poses.shape[0]
-    if poses.ndim != 3 or poses.shape[1:] != (17, 3):
+    if poses.ndim != 3 or poses.shape[1:] != (NUM_KEYPOINTS, 3):
         raise ArchiveError(f"poses: expected [n, 17, 3], got {list(poses.shape)}")
     if not np.isfinite(poses).all():
         raise ArchiveError("poses: NaN or infinite values; mark missing keypoints with confidence 0")
@@ -109,8 +110,8 @@ def add_video(path: str | Path, video_id: str, name: str, poses, frames, times, 
     if n:
         columns["vectors"], columns["weights"] = kernels.normalize(poses, NORMALIZATION)
     else:
-        columns["vectors"] = np.zeros((0, 34), np.float32)
-        columns["weights"] = np.zeros((0, 17), np.float32)
+        columns["vectors"] = np.zeros((0, 2 * NUM_KEYPOINTS), np.float32)
+        columns["weights"] = np.zeros((0, NUM_KEYPOINTS), np.float32)
     shard = root / "shards" / video_id
     # Leftovers of a writer killed mid-shard (one writer at a time is assumed).
     for stale in (root / "shards").glob(".partial-*"):
@@ -181,13 +182,13 @@ def load_archive(path: str | Path) -> Archive:
             return np.zeros((0,) if width is None else (0, width), dtype)
         return np.ascontiguousarray(np.concatenate(arrays), dtype=dtype)
 
-    return Archive(root=root, videos=manifest["videos"], vectors=joined("vectors", np.float32, 34),
-                   weights=joined("weights", np.float32, 17), video_index=joined("video_index", np.int32),
+    return Archive(root=root, videos=manifest["videos"], vectors=joined("vectors", np.float32, 2 * NUM_KEYPOINTS),
+                   weights=joined("weights", np.float32, NUM_KEYPOINTS), video_index=joined("video_index", np.int32),
                    frames=joined("frames", np.int64), tracks=joined("tracks", np.int32),
                    times=joined("times", np.float32), mtime=(root / MANIFEST).stat().st_mtime)
 
 
-def search_archive(archive: Archive, query_poses, k: int = 10, xp=np) -> list[dict]:
+def search_archive(archive: Archive, query_poses, k: int = 10) -> list[dict]:
     """The ``k`` best matches of a pose ``[17, 3]`` / ``[1, 17, 3]`` or a movement ``[M, 17, 3]``.
 
     A pose: exact top-k by inner product of the normalized vectors over every pose of the archive
@@ -197,18 +198,16 @@ def search_archive(archive: Archive, query_poses, k: int = 10, xp=np) -> list[di
     Each match: ``{"video": index, "start_frame", "end_frame", "start_time", "end_time", "track",
     "score"}`` (end inclusive), best first.
     """
-    query = np.asarray(query_poses, np.float32).reshape(-1, 17, 3)
+    query = np.asarray(query_poses, np.float32).reshape(-1, NUM_KEYPOINTS, 3)
     q_vec, q_w = kernels.normalize(query)
     if not bool((q_w > 0).any(axis=-1).all()):
         raise ArchiveError("query: a query pose has no keypoint above the confidence threshold")
     if len(archive) == 0:
         return []
     if query.shape[0] == 1:
-        base = archive.vectors if xp is np else xp.asarray(archive.vectors)
         candidates = max(4 * k, 32)
-        _, idx = kernels.search_topk(xp.asarray(q_vec), base, candidates, "ip")
-        idx = np.asarray(idx.get() if hasattr(idx, "get") else idx)[0]
-        idx = idx[idx >= 0]
+        _, idx = kernels.search_topk(q_vec, archive.vectors, candidates, "ip")
+        idx = idx[0][idx[0] >= 0]
         scores = kernels.pose_scores(q_vec[0], q_w[0], archive.vectors[idx], archive.weights[idx])
         best = np.argsort(-scores, kind="stable")[:k]
         return [_match(archive, int(idx[b]), int(idx[b]), float(scores[b])) for b in best]

@@ -1,4 +1,4 @@
-"""The ``posescore`` command line."""
+"""The engine's commands of the ``posescore`` command line (registered by ``posescore.cli``)."""
 
 from __future__ import annotations
 
@@ -217,9 +217,9 @@ def _search(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="posescore", description="Score human movement.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub) -> None:
+    """Register the engine's commands (info, models, serve, pose, compare, find, index, search) on
+    the ``posescore`` subparsers; each sets ``func``, run by :func:`run`."""
     info = sub.add_parser("info", help="versions and available compute backends")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=_info)
@@ -243,15 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(func=_serve)
 
-    def job_parser(name, help_text, inference=True):
+    def job_parser(name, help_text):
         job = sub.add_parser(name, help=help_text)
         job.add_argument("--json", action="store_true", help="print one JSON object")
         job.add_argument("--quiet", action="store_true", help="no progress output")
         job.add_argument("--fps", type=float, default=None, help="sample videos at this frame rate")
-        if inference:
-            job.add_argument("--url", default=None, help="HOST:PORT of a running server "
-                             "(default: start an embedded one for the job)")
-            job.add_argument("--timeout", type=float, default=120.0, help="seconds per server call")
+        job.add_argument("--url", default=None, help="HOST:PORT of a running server "
+                         "(default: start an embedded one for the job)")
+        job.add_argument("--timeout", type=float, default=120.0, help="seconds per server call")
         return job
 
     pose = job_parser("pose", "keypoints of an image or video as AlphaPose / COCO results JSON")
@@ -274,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     find.add_argument("--k", type=int, default=5)
     find.add_argument("--mirror", action="store_true", help="also match the mirror image")
     find.add_argument("--out", help="folder for best_match.png")
-    find.set_defaults(func=_find)
+    find.set_defaults(func=_find, check=_check_k)
 
     index = job_parser("index", "extract every pose of videos into an archive")
     index.add_argument("videos", nargs="+")
@@ -287,20 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     query.add_argument("--pose", help="image or pose JSON")
     query.add_argument("--clip", help="video or pose JSON of a movement")
     search.add_argument("--k", type=int, default=10)
-    search.set_defaults(func=_search)
-
-    from loadtests.cli import add_parser as add_loadtest_parser  # imports locust only when run
-
-    add_loadtest_parser(sub)
-
-    args = parser.parse_args(argv)
-    if getattr(args, "k", 1) < 1:
-        parser.error(f"--k: expected an integer >= 1, got {args.k}")
-    return _run_safely(args)
+    search.set_defaults(func=_search, check=_check_k)
 
 
-def _run_safely(args) -> int:
-    """Run the command; a failure prints one line naming the problem and exits 1."""
+def _check_k(args) -> str | None:
+    """The usage error of ``--k``, if any."""
+    return f"--k: expected an integer >= 1, got {args.k}" if args.k < 1 else None
+
+
+def run(args) -> int:
+    """Run the parsed command; a failure prints one line naming the problem and exits 1."""
     from clients import PoseScoreError
 
     from .archive import ArchiveError
@@ -317,5 +312,3 @@ def _run_safely(args) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

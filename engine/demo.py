@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     from .formats import to_alphapose, write_alphapose
     from .jobs import compare_job, compare_poses, find_job, index_job, pose_job, search_job
     from .server import server_url
-    from .video import extract_poses, retime_video
+    from .encode import retime_video
+    from .extract import extract_poses
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

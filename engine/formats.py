@@ -1,5 +1,5 @@
 """Keypoint files in and out at the edge: AlphaPose / COCO results JSON (the seed format) and
-OpenPose JSON (COCO-18 or BODY_25), as :class:`engine.video.VideoPoses`.
+OpenPose JSON (COCO-18 or BODY_25), as :class:`engine.poses.VideoPoses`.
 
 AlphaPose / COCO results JSON, written by :func:`to_alphapose` / :func:`write_alphapose`: a list with
 one object per detected person per frame::
@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.video import IMAGE_EXTENSIONS, VideoError, VideoInfo, VideoPoses
+from engine.poses import IMAGE_EXTENSIONS, VideoError, VideoInfo, VideoPoses
+from kernels.skeleton import NUM_KEYPOINTS
 
 #: Frames per second assumed for a JSON file that carries no times (``time``) when none is given.
 DEFAULT_JSON_FPS = 30.0
@@ -196,9 +197,9 @@ def _alphapose_detections(records: list, source: str) -> tuple[list[_Detection],
         image_id = str(image_id)
         values = _numbers(record["keypoints"], where, "keypoints", source)
         if values.size % 3 or values.size // 3 not in ALPHAPOSE_KEYPOINT_SETS:
-            raise VideoError(f"{source}: {where}: field 'keypoints': expected 51 numbers (17 keypoints x, y, "
-                             f"confidence), got {values.size}", path=source)
-        keypoints = values.reshape(-1, 3)[:17]
+            raise VideoError(f"{source}: {where}: field 'keypoints': expected {3 * NUM_KEYPOINTS} numbers "
+                             f"({NUM_KEYPOINTS} keypoints x, y, confidence), got {values.size}", path=source)
+        keypoints = values.reshape(-1, 3)[:NUM_KEYPOINTS]
         if "box" in record:
             box = _numbers(record["box"], where, "box", source)
             if box.size != 4 or box[2] < 0 or box[3] < 0:
@@ -316,7 +317,7 @@ def _assemble(detections: list[_Detection], source: str, fps: float | None, imag
         by_row[row_of[detection.frame]].append(detection)
     people = max((len(r) for r in by_row), default=0)
     count = len(frames)
-    keypoints = np.zeros((count, people, 17, 3), np.float32)
+    keypoints = np.zeros((count, people, NUM_KEYPOINTS, 3), np.float32)
     boxes = np.zeros((count, people, 4), np.float32)
     scores = np.zeros((count, people), np.float32)
     tracks = np.full((count, people), -1, np.int32)
@@ -383,8 +384,8 @@ def load_poses(source: str | os.PathLike, client: Any = None, *, fps: float | No
     """The poses of ``source`` whatever it is: a keypoint JSON file or folder (:func:`is_poses_json`,
     read with :func:`read_poses_json`, rows kept where ``start <= time < start + duration``; ``fps``,
     ``max_side``, ``batch`` and ``progress`` do not apply), else a video or image run through the pose
-    model with :func:`engine.video.extract_poses` and ``client`` (required then)."""
-    from engine.video import DEFAULT_BATCH, extract_poses
+    model with :func:`engine.extract.extract_poses` and ``client`` (required then)."""
+    from engine.extract import DEFAULT_BATCH, extract_poses
 
     if is_poses_json(source):
         poses = read_poses_json(source)

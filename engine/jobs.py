@@ -1,6 +1,6 @@
 """The jobs behind the CLI: pose, compare, find, index, search.
 
-Keypoints come from Triton through ``clients`` (``engine.video.extract_poses``) or from a pose JSON
+Keypoints come from Triton through ``clients`` (``engine.extract.extract_poses``) or from a pose JSON
 file; every score comes from ``kernels``. Each job returns a JSON-ready dict; the CLI prints it.
 """
 
@@ -22,7 +22,10 @@ from .formats import is_poses_json, to_alphapose, write_alphapose
 from .people import Performer, image_person, main_performer, track_people
 from .services import score_answer
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
-from .video import VideoPoses, extract_poses, iter_frames, read_image, write_video
+from .encode import write_video
+from .extract import extract_poses
+from .poses import VideoPoses
+from .video import iter_frames, read_image
 
 Progress = Callable[[int, int], None]
 #: Worst moments and found moments are at least this far apart (seconds of the reference / video).

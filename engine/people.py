@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.video import VideoError, VideoPoses
+from engine.poses import VideoError, VideoPoses
+from kernels.normalize import DEFAULT_MIN_CONFIDENCE
 
 #: Rows a track may go unseen and still be continued (default of :func:`track_people`).
 DEFAULT_MAX_GAP = 10
-#: A keypoint counts as seen for matching above this confidence.
-KEYPOINT_CONFIDENCE = 0.3
+#: A keypoint counts as seen for matching above this confidence: the one threshold of
+#: ``kernels.normalize``, so that tracking and scoring see the same keypoints.
+KEYPOINT_CONFIDENCE = DEFAULT_MIN_CONFIDENCE
 #: OKS-style falloff: a keypoint's similarity is exp(-d² / (2 · area · KAPPA²)).
 KAPPA = 0.1
 

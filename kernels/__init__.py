@@ -1,21 +1,38 @@
 """posescore kernels: pure array math on NumPy (CPU) or CuPy (GPU) arrays.
 
 One public function per operation; the backend follows the type of the arrays passed in.
+
+The submodules load on first use (PEP 562), so that ``kernels.skeleton`` or ``kernels.scoring``'s
+constants cost a client only NumPy, not numba: ``from kernels import dtw`` loads ``kernels.dtw``.
 """
 
-from .dtw import dtw, dtw_path, dtw_score
-from .normalize import DEFAULT_MIN_CONFIDENCE, consistent_keypoints, interpolate_frames, normalize
-from .scoring import SCORE_SCALES, aligned_part_scores, mirror_vectors, part_scores, pose_scores, score_from_distance
-from .search import search_topk
-from .skeleton import KEYPOINT_NAMES, LIMBS, PART_NAMES
-from .subsequence import subsequence_dtw
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MIN_CONFIDENCE", "KEYPOINT_NAMES", "LIMBS", "PART_NAMES", "SCORE_SCALES",
-    "aligned_part_scores", "consistent_keypoints", "dtw", "dtw_path", "dtw_score", "interpolate_frames", "mirror_vectors", "normalize", "part_scores", "pose_scores",
-    "score_from_distance", "search_topk", "subsequence_dtw",
-]
+import importlib
 
-from .detect import decode_poses, letterbox  # noqa: E402  (pose model pre- and post-processing)
+#: Each public name and the submodule that defines it.
+_EXPORTS = {
+    "dtw": "dtw", "dtw_path": "dtw", "dtw_score": "dtw",
+    "DEFAULT_MIN_CONFIDENCE": "normalize", "consistent_keypoints": "normalize",
+    "interpolate_frames": "normalize", "normalize": "normalize",
+    "SCORE_SCALES": "scoring", "aligned_part_scores": "scoring", "mirror_vectors": "scoring",
+    "part_scores": "scoring", "pose_scores": "scoring", "score_from_distance": "scoring",
+    "search_topk": "search",
+    "KEYPOINT_NAMES": "skeleton", "LIMBS": "skeleton", "PART_NAMES": "skeleton",
+    "subsequence_dtw": "subsequence",
+    "decode_poses": "detect", "letterbox": "detect",  # the pose model's pre- and post-processing
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ += ["decode_poses", "letterbox"]
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

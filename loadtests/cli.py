@@ -110,7 +110,8 @@ def options_from(args: argparse.Namespace) -> LoadTestOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Run the load test of ``args``; the exit code."""
-    from .runner import format_ramp, format_report, run_loadtest
+    from .report import format_ramp, format_report
+    from .runner import run_loadtest
 
     options = options_from(args)
     try:

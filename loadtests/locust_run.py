@@ -29,8 +29,8 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 
-from .runner import step_figures  # noqa: E402
-from .users import RECORD_FIELDS, Budget, LoadState, make_user_class  # noqa: E402
+from .report import Record, step_figures  # noqa: E402
+from .users import Budget, LoadState, make_user_class  # noqa: E402
 from .workload import Workload  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def _locust_entries(env) -> dict:
 def _write_records(path: Path, records: list) -> None:
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(RECORD_FIELDS)
+        writer.writerow(Record._fields)
         for row in records:
             writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in row])
 
@@ -97,7 +97,6 @@ def run_load(config: dict, workload: Workload) -> dict:
             reason = "max-requests"
             break
         gevent.sleep(0.05)
-    stop_requested = time.time()
     runner.quit()  # the users finish the request they are in (stop_timeout: the deadline + 5 s)
     stopped = time.time()
 
@@ -110,7 +109,7 @@ def run_load(config: dict, workload: Workload) -> dict:
     (out / "report.html").write_text(get_html_report(env, show_download_link=False), encoding="utf-8")
     _write_records(out / "requests.csv", state.records)
     return {
-        "mode": "load", "started": started, "stop_requested": stop_requested, "stopped": stopped,
+        "mode": "load", "started": started, "stopped": stopped,
         "stop_reason": reason, "users": config["users"], "issued": state.issued, "in_flight_at_end": state.in_flight,
         "errors_seen": state.errors_seen, "locust": _locust_entries(env),
         "locust_exceptions": [{"count": e["count"], "msg": e["msg"]} for e in runner.exceptions.values()],

@@ -48,6 +48,7 @@ from clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E40
 from clients.protocol import input_tensor, server_error, status_name  # noqa: E402
 
 from .options import TASKS  # noqa: E402
+from .report import Record  # noqa: E402
 from .workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
                        INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
 
@@ -90,7 +91,7 @@ class LoadState:
     seed: int = 0
     in_flight: int = 0
     issued: dict[str, int] = field(default_factory=dict)
-    records: list[tuple] = field(default_factory=list)      # one per request, see RECORD_FIELDS
+    records: list[Record] = field(default_factory=list)     # one per request
     errors_seen: list[tuple] = field(default_factory=list)  # (time, model, status, retried)
     _users: int = 0
     _oversized: np.ndarray | None = None
@@ -109,9 +110,6 @@ class LoadState:
 
     def observe_error(self, model: str | None, status: str | None, retried: bool) -> None:
         self.errors_seen.append((time.time(), model, status, retried))
-
-
-RECORD_FIELDS = ("task", "name", "type", "start", "end", "ms", "outcome", "status", "message", "bytes")
 
 
 class ObservedClient(PoseScoreClient):
@@ -209,8 +207,8 @@ class PoseScoreUser(User):
             elapsed = (time.perf_counter() - start) * 1e3
             state.in_flight -= 1
             message = "" if exception is None else str(exception)[:300]
-            state.records.append((task, name, request_type, wall, wall + elapsed / 1e3, elapsed, outcome, status or "",
-                                  message, payload))
+            state.records.append(Record(task, name, request_type, wall, wall + elapsed / 1e3, elapsed, outcome,
+                                        status or "", message, payload))
             if outcome != INTERRUPTED:
                 self.environment.events.request.fire(
                     request_type=request_type, name=name, response_time=elapsed, response_length=payload,

@@ -8,7 +8,7 @@ import pytest
 
 from engine.formats import (OPENPOSE_BODY25_TO_COCO17, OPENPOSE_COCO18_TO_COCO17, is_poses_json, load_poses,
                             read_poses_json, records_to_poses, to_alphapose, write_alphapose)
-from engine.video import VideoError, VideoInfo, VideoPoses
+from engine.poses import VideoError, VideoInfo, VideoPoses
 from kernels.skeleton import KEYPOINT_NAMES
 
 COCO18 = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",

@@ -16,7 +16,8 @@ from engine.archive import load_archive, load_manifest
 from engine.jobs import compare_poses
 from engine.media import SAMPLE_VIDEO
 from engine.render import RED, draw_skeleton, red_limbs
-from engine.video import extract_poses, retime_video
+from engine.encode import retime_video
+from engine.extract import extract_poses
 from kernels.skeleton import LIMBS
 
 VTEST = SAMPLE_VIDEO

@@ -17,7 +17,8 @@ import pytest
 from engine.server import DEFAULT_MODEL_REPOSITORY
 from loadtests import cli, metrics
 from loadtests.options import LoadTestError, LoadTestOptions, parse_duration, parse_mix, parse_slo
-from loadtests.runner import run_loadtest, step_figures, strip_dynamic_batching
+from loadtests.report import Record, ramp_missed, step_figures
+from loadtests.runner import run_loadtest, strip_dynamic_batching
 from loadtests.workload import check_search
 
 
@@ -207,10 +208,27 @@ def summary_start(out):
 
 
 def test_ramp_step_figures_and_knee():
-    records = [("score", "score", "grpc", 0.0, 1.0 + i / 100, 10.0 + i, "ok", "", "", 0) for i in range(50)]
-    records += [("score", "score", "grpc", 0.0, 1.5, 99.0, "error", "UNAVAILABLE", "gone", 0),
-                ("score", "score", "grpc", 0.0, 2.5, 5.0, "ok", "", "", 0)]  # after the step
+    records = [Record("score", "score", "grpc", 0.0, 1.0 + i / 100, 10.0 + i, "ok", "", "", 0) for i in range(50)]
+    records += [Record("score", "score", "grpc", 0.0, 1.5, 99.0, "error", "UNAVAILABLE", "gone", 0),
+                Record("score", "score", "grpc", 0.0, 2.5, 5.0, "ok", "", "", 0)]  # after the step
     figures = step_figures(records, 1.0, 2.0)
     assert figures["requests"] == 51 and figures["ok"] == 50 and figures["failures"] == 1
     assert figures["rps"] == 50.0
     assert figures["p99_ms"] == pytest.approx(np.percentile([*(np.arange(50) + 10.0), 99.0], 99))
+
+
+def _step(users, failures, p99, slo=100.0):
+    return {"users": users, "failures": failures, "p99_ms": p99,
+            "within_slo": failures == 0 and p99 <= slo}
+
+
+def test_ramp_misses_failures_and_a_task_without_a_knee():
+    """A ramp that ends because the p99 grew past the SLO found its knee: nothing missed. Wrong
+    answers or errors at any step are missed (the exit code is 1), and so is a task over the SLO
+    already at its first step."""
+    clean = {"score": [_step(1, 0, 20.0), _step(2, 0, 60.0), _step(4, 0, 150.0)]}
+    assert ramp_missed(clean) == []
+    wrong = {"score": [_step(1, 0, 20.0), _step(2, 3, 40.0)], "dtw": [_step(1, 0, 30.0)]}
+    assert ramp_missed(wrong) == ["score at 2 users: 3 failures"]
+    slow = {"dtw": [_step(1, 0, 400.0)]}
+    assert ramp_missed(slow) == ["dtw: p99 over the SLO already at 1 users"]

@@ -9,7 +9,8 @@ import pytest
 from clients import PoseScoreClient
 from engine.media import SAMPLE_VIDEO
 from engine.people import (Performer, box_iou, main_performer, pick_person, image_person, track_people)
-from engine.video import VideoError, VideoInfo, VideoPoses, extract_poses
+from engine.extract import extract_poses
+from engine.poses import VideoError, VideoInfo, VideoPoses
 
 VTEST = SAMPLE_VIDEO
 INFO = VideoInfo(path="walk.mp4", width=640, height=480, fps=10.0, frame_count=12, duration=1.2)

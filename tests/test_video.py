@@ -12,9 +12,10 @@ import pytest
 from clients import PoseResult, PoseScoreClient, PoseScoreError
 from engine.media import BASKETBALL, SAMPLE_VIDEO, ultralytics_asset
 from engine.people import box_iou
-from engine.video import (VideoError, VideoInfo, VideoPoses, apply_orientation, decode_size, expected_frames,
-                          extract_poses, is_image, iter_frames, probe, read_image, retime_video, video_codec,
-                          write_video)
+from engine.encode import retime_video, video_codec, write_video
+from engine.extract import extract_poses
+from engine.poses import VideoError, VideoInfo, VideoPoses
+from engine.video import apply_orientation, decode_size, expected_frames, is_image, iter_frames, probe, read_image
 
 VTEST = SAMPLE_VIDEO
 BUS = ultralytics_asset("bus.jpg")

@@ -1,0 +1,1 @@
+"""The ``posescore`` command line's composition root (``posescore.cli``)."""

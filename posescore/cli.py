@@ -1,0 +1,31 @@
+"""``posescore``: the one command line, composed of the engine's commands (``engine.cli``) and the
+load test (``loadtests.cli``), so that neither package imports the other's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine import cli as engine_cli
+from loadtests import cli as loadtest_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posescore", description="Score human movement.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    engine_cli.add_commands(sub)
+    loadtest_cli.add_parser(sub)  # imports locust only when a load test runs
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = args.check(args) if hasattr(args, "check") else None
+    if problem:
+        parser.error(problem)  # exit code 2
+    return engine_cli.run(args)  # one line naming the problem on failure, exit code 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
