@@ -9,6 +9,8 @@ constants cost a client only NumPy, not numba: ``from kernels import dtw`` loads
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 #: Each public name and the submodule that defines it.
 _EXPORTS = {
@@ -36,3 +38,18 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Kernels(types.ModuleType):
+    """``kernels.dtw`` and ``kernels.normalize`` name both a submodule and its public function:
+    when the import system registers the submodule on this package (``setattr(kernels, "dtw",
+    module)``, whoever imports it and whenever), the function is kept. The submodules stay in
+    ``sys.modules`` (``from kernels.dtw import ...`` works)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Kernels

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine.archive import load_archive, load_manifest
-from engine.jobs import compare_poses
+from engine.jobs import MOMENT_GAP_S, compare_poses
 from engine.media import SAMPLE_VIDEO
 from engine.render import RED, draw_skeleton, red_limbs
 from engine.encode import retime_video
@@ -66,13 +66,34 @@ def test_compare_is_speed_invariant_and_separates_good_from_bad(clip_poses):
         assert report["samples_per_frame"] == {"reference": 4, "attempt": 4}  # 10 fps -> 40 Hz
 
 
+def check_worst_moments(report):
+    """What the worst moments promise: the lowest-scoring steps, best-first greedy at least
+    MOMENT_GAP_S of reference time apart, each with the part of its step that is most off."""
+    moments, steps = report["worst_moments"], report["steps"]
+    assert moments
+    scores = [m["score"] for m in moments]
+    assert scores == sorted(scores) and scores[0] == min(s["score"] for s in steps)
+    times = [m["reference_time"] for m in moments]
+    assert all(abs(a - b) >= MOMENT_GAP_S for i, a in enumerate(times) for b in times[:i])
+    # Every step scoring lower than the last moment is within the gap of a moment chosen before it.
+    for step in steps:
+        if step["score"] < scores[-1]:
+            assert any(abs(step["reference_time"] - t) < MOMENT_GAP_S for t in times), step
+    by_frames = {(s["reference_frame"], s["attempt_frame"]): s for s in steps}
+    for moment in moments:
+        parts = {k: v for k, v in by_frames[(moment["reference_frame"], moment["attempt_frame"])]["parts"].items()
+                 if v is not None}
+        assert moment["worst_part"] == min(parts, key=parts.get)
+        assert moment["worst_part_score"] == min(parts.values())
+
+
 def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path):
     out = posescore("compare", clips["clip"], clips["half"], "--url", triton_server.grpc_url, "--json",
                     "--quiet", "--out", tmp_path, "--threshold", "97")
     report = json.loads(out.stdout)
     assert report["score"] >= 95 and set(report["parts"]) == {"head", "torso", "left_arm", "right_arm",
                                                               "left_leg", "right_leg"}
-    assert report["worst_moments"] and all(m["score"] <= report["steps"][0]["score"] + 100 for m in report["worst_moments"])
+    check_worst_moments(report)
     assert json.loads((tmp_path / "report.json").read_text())["score"] == report["score"]
     with av.open(str(tmp_path / "side_by_side.mp4")) as video:
         frames = sum(1 for _ in video.decode(video=0))
