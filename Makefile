@@ -9,7 +9,7 @@ EXPORT_STAMP := $(VENV)/.export-installed
 SAMPLE_VIDEO := $(shell $(PYTHON) -m engine.media)
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
-.PHONY: install model media test bench demo clean
+.PHONY: install model media test bench demo clean gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -48,6 +48,20 @@ bench: model media
 
 demo: model media
 	$(PY) -m engine.demo
+
+# The GPU check runs on a lent machine with an NVIDIA GPU (Python 3.12, CuPy, numba-cuda, NumPy 2):
+# `make gpu-wheels` here puts what its image lacks (the tests' oracles) in .whl/, which travels
+# with the working tree; `make gpu-check` there runs bench/device_check.sh (tests on the device,
+# GPU benchmarks; figures in $$OUT or gpu-check-output/).
+GPU_WHEELS := dtaidistance==2.5.1 faiss-cpu==1.15.1
+GPU_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+
+gpu-wheels:
+	$(PYTHON) -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+
+gpu-check:
+	bash bench/device_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

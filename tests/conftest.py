@@ -1,5 +1,6 @@
 """Shared fixtures. Without a GPU, numba-CUDA kernels run in numba's CUDA simulator."""
 
+import glob
 import os
 import shutil
 
@@ -13,9 +14,10 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-HAS_GPU = shutil.which("nvidia-smi") is not None and os.path.exists("/dev/nvidia0")
+# An NVIDIA device node beside the driver's tool (checked before numba.cuda is first imported,
+# which the simulator setting must precede). Without one, numba-CUDA kernels run in the simulator.
+HAS_GPU = shutil.which("nvidia-smi") is not None and bool(glob.glob("/dev/nvidia[0-9]*"))
 if not HAS_GPU:
-    # Must be set before numba.cuda is first imported.
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 try:
