@@ -31,6 +31,9 @@ import numpy as np
 import kernels
 from kernels.skeleton import NUM_KEYPOINTS
 
+#: Environment variable the search model reads (set by the embedded server): archives may only be
+#: loaded from under this folder.
+ARCHIVE_ROOT_ENV = "POSESCORE_ARCHIVE_ROOT"
 FORMAT = "posescore-archive"
 VERSION = 1
 MANIFEST = "manifest.json"

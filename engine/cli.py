@@ -309,5 +309,3 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print("posescore: interrupted", file=sys.stderr)
         return 130
-
-

@@ -19,12 +19,12 @@ from kernels.skeleton import PART_NAMES
 from . import archive as archive_io
 from . import formats
 from .formats import is_poses_json, to_alphapose, write_alphapose
-from .people import Performer, image_person, main_performer, track_people
-from .services import score_answer
-from .render import draw_skeleton, plot_scores, side_by_side, write_image
 from .encode import write_video
 from .extract import extract_poses
+from .people import Performer, image_person, main_performer, track_people
 from .poses import VideoPoses
+from .render import draw_skeleton, plot_scores, side_by_side, write_image
+from .services import score_answer
 from .video import iter_frames, read_image
 
 Progress = Callable[[int, int], None]

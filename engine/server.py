@@ -30,11 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .archive import ARCHIVE_ROOT_ENV
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 LOOPBACK = "127.0.0.1"
-# Environment variable the search model reads: archives may only be loaded from under this folder.
-ARCHIVE_ROOT_ENV = "POSESCORE_ARCHIVE_ROOT"
 
 
 # The python backend's shared-memory regions (one or more per model instance) live in /dev/shm; a

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.archive import ArchiveError, load_archive, search_archive
+from engine.archive import ARCHIVE_ROOT_ENV, ArchiveError, load_archive, search_archive
 from engine.triton_models import RequestError, input_scalar, output_tensor, parameters, poses_input, serve_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = parameters(args)
-        root = params.get("archive_root") or os.environ.get("POSESCORE_ARCHIVE_ROOT") or os.getcwd()
+        root = params.get("archive_root") or os.environ.get(ARCHIVE_ROOT_ENV) or os.getcwd()
         self.root = Path(root).resolve()
         self.max_k = int(params.get("max_k", 1000))
         self.archives = {}
