@@ -7,8 +7,9 @@ Every ``syncthreads`` is reached by all threads of a block the same number of ti
 
 import math
 
-from numba import cuda, float32, int32, int64
+from numba import boolean, cuda, float32, int32, int64
 
+from . import _pose_cells
 from ._dp_cells import dtw_predecessor as _dtw_predecessor_py
 from ._dp_cells import subsequence_cell as _subsequence_cell_py
 from ._topk import better as _better_py
@@ -224,3 +225,90 @@ def subsequence_wavefront(query, series, q_sq, s_sq, resets, has_resets, penalty
                 final_start[p, i] = start
         # Every thread of the block runs the same number of steps: no divergent barrier.
         cuda.syncthreads()
+
+
+# -- per-pose kernels: one thread per pose (grid-stride), over the cells of kernels._pose_cells ----
+normalize_cell = cuda.jit(device=True)(_pose_cells.normalize_cell)
+pose_distance_cell = cuda.jit(device=True)(_pose_cells.pose_distance_cell)
+terms_cell = cuda.jit(device=True)(_pose_cells.terms_cell)
+parts_cell = cuda.jit(device=True)(_pose_cells.parts_cell)
+score_cell = cuda.jit(device=True)(_pose_cells.score_cell)
+NUM_TERMS = _pose_cells.NUM_TERMS
+NUM_PARTS = _pose_cells.TERM_OFFSETS.shape[0] - 1
+
+
+@cuda.jit
+def normalize_poses(poses, torso, min_confidence, min_torso_share, vectors, weights, usable):
+    """``vectors [N, 34]``, ``weights [N, 17]``, ``usable [N]`` of ``poses [N, 17, 3]``."""
+    i = cuda.grid(1)
+    while i < poses.shape[0]:
+        usable[i] = normalize_cell(poses[i], torso, min_confidence, min_torso_share, vectors[i], weights[i])
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def pose_scores_kernel(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror, scores, mirrored):
+    """As kernels._pose_cpu.pose_scores_all."""
+    i = cuda.grid(1)
+    while i < vectors.shape[0]:
+        d, shared = pose_distance_cell(qv, qw, vectors[i], weights[i], metric)
+        s = score_cell(d, scale) if shared else float32(0.0)
+        flipped = False
+        if mirror:
+            md, mshared = pose_distance_cell(mqv, mqw, vectors[i], weights[i], metric)
+            ms = score_cell(md, scale) if mshared else float32(0.0)
+            if ms > s:
+                s = ms
+                flipped = True
+        scores[i] = s
+        mirrored[i] = flipped
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, offsets, scale, mode, pick,
+                       scores, valid):
+    """As kernels._pose_cpu.part_scores_all."""
+    angles = cuda.local.array(NUM_TERMS, float32)
+    tw = cuda.local.array(NUM_TERMS, float32)
+    other = cuda.local.array(NUM_PARTS, float32)
+    other_valid = cuda.local.array(NUM_PARTS, boolean)
+    i = cuda.grid(1)
+    while i < vectors.shape[0]:
+        terms_cell(vectors[i], weights[i], terms, angles, tw)
+        if mode == 2 and pick[i]:
+            parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, scores[i], valid[i])
+        else:
+            mean = parts_cell(q_angles, q_tw, angles, tw, offsets, scale, scores[i], valid[i])
+            if mode == 1:
+                mirror_mean = parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, other, other_valid)
+                if mirror_mean > mean:
+                    for p in range(NUM_PARTS):
+                        scores[i, p] = other[p]
+                        valid[i, p] = other_valid[p]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def terms_kernel(vectors, weights, terms, angles, tw):
+    """As kernels._pose_cpu.terms_all."""
+    i = cuda.grid(1)
+    while i < vectors.shape[0]:
+        terms_cell(vectors[i], weights[i], terms, angles[i], tw[i])
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def aligned_parts_kernel(angles_a, tw_a, angles_b, tw_b, path, offsets, scale, scores, valid):
+    """As kernels._pose_cpu.aligned_parts_all."""
+    n = cuda.grid(1)
+    while n < path.shape[0]:
+        parts_cell(angles_a[path[n, 0]], tw_a[path[n, 0]], angles_b[path[n, 1]], tw_b[path[n, 1]], offsets,
+                   scale, scores[n], valid[n])
+        n += cuda.gridsize(1)
+
+
+def launch_per_pose(kernel, count: int, *args) -> None:
+    """Launch a one-thread-per-item kernel over ``count`` items (grid-stride: at most 65,536 blocks)."""
+    blocks = max(1, min(ceil_div(count, THREADS_PER_BLOCK), 1 << 16))
+    kernel[blocks, THREADS_PER_BLOCK](*args)

@@ -60,7 +60,8 @@ def _cost_matrix(a, b, T, U):
 
 
 #: Cells of the cost matrix the CPU kernels hold at a time per pair (16 MiB of float32): memory
-#: stays bounded however long the sequences.
+#: stays bounded however long the sequences. A chunk's GEMM rounds by its row count, so another
+#: chunk size moves a distance by float32 rounding (a few ulps), no more.
 COST_CHUNK_CELLS = 1 << 22
 
 

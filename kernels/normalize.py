@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from . import _per_pose
 from ._backend import array_module, check_array, check_int, check_number
-from .skeleton import KP, NUM_KEYPOINTS
+from .skeleton import NUM_KEYPOINTS
 
 #: Keypoints whose confidence is at or below this count as missing.
 DEFAULT_MIN_CONFIDENCE = 0.3
@@ -45,46 +48,24 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
     method without hips and shoulders, or with a torso under MIN_TORSO_SHARE of the pose's
     extent) gets an all-zero vector and all-zero weights, so a batch with
     empty frames keeps its time axis; if *no* pose can be normalized, ValueError is raised.
+
+    One pass over the poses (``kernels._pose_cells.normalize_cell``: a parallel numba loop on
+    the CPU, one CUDA thread per pose on the GPU).
     """
     if method not in NORMALIZE_METHODS:
         raise ValueError(f"method: expected one of {NORMALIZE_METHODS}, got {method!r}")
     xp = array_module(poses)
     poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), allow_nan=True, xp=xp)
-    xy, conf = poses[..., :2], poses[..., 2]
-    visible = visible_keypoints(poses, min_confidence)
-    xy = xp.where(visible[..., None], xy, 0.0)  # NaN-free from here on
-
-    big = xp.float32(1.0e30)  # far outside any image, and hi - lo cannot overflow
-    lo = xp.where(visible[..., None], xy, big).min(axis=-2)
-    hi = xp.where(visible[..., None], xy, -big).max(axis=-2)
-    if method == "bbox":
-        usable = visible.sum(axis=-1) >= 2
-        centre = xp.where(usable[..., None], (lo + hi) * 0.5, 0.0)
-        scale = xp.where(usable, (hi - lo).max(axis=-1), 0.0)
-    else:
-        def mid(a, b):
-            return (xy[..., KP[a], :] + xy[..., KP[b], :]) * 0.5
-        needed = [KP["left_hip"], KP["right_hip"], KP["left_shoulder"], KP["right_shoulder"]]
-        usable = visible[..., needed].all(axis=-1)
-        centre = mid("left_hip", "right_hip")
-        scale = xp.sqrt(((mid("left_shoulder", "right_shoulder") - centre) ** 2).sum(axis=-1))
-        usable &= scale > MIN_TORSO_SHARE * (hi - lo).max(axis=-1)
-
-    usable &= scale > 0
-    safe_scale = xp.where(usable, scale, 1.0)
-    rel = (xy - centre[..., None, :]) / safe_scale[..., None, None]
-    rel = xp.where(visible[..., None], rel, 0.0)
-    flat = rel.reshape(rel.shape[:-2] + (2 * NUM_KEYPOINTS,))
-    norm = xp.sqrt((flat * flat).sum(axis=-1))
-    usable &= norm > 0
-    vectors = xp.where(usable[..., None], flat / xp.where(usable, norm, 1.0)[..., None], 0.0)
-    weights = xp.where(usable[..., None] & visible, conf, 0.0)
-    if not bool(usable.any()):
+    min_confidence = check_number(min_confidence, "min_confidence")
+    lead = poses.shape[:-2]
+    vectors, weights, usable = _per_pose.normalize_poses(poses.reshape(-1, NUM_KEYPOINTS, 3), method == "torso",
+                                                         min_confidence, MIN_TORSO_SHARE)
+    if usable == 0:
         what = ("two distinct visible keypoints" if method == "bbox"
                 else "both hips and both shoulders visible")
         raise ValueError(f"poses: no pose can be normalized with method {method!r} "
                          f"(needs {what} with confidence > {min_confidence})")
-    return vectors.astype(xp.float32, copy=False), weights.astype(xp.float32, copy=False)
+    return vectors.reshape(lead + (2 * NUM_KEYPOINTS,)), weights.reshape(lead + (NUM_KEYPOINTS,))
 
 
 def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
@@ -141,6 +122,12 @@ def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_C
     if factor == 1 or poses.shape[0] < 2:
         return poses.astype(xp.float32, copy=True)
     T = poses.shape[0]
+    if xp is np:  # one parallel pass (kernels._pose_cpu); CuPy's array ops on the GPU
+        from . import _pose_cpu
+
+        out = np.empty(((T - 1) * factor + 1, NUM_KEYPOINTS, 3), dtype=np.float32)
+        _pose_cpu.interpolate_all(poses, factor, np.float32(check_number(min_confidence, "min_confidence")), out)
+        return out
     present = visible_keypoints(poses, min_confidence)
     clean = xp.where(present[..., None], poses, 0.0)
     start, end = clean[:-1], clean[1:]

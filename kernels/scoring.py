@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
+from . import _per_pose
 from ._backend import array_module, check_array
-from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS, part_terms
+from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS
 
 #: Distance at which each kind of distance reaches score 0 (see :func:`score_from_distance`).
 #: - cosine: Move Mirror's cosine distance sqrt(2 (1 - cos)), which for unit vectors is their
@@ -45,10 +46,19 @@ def score_from_distance(distance, kind: str):
 def mirror_vectors(vectors, weights):
     """Mirror normalized poses: left and right swapped and x flipped (``[..., 34]``, ``[..., 17]``).
 
-    Exact for every normalization method, whose coordinates are centred on the body.
+    Exact for every normalization method, whose coordinates are centred on the body. One
+    parallel pass on the CPU; CuPy gathers on the GPU.
     """
     xp = array_module(vectors, weights)
-    return _mirror(xp, *_check_poses(xp, vectors, weights))
+    v, w = _check_poses(xp, vectors, weights)
+    if xp is not np:
+        return _mirror(xp, v, w)
+    from . import _pose_cpu
+
+    out_v, out_w = np.empty_like(v), np.empty_like(w)
+    _pose_cpu.mirror_all(v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS),
+                         out_v.reshape(-1, 2 * NUM_KEYPOINTS), out_w.reshape(-1, NUM_KEYPOINTS))
+    return out_v, out_w
 
 
 def _mirror(xp, vectors, weights):
@@ -84,34 +94,6 @@ def _check_pair(query_vectors, query_weights, vectors, weights):
     return xp, qv, qw, v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS), v.shape[:-1]
 
 
-def _pose_distances(xp, qv, qw, v, w, metric):
-    """Distances ``[N]`` of one query to N poses, and whether each pair shares a keypoint."""
-    q_xy = qv.reshape(NUM_KEYPOINTS, 2)
-    c_xy = v.reshape(-1, NUM_KEYPOINTS, 2)
-    if metric == "cosine":
-        # Cosine over the keypoints visible in both poses, in float64: sqrt(2 (1 - cos)) turns a
-        # float32 rounding of cos near 1 into a visible distance.
-        qmask = (qw > 0).astype(xp.float64)
-        cmask = (w > 0).astype(xp.float64)
-        q_xy = q_xy.astype(xp.float64) * qmask[:, None]
-        c_xy = c_xy.astype(xp.float64) * cmask[..., None]
-        # Row-wise products and sums, not BLAS: a row's result must not depend on how many rows
-        # come with it (a GEMV's blocking does), so that splitting a request changes nothing.
-        dot = (c_xy.reshape(-1, 2 * NUM_KEYPOINTS) * q_xy.reshape(-1)).sum(axis=-1)
-        qq = (cmask * (q_xy * q_xy).sum(axis=-1)).sum(axis=-1)
-        cc = ((c_xy * c_xy).sum(axis=-1) * qmask).sum(axis=-1)
-        denom = xp.sqrt(qq * cc)
-        shared = denom > 0
-        cos = xp.clip(dot / xp.where(shared, denom, 1.0), -1.0, 1.0)
-        return xp.sqrt(2.0 * (1.0 - cos)), shared
-    conf = w * qw  # combined confidences: symmetric in the two poses
-    diff = c_xy - q_xy
-    per_kp = xp.abs(diff).sum(axis=-1) if metric == "weighted_l1" else xp.sqrt((diff * diff).sum(axis=-1))
-    total = conf.sum(axis=-1)
-    shared = total > 0
-    return (conf * per_kp).sum(axis=-1) / xp.where(shared, total, 1.0), shared
-
-
 def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "cosine",
                 mirror: bool = False, return_mirrored: bool = False):
     """Score one normalized query pose against N normalized poses: ``[N]`` float32 in 0-100.
@@ -134,65 +116,9 @@ def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "c
     if not isinstance(mirror, (bool, np.bool_)):
         raise TypeError(f"mirror: expected True or False, got {type(mirror).__name__}")
     xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
-    dist, shared = _pose_distances(xp, qv, qw, v, w, metric)
-    scores = xp.where(shared, score_from_distance(dist, metric), 0.0)
-    mirrored = xp.zeros(scores.shape, dtype=bool)
-    if mirror:
-        mqv, mqw = _mirror(xp, qv, qw)
-        mdist, mshared = _pose_distances(xp, mqv, mqw, v, w, metric)
-        mscores = xp.where(mshared, score_from_distance(mdist, metric), 0.0)
-        mirrored = mscores > scores
-        scores = xp.maximum(scores, mscores)
-    scores = scores.astype(xp.float32).reshape(lead)
-    return (scores, mirrored.reshape(lead)) if return_mirrored else scores
-
-
-_LIMBS, _JOINTS, _LIMB_PART, _JOINT_PART = part_terms()
-#: The part of each limb-direction / joint-angle term, limbs first.
-_TERM_PART = np.concatenate([_LIMB_PART, _JOINT_PART])
-
-
-def _sum_by_part(xp, terms):
-    """``[N, terms]`` -> ``[N, 6]``: each part's terms summed one by one, in a fixed order, so a
-    pose's sums are the same bits whatever the other poses of the call (a matrix product's
-    blocking depends on N)."""
-    out = xp.zeros(terms.shape[:-1] + (NUM_PARTS,), terms.dtype)
-    for t, part in enumerate(_TERM_PART.tolist()):
-        out[..., part] += terms[..., t]
-    return out
-
-
-def _wrapped_abs(angle_diff, xp):
-    """|angle| wrapped to [0, pi]."""
-    return xp.abs(xp.arctan2(xp.sin(angle_diff), xp.cos(angle_diff)))
-
-
-def _part_distances(xp, qv, qw, v, w):
-    """Mean angular difference per part ``[N, 6]`` (radians) and the total term weight per part."""
-    q = qv.reshape(qv.shape[:-1] + (NUM_KEYPOINTS, 2))
-    c = v.reshape(-1, NUM_KEYPOINTS, 2)
-    limbs, joints = xp.asarray(_LIMBS), xp.asarray(_JOINTS)
-
-    def directions(p):
-        d = p[..., limbs[:, 1], :] - p[..., limbs[:, 0], :]
-        return xp.arctan2(d[..., 1], d[..., 0])
-
-    def joint_angles(p):
-        u = p[..., joints[:, 0], :] - p[..., joints[:, 1], :]
-        t = p[..., joints[:, 2], :] - p[..., joints[:, 1], :]
-        cross = u[..., 0] * t[..., 1] - u[..., 1] * t[..., 0]
-        return xp.arctan2(cross, (u * t).sum(axis=-1))
-
-    def term_weight(qw_terms, w_terms):
-        return qw_terms.min(axis=-1) * w_terms.min(axis=-1)
-
-    # The query is one pose [17, 2] or one pose per candidate [N, 17, 2] (paired scoring).
-    diffs = xp.concatenate([_wrapped_abs(directions(c) - directions(q), xp),
-                            _wrapped_abs(joint_angles(c) - joint_angles(q), xp)], axis=-1)
-    tw = xp.concatenate([term_weight(qw[..., limbs], w[:, limbs]),
-                         term_weight(qw[..., joints], w[:, joints])], axis=-1)
-    total = _sum_by_part(xp, tw)
-    return _sum_by_part(xp, tw * diffs) / xp.where(total > 0, total, 1.0), total > 0
+    mqv, mqw = _mirror(xp, qv, qw) if mirror else (qv, qw)
+    scores, mirrored = _per_pose.pose_scores(qv, qw, mqv, mqw, v, w, metric, SCORE_SCALES[metric], mirror)
+    return (scores.reshape(lead), mirrored.reshape(lead)) if return_mirrored else scores.reshape(lead)
 
 
 def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
@@ -209,25 +135,26 @@ def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
     whole-pose and part scores describe the same match).
     """
     xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
-    dist, valid = _part_distances(xp, qv, qw, v, w)
-    scores = xp.where(valid, score_from_distance(dist, "angle"), 0.0)
     per_pose = not isinstance(mirror, (bool, np.bool_))
+    pick = xp.zeros(1, dtype=bool)
     if per_pose:
         pick = xp.asarray(mirror)
         if pick.dtype != bool or pick.shape != lead:
             raise ValueError(f"mirror: expected True, False or a bool per pose (shape {list(lead)}), "
                              f"got {pick.dtype} of shape {list(pick.shape)}")
-        pick = pick.reshape(-1)
-    if per_pose or mirror:
-        mqv, mqw = _mirror(xp, qv, qw)
-        mdist, mvalid = _part_distances(xp, mqv, mqw, v, w)
-        mscores = xp.where(mvalid, score_from_distance(mdist, "angle"), 0.0)
-        if not per_pose:
-            pick = mscores.mean(axis=-1) > scores.mean(axis=-1)
-        scores = xp.where(pick[:, None], mscores, scores)
-        valid = xp.where(pick[:, None], mvalid, valid)
-    scores = scores.astype(xp.float32).reshape(lead + (NUM_PARTS,))
-    return (scores, valid.reshape(lead + (NUM_PARTS,))) if return_valid else scores
+        pick = xp.ascontiguousarray(pick.reshape(-1))
+    mode = 2 if per_pose else int(bool(mirror))
+    query = _query_terms(qv, qw)
+    mirror_terms = _query_terms(*_mirror(xp, qv, qw)) if mode else query
+    scores, valid = _per_pose.part_scores(query, mirror_terms, v, w, SCORE_SCALES["angle"], mode, pick)
+    scores, valid = scores.reshape(lead + (NUM_PARTS,)), valid.reshape(lead + (NUM_PARTS,))
+    return (scores, valid) if return_valid else scores
+
+
+def _query_terms(qv, qw):
+    """The part terms ``(angles [terms], weights [terms])`` of one normalized pose."""
+    angles, tw = _per_pose.pose_terms(qv.reshape(1, -1), qw.reshape(1, -1))
+    return angles[0], tw[0]
 
 
 def aligned_part_scores(vectors_a, weights_a, vectors_b, weights_b, path):
@@ -252,9 +179,9 @@ def aligned_part_scores(vectors_a, weights_a, vectors_b, weights_b, path):
     if steps.shape[0] and (int(steps.min()) < 0 or int(steps[:, 0].max()) >= va.shape[0]
                            or int(steps[:, 1].max()) >= vb.shape[0]):
         raise ValueError(f"path: indices outside the sequences of lengths {va.shape[0]} and {vb.shape[0]}")
-    i, j = steps[:, 0], steps[:, 1]
-    dist, valid = _part_distances(xp, va[i], wa[i], vb[j], wb[j])
-    per_step = xp.where(valid, score_from_distance(dist, "angle"), 0.0).astype(xp.float32)
+    # Each pose's limb directions and joint angles once, then one pass over the steps.
+    per_step, valid = _per_pose.aligned_part_scores(_per_pose.pose_terms(va, wa), _per_pose.pose_terms(vb, wb),
+                                                    xp.ascontiguousarray(steps), SCORE_SCALES["angle"])
     counts = valid.sum(axis=0)
     overall = xp.where(counts > 0, per_step.sum(axis=0) / xp.maximum(counts, 1), 0.0).astype(xp.float32)
     return per_step, overall, valid

@@ -31,6 +31,14 @@ signatures = {
                               f32[:, ::1], i64[:, ::1], b1, f32[::1], i64[::1], f32[:, ::1], i64[:, ::1],
                               f32[:, ::1], i64[:, ::1]),
     "fused_topk": (f32[:, ::1], f32[:, ::1], i32, b1, f32[:, :, ::1], i64[:, :, ::1]),
+    "normalize_poses": (f32[:, :, ::1], b1, f32, f32, f32[:, ::1], f32[:, ::1], b1[::1]),
+    "pose_scores_kernel": (f32[::1], f32[::1], f32[::1], f32[::1], f32[:, ::1], f32[:, ::1], i64, f32, b1,
+                           f32[::1], b1[::1]),
+    "part_scores_kernel": (f32[::1], f32[::1], f32[::1], f32[::1], f32[:, ::1], f32[:, ::1], i64[:, ::1], i64[::1],
+                           f32, i64, b1[::1], f32[:, ::1], b1[:, ::1]),
+    "terms_kernel": (f32[:, ::1], f32[:, ::1], i64[:, ::1], f32[:, ::1], f32[:, ::1]),
+    "aligned_parts_kernel": (f32[:, ::1], f32[:, ::1], f32[:, ::1], f32[:, ::1], i64[:, ::1], i64[::1], f32,
+                             f32[:, ::1], b1[:, ::1]),
 }
 for name, signature in signatures.items():
     ptx, _ = cuda.compile_ptx(getattr(ck, name).py_func, signature, cc=(9, 0))
@@ -43,4 +51,6 @@ def test_cuda_kernels_compile_to_ptx_for_sm90():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert all(name in out.stdout for name in ("dtw_wavefront", "subsequence_wavefront", "fused_topk"))
+    assert all(name in out.stdout for name in ("dtw_wavefront", "subsequence_wavefront", "fused_topk",
+                                               "normalize_poses", "pose_scores_kernel", "part_scores_kernel",
+                                               "terms_kernel", "aligned_parts_kernel"))

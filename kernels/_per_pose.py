@@ -1,0 +1,116 @@
+"""Launchers of the fused per-pose kernels: the numba CPU loops (kernels._pose_cpu) for NumPy
+arrays, the numba-CUDA kernels (kernels._cuda_kernels) for CuPy arrays, both over the cells of
+kernels._pose_cells. Inputs are checked, C-contiguous float32 (the public functions in
+kernels.normalize and kernels.scoring see to it); outputs are allocated here, on the inputs'
+backend. ``gpu=True`` with NumPy arrays runs the CUDA kernels in numba's simulator (tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _pose_cells as cells
+from ._backend import array_module
+from .skeleton import NUM_KEYPOINTS, NUM_PARTS
+
+
+def _cuda():
+    from . import _cuda_kernels
+
+    return _cuda_kernels
+
+
+def _on_gpu(xp, gpu):
+    return xp is not np if gpu is None else gpu
+
+
+def normalize_poses(poses, torso: bool, min_confidence: float, min_torso_share: float, gpu=None):
+    """``(vectors [N, 34], weights [N, 17], usable count)`` of ``poses [N, 17, 3]``."""
+    xp = array_module(poses)
+    n = poses.shape[0]
+    vectors = xp.empty((n, 2 * NUM_KEYPOINTS), xp.float32)
+    weights = xp.empty((n, NUM_KEYPOINTS), xp.float32)
+    args = (bool(torso), np.float32(min_confidence), np.float32(min_torso_share), vectors, weights)
+    if not _on_gpu(xp, gpu):
+        from . import _pose_cpu
+
+        return vectors, weights, int(_pose_cpu.normalize_all(poses, *args))
+    usable = xp.empty(n, dtype=bool)
+    ck = _cuda()
+    ck.launch_per_pose(ck.normalize_poses, n, poses, *args, usable)
+    return vectors, weights, int(usable.sum())
+
+
+def pose_scores(qv, qw, mqv, mqw, vectors, weights, metric: str, scale: float, mirror: bool, gpu=None):
+    """``(scores [N] float32, mirrored [N] bool)`` of N normalized poses against a query and, with
+    ``mirror``, its mirror image ``mqv``, ``mqw``."""
+    xp = array_module(vectors)
+    n = vectors.shape[0]
+    scores = xp.empty(n, xp.float32)
+    mirrored = xp.empty(n, dtype=bool)
+    args = (qv, qw, mqv, mqw, vectors, weights, np.int64(cells.METRIC_CODES[metric]), np.float32(scale),
+            bool(mirror), scores, mirrored)
+    if not _on_gpu(xp, gpu):
+        from . import _pose_cpu
+
+        _pose_cpu.pose_scores_all(*args)
+    else:
+        ck = _cuda()
+        ck.launch_per_pose(ck.pose_scores_kernel, n, *args)
+    return scores, mirrored
+
+
+def pose_terms(vectors, weights, gpu=None):
+    """Part terms ``(angles [N, terms], weights [N, terms])`` float32 of N normalized poses."""
+    xp = array_module(vectors)
+    n = vectors.shape[0]
+    terms = xp.asarray(cells.TERMS)
+    angles = xp.empty((n, cells.NUM_TERMS), xp.float32)
+    tw = xp.empty((n, cells.NUM_TERMS), xp.float32)
+    if not _on_gpu(xp, gpu):
+        from . import _pose_cpu
+
+        _pose_cpu.terms_all(vectors, weights, terms, angles, tw)
+    else:
+        ck = _cuda()
+        ck.launch_per_pose(ck.terms_kernel, n, vectors, weights, terms, angles, tw)
+    return angles, tw
+
+
+def part_scores(query_terms, mirror_terms, vectors, weights, scale: float, mode: int, pick, gpu=None):
+    """``(scores [N, 6] float32, valid [N, 6] bool)`` of N normalized poses against the query's terms
+    (:func:`pose_terms` of the query and of its mirror image). ``mode`` 0: the query; 1: per pose
+    the orientation with the better mean part score; 2: the mirror image where ``pick [N]``."""
+    xp = array_module(vectors)
+    n = vectors.shape[0]
+    scores = xp.empty((n, NUM_PARTS), xp.float32)
+    valid = xp.empty((n, NUM_PARTS), dtype=bool)
+    args = (*query_terms, *mirror_terms, vectors, weights, xp.asarray(cells.TERMS), xp.asarray(cells.TERM_OFFSETS),
+            np.float32(scale), np.int64(mode), pick, scores, valid)
+    if not _on_gpu(xp, gpu):
+        from . import _pose_cpu
+
+        _pose_cpu.part_scores_all(*args)
+    else:
+        ck = _cuda()
+        ck.launch_per_pose(ck.part_scores_kernel, n, *args)
+    return scores, valid
+
+
+def aligned_part_scores(terms_a, terms_b, path, scale: float, gpu=None):
+    """``(scores [L, 6] float32, valid [L, 6] bool)`` of pose ``a[i]`` against ``b[j]`` for each step
+    ``(i, j)`` of ``path [L, 2]`` int64, from both sequences' terms (:func:`pose_terms`)."""
+    xp = array_module(path)
+    n = path.shape[0]
+    scores = xp.empty((n, NUM_PARTS), xp.float32)
+    valid = xp.empty((n, NUM_PARTS), dtype=bool)
+    args = (*terms_a, *terms_b, path, xp.asarray(cells.TERM_OFFSETS), np.float32(scale), scores, valid)
+    if n == 0:
+        return scores, valid
+    if not _on_gpu(xp, gpu):
+        from . import _pose_cpu
+
+        _pose_cpu.aligned_parts_all(*args)
+    else:
+        ck = _cuda()
+        ck.launch_per_pose(ck.aligned_parts_kernel, n, *args)
+    return scores, valid
