@@ -81,6 +81,62 @@ def bench_subsequence(rng, repeat, rows):
                  f"{peer:.4f} (dtaidistance subsequence_alignment)", peer / ours, ">= 5x, < 0.030 s"))
 
 
+def copy_bandwidth(xp, repeat, nbytes=1 << 28):
+    """Bytes per second a plain copy moves (read + write) on ``xp``, best of ``repeat``."""
+    src = xp.ones(nbytes // 4, xp.float32)
+    dst = xp.empty_like(src)
+    sync = (lambda: xp.cuda.Device().synchronize()) if xp is not np else (lambda: None)
+
+    def run():
+        dst[...] = src
+        sync()
+    return 2 * nbytes / best_time(run, repeat)
+
+
+def bench_pose(rng, repeat, rows, n=1_000_000):
+    """Each per-pose kernel on ``n`` poses beside the memory floor measured in the same run (bytes
+    read and written / a copy's bandwidth) and the plain NumPy version (bench.pose_numpy)."""
+    from bench import pose_numpy as ref
+    from bench.pose_numpy import mirror as ref_mirror
+    from kernels import (aligned_part_scores, interpolate_frames, mirror_vectors, normalize, part_scores,
+                         pose_scores)
+
+    xy = rng.uniform(0, 640, (n, 17, 2))
+    conf = rng.uniform(0.0, 1.0, (n, 17, 1))  # ~30% under the threshold: missing
+    poses = np.concatenate([xy, conf], axis=-1).astype(np.float32)
+    v, w = normalize(poses)
+    half = n // 2
+    path = np.stack([np.arange(n) // 2, np.arange(n) // 2], axis=1).astype(np.int64)
+    pose_bytes, vec_bytes = 17 * 3 * 4, (34 + 17) * 4
+    bandwidth = copy_bandwidth(np, repeat)
+    cases = [
+        ("normalize bbox", lambda: normalize(poses), lambda: ref.normalize(poses), n * (pose_bytes + vec_bytes)),
+        ("normalize torso", lambda: normalize(poses, "torso"), lambda: ref.normalize(poses, "torso"),
+         n * (pose_bytes + vec_bytes)),
+    ]
+    for metric in ("cosine", "weighted_l1", "weighted_l2"):
+        for flip in (False, True):
+            cases.append((f"pose_scores {metric}{' mirror' if flip else ''}",
+                          lambda m=metric, f=flip: pose_scores(v[0], w[0], v, w, metric=m, mirror=f),
+                          lambda m=metric, f=flip: ref.pose_scores(v[0], w[0], v, w, m, f), n * (vec_bytes + 5)))
+    for flip in (False, True):
+        cases.append((f"part_scores{' mirror' if flip else ''}",
+                      lambda f=flip: part_scores(v[0], w[0], v, w, mirror=f),
+                      lambda f=flip: ref.part_scores(v[0], w[0], v, w, f), n * (vec_bytes + 30)))
+    cases += [
+        ("aligned_part_scores (path of n steps)", lambda: aligned_part_scores(v[:half], w[:half], v[:half], w[:half], path),
+         lambda: ref.aligned_part_scores(v[:half], w[:half], v[:half], w[:half], path), n * (vec_bytes + 16 + 30)),
+        ("mirror_vectors", lambda: mirror_vectors(v, w), lambda: ref_mirror(v, w), n * 2 * vec_bytes),
+        ("interpolate_frames x4", lambda: interpolate_frames(poses[:n // 4], 4),
+         lambda: ref.interpolate_frames(poses[:n // 4], 4), n * pose_bytes * 5 // 4),
+    ]
+    for name, ours, peer, nbytes in cases:
+        t_ours, t_peer = best_time(ours, repeat), best_time(peer, max(1, repeat // 2))
+        floor = nbytes / bandwidth
+        rows.append((f"{name}, {n:,} poses, ms", f"{t_ours * 1e3:.1f} ({t_ours / floor:.1f}x floor {floor * 1e3:.1f})",
+                     f"{t_peer * 1e3:.1f} (plain NumPy)", t_peer / t_ours, "<= 3x floor, >= 5x"))
+
+
 def bench_gpu(rng, repeat, rows):
     cp = cupy_or_none()
     try:
@@ -123,11 +179,13 @@ def bench_gpu(rng, repeat, rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["dtw", "search", "subsequence", "gpu"], nargs="*")
+    parser.add_argument("--only", choices=["dtw", "search", "subsequence", "pose", "gpu"], nargs="*")
+    parser.add_argument("--poses", type=int, default=1_000_000, help="poses of the per-pose benchmark")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows: list[tuple] = []
-    benches = {"dtw": bench_dtw, "search": bench_search, "subsequence": bench_subsequence, "gpu": bench_gpu}
+    benches = {"dtw": bench_dtw, "search": bench_search, "subsequence": bench_subsequence,
+               "pose": lambda rng, repeat, rows: bench_pose(rng, repeat, rows, args.poses), "gpu": bench_gpu}
     for name, fn in benches.items():
         if not args.only or name in args.only:
             fn(rng, args.repeat, rows)

@@ -248,7 +248,7 @@ def normalize_poses(poses, torso, min_confidence, min_torso_share, vectors, weig
 
 @cuda.jit
 def pose_scores_kernel(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror, scores, mirrored):
-    """As kernels._pose_cpu.pose_scores_all."""
+    """As kernels._pose_cells.pose_scores_all."""
     i = cuda.grid(1)
     while i < vectors.shape[0]:
         d, shared = pose_distance_cell(qv, qw, vectors[i], weights[i], metric)
@@ -268,7 +268,7 @@ def pose_scores_kernel(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror
 @cuda.jit
 def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, offsets, scale, mode, pick,
                        scores, valid):
-    """As kernels._pose_cpu.part_scores_all."""
+    """As kernels._pose_cells.part_scores_all."""
     angles = cuda.local.array(NUM_TERMS, float32)
     tw = cuda.local.array(NUM_TERMS, float32)
     other = cuda.local.array(NUM_PARTS, float32)
@@ -291,7 +291,7 @@ def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms
 
 @cuda.jit
 def terms_kernel(vectors, weights, terms, angles, tw):
-    """As kernels._pose_cpu.terms_all."""
+    """As kernels._pose_cells.terms_all."""
     i = cuda.grid(1)
     while i < vectors.shape[0]:
         terms_cell(vectors[i], weights[i], terms, angles[i], tw[i])
@@ -300,7 +300,7 @@ def terms_kernel(vectors, weights, terms, angles, tw):
 
 @cuda.jit
 def aligned_parts_kernel(angles_a, tw_a, angles_b, tw_b, path, offsets, scale, scores, valid):
-    """As kernels._pose_cpu.aligned_parts_all."""
+    """As kernels._pose_cells.aligned_parts_all."""
     n = cuda.grid(1)
     while n < path.shape[0]:
         parts_cell(angles_a[path[n, 0]], tw_a[path[n, 0]], angles_b[path[n, 1]], tw_b[path[n, 1]], offsets,

@@ -1,6 +1,6 @@
-"""Launchers of the fused per-pose kernels: the numba CPU loops (kernels._pose_cpu) for NumPy
-arrays, the numba-CUDA kernels (kernels._cuda_kernels) for CuPy arrays, both over the cells of
-kernels._pose_cells. Inputs are checked, C-contiguous float32 (the public functions in
+"""Launchers of the fused per-pose kernels: the numba CPU loops of kernels._pose_cells for NumPy
+arrays, the numba-CUDA kernels of kernels._cuda_kernels for CuPy arrays, both over the cells of
+kernels._pose_cells (imported on first use: importing kernels.scoring costs no numba). Inputs are checked, C-contiguous float32 (the public functions in
 kernels.normalize and kernels.scoring see to it); outputs are allocated here, on the inputs'
 backend. ``gpu=True`` with NumPy arrays runs the CUDA kernels in numba's simulator (tests)."""
 
@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _pose_cells as cells
 from ._backend import array_module
 from .skeleton import NUM_KEYPOINTS, NUM_PARTS
+
+
+def _cells():
+    from . import _pose_cells
+
+    return _pose_cells
 
 
 def _cuda():
@@ -25,15 +30,14 @@ def _on_gpu(xp, gpu):
 
 def normalize_poses(poses, torso: bool, min_confidence: float, min_torso_share: float, gpu=None):
     """``(vectors [N, 34], weights [N, 17], usable count)`` of ``poses [N, 17, 3]``."""
+    cells = _cells()
     xp = array_module(poses)
     n = poses.shape[0]
     vectors = xp.empty((n, 2 * NUM_KEYPOINTS), xp.float32)
     weights = xp.empty((n, NUM_KEYPOINTS), xp.float32)
     args = (bool(torso), np.float32(min_confidence), np.float32(min_torso_share), vectors, weights)
     if not _on_gpu(xp, gpu):
-        from . import _pose_cpu
-
-        return vectors, weights, int(_pose_cpu.normalize_all(poses, *args))
+        return vectors, weights, int(cells.normalize_all(poses, *args))
     usable = xp.empty(n, dtype=bool)
     ck = _cuda()
     ck.launch_per_pose(ck.normalize_poses, n, poses, *args, usable)
@@ -43,6 +47,7 @@ def normalize_poses(poses, torso: bool, min_confidence: float, min_torso_share: 
 def pose_scores(qv, qw, mqv, mqw, vectors, weights, metric: str, scale: float, mirror: bool, gpu=None):
     """``(scores [N] float32, mirrored [N] bool)`` of N normalized poses against a query and, with
     ``mirror``, its mirror image ``mqv``, ``mqw``."""
+    cells = _cells()
     xp = array_module(vectors)
     n = vectors.shape[0]
     scores = xp.empty(n, xp.float32)
@@ -50,9 +55,7 @@ def pose_scores(qv, qw, mqv, mqw, vectors, weights, metric: str, scale: float, m
     args = (qv, qw, mqv, mqw, vectors, weights, np.int64(cells.METRIC_CODES[metric]), np.float32(scale),
             bool(mirror), scores, mirrored)
     if not _on_gpu(xp, gpu):
-        from . import _pose_cpu
-
-        _pose_cpu.pose_scores_all(*args)
+        cells.pose_scores_all(*args)
     else:
         ck = _cuda()
         ck.launch_per_pose(ck.pose_scores_kernel, n, *args)
@@ -61,15 +64,14 @@ def pose_scores(qv, qw, mqv, mqw, vectors, weights, metric: str, scale: float, m
 
 def pose_terms(vectors, weights, gpu=None):
     """Part terms ``(angles [N, terms], weights [N, terms])`` float32 of N normalized poses."""
+    cells = _cells()
     xp = array_module(vectors)
     n = vectors.shape[0]
     terms = xp.asarray(cells.TERMS)
     angles = xp.empty((n, cells.NUM_TERMS), xp.float32)
     tw = xp.empty((n, cells.NUM_TERMS), xp.float32)
     if not _on_gpu(xp, gpu):
-        from . import _pose_cpu
-
-        _pose_cpu.terms_all(vectors, weights, terms, angles, tw)
+        cells.terms_all(vectors, weights, terms, angles, tw)
     else:
         ck = _cuda()
         ck.launch_per_pose(ck.terms_kernel, n, vectors, weights, terms, angles, tw)
@@ -80,6 +82,7 @@ def part_scores(query_terms, mirror_terms, vectors, weights, scale: float, mode:
     """``(scores [N, 6] float32, valid [N, 6] bool)`` of N normalized poses against the query's terms
     (:func:`pose_terms` of the query and of its mirror image). ``mode`` 0: the query; 1: per pose
     the orientation with the better mean part score; 2: the mirror image where ``pick [N]``."""
+    cells = _cells()
     xp = array_module(vectors)
     n = vectors.shape[0]
     scores = xp.empty((n, NUM_PARTS), xp.float32)
@@ -87,9 +90,7 @@ def part_scores(query_terms, mirror_terms, vectors, weights, scale: float, mode:
     args = (*query_terms, *mirror_terms, vectors, weights, xp.asarray(cells.TERMS), xp.asarray(cells.TERM_OFFSETS),
             np.float32(scale), np.int64(mode), pick, scores, valid)
     if not _on_gpu(xp, gpu):
-        from . import _pose_cpu
-
-        _pose_cpu.part_scores_all(*args)
+        cells.part_scores_all(*args)
     else:
         ck = _cuda()
         ck.launch_per_pose(ck.part_scores_kernel, n, *args)
@@ -99,6 +100,7 @@ def part_scores(query_terms, mirror_terms, vectors, weights, scale: float, mode:
 def aligned_part_scores(terms_a, terms_b, path, scale: float, gpu=None):
     """``(scores [L, 6] float32, valid [L, 6] bool)`` of pose ``a[i]`` against ``b[j]`` for each step
     ``(i, j)`` of ``path [L, 2]`` int64, from both sequences' terms (:func:`pose_terms`)."""
+    cells = _cells()
     xp = array_module(path)
     n = path.shape[0]
     scores = xp.empty((n, NUM_PARTS), xp.float32)
@@ -107,9 +109,7 @@ def aligned_part_scores(terms_a, terms_b, path, scale: float, gpu=None):
     if n == 0:
         return scores, valid
     if not _on_gpu(xp, gpu):
-        from . import _pose_cpu
-
-        _pose_cpu.aligned_parts_all(*args)
+        cells.aligned_parts_all(*args)
     else:
         ck = _cuda()
         ck.launch_per_pose(ck.aligned_parts_kernel, n, *args)

@@ -1,7 +1,8 @@
-"""The per-pose math the CPU and GPU kernels share: one definition each, compiled for each target
-(numba for the parallel loops of kernels._pose_cpu, numba-CUDA for the one-thread-per-pose
-kernels of kernels._cuda_kernels), as the DP cells are. Plain scalar code over one pose's rows;
-every buffer is the caller's (a CPU loop's hoisted ``np.empty``, a GPU thread's local array).
+"""The per-pose kernels: the math of one pose, written once as scalar cells, and the CPU loops over
+them (numba, parallel over poses, one pass over the data each). numba-CUDA compiles the same cells
+for the one-thread-per-pose kernels of kernels._cuda_kernels, as the DP cells are. Every buffer
+is the caller's (a CPU loop's ``np.empty`` per chunk of poses; a GPU thread's local array). The cells and the CPU loops share this file because numba's on-disk cache of a
+loop is invalidated by changes to the file that defines it, not to the functions it calls.
 
 Layouts: a pose ``p [17, 3]`` (x, y, confidence); a normalized pose ``v [34]`` (x0, y0, x1, ...)
 with weights ``w [17]``; part terms as :data:`TERMS` orders them (``kernels.skeleton``'s limbs
@@ -11,9 +12,11 @@ and joints, grouped by part).
 import math
 
 import numpy as np
+import numba
+from numba import prange
 from numba.extending import register_jitable
 
-from .skeleton import NUM_KEYPOINTS, NUM_PARTS, part_terms
+from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS, part_terms
 
 
 def _term_table():
@@ -48,6 +51,26 @@ def score_cell(distance, scale):
     return np.float32(100.0) * s
 
 
+@register_jitable
+def atan2_cell(y, x):
+    """``atan2(y, x)`` in float32 for finite ``y``, ``x`` (0 at the origin), within 5e-7 rad of the
+    exact angle: octant reduction, then Cephes' ``atanf`` polynomial, every choice an arithmetic
+    blend rather than a branch (the signs of random limbs would mispredict; the part scores spend
+    their time here)."""
+    ax, ay = abs(x), abs(y)
+    mx, mn = max(ax, ay), min(ax, ay)
+    t = mn / max(mx, np.float32(1e-37))
+    big = np.float32(t > np.float32(0.41421356))  # tan(pi / 8): reduce to |u| <= tan(pi / 8)
+    u = (t - big) / (np.float32(1.0) + big * t)
+    z = u * u
+    a = ((((np.float32(8.05374449538e-2) * z - np.float32(1.38776856032e-1)) * z + np.float32(1.99777106478e-1)) * z
+          - np.float32(3.33329491539e-1)) * z * u + u) + big * np.float32(math.pi / 4)
+    a += np.float32(ay > ax) * (np.float32(math.pi / 2) - np.float32(2.0) * a)
+    a += np.float32(x < np.float32(0.0)) * (np.float32(math.pi) - np.float32(2.0) * a)
+    return a * (np.float32(1.0) - np.float32(2.0) * np.float32(y < np.float32(0.0)))
+
+
+@register_jitable
 def normalize_cell(p, torso, min_confidence, min_torso_share, vec, w):
     """Normalize one pose ``p [17, 3]`` into ``vec [34]`` and ``w [17]`` (float32, written);
     ``torso``: the torso method, else bbox. Returns whether the pose could be normalized (else
@@ -107,6 +130,7 @@ def normalize_cell(p, torso, min_confidence, min_torso_share, vec, w):
     return usable
 
 
+@register_jitable
 def pose_distance_cell(qv, qw, v, w, metric):
     """``(distance, shared)`` of a normalized query ``qv [34]``, ``qw [17]`` and a pose ``v``, ``w``
     under ``metric`` (:data:`METRIC_CODES`): ``kernels.pose_scores``' definitions (cosine over
@@ -140,33 +164,38 @@ def pose_distance_cell(qv, qw, v, w, metric):
     return acc / total, True
 
 
+@register_jitable
 def terms_cell(v, w, terms, angles, weights):
     """The part terms of one normalized pose: ``angles [terms]`` (radians: each limb's direction,
     each joint's signed angle) and ``weights [terms]`` (the least confidence of its keypoints),
-    float32, written."""
+    float32, written. The atan2 arguments are gathered first (into ``angles`` and ``weights``) so
+    that the atan2 loop runs over contiguous values, which the compiler vectorizes."""
     for t in range(terms.shape[0]):
         a, b, c = terms[t, 0], terms[t, 1], terms[t, 2]
         if c < 0:
-            angles[t] = math.atan2(v[2 * b + 1] - v[2 * a + 1], v[2 * b] - v[2 * a])
-            weights[t] = min(w[a], w[b])
+            angles[t] = v[2 * b + 1] - v[2 * a + 1]
+            weights[t] = v[2 * b] - v[2 * a]
         else:
             ux, uy = v[2 * a] - v[2 * b], v[2 * a + 1] - v[2 * b + 1]
             tx, ty = v[2 * c] - v[2 * b], v[2 * c + 1] - v[2 * b + 1]
-            angles[t] = math.atan2(ux * ty - uy * tx, ux * tx + uy * ty)
-            weights[t] = min(w[a], min(w[b], w[c]))
+            angles[t] = ux * ty - uy * tx
+            weights[t] = ux * tx + uy * ty
+    for t in range(terms.shape[0]):
+        angles[t] = atan2_cell(angles[t], weights[t])
+    for t in range(terms.shape[0]):
+        a, b, c = terms[t, 0], terms[t, 1], terms[t, 2]
+        weights[t] = min(w[a], w[b]) if c < 0 else min(w[a], min(w[b], w[c]))
 
 
 @register_jitable
 def wrapped_abs(angle):
-    """``|angle|`` wrapped to ``[0, pi]`` for an angle difference in ``(-2 pi, 2 pi)``."""
+    """``|angle|`` wrapped to ``[0, pi]`` for an angle difference in ``(-2 pi, 2 pi)`` (branch free)."""
+    two_pi = np.float32(2.0 * math.pi)
     pi = np.float32(math.pi)
-    if angle > pi:
-        angle -= np.float32(2.0 * math.pi)
-    elif angle < -pi:
-        angle += np.float32(2.0 * math.pi)
-    return abs(angle)
+    return abs(angle - two_pi * np.float32(angle > pi) + two_pi * np.float32(angle < -pi))
 
 
+@register_jitable
 def parts_cell(q_angles, q_weights, angles, weights, offsets, scale, scores, valid):
     """Part scores of one pose against a query from both sides' terms (:func:`terms_cell`): per
     part the confidence-weighted mean angle difference, mapped with :func:`score_cell` at
@@ -186,3 +215,125 @@ def parts_cell(q_angles, q_weights, angles, weights, offsets, scale, scores, val
         valid[part] = seen
         mean += s
     return mean / np.float32(offsets.shape[0] - 1)
+
+
+# -- the CPU loops ---------------------------------------------------------------------------------
+_FLIP = np.asarray(FLIP_PERMUTATION, np.int64)
+#: Poses per task of a parallel loop that needs scratch buffers (allocated once per task).
+CHUNK = 1024
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def normalize_all(poses, torso, min_confidence, min_torso_share, vectors, weights):
+    """Fill ``vectors [N, 34]`` and ``weights [N, 17]`` from ``poses [N, 17, 3]``; returns how many
+    poses could be normalized."""
+    usable = 0
+    for i in prange(poses.shape[0]):
+        if normalize_cell(poses[i], torso, min_confidence, min_torso_share, vectors[i], weights[i]):
+            usable += 1
+    return usable
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def pose_scores_all(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror, scores, mirrored):
+    """``scores [N]`` (float32 0-100) of N poses against the query, and with ``mirror`` the better of
+    the query and its mirror image ``mqv``, ``mqw`` (``mirrored [N]``: the mirror image scored
+    strictly higher)."""
+    for i in prange(vectors.shape[0]):
+        d, shared = pose_distance_cell(qv, qw, vectors[i], weights[i], metric)
+        s = score_cell(d, scale) if shared else np.float32(0.0)
+        flipped = False
+        if mirror:
+            md, mshared = pose_distance_cell(mqv, mqw, vectors[i], weights[i], metric)
+            ms = score_cell(md, scale) if mshared else np.float32(0.0)
+            if ms > s:
+                s, flipped = ms, True
+        scores[i] = s
+        mirrored[i] = flipped
+
+
+@numba.njit(cache=True, nogil=True)
+def query_terms(qv, qw, terms):
+    """``(angles [terms], weights [terms])`` float32 of one normalized pose."""
+    angles = np.empty(terms.shape[0], np.float32)
+    tw = np.empty(terms.shape[0], np.float32)
+    terms_cell(qv, qw, terms, angles, tw)
+    return angles, tw
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def part_scores_all(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, offsets, scale, mode, pick,
+                    scores, valid):
+    """Part scores ``[N, 6]`` and their valid mask of N poses against the query's terms. ``mode``:
+    0 the query, 1 per pose the orientation with the better mean part score (the mirror image's
+    terms ``mq_*``), 2 the orientation ``pick [N]`` says (True: the mirror image)."""
+    n = vectors.shape[0]
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        angles = np.empty(terms.shape[0], np.float32)  # scratch, once per chunk of poses
+        tw = np.empty(terms.shape[0], np.float32)
+        other = np.empty(NUM_PARTS, np.float32)
+        other_valid = np.empty(NUM_PARTS, np.bool_)
+        for i in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
+            terms_cell(vectors[i], weights[i], terms, angles, tw)
+            if mode == 2 and pick[i]:
+                parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, scores[i], valid[i])
+                continue
+            mean = parts_cell(q_angles, q_tw, angles, tw, offsets, scale, scores[i], valid[i])
+            if mode == 1:
+                mirror_mean = parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, other, other_valid)
+                if mirror_mean > mean:
+                    for p in range(NUM_PARTS):
+                        scores[i, p] = other[p]
+                        valid[i, p] = other_valid[p]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def terms_all(vectors, weights, terms, angles, tw):
+    """The part terms ``angles [N, terms]``, ``tw [N, terms]`` of N normalized poses."""
+    for i in prange(vectors.shape[0]):
+        terms_cell(vectors[i], weights[i], terms, angles[i], tw[i])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def aligned_parts_all(angles_a, tw_a, angles_b, tw_b, path, offsets, scale, scores, valid):
+    """Part scores ``[L, 6]`` of ``a[i]`` against ``b[j]`` for each step ``(i, j)`` of ``path``, from
+    each sequence's terms (computed once per pose)."""
+    for n in prange(path.shape[0]):
+        parts_cell(angles_a[path[n, 0]], tw_a[path[n, 0]], angles_b[path[n, 1]], tw_b[path[n, 1]], offsets,
+                   scale, scores[n], valid[n])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def mirror_all(vectors, weights, out_vectors, out_weights):
+    """Mirror images of N normalized poses: keypoints swapped left/right, x negated."""
+    for i in prange(vectors.shape[0]):
+        for k in range(NUM_KEYPOINTS):
+            src = _FLIP[k]
+            out_vectors[i, 2 * k] = -vectors[i, 2 * src]
+            out_vectors[i, 2 * k + 1] = vectors[i, 2 * src + 1]
+            out_weights[i, k] = weights[i, src]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def interpolate_all(poses, factor, min_confidence, out):
+    """``out [(T-1)*factor+1, 17, 3]``: the frames of ``poses [T, 17, 3]`` at every ``factor``-th
+    sample and linear in between; a keypoint missing at either end of an interval is zero inside."""
+    T = poses.shape[0]
+    for n in prange(out.shape[0]):
+        t, r = n // factor, n % factor
+        if r == 0:
+            for k in range(NUM_KEYPOINTS):
+                for d in range(3):
+                    out[n, k, d] = poses[t, k, d]
+            continue
+        frac = np.float32(r) / np.float32(factor)
+        for k in range(NUM_KEYPOINTS):
+            both = True
+            for s in (t, t + 1):
+                x, y, c = poses[s, k, 0], poses[s, k, 1], poses[s, k, 2]
+                if not (c > min_confidence and np.isfinite(x) and np.isfinite(y) and np.isfinite(c)):
+                    both = False
+            for d in range(3):
+                out[n, k, d] = (poses[t, k, d] * (np.float32(1.0) - frac) + poses[t + 1, k, d] * frac
+                                if both else np.float32(0.0))
+    return T

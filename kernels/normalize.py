@@ -122,11 +122,11 @@ def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_C
     if factor == 1 or poses.shape[0] < 2:
         return poses.astype(xp.float32, copy=True)
     T = poses.shape[0]
-    if xp is np:  # one parallel pass (kernels._pose_cpu); CuPy's array ops on the GPU
-        from . import _pose_cpu
-
+    if xp is np:  # one parallel pass (kernels._pose_cells); CuPy's array ops on the GPU
         out = np.empty(((T - 1) * factor + 1, NUM_KEYPOINTS, 3), dtype=np.float32)
-        _pose_cpu.interpolate_all(poses, factor, np.float32(check_number(min_confidence, "min_confidence")), out)
+        from . import _pose_cells
+
+        _pose_cells.interpolate_all(poses, factor, np.float32(check_number(min_confidence, "min_confidence")), out)
         return out
     present = visible_keypoints(poses, min_confidence)
     clean = xp.where(present[..., None], poses, 0.0)

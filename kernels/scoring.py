@@ -53,11 +53,11 @@ def mirror_vectors(vectors, weights):
     v, w = _check_poses(xp, vectors, weights)
     if xp is not np:
         return _mirror(xp, v, w)
-    from . import _pose_cpu
+    from . import _pose_cells
 
     out_v, out_w = np.empty_like(v), np.empty_like(w)
-    _pose_cpu.mirror_all(v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS),
-                         out_v.reshape(-1, 2 * NUM_KEYPOINTS), out_w.reshape(-1, NUM_KEYPOINTS))
+    _pose_cells.mirror_all(v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS),
+                           out_v.reshape(-1, 2 * NUM_KEYPOINTS), out_w.reshape(-1, NUM_KEYPOINTS))
     return out_v, out_w
 
 
