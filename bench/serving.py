@@ -105,6 +105,29 @@ def scoring_latency(url: str, clients: int, seconds: float, candidates: int = 10
             "p99": float(np.percentile(ms, 99))}
 
 
+def in_process_scoring(clients: int, seconds: float, candidates: int = 1000) -> dict:
+    """Requests/s of the score service's answer (engine.services.score_answer) computed in this
+    process by ``clients`` threads, each one answer after another: the server's ceiling."""
+    from engine.services import score_answer
+
+    rng = np.random.default_rng(0)
+    poses = rng.uniform(0, 500, (candidates, 17, 3)).astype(np.float32)
+    poses[..., 2] = rng.uniform(0.4, 1.0, (candidates, 17))
+    score_answer(poses[0], poses)  # warm-up
+    counts = [0] * clients
+    stop_at = time.perf_counter() + seconds
+
+    def work(worker):
+        while time.perf_counter() < stop_at:
+            score_answer(poses[worker], poses)
+            counts[worker] += 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(work, range(clients)))
+    return {"requests": sum(counts), "rps": sum(counts) / (time.perf_counter() - start)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=96, help="vtest.avi frames to run")
@@ -126,8 +149,11 @@ def main(argv=None) -> int:
     print(f"{'pose: onnxruntime in-process':44} {local:8.1f} frames/s")
     print(f"{'pose: Triton, ' + str(args.clients) + ' clients, dynamic batching':44} {served:8.1f} frames/s"
           f"   ratio {served / local:.2f}x (target >= 0.8x)")
+    local_scoring = in_process_scoring(args.clients, args.seconds)
     print(f"{'score 1 vs 1000, ' + str(args.clients) + ' clients':44} {scoring['rps']:8.1f} requests/s"
           f"   p50 {scoring['p50']:.1f} ms   p99 {scoring['p99']:.1f} ms   ({scoring['requests']} requests)")
+    print(f"{'score 1 vs 1000 in-process, ' + str(args.clients) + ' threads':44} {local_scoring['rps']:8.1f} requests/s"
+          f"   ratio {scoring['rps'] / local_scoring['rps']:.2f}x (target >= 0.5x)")
     return 0
 
 

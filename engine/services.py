@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 import kernels
+import kernels.scoring
 from kernels._backend import array_module
 
 
@@ -133,6 +134,30 @@ def _pad(sequences):
     return out
 
 
+def _warm_up_poses(xp, count: int):
+    """``count`` deterministic standing-person poses ``[count, 17, 3]`` (pixels) on ``xp``."""
+    from kernels.skeleton import NUM_KEYPOINTS
+
+    rng = np.random.default_rng(0)
+    poses = np.concatenate([rng.uniform(100, 300, (count, NUM_KEYPOINTS, 2)),
+                            rng.uniform(0.5, 1.0, (count, NUM_KEYPOINTS, 1))], axis=-1).astype(np.float32)
+    return xp.asarray(poses)
+
+
+def warm_up_score(xp=np) -> None:
+    """Compile (or load from numba's cache) every kernel the score service runs, on ``xp``, so
+    that a server's first request is not the slow one."""
+    poses = _warm_up_poses(xp, 8)
+    for metric in kernels.scoring.METRICS:
+        score_answer(poses[0], poses, metric, mirror=True)
+
+
+def warm_up_dtw(xp=np) -> None:
+    """As :func:`warm_up_score` for the dtw service (with and without a window, batched)."""
+    poses = _warm_up_poses(xp, 12)
+    dtw_answers([DtwQuestion(poses[:6], poses[6:], None, True, True), DtwQuestion(poses[:5], poses[4:], 2)])
+
+
 # -- pose ----------------------------------------------------------------------------------------
 
 class FramePeopleArrays(NamedTuple):
@@ -183,6 +208,11 @@ class PoseDetector:
         return FramePeopleArrays(*kernels.decode_poses(self._infer(images), gains, pads, shapes,
                                                        conf=self.confidence, iou=self.iou,
                                                        max_people=self.max_people))
+
+    def warm_up(self) -> None:
+        """Run the model once on two grey frames: numba compiles (or loads) the letterbox and the
+        decoding, onnxruntime allocates, before the first real request."""
+        self.detect(self.xp.full((2, 96, 128, 3), 114, dtype=self.xp.uint8))
 
     def detect_many(self, batches: Sequence) -> list[FramePeopleArrays]:
         """:meth:`detect` for several frame batches, of any sizes: the batches of one frame size

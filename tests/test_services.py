@@ -89,3 +89,4 @@ def test_pose_detector_answers_batches_of_mixed_sizes_as_alone():
         for a, b in zip(got, alone):
             np.testing.assert_array_equal(a, b)
     assert together[0].counts.tolist() == [4] and together[1].counts.tolist() == [2, 2]
+

@@ -1,12 +1,13 @@
 """DTW of two movements -> distance, 0-100 score, part scores along the path, the path on request."""
 
-from engine.services import DtwQuestion, dtw_answers
+from engine.services import DtwQuestion, dtw_answers, warm_up_dtw
 from engine.triton_models import input_scalar, instance_xp, output_tensor, poses_input, serve_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.xp = instance_xp(args)
+        warm_up_dtw(self.xp)
 
     def parse(self, request):
         return DtwQuestion(poses_input(request, "reference", self.xp), poses_input(request, "attempt", self.xp),

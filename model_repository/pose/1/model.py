@@ -22,6 +22,7 @@ class TritonPythonModel:
             iou=float(params.get("iou", 0.7)), max_people=int(params.get("max_people", 20)),
             threads=int(params.get("intra_op_threads", 0)), xp=self.xp,
             device_id=int(args["model_instance_device_id"]) if args.get("model_instance_kind") == "GPU" else None)
+        self.detector.warm_up()
 
     def parse(self, request):
         frames = input_array(request, "frames", self.xp)

@@ -1,12 +1,13 @@
 """Pose scoring: one query pose vs N candidates -> scores [N], part scores [N, 6] (0-100)."""
 
-from engine.services import score_answer
+from engine.services import score_answer, warm_up_score
 from engine.triton_models import input_scalar, instance_xp, output_tensor, poses_input, serve_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.xp = instance_xp(args)
+        warm_up_score(self.xp)
 
     def parse(self, request):
         return (poses_input(request, "query", self.xp), poses_input(request, "candidates", self.xp),
