@@ -232,6 +232,7 @@ normalize_cell = cuda.jit(device=True)(_pose_cells.normalize_cell)
 pose_distance_cell = cuda.jit(device=True)(_pose_cells.pose_distance_cell)
 terms_cell = cuda.jit(device=True)(_pose_cells.terms_cell)
 parts_cell = cuda.jit(device=True)(_pose_cells.parts_cell)
+pose_parts_cell = cuda.jit(device=True)(_pose_cells.pose_parts_cell)
 score_cell = cuda.jit(device=True)(_pose_cells.score_cell)
 NUM_TERMS = _pose_cells.NUM_TERMS
 NUM_PARTS = _pose_cells.TERM_OFFSETS.shape[0] - 1
@@ -276,16 +277,8 @@ def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms
     i = cuda.grid(1)
     while i < vectors.shape[0]:
         terms_cell(vectors[i], weights[i], terms, angles, tw)
-        if mode == 2 and pick[i]:
-            parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, scores[i], valid[i])
-        else:
-            mean = parts_cell(q_angles, q_tw, angles, tw, offsets, scale, scores[i], valid[i])
-            if mode == 1:
-                mirror_mean = parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, other, other_valid)
-                if mirror_mean > mean:
-                    for p in range(NUM_PARTS):
-                        scores[i, p] = other[p]
-                        valid[i, p] = other_valid[p]
+        pose_parts_cell(q_angles, q_tw, mq_angles, mq_tw, angles, tw, offsets, scale, mode, mode == 2 and pick[i],
+                        scores[i], valid[i], other, other_valid)
         i += cuda.gridsize(1)
 
 

@@ -28,6 +28,15 @@ def _on_gpu(xp, gpu):
     return xp is not np if gpu is None else gpu
 
 
+def _run(cpu_loop: str, cuda_kernel: str, n: int, args: tuple, on_gpu: bool) -> None:
+    """``kernels._pose_cells.<cpu_loop>(*args)``, or the CUDA kernel over ``n`` items."""
+    if on_gpu:
+        ck = _cuda()
+        ck.launch_per_pose(getattr(ck, cuda_kernel), n, *args)
+    else:
+        getattr(_cells(), cpu_loop)(*args)
+
+
 def normalize_poses(poses, torso: bool, min_confidence: float, min_torso_share: float, gpu=None):
     """``(vectors [N, 34], weights [N, 17], usable count)`` of ``poses [N, 17, 3]``."""
     cells = _cells()
@@ -54,11 +63,7 @@ def pose_scores(qv, qw, mqv, mqw, vectors, weights, metric: str, scale: float, m
     mirrored = xp.empty(n, dtype=bool)
     args = (qv, qw, mqv, mqw, vectors, weights, np.int64(cells.METRIC_CODES[metric]), np.float32(scale),
             bool(mirror), scores, mirrored)
-    if not _on_gpu(xp, gpu):
-        cells.pose_scores_all(*args)
-    else:
-        ck = _cuda()
-        ck.launch_per_pose(ck.pose_scores_kernel, n, *args)
+    _run("pose_scores_all", "pose_scores_kernel", n, args, _on_gpu(xp, gpu))
     return scores, mirrored
 
 
@@ -70,11 +75,7 @@ def pose_terms(vectors, weights, gpu=None):
     terms = xp.asarray(cells.TERMS)
     angles = xp.empty((n, cells.NUM_TERMS), xp.float32)
     tw = xp.empty((n, cells.NUM_TERMS), xp.float32)
-    if not _on_gpu(xp, gpu):
-        cells.terms_all(vectors, weights, terms, angles, tw)
-    else:
-        ck = _cuda()
-        ck.launch_per_pose(ck.terms_kernel, n, vectors, weights, terms, angles, tw)
+    _run("terms_all", "terms_kernel", n, (vectors, weights, terms, angles, tw), _on_gpu(xp, gpu))
     return angles, tw
 
 
@@ -89,11 +90,7 @@ def part_scores(query_terms, mirror_terms, vectors, weights, scale: float, mode:
     valid = xp.empty((n, NUM_PARTS), dtype=bool)
     args = (*query_terms, *mirror_terms, vectors, weights, xp.asarray(cells.TERMS), xp.asarray(cells.TERM_OFFSETS),
             np.float32(scale), np.int64(mode), pick, scores, valid)
-    if not _on_gpu(xp, gpu):
-        cells.part_scores_all(*args)
-    else:
-        ck = _cuda()
-        ck.launch_per_pose(ck.part_scores_kernel, n, *args)
+    _run("part_scores_all", "part_scores_kernel", n, args, _on_gpu(xp, gpu))
     return scores, valid
 
 
@@ -106,11 +103,6 @@ def aligned_part_scores(terms_a, terms_b, path, scale: float, gpu=None):
     scores = xp.empty((n, NUM_PARTS), xp.float32)
     valid = xp.empty((n, NUM_PARTS), dtype=bool)
     args = (*terms_a, *terms_b, path, xp.asarray(cells.TERM_OFFSETS), np.float32(scale), scores, valid)
-    if n == 0:
-        return scores, valid
-    if not _on_gpu(xp, gpu):
-        cells.aligned_parts_all(*args)
-    else:
-        ck = _cuda()
-        ck.launch_per_pose(ck.aligned_parts_kernel, n, *args)
+    if n:
+        _run("aligned_parts_all", "aligned_parts_kernel", n, args, _on_gpu(xp, gpu))
     return scores, valid

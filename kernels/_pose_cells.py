@@ -217,6 +217,23 @@ def parts_cell(q_angles, q_weights, angles, weights, offsets, scale, scores, val
     return mean / np.float32(offsets.shape[0] - 1)
 
 
+@register_jitable
+def pose_parts_cell(q_angles, q_tw, mq_angles, mq_tw, angles, tw, offsets, scale, mode, flip, scores, valid,
+                    other, other_valid):
+    """One pose's part scores from its terms (``angles``, ``tw``) into ``scores [6]``, ``valid [6]``
+    against the query's terms, or its mirror image's (``mq_*``): ``mode`` 0 the query, 1 the
+    orientation with the better mean part score (``other*``: scratch of 6), 2 the mirror image
+    when ``flip``."""
+    if mode == 2 and flip:
+        parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, scores, valid)
+        return
+    mean = parts_cell(q_angles, q_tw, angles, tw, offsets, scale, scores, valid)
+    if mode == 1 and parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, other, other_valid) > mean:
+        for p in range(scores.shape[0]):
+            scores[p] = other[p]
+            valid[p] = other_valid[p]
+
+
 # -- the CPU loops ---------------------------------------------------------------------------------
 _FLIP = np.asarray(FLIP_PERMUTATION, np.int64)
 #: Poses per task of a parallel loop that needs scratch buffers (allocated once per task).
@@ -275,16 +292,8 @@ def part_scores_all(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, o
         other_valid = np.empty(NUM_PARTS, np.bool_)
         for i in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
             terms_cell(vectors[i], weights[i], terms, angles, tw)
-            if mode == 2 and pick[i]:
-                parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, scores[i], valid[i])
-                continue
-            mean = parts_cell(q_angles, q_tw, angles, tw, offsets, scale, scores[i], valid[i])
-            if mode == 1:
-                mirror_mean = parts_cell(mq_angles, mq_tw, angles, tw, offsets, scale, other, other_valid)
-                if mirror_mean > mean:
-                    for p in range(NUM_PARTS):
-                        scores[i, p] = other[p]
-                        valid[i, p] = other_valid[p]
+            pose_parts_cell(q_angles, q_tw, mq_angles, mq_tw, angles, tw, offsets, scale, mode,
+                            mode == 2 and pick[i], scores[i], valid[i], other, other_valid)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
