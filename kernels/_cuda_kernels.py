@@ -229,11 +229,10 @@ def subsequence_wavefront(query, series, q_sq, s_sq, resets, has_resets, penalty
 
 # -- per-pose kernels: one thread per pose (grid-stride), over the cells of kernels._pose_cells ----
 normalize_cell = cuda.jit(device=True)(_pose_cells.normalize_cell)
-pose_distance_cell = cuda.jit(device=True)(_pose_cells.pose_distance_cell)
+pose_score_cell = cuda.jit(device=True)(_pose_cells.pose_score_cell)
 terms_cell = cuda.jit(device=True)(_pose_cells.terms_cell)
 parts_cell = cuda.jit(device=True)(_pose_cells.parts_cell)
 pose_parts_cell = cuda.jit(device=True)(_pose_cells.pose_parts_cell)
-score_cell = cuda.jit(device=True)(_pose_cells.score_cell)
 NUM_TERMS = _pose_cells.NUM_TERMS
 NUM_PARTS = _pose_cells.TERM_OFFSETS.shape[0] - 1
 
@@ -252,17 +251,7 @@ def pose_scores_kernel(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror
     """As kernels._pose_cells.pose_scores_all."""
     i = cuda.grid(1)
     while i < vectors.shape[0]:
-        d, shared = pose_distance_cell(qv, qw, vectors[i], weights[i], metric)
-        s = score_cell(d, scale) if shared else float32(0.0)
-        flipped = False
-        if mirror:
-            md, mshared = pose_distance_cell(mqv, mqw, vectors[i], weights[i], metric)
-            ms = score_cell(md, scale) if mshared else float32(0.0)
-            if ms > s:
-                s = ms
-                flipped = True
-        scores[i] = s
-        mirrored[i] = flipped
+        scores[i], mirrored[i] = pose_score_cell(qv, qw, mqv, mqw, vectors[i], weights[i], metric, scale, mirror)
         i += cuda.gridsize(1)
 
 

@@ -1,8 +1,9 @@
 """The per-pose kernels: the math of one pose, written once as scalar cells, and the CPU loops over
 them (numba, parallel over poses, one pass over the data each). numba-CUDA compiles the same cells
 for the one-thread-per-pose kernels of kernels._cuda_kernels, as the DP cells are. Every buffer
-is the caller's (a CPU loop's ``np.empty`` per chunk of poses; a GPU thread's local array). The cells and the CPU loops share this file because numba's on-disk cache of a
-loop is invalidated by changes to the file that defines it, not to the functions it calls.
+is the caller's (a CPU loop's ``np.empty`` per chunk of poses; a GPU thread's local array). The
+cells and the CPU loops share this file because numba's on-disk cache of a loop is invalidated
+by changes to the file that defines it, not to the functions it calls.
 
 Layouts: a pose ``p [17, 3]`` (x, y, confidence); a normalized pose ``v [34]`` (x0, y0, x1, ...)
 with weights ``w [17]``; part terms as :data:`TERMS` orders them (``kernels.skeleton``'s limbs
@@ -11,8 +12,8 @@ and joints, grouped by part).
 
 import math
 
-import numpy as np
 import numba
+import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
@@ -165,6 +166,21 @@ def pose_distance_cell(qv, qw, v, w, metric):
 
 
 @register_jitable
+def pose_score_cell(qv, qw, mqv, mqw, v, w, metric, scale, mirror):
+    """``(score, mirrored)`` of one pose: its 0-100 score against the query (0 when no keypoint is
+    visible in both), with ``mirror`` the better of the query and its mirror image ``mqv``,
+    ``mqw`` (``mirrored``: the mirror image scored strictly higher)."""
+    d, shared = pose_distance_cell(qv, qw, v, w, metric)
+    s = score_cell(d, scale) if shared else np.float32(0.0)
+    if mirror:
+        md, mshared = pose_distance_cell(mqv, mqw, v, w, metric)
+        ms = score_cell(md, scale) if mshared else np.float32(0.0)
+        if ms > s:
+            return ms, True
+    return s, False
+
+
+@register_jitable
 def terms_cell(v, w, terms, angles, weights):
     """The part terms of one normalized pose: ``angles [terms]`` (radians: each limb's direction,
     each joint's signed angle) and ``weights [terms]`` (the least confidence of its keypoints),
@@ -257,25 +273,7 @@ def pose_scores_all(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror, s
     the query and its mirror image ``mqv``, ``mqw`` (``mirrored [N]``: the mirror image scored
     strictly higher)."""
     for i in prange(vectors.shape[0]):
-        d, shared = pose_distance_cell(qv, qw, vectors[i], weights[i], metric)
-        s = score_cell(d, scale) if shared else np.float32(0.0)
-        flipped = False
-        if mirror:
-            md, mshared = pose_distance_cell(mqv, mqw, vectors[i], weights[i], metric)
-            ms = score_cell(md, scale) if mshared else np.float32(0.0)
-            if ms > s:
-                s, flipped = ms, True
-        scores[i] = s
-        mirrored[i] = flipped
-
-
-@numba.njit(cache=True, nogil=True)
-def query_terms(qv, qw, terms):
-    """``(angles [terms], weights [terms])`` float32 of one normalized pose."""
-    angles = np.empty(terms.shape[0], np.float32)
-    tw = np.empty(terms.shape[0], np.float32)
-    terms_cell(qv, qw, terms, angles, tw)
-    return angles, tw
+        scores[i], mirrored[i] = pose_score_cell(qv, qw, mqv, mqw, vectors[i], weights[i], metric, scale, mirror)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
