@@ -230,6 +230,7 @@ def subsequence_wavefront(query, series, q_sq, s_sq, resets, has_resets, penalty
 # -- per-pose kernels: one thread per pose (grid-stride), over the cells of kernels._pose_cells ----
 normalize_cell = cuda.jit(device=True)(_pose_cells.normalize_cell)
 pose_score_cell = cuda.jit(device=True)(_pose_cells.pose_score_cell)
+query_of = cuda.jit(device=True)(_pose_cells.query_of)
 terms_cell = cuda.jit(device=True)(_pose_cells.terms_cell)
 parts_cell = cuda.jit(device=True)(_pose_cells.parts_cell)
 pose_parts_cell = cuda.jit(device=True)(_pose_cells.pose_parts_cell)
@@ -247,17 +248,20 @@ def normalize_poses(poses, torso, min_confidence, min_torso_share, vectors, weig
 
 
 @cuda.jit
-def pose_scores_kernel(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror, scores, mirrored):
+def pose_scores_kernel(qv, qw, mqv, mqw, query_index, vectors, weights, metric, scale, mirror, scores, mirrored):
     """As kernels._pose_cells.pose_scores_all."""
     i = cuda.grid(1)
-    while i < vectors.shape[0]:
-        scores[i], mirrored[i] = pose_score_cell(qv, qw, mqv, mqw, vectors[i], weights[i], metric, scale, mirror)
+    n = vectors.shape[0]
+    while i < n:
+        q = query_of(query_index, i, n)
+        scores[i], mirrored[i] = pose_score_cell(qv[q], qw[q], mqv[q], mqw[q], vectors[i], weights[i], metric, scale,
+                                                 mirror)
         i += cuda.gridsize(1)
 
 
 @cuda.jit
-def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, offsets, scale, mode, pick,
-                       scores, valid):
+def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, query_index, vectors, weights, terms, offsets, scale, mode,
+                       pick, scores, valid):
     """As kernels._pose_cells.part_scores_all."""
     angles = cuda.local.array(NUM_TERMS, float32)
     tw = cuda.local.array(NUM_TERMS, float32)
@@ -265,9 +269,10 @@ def part_scores_kernel(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms
     other_valid = cuda.local.array(NUM_PARTS, boolean)
     i = cuda.grid(1)
     while i < vectors.shape[0]:
+        q = query_of(query_index, i, vectors.shape[0])
         terms_cell(vectors[i], weights[i], terms, angles, tw)
-        pose_parts_cell(q_angles, q_tw, mq_angles, mq_tw, angles, tw, offsets, scale, mode, mode == 2 and pick[i],
-                        scores[i], valid[i], other, other_valid)
+        pose_parts_cell(q_angles[q], q_tw[q], mq_angles[q], mq_tw[q], angles, tw, offsets, scale, mode,
+                        mode == 2 and pick[i], scores[i], valid[i], other, other_valid)
         i += cuda.gridsize(1)
 
 

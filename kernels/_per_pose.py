@@ -53,15 +53,16 @@ def normalize_poses(poses, torso: bool, min_confidence: float, min_torso_share: 
     return vectors, weights, int(usable.sum())
 
 
-def pose_scores(qv, qw, mqv, mqw, vectors, weights, metric: str, scale: float, mirror: bool, gpu=None):
-    """``(scores [N] float32, mirrored [N] bool)`` of N normalized poses against a query and, with
-    ``mirror``, its mirror image ``mqv``, ``mqw``."""
+def pose_scores(qv, qw, mqv, mqw, query_index, vectors, weights, metric: str, scale: float, mirror: bool, gpu=None):
+    """``(scores [N] float32, mirrored [N] bool)`` of N normalized poses each against its query
+    (rows of ``qv [Q, 34]``, ``qw [Q, 17]``; ``query_index [N]`` int64, or ``[1]`` for one query)
+    and, with ``mirror``, its mirror image ``mqv``, ``mqw``."""
     cells = _cells()
     xp = array_module(vectors)
     n = vectors.shape[0]
     scores = xp.empty(n, xp.float32)
     mirrored = xp.empty(n, dtype=bool)
-    args = (qv, qw, mqv, mqw, vectors, weights, np.int64(cells.METRIC_CODES[metric]), np.float32(scale),
+    args = (qv, qw, mqv, mqw, query_index, vectors, weights, np.int64(cells.METRIC_CODES[metric]), np.float32(scale),
             bool(mirror), scores, mirrored)
     _run("pose_scores_all", "pose_scores_kernel", n, args, _on_gpu(xp, gpu))
     return scores, mirrored
@@ -79,16 +80,18 @@ def pose_terms(vectors, weights, gpu=None):
     return angles, tw
 
 
-def part_scores(query_terms, mirror_terms, vectors, weights, scale: float, mode: int, pick, gpu=None):
-    """``(scores [N, 6] float32, valid [N, 6] bool)`` of N normalized poses against the query's terms
-    (:func:`pose_terms` of the query and of its mirror image). ``mode`` 0: the query; 1: per pose
+def part_scores(query_terms, mirror_terms, query_index, vectors, weights, scale: float, mode: int, pick, gpu=None):
+    """``(scores [N, 6] float32, valid [N, 6] bool)`` of N normalized poses each against its query's
+    terms (:func:`pose_terms` of the queries ``[Q, terms]`` and of their mirror images; rows by
+    ``query_index``, as :func:`pose_scores`). ``mode`` 0: the query; 1: per pose
     the orientation with the better mean part score; 2: the mirror image where ``pick [N]``."""
     cells = _cells()
     xp = array_module(vectors)
     n = vectors.shape[0]
     scores = xp.empty((n, NUM_PARTS), xp.float32)
     valid = xp.empty((n, NUM_PARTS), dtype=bool)
-    args = (*query_terms, *mirror_terms, vectors, weights, xp.asarray(cells.TERMS), xp.asarray(cells.TERM_OFFSETS),
+    args = (*query_terms, *mirror_terms, query_index, vectors, weights, xp.asarray(cells.TERMS),
+            xp.asarray(cells.TERM_OFFSETS),
             np.float32(scale), np.int64(mode), pick, scores, valid)
     _run("part_scores_all", "part_scores_kernel", n, args, _on_gpu(xp, gpu))
     return scores, valid

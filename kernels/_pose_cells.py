@@ -166,6 +166,13 @@ def pose_distance_cell(qv, qw, v, w, metric):
 
 
 @register_jitable
+def query_of(query_index, i, n):
+    """The query row of pose ``i`` of ``n``: ``query_index[i]``, or 0 for all when the index holds
+    one entry for a batch of several (one query)."""
+    return query_index[i] if query_index.shape[0] == n else 0
+
+
+@register_jitable
 def pose_score_cell(qv, qw, mqv, mqw, v, w, metric, scale, mirror):
     """``(score, mirrored)`` of one pose: its 0-100 score against the query (0 when no keypoint is
     visible in both), with ``mirror`` the better of the query and its mirror image ``mqv``,
@@ -268,18 +275,22 @@ def normalize_all(poses, torso, min_confidence, min_torso_share, vectors, weight
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def pose_scores_all(qv, qw, mqv, mqw, vectors, weights, metric, scale, mirror, scores, mirrored):
-    """``scores [N]`` (float32 0-100) of N poses against the query, and with ``mirror`` the better of
-    the query and its mirror image ``mqv``, ``mqw`` (``mirrored [N]``: the mirror image scored
-    strictly higher)."""
-    for i in prange(vectors.shape[0]):
-        scores[i], mirrored[i] = pose_score_cell(qv, qw, mqv, mqw, vectors[i], weights[i], metric, scale, mirror)
+def pose_scores_all(qv, qw, mqv, mqw, query_index, vectors, weights, metric, scale, mirror, scores, mirrored):
+    """``scores [N]`` (float32 0-100) of N poses each against its query (rows of ``qv [Q, 34]``,
+    ``qw [Q, 17]`` by :func:`query_of`), and with ``mirror`` the better of the query and its mirror
+    image ``mqv``, ``mqw`` (``mirrored [N]``: the mirror image scored strictly higher)."""
+    n = vectors.shape[0]
+    for i in prange(n):
+        q = query_of(query_index, i, n)
+        scores[i], mirrored[i] = pose_score_cell(qv[q], qw[q], mqv[q], mqw[q], vectors[i], weights[i], metric, scale,
+                                                 mirror)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def part_scores_all(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, offsets, scale, mode, pick,
-                    scores, valid):
-    """Part scores ``[N, 6]`` and their valid mask of N poses against the query's terms. ``mode``:
+def part_scores_all(q_angles, q_tw, mq_angles, mq_tw, query_index, vectors, weights, terms, offsets, scale, mode,
+                    pick, scores, valid):
+    """Part scores ``[N, 6]`` and their valid mask of N poses each against its query's terms (rows
+    of ``q_* [Q, terms]`` by :func:`query_of`). ``mode``:
     0 the query, 1 per pose the orientation with the better mean part score (the mirror image's
     terms ``mq_*``), 2 the orientation ``pick [N]`` says (True: the mirror image)."""
     n = vectors.shape[0]
@@ -289,8 +300,9 @@ def part_scores_all(q_angles, q_tw, mq_angles, mq_tw, vectors, weights, terms, o
         other = np.empty(NUM_PARTS, np.float32)
         other_valid = np.empty(NUM_PARTS, np.bool_)
         for i in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):
+            q = query_of(query_index, i, n)
             terms_cell(vectors[i], weights[i], terms, angles, tw)
-            pose_parts_cell(q_angles, q_tw, mq_angles, mq_tw, angles, tw, offsets, scale, mode,
+            pose_parts_cell(q_angles[q], q_tw[q], mq_angles[q], mq_tw[q], angles, tw, offsets, scale, mode,
                             mode == 2 and pick[i], scores[i], valid[i], other, other_valid)
 
 

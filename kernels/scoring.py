@@ -83,19 +83,41 @@ def _check_confidences(*weights):
         raise ValueError("weights: expected confidences >= 0, got a negative weight")
 
 
-def _check_pair(query_vectors, query_weights, vectors, weights):
+def _check_pair(query_vectors, query_weights, vectors, weights, query_index=None):
+    """The checked inputs of a scoring call: ``(xp, qv [Q, 34], qw [Q, 17], v [N, 34], w [N, 17],
+    leading shape of vectors, query index [N] or [1] int64)``. One query ``[34]`` / ``[17]``
+    without ``query_index``; queries ``[Q, 34]`` / ``[Q, 17]`` with ``query_index`` (the query of
+    each pose, the leading shape of ``vectors``, values in ``[0, Q)``)."""
     xp = array_module(query_vectors, query_weights, vectors, weights)
-    qv = check_array(query_vectors, "query_vectors", trailing=(2 * NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
-    qw = check_array(query_weights, "query_weights", trailing=(NUM_KEYPOINTS,), ndim=(1, 1), xp=xp)
+    many = query_index is not None
+    queries = (2, 2) if many else (1, 1)
+    qv = check_array(query_vectors, "query_vectors", trailing=(2 * NUM_KEYPOINTS,), ndim=queries, xp=xp)
+    qw = check_array(query_weights, "query_weights", trailing=(NUM_KEYPOINTS,), ndim=queries, xp=xp)
+    if qv.shape[:-1] != qw.shape[:-1]:
+        raise ValueError(f"query_vectors {list(qv.shape)} and query_weights {list(qw.shape)} must describe the "
+                         f"same poses")
     v, w = _check_poses(xp, vectors, weights)
     _check_confidences(qw, w)
-    if not bool((qw > 0).any()):
-        raise ValueError("query_weights: the query pose has no visible keypoint (all weights 0)")
-    return xp, qv, qw, v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS), v.shape[:-1]
+    qv, qw = qv.reshape(-1, 2 * NUM_KEYPOINTS), qw.reshape(-1, NUM_KEYPOINTS)
+    blind = ~(qw > 0).any(axis=-1)
+    if bool(blind.any()):
+        which = f" {int(xp.argmax(blind))}" if many else ""
+        raise ValueError(f"query_weights: the query pose{which} has no visible keypoint (all weights 0)")
+    index = xp.zeros(1, xp.int64)
+    if many:
+        index = check_array(query_index, "query_index", xp=xp, dtype=np.int64, allow_empty=True)
+        if index.shape != v.shape[:-1]:
+            raise ValueError(f"query_index: expected one query per pose (shape {list(v.shape[:-1])}), "
+                             f"got shape {list(index.shape)}")
+        if index.size and (int(index.min()) < 0 or int(index.max()) >= qv.shape[0]):
+            raise ValueError(f"query_index: expected values in [0, {qv.shape[0]}), got {int(index.min())} .. "
+                             f"{int(index.max())}")
+        index = index.reshape(-1)
+    return xp, qv, qw, v.reshape(-1, 2 * NUM_KEYPOINTS), w.reshape(-1, NUM_KEYPOINTS), v.shape[:-1], index
 
 
 def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "cosine",
-                mirror: bool = False, return_mirrored: bool = False):
+                mirror: bool = False, return_mirrored: bool = False, query_index=None):
     """Score one normalized query pose against N normalized poses: ``[N]`` float32 in 0-100.
 
     ``query_vectors [34]``, ``query_weights [17]``, ``vectors [..., 34]``, ``weights [..., 17]`` as
@@ -110,19 +132,23 @@ def pose_scores(query_vectors, query_weights, vectors, weights, metric: str = "c
     A pair with no keypoint visible in both scores 0. With ``mirror=True`` each pose is also compared
     with the mirrored query and keeps the better score; ``return_mirrored=True`` then also returns a
     bool array saying which poses matched the mirror image.
+
+    Several queries in one call (e.g. every request of a server's batch): ``query_vectors [Q, 34]``,
+    ``query_weights [Q, 17]`` and ``query_index`` (int, the leading shape of ``vectors``) naming
+    each pose's query. Each pose's score is the one it gets alone against its query.
     """
     if metric not in METRICS:
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
     if not isinstance(mirror, (bool, np.bool_)):
         raise TypeError(f"mirror: expected True or False, got {type(mirror).__name__}")
-    xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
+    xp, qv, qw, v, w, lead, index = _check_pair(query_vectors, query_weights, vectors, weights, query_index)
     mqv, mqw = _mirror(xp, qv, qw) if mirror else (qv, qw)
-    scores, mirrored = _per_pose.pose_scores(qv, qw, mqv, mqw, v, w, metric, SCORE_SCALES[metric], mirror)
+    scores, mirrored = _per_pose.pose_scores(qv, qw, mqv, mqw, index, v, w, metric, SCORE_SCALES[metric], mirror)
     return (scores.reshape(lead), mirrored.reshape(lead)) if return_mirrored else scores.reshape(lead)
 
 
 def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
-                return_valid: bool = False):
+                return_valid: bool = False, query_index=None):
     """Per-part scores ``[..., 6]`` float32 in 0-100 (head, torso, left arm, right arm, left leg,
     right leg) of N normalized poses against one normalized query pose.
 
@@ -132,9 +158,10 @@ def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
     scored: it gets 0, and ``return_valid=True`` also returns the ``[..., 6]`` bool mask of scored
     parts. ``mirror`` is False, True (per pose, the orientation with the better mean part score), or
     a bool array ``[...]`` choosing the mirrored query per pose (e.g. ``pose_scores``'s choice, so
-    whole-pose and part scores describe the same match).
+    whole-pose and part scores describe the same match). Several queries: ``query_index``, as in
+    :func:`pose_scores`.
     """
-    xp, qv, qw, v, w, lead = _check_pair(query_vectors, query_weights, vectors, weights)
+    xp, qv, qw, v, w, lead, index = _check_pair(query_vectors, query_weights, vectors, weights, query_index)
     per_pose = not isinstance(mirror, (bool, np.bool_))
     pick = xp.zeros(1, dtype=bool)
     if per_pose:
@@ -144,17 +171,11 @@ def part_scores(query_vectors, query_weights, vectors, weights, mirror=False,
                              f"got {pick.dtype} of shape {list(pick.shape)}")
         pick = xp.ascontiguousarray(pick.reshape(-1))
     mode = 2 if per_pose else int(bool(mirror))
-    query = _query_terms(qv, qw)
-    mirror_terms = _query_terms(*_mirror(xp, qv, qw)) if mode else query
-    scores, valid = _per_pose.part_scores(query, mirror_terms, v, w, SCORE_SCALES["angle"], mode, pick)
+    query = _per_pose.pose_terms(qv, qw)
+    mirror_terms = _per_pose.pose_terms(*_mirror(xp, qv, qw)) if mode else query
+    scores, valid = _per_pose.part_scores(query, mirror_terms, index, v, w, SCORE_SCALES["angle"], mode, pick)
     scores, valid = scores.reshape(lead + (NUM_PARTS,)), valid.reshape(lead + (NUM_PARTS,))
     return (scores, valid) if return_valid else scores
-
-
-def _query_terms(qv, qw):
-    """The part terms ``(angles [terms], weights [terms])`` of one normalized pose."""
-    angles, tw = _per_pose.pose_terms(qv.reshape(1, -1), qw.reshape(1, -1))
-    return angles[0], tw[0]
 
 
 def aligned_part_scores(vectors_a, weights_a, vectors_b, weights_b, path):

@@ -101,6 +101,28 @@ def test_aligned_parts_mirror_and_interpolation_equal_the_numpy_version():
         np.testing.assert_array_equal(interpolate_frames(poses[:60], factor), ref.interpolate_frames(poses[:60], factor))
 
 
+@pytest.mark.parametrize("mirror", [False, True])
+def test_several_queries_in_one_call_score_as_each_alone(mirror):
+    """``query_index``: each pose against its own query, the same bits as one call per query."""
+    v, w = normalize(awkward_poses(5, 600))
+    queries = [0, 5, 9]
+    index = np.random.default_rng(6).integers(0, 3, 600)
+    scores, flipped = pose_scores(v[queries], w[queries], v, w, metric="weighted_l1", mirror=mirror,
+                                  return_mirrored=True, query_index=index)
+    parts = part_scores(v[queries], w[queries], v, w, mirror=flipped, query_index=index)
+    for q, row in enumerate(queries):
+        mine = index == q
+        alone, alone_flipped = pose_scores(v[row], w[row], v[mine], w[mine], metric="weighted_l1", mirror=mirror,
+                                           return_mirrored=True)
+        np.testing.assert_array_equal(scores[mine], alone)
+        np.testing.assert_array_equal(flipped[mine], alone_flipped)
+        np.testing.assert_array_equal(parts[mine], part_scores(v[row], w[row], v[mine], w[mine], mirror=alone_flipped))
+    with pytest.raises(ValueError, match="query_index: expected values in"):
+        pose_scores(v[queries], w[queries], v, w, query_index=np.full(600, 3))
+    with pytest.raises(ValueError, match="query_index: expected one query per pose"):
+        pose_scores(v[queries], w[queries], v, w, query_index=np.zeros(5, int))
+
+
 def test_score_cell_is_score_from_distance():
     """The fused kernels map distances with the scalar cell; the public mapping is the same."""
     for kind, scale in SCORE_SCALES.items():
@@ -119,19 +141,21 @@ def test_cuda_pose_kernels_equal_the_cpu_kernels():
     np.testing.assert_allclose(v, cv, atol=1e-7)
     np.testing.assert_array_equal(w, cw)
     assert usable == cusable
-    mv, mw = mirror_vectors(v[0], w[0])
+    qv, qw = v[[0, 5, 7]], w[[0, 5, 7]]  # three queries, each pose scored against one of them
+    mv, mw = mirror_vectors(qv, qw)
+    index = (np.arange(40) % 3).astype(np.int64)
     for metric in METRICS:
-        got = _per_pose.pose_scores(v[0], w[0], mv, mw, v, w, metric, SCORE_SCALES[metric], True, gpu=True)
-        want = _per_pose.pose_scores(v[0], w[0], mv, mw, v, w, metric, SCORE_SCALES[metric], True, gpu=False)
+        args = (qv, qw, mv, mw, index, v, w, metric, SCORE_SCALES[metric], True)
+        got, want = _per_pose.pose_scores(*args, gpu=True), _per_pose.pose_scores(*args, gpu=False)
         np.testing.assert_allclose(got[0], want[0], atol=SCORE_ATOL)
         np.testing.assert_array_equal(got[1], want[1])
-    q = _per_pose.pose_terms(v[:1], w[:1], gpu=True)
-    np.testing.assert_allclose(q[0], _per_pose.pose_terms(v[:1], w[:1], gpu=False)[0], atol=1e-6)
-    query, mirror_terms = (q[0][0], q[1][0]), tuple(t[0] for t in _per_pose.pose_terms(mv[None], mw[None], gpu=False))
-    pick = np.arange(40) % 3 == 0
+    query = _per_pose.pose_terms(qv, qw, gpu=True)
+    np.testing.assert_allclose(query[0], _per_pose.pose_terms(qv, qw, gpu=False)[0], atol=1e-6)
+    mirror_terms = _per_pose.pose_terms(mv, mw, gpu=False)
+    pick = np.arange(40) % 4 == 0
     for mode in (0, 1, 2):
-        got = _per_pose.part_scores(query, mirror_terms, v, w, SCORE_SCALES["angle"], mode, pick, gpu=True)
-        want = _per_pose.part_scores(query, mirror_terms, v, w, SCORE_SCALES["angle"], mode, pick, gpu=False)
+        args = (query, mirror_terms, index, v, w, SCORE_SCALES["angle"], mode, pick)
+        got, want = _per_pose.part_scores(*args, gpu=True), _per_pose.part_scores(*args, gpu=False)
         np.testing.assert_allclose(got[0], want[0], atol=SCORE_ATOL)
         np.testing.assert_array_equal(got[1], want[1])
     terms = _per_pose.pose_terms(v, w, gpu=False)
