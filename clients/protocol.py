@@ -239,22 +239,24 @@ def pose_result(results: Sequence[InferResult]) -> PoseResult:
 
 def score_requests(query: Any, candidates: Any, metric: str, mirror: bool, chunk: int) -> list[list[InferInput]]:
     """Inputs of the score requests: ``query [17, 3]`` against ``candidates [N, 17, 3]``, ``chunk``
-    candidates at most per request."""
+    candidates at most per request. The score model batches requests, so each tensor carries a
+    batch dimension of 1 (one question a request): ``query [1, 17, 3]``, ``candidates [1, n, 17, 3]``,
+    ``metric [1, 1]``, ``mirror [1, 1]``."""
     query = check_poses(query, "query", 2)
     candidates = check_poses(candidates, "candidates", 3)
     if metric not in METRICS:
         raise PoseScoreError(f"metric: expected one of {METRICS}, got {metric!r}")
     mirror = check_bool(mirror, "mirror")
-    shared = [input_tensor("query", query, "FP32"),
-              input_tensor("metric", np.array([metric.encode()], np.object_), "BYTES"),
-              _bool("mirror", mirror)]
-    return [[input_tensor("candidates", candidates[i:i + chunk], "FP32"), *shared]
+    shared = [input_tensor("query", query[None], "FP32"),
+              input_tensor("metric", np.array([[metric.encode()]], np.object_), "BYTES"),
+              input_tensor("mirror", np.array([[mirror]], np.bool_), "BOOL")]
+    return [[input_tensor("candidates", candidates[None, i:i + chunk], "FP32"), *shared]
             for i in range(0, len(candidates), chunk)]
 
 
 def score_result(results: Sequence[InferResult]) -> ScoreResult:
-    return ScoreResult(scores=_concat([_output(r, "scores") for r in results]),
-                       part_scores=_concat([_output(r, "part_scores") for r in results]).reshape(-1, NUM_PARTS))
+    return ScoreResult(scores=_concat([_output(r, "scores").reshape(-1) for r in results]),
+                       part_scores=_concat([_output(r, "part_scores").reshape(-1, NUM_PARTS) for r in results]))
 
 
 def dtw_request(reference: Any, attempt: Any, window: int | None, mirror: bool, return_path: bool) -> list[InferInput]:

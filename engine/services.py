@@ -24,6 +24,7 @@ import numpy as np
 import kernels
 import kernels.scoring
 from kernels._backend import array_module
+from kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS
 
 
 def normalized(poses, name: str):
@@ -51,13 +52,86 @@ class ScoreAnswer(NamedTuple):
 def score_answer(query, candidates, metric: str = "cosine", mirror: bool = False) -> ScoreAnswer:
     """The ``score`` service: pixel poses ``query [17, 3]`` and ``candidates [..., 17, 3]`` (NumPy
     or CuPy) normalized, scored with ``metric`` (``kernels.pose_scores``), and the part scores
-    of the same match (the mirror choice of the whole-pose score)."""
-    q_vec, q_w = normalized(query, "query")
-    vectors, weights = normalized(candidates, "candidates")
-    scores, mirrored = kernels.pose_scores(q_vec, q_w, vectors, weights, metric=metric, mirror=mirror,
-                                           return_mirrored=True)
-    parts, valid = kernels.part_scores(q_vec, q_w, vectors, weights, mirror=mirrored, return_valid=True)
-    return ScoreAnswer(scores, parts, mirrored, valid)
+    of the same match (the mirror choice of the whole-pose score). ``ValueError`` names the input
+    that cannot be scored."""
+    answer = score_answers([(query, candidates, metric, mirror)])[0]
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def score_answers(questions: Sequence[tuple]) -> list:
+    """The ``score`` service for a batch of ``(query [17, 3], candidates [N, 17, 3], metric,
+    mirror)``: every candidate of every question normalized in one call, then one
+    ``kernels.pose_scores`` and one ``kernels.part_scores`` call per (metric, mirror) group, each
+    candidate against its own query (``query_index``): each answer is the one its question gets
+    alone. Returns, per question, a :class:`ScoreAnswer` or the ``ValueError`` that names what
+    its inputs lack (the others are answered all the same)."""
+    answers: list = [None] * len(questions)
+    groups: dict = {}
+    for n, (query, candidates, metric, mirror) in enumerate(questions):
+        shapes = (tuple(getattr(query, "shape", ())), tuple(getattr(candidates, "shape", ())))
+        if shapes[0] != (NUM_KEYPOINTS, 3) or len(shapes[1]) < 2 or shapes[1][-2:] != (NUM_KEYPOINTS, 3):
+            answers[n] = ValueError(f"query [17, 3] and candidates [..., 17, 3]: expected arrays of these shapes, "
+                                    f"got {list(shapes[0])} and {list(shapes[1])}")
+        elif metric not in kernels.scoring.METRICS:
+            answers[n] = ValueError(f"metric: expected one of {kernels.scoring.METRICS}, got {metric!r}")
+        elif not isinstance(mirror, (bool, np.bool_)):
+            answers[n] = ValueError(f"mirror: expected True or False, got {type(mirror).__name__}")
+        else:
+            groups.setdefault((metric, bool(mirror)), []).append(n)
+    for (metric, mirror), members in groups.items():
+        for n, answer in zip(members, _score_group([questions[n][:2] for n in members], metric, mirror)):
+            answers[n] = answer
+    return answers
+
+
+def _score_group(pairs: list, metric: str, mirror: bool) -> list:
+    """:func:`score_answers` for questions of one metric and mirror option."""
+    xp = array_module(*(a for pair in pairs for a in pair))
+    flat = [xp.asarray(c).reshape(-1, NUM_KEYPOINTS, 3) for _, c in pairs]
+    queries = xp.stack([xp.asarray(q) for q, _ in pairs])
+    try:
+        q_vec, q_w = kernels.normalize(queries)
+        vectors, weights = kernels.normalize(xp.concatenate(flat))
+    except ValueError:  # no query or no candidate at all can be normalized: each says which
+        return [_alone_error(q, c) for q, c in pairs]
+    sizes = [len(c) for c in flat]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    seen = (weights > 0).any(axis=-1)
+    good = [n for n in range(len(pairs))
+            if bool((q_w[n] > 0).any()) and bool(seen[bounds[n]:bounds[n + 1]].any())]
+    answers: list = [None] * len(pairs)
+    for n in set(range(len(pairs))) - set(good):
+        answers[n] = _alone_error(*pairs[n])
+    if good:
+        v, w = vectors, weights
+        if len(good) < len(pairs):
+            rows = xp.asarray(np.concatenate([np.arange(bounds[n], bounds[n + 1]) for n in good]))
+            v, w = vectors[rows], weights[rows]
+        index = xp.asarray(np.concatenate([np.full(sizes[n], k, np.int64) for k, n in enumerate(good)]))
+        qv, qw = q_vec[good], q_w[good]
+        scores, mirrored = kernels.pose_scores(qv, qw, v, w, metric=metric, mirror=mirror, return_mirrored=True,
+                                               query_index=index)
+        parts, valid = kernels.part_scores(qv, qw, v, w, mirror=mirrored, return_valid=True, query_index=index)
+        start = 0
+        for n in good:
+            stop = start + sizes[n]
+            lead = tuple(pairs[n][1].shape[:-2])
+            answers[n] = ScoreAnswer(scores[start:stop].reshape(lead), parts[start:stop].reshape(lead + (NUM_PARTS,)),
+                                     mirrored[start:stop].reshape(lead), valid[start:stop].reshape(lead + (NUM_PARTS,)))
+            start = stop
+    return answers
+
+
+def _alone_error(query, candidates) -> ValueError:
+    """The error of a question whose query or candidates cannot be normalized (as alone)."""
+    try:
+        normalized(query, "query")
+        normalized(candidates, "candidates")
+    except ValueError as err:
+        return err
+    return ValueError("query: cannot be scored")
 
 
 # -- dtw -----------------------------------------------------------------------------------------
@@ -136,8 +210,6 @@ def _pad(sequences):
 
 def _warm_up_poses(xp, count: int):
     """``count`` deterministic standing-person poses ``[count, 17, 3]`` (pixels) on ``xp``."""
-    from kernels.skeleton import NUM_KEYPOINTS
-
     rng = np.random.default_rng(0)
     poses = np.concatenate([rng.uniform(100, 300, (count, NUM_KEYPOINTS, 2)),
                             rng.uniform(0.5, 1.0, (count, NUM_KEYPOINTS, 1))], axis=-1).astype(np.float32)

@@ -104,9 +104,9 @@ def serve_batch(
     compute: Callable[[list], list[list]],
 ) -> list:
     """Answer ``requests`` in order: ``parse`` each one (a request that fails gets its own error
-    response), then ``compute`` every parsed one in one call, which returns one list of output
-    tensors per item. Everything a request can get wrong is checked by ``parse``; should
-    ``compute`` still fail, every request it was given gets that error.
+    response), then ``compute`` every parsed one in one call, which returns per item its list of
+    output tensors or the exception that item alone failed with (then its error response). Should
+    ``compute`` itself raise, every request it was given gets that error.
     """
     responses: list = [None] * len(requests)
     good: list[tuple[int, Any]] = []
@@ -119,7 +119,8 @@ def serve_batch(
         try:
             outputs = compute([item for _, item in good])
             for (i, _), tensors in zip(good, outputs):
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                responses[i] = (error_response(tensors) if isinstance(tensors, Exception)
+                                else pb_utils.InferenceResponse(output_tensors=tensors))
         except Exception as err:  # noqa: BLE001 - the batch's failure, told to each of its requests
             for i, _ in good:
                 responses[i] = error_response(err)

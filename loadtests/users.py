@@ -256,9 +256,9 @@ class PoseScoreUser(User):
                 query[:, 2] = 0.0
                 call = lambda: self.client.score(query, candidates)  # noqa: E731
             else:
-                query = np.concatenate([query, query[:1]])  # [18, 3]
+                query = np.concatenate([query, query[:1]])[None]  # [1, 18, 3]
                 call = self._raw_call("score", [input_tensor("query", query, "FP32"),
-                                                input_tensor("candidates", candidates, "FP32")])
+                                                input_tensor("candidates", candidates[None], "FP32")])
             payload = query.nbytes + candidates.nbytes
         elif bad.kind in ("nan-attempt", "empty-reference"):
             given = rng.choice(work.dtw_inputs) if work.dtw_inputs else {"reference": poses, "attempt": poses}

@@ -150,12 +150,15 @@ def _bad_requests(archive_root):
     nan = poses.copy()
     nan[1, 3, 0] = np.nan
     return [
-        ("score", [_input("query", poses[0].astype(np.float64)), _input("candidates", poses)], "FP64"),
-        ("score", [_input("query", poses[0]), _input("candidates", poses[:, :, :2].copy())], "shape"),
-        ("score", [_input("query", poses[0]), _input("candidates", poses[:0])], "at least 1"),
-        ("score", [_input("query", poses[0]), _input("candidates", nan)], "NaN"),
-        ("score", [_input("query", poses[0]), _input("candidates", poses),
-                   _input("metric", np.array([b"manhattan"], np.object_))], "manhattan"),
+        ("score", [_input("query", poses[:1].astype(np.float64)), _input("candidates", poses[None])], "FP64"),
+        ("score", [_input("query", poses[:1]), _input("candidates", poses[None, :, :, :2].copy())], "shape"),
+        ("score", [_input("query", poses[0]), _input("candidates", poses)], "batch size"),  # no batch dimension
+        ("score", [_input("query", poses[:1]), _input("candidates", poses[None, :0])], "at least 1"),
+        ("score", [_input("query", poses[:1]), _input("candidates", nan[None])], "NaN"),
+        ("score", [_input("query", poses[:1]), _input("candidates", poses[None]),
+                   _input("metric", np.array([[b"manhattan"]], np.object_))], "manhattan"),
+        ("score", [_input("query", np.zeros((1, 17, 3), np.float32)), _input("candidates", poses[None])],
+         "query: poses: no pose can be normalized"),
         ("dtw", [_input("reference", poses), _input("attempt", nan)], "NaN"),
         ("pose", [_input("frames", np.zeros((1, 0, 0, 3), np.uint8))], "0x0"),
         ("pose", [_input("frames", np.zeros((1, 8, 8, 4), np.uint8))], "shape"),
@@ -173,13 +176,14 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(triton_serve
             client.infer(model, inputs)
         assert expected in err.value.message(), (model, err.value.message())
     poses = _poses(4)
-    good = client.infer("score", [_input("query", poses[0]), _input("candidates", poses)])
-    assert good.as_numpy("scores")[0] == pytest.approx(100.0, abs=1e-3)
+    good = client.infer("score", [_input("query", poses[:1]), _input("candidates", poses[None])])
+    assert good.as_numpy("scores")[0, 0] == pytest.approx(100.0, abs=1e-3)
 
 
 def test_concurrent_bad_requests_do_not_fail_the_good_ones(triton_server):
-    """Concurrent requests, some bad: each bad one gets its own error naming the problem (found
-    when the request is parsed, before any batch is computed), the good ones their answers."""
+    """Concurrent requests, which the score model batches, some bad: each bad one gets its own
+    error naming the problem (NaN: found when the request is parsed; no candidate that can be
+    normalized: found when its batch is scored), the good ones their answers."""
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     poses = _poses(6, seed=1)
     bad = poses.copy()
@@ -189,9 +193,11 @@ def test_concurrent_bad_requests_do_not_fail_the_good_ones(triton_server):
     def done(n):
         return lambda result, error: results.__setitem__(n, (result, error))
 
+    blind = poses.copy()
+    blind[..., 2] = 0.0
     for n in range(24):
-        candidates = bad if n % 3 == 0 else poses
-        client.async_infer("score", [_input("query", poses[n % 6]), _input("candidates", candidates)],
+        candidates = bad if n % 3 == 0 else blind if n % 4 == 1 else poses
+        client.async_infer("score", [_input("query", poses[n % 6][None]), _input("candidates", candidates[None])],
                            callback=done(n))
     deadline = time.monotonic() + 60
     while len(results) < 24 and time.monotonic() < deadline:
@@ -199,6 +205,8 @@ def test_concurrent_bad_requests_do_not_fail_the_good_ones(triton_server):
     for n, (result, error) in sorted(results.items()):
         if n % 3 == 0:
             assert error is not None and "NaN or infinite" in error.message()
+        elif n % 4 == 1:
+            assert error is not None and "candidates: poses: no pose can be normalized" in error.message()
         else:
-            assert error is None and result.as_numpy("scores")[n % 6] == pytest.approx(100.0, abs=1e-3)
+            assert error is None and result.as_numpy("scores")[0, n % 6] == pytest.approx(100.0, abs=1e-3)
     assert len(results) == 24

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import random_poses
 from engine.export import onnx_path
-from engine.services import DtwQuestion, PoseDetector, dtw_answer, dtw_answers, score_answer
+from engine.services import DtwQuestion, PoseDetector, dtw_answer, dtw_answers, score_answer, score_answers
 from kernels.skeleton import PART_NAMES
 from loadtests.workload import mirrored
 from test_detect import ultralytics_asset
@@ -90,3 +90,22 @@ def test_pose_detector_answers_batches_of_mixed_sizes_as_alone():
             np.testing.assert_array_equal(a, b)
     assert together[0].counts.tolist() == [4] and together[1].counts.tolist() == [2, 2]
 
+
+
+def test_score_answers_of_a_batch_are_the_answers_alone_and_bad_questions_fail_alone():
+    rng = np.random.default_rng(5)
+    poses = random_poses(rng, 90)
+    blind = poses[:4].copy()
+    blind[..., 2] = 0
+    questions = [(poses[0], poses[:30], "cosine", False), (poses[1], poses[30:70], "weighted_l1", True),
+                 (poses[2], poses[70:], "cosine", False), (poses[3], blind, "cosine", False),
+                 (blind[0], poses[:5], "cosine", True), (poses[4], poses[:5], "manhattan", False),
+                 (poses[5], poses[5:9][None], "cosine", True)]
+    answers = score_answers(questions)
+    for n in (0, 1, 2, 6):
+        alone = score_answer(*questions[n])
+        for got, want in zip(answers[n], alone):
+            np.testing.assert_array_equal(got, want)
+    assert answers[6].scores.shape == (1, 4) and answers[6].part_scores.shape == (1, 4, 6)
+    assert str(answers[3]).startswith("candidates: ") and str(answers[4]).startswith("query: ")
+    assert "manhattan" in str(answers[5])

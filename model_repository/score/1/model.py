@@ -1,7 +1,11 @@
-"""Pose scoring: one query pose vs N candidates -> scores [N], part scores [N, 6] (0-100)."""
+"""Pose scoring: one query pose vs N candidates -> scores [N], part scores [N, 6] (0-100).
 
-from engine.services import score_answer, warm_up_score
-from engine.triton_models import input_scalar, instance_xp, output_tensor, poses_input, serve_batch
+Each request is one question with a batch dimension of 1; the questions of a batch are scored
+together (engine.services.score_answers), a question that cannot be scored failing alone.
+"""
+
+from engine.services import score_answers, warm_up_score
+from engine.triton_models import RequestError, input_scalar, instance_xp, output_tensor, poses_input, serve_batch
 
 
 class TritonPythonModel:
@@ -10,12 +14,18 @@ class TritonPythonModel:
         warm_up_score(self.xp)
 
     def parse(self, request):
-        return (poses_input(request, "query", self.xp), poses_input(request, "candidates", self.xp),
-                input_scalar(request, "metric", "cosine", str), input_scalar(request, "mirror", False, bool))
+        query = poses_input(request, "query", self.xp)
+        candidates = poses_input(request, "candidates", self.xp)
+        if query.shape[0] != 1 or candidates.shape[0] != 1:
+            raise RequestError(f"query {list(query.shape)}, candidates {list(candidates.shape)}: expected one "
+                               f"question per request (batch dimension 1)")
+        return (query[0], candidates[0], input_scalar(request, "metric", "cosine", str),
+                input_scalar(request, "mirror", False, bool))
 
-    def compute(self, items):
-        answers = [score_answer(*item) for item in items]
-        return [[output_tensor("scores", a.scores), output_tensor("part_scores", a.part_scores)] for a in answers]
+    def compute(self, questions):
+        return [a if isinstance(a, Exception) else
+                [output_tensor("scores", a.scores[None]), output_tensor("part_scores", a.part_scores[None])]
+                for a in score_answers(questions)]
 
     def execute(self, requests):
         return serve_batch(requests, self.parse, self.compute)
