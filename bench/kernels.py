@@ -98,8 +98,8 @@ def bench_pose(rng, repeat, rows, n=1_000_000):
     read and written / a copy's bandwidth) and the plain NumPy version (bench.pose_numpy)."""
     from bench import pose_numpy as ref
     from bench.pose_numpy import mirror as ref_mirror
-    from kernels import (aligned_part_scores, interpolate_frames, mirror_vectors, normalize, part_scores,
-                         pose_scores)
+    from kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
+                         part_scores, pose_scores)
 
     xy = rng.uniform(0, 640, (n, 17, 2))
     conf = rng.uniform(0.0, 1.0, (n, 17, 1))  # ~30% under the threshold: missing
@@ -127,6 +127,8 @@ def bench_pose(rng, repeat, rows, n=1_000_000):
         ("aligned_part_scores (path of n steps)", lambda: aligned_part_scores(v[:half], w[:half], v[:half], w[:half], path),
          lambda: ref.aligned_part_scores(v[:half], w[:half], v[:half], w[:half], path), n * (vec_bytes + 16 + 30)),
         ("mirror_vectors", lambda: mirror_vectors(v, w), lambda: ref_mirror(v, w), n * 2 * vec_bytes),
+        ("consistent_keypoints (2 x n/2 frames)", lambda: consistent_keypoints(poses[:half], poses[half:]),
+         lambda: ref.consistent_keypoints(poses[:half], poses[half:]), n * 2 * pose_bytes),
         ("interpolate_frames x4", lambda: interpolate_frames(poses[:n // 4], 4),
          lambda: ref.interpolate_frames(poses[:n // 4], 4), n * pose_bytes * 5 // 4),
     ]

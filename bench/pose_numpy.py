@@ -153,3 +153,23 @@ def interpolate_frames(poses, factor, min_confidence=DEFAULT_MIN_CONFIDENCE):
     out[::factor] = poses
     out[:-1].reshape(T - 1, factor, NUM_KEYPOINTS, 3)[:, 1:] = between
     return out
+
+
+def consistent_keypoints(a, b, min_share=0.5, min_confidence=DEFAULT_MIN_CONFIDENCE):
+    vis_a, vis_b = visible(a, min_confidence), visible(b, min_confidence)
+    keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
+
+    def fill(poses, vis):
+        out = np.zeros_like(poses)
+        t = np.arange(poses.shape[0], dtype=np.float32)
+        has_position = visible(poses, 0.0)
+        for k in range(NUM_KEYPOINTS):
+            seen, placed = vis[:, k], has_position[:, k]
+            if not bool(keep[k]) or not bool(seen.any()):
+                continue
+            for d in range(2):
+                out[:, k, d] = np.interp(t, t[placed], poses[placed, k, d])
+            out[:, k, 2] = np.where(seen, poses[:, k, 2], poses[seen, k, 2].mean())
+        return out
+
+    return fill(a, vis_a), fill(b, vis_b)

@@ -356,3 +356,64 @@ def interpolate_all(poses, factor, min_confidence, out):
                 out[n, k, d] = (poses[t, k, d] * (np.float32(1.0) - frac) + poses[t + 1, k, d] * frac
                                 if both else np.float32(0.0))
     return T
+
+
+@register_jitable
+def _placed(p, k, min_confidence):
+    """Keypoint ``k`` of pose ``p`` has a finite position with confidence above ``min_confidence``."""
+    x, y, c = p[k, 0], p[k, 1], p[k, 2]
+    return c > min_confidence and math.isfinite(x) and math.isfinite(y) and math.isfinite(c)
+
+
+@numba.njit(cache=True, nogil=True)
+def consistent_fill(poses, keep, min_confidence, out):
+    """``out [T, 17, 3]``: for each kept keypoint seen (above ``min_confidence``) in some frame of
+    ``poses [T, 17, 3]``, its positions where it has one (any confidence > 0), linear in time
+    between them and held at the ends (``np.interp``'s arithmetic, in float64), and its confidence
+    where seen, else its mean seen confidence; zeros elsewhere. Two passes in frame order (a gap
+    is filled when the position after it is reached), so memory is read as it lies."""
+    T = poses.shape[0]
+    seen = np.zeros(NUM_KEYPOINTS, np.int64)
+    total = np.zeros(NUM_KEYPOINTS, np.float32)
+    for t in range(T):
+        for k in range(NUM_KEYPOINTS):
+            if keep[k] and _placed(poses[t], k, min_confidence):
+                seen[k] += 1
+                total[k] += poses[t, k, 2]
+    last = np.full(NUM_KEYPOINTS, -1, np.int64)
+    for t in range(T):
+        for k in range(NUM_KEYPOINTS):
+            for d in range(3):
+                out[t, k, d] = np.float32(0.0)
+            if not keep[k] or seen[k] == 0:
+                continue
+            out[t, k, 2] = poses[t, k, 2] if _placed(poses[t], k, min_confidence) else total[k] / np.float32(seen[k])
+            if not _placed(poses[t], k, np.float32(0.0)):
+                continue
+            lo = last[k]
+            for d in range(2):
+                out[t, k, d] = poses[t, k, d]
+                right = np.float64(poses[t, k, d])
+                for g in range(lo + 1, t):  # the gap before this position
+                    if lo < 0:
+                        out[g, k, d] = right
+                    else:
+                        left = np.float64(poses[lo, k, d])
+                        out[g, k, d] = (right - left) / np.float64(t - lo) * np.float64(g - lo) + left
+            last[k] = t
+    for k in range(NUM_KEYPOINTS):
+        if last[k] >= 0:
+            for g in range(last[k] + 1, T):  # held after the last position
+                for d in range(2):
+                    out[g, k, d] = poses[last[k], k, d]
+
+
+@numba.njit(cache=True, nogil=True)
+def seen_counts(poses, min_confidence):
+    """``[17]`` int64: in how many frames of ``poses [T, 17, 3]`` each keypoint is seen."""
+    counts = np.zeros(NUM_KEYPOINTS, np.int64)
+    for t in range(poses.shape[0]):
+        for k in range(NUM_KEYPOINTS):
+            if _placed(poses[t], k, min_confidence):
+                counts[k] += 1
+    return counts

@@ -88,6 +88,16 @@ def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = D
     b = check_array(b, "b", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
     min_share = check_number(min_share, "min_share", minimum=0.0, maximum=1.0)
 
+    if xp is np:  # a few passes in frame order (kernels._pose_cells); CuPy's array ops on the GPU
+        from . import _pose_cells
+
+        threshold = np.float32(check_number(min_confidence, "min_confidence"))
+        shares = [_pose_cells.seen_counts(p, threshold) / np.float64(p.shape[0]) for p in (a, b)]
+        keep = (shares[0] >= min_share) & (shares[1] >= min_share)
+        outs = (np.empty_like(a), np.empty_like(b))
+        for poses, out in zip((a, b), outs):
+            _pose_cells.consistent_fill(poses, keep, threshold, out)
+        return outs
     vis_a, vis_b = visible_keypoints(a, min_confidence), visible_keypoints(b, min_confidence)
     keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
 

@@ -4,7 +4,8 @@ CPU: the base is read in chunks; each chunk is one BLAS GEMM against all queries
 selection that keeps a sorted top-k per query, a heap for a large k (most candidates cost one
 comparison). GPU: a fused numba-CUDA kernel computes each product and keeps a per-thread top-k in
 registers, so no [Q, N] matrix is ever written; each block merges its threads' lists in shared
-memory and writes k candidates, which CuPy then merges. A larger k (or D) on the GPU: a CuPy GEMM per chunk and a partition-based selection.
+memory and writes k candidates, which CuPy then merges. A larger k (or D) on the GPU: a CuPy
+GEMM per chunk and a partition-based selection.
 """
 
 from __future__ import annotations

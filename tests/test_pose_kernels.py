@@ -7,8 +7,8 @@ import pytest
 
 from bench import pose_numpy as ref
 from conftest import random_poses
-from kernels import (aligned_part_scores, interpolate_frames, mirror_vectors, normalize, part_scores, pose_scores,
-                     score_from_distance)
+from kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
+                     part_scores, pose_scores, score_from_distance)
 from kernels import _per_pose
 from kernels import _pose_cells as cells
 from kernels.scoring import METRICS, SCORE_SCALES
@@ -98,7 +98,8 @@ def test_aligned_parts_mirror_and_interpolation_equal_the_numpy_version():
     for got, expected in zip(mirror_vectors(v, w), ref.mirror(v, w)):
         np.testing.assert_array_equal(got, expected)
     for factor in (2, 3, 7):
-        np.testing.assert_array_equal(interpolate_frames(poses[:60], factor), ref.interpolate_frames(poses[:60], factor))
+        np.testing.assert_array_equal(interpolate_frames(poses[:60], factor),
+                                      ref.interpolate_frames(poses[:60], factor))
 
 
 @pytest.mark.parametrize("mirror", [False, True])
@@ -121,6 +122,17 @@ def test_several_queries_in_one_call_score_as_each_alone(mirror):
         pose_scores(v[queries], w[queries], v, w, query_index=np.full(600, 3))
     with pytest.raises(ValueError, match="query_index: expected one query per pose"):
         pose_scores(v[queries], w[queries], v, w, query_index=np.zeros(5, int))
+
+
+def test_consistent_keypoints_equals_the_numpy_version():
+    rng = np.random.default_rng(7)
+    a, b = awkward_poses(8, 120), awkward_poses(9, 75)
+    a[rng.uniform(size=(120, 17)) < 0.1, 2] = 0.1  # placed but not seen: the detector's guess
+    a[:10, 4, 2] = 0.0  # a keypoint without a position at the start (held), and inside (interpolated)
+    a[50:60, 4, 2] = 0.0
+    for share in (0.3, 0.5, 0.8):
+        for got, want in zip(consistent_keypoints(a, b, share), ref.consistent_keypoints(a, b, share)):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
 
 
 def test_score_cell_is_score_from_distance():
