@@ -416,15 +416,23 @@ def _decode_video(info: VideoInfo, *, fps: float | None, max_side: int | None, s
                 continue
             if t0 is None:
                 t0 = time
-            while time >= tick() - 1e-9:
-                if previous is not None and tick() - previous[1] <= time - tick():
-                    nearest = previous  # the tick lies nearer the frame before it (or halfway)
-                else:
-                    nearest = (index, time, frame)
-                if nearest[0] != emitted:
-                    emitted = nearest[0]
-                    yield Frame(nearest[0], nearest[1], rgb_of(nearest[2]))
-                tick_number += 1
+            if time >= tick() - 1e-9:
+                # Every tick up to this frame at once (ticks one by one cost duration x fps: hours at
+                # --fps 1e9). The earlier ones lie nearer the frame before it (or halfway), the later
+                # ones nearer this one; each frame is kept at most once.
+                last = max(tick_number, int(math.floor((time - t0 + 1e-9) * fps)))
+                while t0 + (last + 1) / fps <= time + 1e-9:
+                    last += 1
+                while last > tick_number and t0 + last / fps > time + 1e-9:
+                    last -= 1
+                first_tick, last_tick = tick(), t0 + last / fps
+                if previous is not None and first_tick - previous[1] <= time - first_tick and previous[0] != emitted:
+                    emitted = previous[0]
+                    yield Frame(previous[0], previous[1], rgb_of(previous[2]))
+                if not (previous is not None and last_tick - previous[1] <= time - last_tick) and index != emitted:
+                    emitted = index
+                    yield Frame(index, time, rgb_of(frame))
+                tick_number = last + 1
             previous = (index, time, frame)
 
         # A tick just past the last frame, nearer it than a source frame interval: keep that frame.

@@ -97,6 +97,28 @@ def test_fps_sampling_keeps_the_nearest_frame_and_true_times():
     assert [f.index for f in iter_frames(VTEST, fps=25, duration=1.0, max_side=64)] == list(range(10))
 
 
+@pytest.mark.parametrize("fps", [0.7, 3.3, 7.0, 9.99, 10.0, 33.0])
+def test_fps_sampling_equals_nearest_frame_per_tick(fps):
+    """The sampler handles all ticks up to a frame at once; it keeps what one tick at a time kept:
+    each tick's nearest frame (ties: the earlier), each once, in order."""
+    times = np.array([f.time for f in iter_frames(VTEST, duration=6.0, max_side=32)])
+    ticks = times[0] + np.arange(int((times[-1] - times[0]) * fps + 1e-9) + 1) / fps
+    nearest = [int(np.argmin(np.abs(times - t) + 1e-9 * np.arange(len(times)))) for t in ticks]
+    assert [f.index for f in iter_frames(VTEST, fps=fps, duration=6.0, max_side=32)] == sorted(set(nearest))
+
+
+def test_a_huge_fps_keeps_every_frame_without_stepping_through_its_ticks():
+    """--fps 1e9 on a 1-second clip: one tick at a time, it ran for minutes."""
+    import subprocess
+    import sys
+
+    code = ("from engine.video import iter_frames; "
+            f"print([f.index for f in iter_frames({str(VTEST)!r}, fps=1e9, duration=1.0, max_side=32)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(list(range(10)))
+
+
 def test_start_and_duration_select_by_time():
     frames = list(iter_frames(VTEST, start=2.0, duration=0.5, max_side=64))
     assert [f.index for f in frames] == [20, 21, 22, 23, 24]
