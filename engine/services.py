@@ -161,6 +161,25 @@ class DtwAnswer(NamedTuple):
     path: Any
 
 
+#: Most DTW cells one dtw request may ask for (reference frames x attempt frames, twice with
+#: mirror): 8,000 x 8,000, the grid compare aligns at most. The dtw model's ``max_cells``.
+MAX_DTW_CELLS = 64_000_000
+#: Most candidates one score request may hold (the clients send 1,000 a request by default).
+MAX_SCORE_CANDIDATES = 1_000_000
+
+
+def check_dtw_cost(frames_reference: int, frames_attempt: int, mirror: bool, max_cells: int = MAX_DTW_CELLS) -> int:
+    """The cells a dtw question costs; ``ValueError`` naming the bound when over ``max_cells``
+    (checked before any work, so that one request cannot hold a server for minutes)."""
+    cells = frames_reference * frames_attempt * (2 if mirror else 1)
+    if cells > max_cells:
+        raise ValueError(f"reference [{frames_reference}] x attempt [{frames_attempt}] frames"
+                         f"{' x 2 (mirror)' if mirror else ''} = {cells:,} DTW cells, over this server's bound of "
+                         f"{max_cells:,} per request (parameter max_cells): compare shorter movements or sample "
+                         f"them more coarsely")
+    return cells
+
+
 def dtw_answers(questions: Sequence[DtwQuestion]) -> list[DtwAnswer]:
     """The ``dtw`` service for a batch: every (reference, attempt or mirrored attempt) pair goes
     through one ragged batched ``kernels.dtw_score`` call per distinct window; the better

@@ -210,3 +210,28 @@ def test_concurrent_bad_requests_do_not_fail_the_good_ones(triton_server):
         else:
             assert error is None and result.as_numpy("scores")[0, n % 6] == pytest.approx(100.0, abs=1e-3)
     assert len(results) == 24
+
+
+def test_a_huge_dtw_request_is_refused_before_any_work_and_small_ones_are_answered(triton_server):
+    """Two 20,000-frame movements with mirror (8e8 cells): refused when parsed, naming the bound
+    (it used to run for minutes, holding the model); small requests beside it are answered."""
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    huge = np.repeat(_poses(1), 20_000, axis=0)
+    results = {}
+    mirror = grpcclient.InferInput("mirror", [1], "BOOL")
+    mirror.set_data_from_numpy(np.array([True]))
+    client.async_infer("dtw", [_input("reference", huge), _input("attempt", huge), mirror],
+                       callback=lambda result, error: results.__setitem__("huge", error))
+    small = _poses(30, seed=2)
+    for n in range(6):
+        client.async_infer("dtw", [_input("reference", small), _input("attempt", small[::-1].copy())],
+                           callback=lambda result, error, n=n: results.__setitem__(n, (result, error)),
+                           client_timeout=30)
+    deadline = time.monotonic() + 60
+    while len(results) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert results["huge"] is not None and results["huge"].status() == "StatusCode.INVALID_ARGUMENT"
+    assert "800,000,000 DTW cells, over this server's bound of 64,000,000" in results["huge"].message()
+    for n in range(6):
+        result, error = results[n]
+        assert error is None and 0 <= result.as_numpy("score")[0] <= 100

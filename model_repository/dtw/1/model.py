@@ -1,18 +1,21 @@
 """DTW of two movements -> distance, 0-100 score, part scores along the path, the path on request."""
 
-from engine.services import DtwQuestion, dtw_answers, warm_up_dtw
-from engine.triton_models import input_scalar, instance_xp, output_tensor, poses_input, serve_batch
+from engine.services import MAX_DTW_CELLS, DtwQuestion, check_dtw_cost, dtw_answers, warm_up_dtw
+from engine.triton_models import input_scalar, instance_xp, output_tensor, parameters, poses_input, serve_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.xp = instance_xp(args)
+        self.max_cells = int(parameters(args).get("max_cells", MAX_DTW_CELLS))
         warm_up_dtw(self.xp)
 
     def parse(self, request):
-        return DtwQuestion(poses_input(request, "reference", self.xp), poses_input(request, "attempt", self.xp),
-                           input_scalar(request, "window", None, int), input_scalar(request, "mirror", False, bool),
-                           input_scalar(request, "return_path", False, bool))
+        question = DtwQuestion(poses_input(request, "reference", self.xp), poses_input(request, "attempt", self.xp),
+                               input_scalar(request, "window", None, int), input_scalar(request, "mirror", False, bool),
+                               input_scalar(request, "return_path", False, bool))
+        check_dtw_cost(len(question.reference), len(question.attempt), question.mirror, self.max_cells)
+        return question
 
     def compute(self, questions):
         xp = self.xp

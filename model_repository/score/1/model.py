@@ -4,13 +4,15 @@ Each request is one question with a batch dimension of 1; the questions of a bat
 together (engine.services.score_answers), a question that cannot be scored failing alone.
 """
 
-from engine.services import score_answers, warm_up_score
-from engine.triton_models import RequestError, input_scalar, instance_xp, output_tensor, poses_input, serve_batch
+from engine.services import MAX_SCORE_CANDIDATES, score_answers, warm_up_score
+from engine.triton_models import (RequestError, input_scalar, instance_xp, output_tensor, parameters, poses_input,
+                                  serve_batch)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.xp = instance_xp(args)
+        self.max_candidates = int(parameters(args).get("max_candidates", MAX_SCORE_CANDIDATES))
         warm_up_score(self.xp)
 
     def parse(self, request):
@@ -19,6 +21,9 @@ class TritonPythonModel:
         if query.shape[0] != 1 or candidates.shape[0] != 1:
             raise RequestError(f"query {list(query.shape)}, candidates {list(candidates.shape)}: expected one "
                                f"question per request (batch dimension 1)")
+        if candidates.shape[1] > self.max_candidates:
+            raise RequestError(f"candidates: {candidates.shape[1]:,} in one request, over this server's bound of "
+                               f"{self.max_candidates:,} (parameter max_candidates): split them into several requests")
         return (query[0], candidates[0], input_scalar(request, "metric", "cosine", str),
                 input_scalar(request, "mirror", False, bool))
 
