@@ -101,7 +101,9 @@ class _Progress:
 def _emit(args, result, lines) -> None:
     """Print ``result`` as JSON with --json, else the human-readable ``lines``."""
     if args.json:
-        print(json.dumps(result, indent=1))
+        from .formats import json_text
+
+        print(json_text(result, indent=1))
     else:
         for line in lines:
             print(line)
@@ -147,7 +149,9 @@ def _pose(args) -> int:
         _emit(args, {"output": args.output, "records": len(records)},
               [f"{len(records)} poses in {frames} frame(s) written to {args.output}"])
     else:
-        print(json.dumps(records))
+        from .formats import json_text
+
+        print(json_text(records))
     return 0
 
 
@@ -272,7 +276,7 @@ def add_commands(sub) -> None:
     find.add_argument("--k", type=int, default=5)
     find.add_argument("--mirror", action="store_true", help="also match the mirror image")
     find.add_argument("--out", help="folder for best_match.png")
-    find.set_defaults(func=_find, check=_check_k)
+    find.set_defaults(func=_find)
 
     index = job_parser("index", "extract every pose of videos into an archive")
     index.add_argument("videos", nargs="+")
@@ -285,12 +289,30 @@ def add_commands(sub) -> None:
     query.add_argument("--pose", help="image or pose JSON")
     query.add_argument("--clip", help="video or pose JSON of a movement")
     search.add_argument("--k", type=int, default=10)
-    search.set_defaults(func=_search, check=_check_k)
+    search.set_defaults(func=_search)
 
 
-def _check_k(args) -> str | None:
-    """The usage error of ``--k``, if any."""
-    return f"--k: expected an integer >= 1, got {args.k}" if args.k < 1 else None
+#: Most matches ``find`` and ``search`` answer (a larger ``--k`` is a mistake, not a query).
+MAX_K = 100_000
+
+
+def check_args(args) -> str | None:
+    """The usage error of the options every command shares, if any (the CLI exits 2 with it):
+    ``--k`` in 1..MAX_K, ``--threshold`` a score in 0..100, ``--window`` >= 1 frame, ``--fps`` a
+    finite rate > 0."""
+    import math
+
+    k, threshold = getattr(args, "k", None), getattr(args, "threshold", None)
+    window, fps = getattr(args, "window", None), getattr(args, "fps", None)
+    if k is not None and not 1 <= k <= MAX_K:
+        return f"--k: expected an integer from 1 to {MAX_K:,}, got {k}"
+    if threshold is not None and not 0 <= threshold <= 100:  # also false for NaN
+        return f"--threshold: expected a score from 0 to 100, got {threshold:g}"
+    if window is not None and window < 1:
+        return f"--window: expected a number of frames >= 1, got {window}"
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        return f"--fps: expected frames per second > 0, got {fps:g}"
+    return None
 
 
 def run(args) -> int:

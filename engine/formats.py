@@ -90,6 +90,20 @@ def to_alphapose(video_poses: VideoPoses, tracks: np.ndarray | None = None) -> l
     return records
 
 
+def json_text(value: Any, **options) -> str:
+    """``json.dumps`` of a report or result that is valid JSON whatever it holds: a non-finite float
+    (NaN, infinity: no number JSON can write) becomes null."""
+    def finite(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(value), allow_nan=False, **options)
+
+
 def write_alphapose(path: str | os.PathLike, records: list[dict] | VideoPoses, *,
                     tracks: np.ndarray | None = None) -> Path:
     """Write ``records`` (from :func:`to_alphapose`, or a VideoPoses converted with ``tracks``) as

@@ -7,7 +7,6 @@ file; every score comes from ``kernels``. Each job returns a JSON-ready dict; th
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -266,7 +265,7 @@ def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mir
         out.mkdir(parents=True, exist_ok=True)
         report["outputs"] = render_comparison(report, ref, att, performers, out, (reference, attempt), fps)
         report["outputs"]["report"] = str(out / "report.json")
-        (out / "report.json").write_text(json.dumps(report, indent=1))
+        (out / "report.json").write_text(formats.json_text(report, indent=1))
     return report
 
 

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = args.check(args) if hasattr(args, "check") else None
+    problem = engine_cli.check_args(args)
     if problem:
         parser.error(problem)  # exit code 2
     return engine_cli.run(args)  # one line naming the problem on failure, exit code 1

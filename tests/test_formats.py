@@ -219,3 +219,12 @@ def test_load_poses_takes_json_wherever_media_goes(tmp_path):
     np.testing.assert_array_equal(window.frame_indices, vp.frame_indices[1:4])
     with pytest.raises(VideoError, match="needs a pose model client"):
         load_poses(tmp_path / "clip.mp4")
+
+
+def test_json_text_writes_non_finite_numbers_as_null():
+    import json
+
+    from engine.formats import json_text
+
+    text = json_text({"score": float("nan"), "steps": [{"d": float("inf")}, 1.5], "n": 3}, indent=1)
+    assert json.loads(text) == {"score": None, "steps": [{"d": None}, 1.5], "n": 3}

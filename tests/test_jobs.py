@@ -200,3 +200,18 @@ def test_bad_inputs_give_clear_errors_and_exit_codes(tmp_path, triton_server):
     out = posescore("search", "--archive", tmp_path / "nothing", "--pose", fake, check=False)
     assert out.returncode == 1 and "not a posescore archive" in out.stderr
     assert posescore("find", "--k", "0", check=False).returncode == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "a.json", "b.json", "--threshold", "150"], "--threshold: expected a score from 0 to 100, got 150"),
+    (["compare", "a.json", "b.json", "--threshold", "nan"], "--threshold: expected a score from 0 to 100, got nan"),
+    (["compare", "a.json", "b.json", "--threshold", "-5"], "--threshold: expected a score from 0 to 100, got -5"),
+    (["compare", "a.json", "b.json", "--window", "-3"], "--window: expected a number of frames >= 1, got -3"),
+    (["search", "--archive", "x", "--pose", "p.json", "--k", "1000000000"],
+     "--k: expected an integer from 1 to 100,000, got 1000000000"),
+    (["find", "p.json", "v.json", "--k", "0"], "--k: expected an integer from 1 to 100,000, got 0"),
+    (["pose", "v.mp4", "--fps", "inf"], "--fps: expected frames per second > 0, got inf"),
+])
+def test_bad_options_exit_2_naming_the_option(argv, message):
+    out = posescore(*argv, check=False)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
