@@ -170,7 +170,7 @@ def load_archive(path: str | Path) -> Archive:
     parts = {key: [] for key in _COLUMNS if key != "poses"}
     video_index = []
     for number, video in enumerate(manifest["videos"]):
-        shard = root / video["shard"]
+        shard = root / _path_of(video["shard"])
         try:
             loaded = {key: np.load(shard / f"{key}.npy", mmap_mode="r") for key in parts}
         except (OSError, ValueError) as err:
@@ -189,6 +189,13 @@ def load_archive(path: str | Path) -> Archive:
                    weights=joined("weights", np.float32, NUM_KEYPOINTS), video_index=joined("video_index", np.int32),
                    frames=joined("frames", np.int64), tracks=joined("tracks", np.int32),
                    times=joined("times", np.float32), mtime=(root / MANIFEST).stat().st_mtime)
+
+
+def _path_of(text: str) -> str:
+    """A path written in the manifest (UTF-8 text) as this process's file system takes it: the
+    same string under a UTF-8 locale, surrogate escapes under an ASCII one (the Triton python
+    stub's embedded interpreter can run with one)."""
+    return os.fsdecode(text.encode("utf-8"))
 
 
 def search_archive(archive: Archive, query_poses, k: int = 10) -> list[dict]:

@@ -66,15 +66,16 @@ def poses_input(request, name: str, xp=np, *, min_count: int = 1):
     return poses
 
 
-def input_scalar(request, name: str, default, cast: Callable = lambda v: v):
-    """A one-element input (e.g. ``metric`` BYTES [1]) as a Python value, ``default`` if absent."""
+def input_scalar(request, name: str, default, cast: Callable = lambda v: v, *, decode: bool = True):
+    """A one-element input (e.g. ``metric`` BYTES [1]) as a Python value, ``default`` if absent;
+    BYTES are decoded as UTF-8 first unless ``decode`` is False (``cast`` then gets the bytes)."""
     value = input_array(request, name, required=False)
     if value is None:
         return default
     if value.size != 1:
         raise RequestError(f"{name}: expected one value, got shape {list(value.shape)}")
     item = value.reshape(-1)[0]
-    if isinstance(item, bytes):
+    if isinstance(item, bytes) and decode:
         item = item.decode("utf-8", errors="replace")
     try:
         return cast(item)
@@ -90,12 +91,14 @@ def output_tensor(name: str, array) -> "pb_utils.Tensor":
 
 
 def error_response(error: BaseException) -> "pb_utils.InferenceResponse":
-    """An error response; bad-input errors carry their own message, others their type too."""
+    """An error response; bad-input errors carry their own message, others their type too. A path
+    in the message (from the file system's bytes) is written back as UTF-8."""
+    message = str(error).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if isinstance(error, (ValueError, TypeError)):  # the request's fault: gRPC INVALID_ARGUMENT
         return pb_utils.InferenceResponse(
-            output_tensors=[], error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+            output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
     return pb_utils.InferenceResponse(
-        output_tensors=[], error=pb_utils.TritonError(f"{type(error).__name__}: {error}"))
+        output_tensors=[], error=pb_utils.TritonError(f"{type(error).__name__}: {message}"))
 
 
 def serve_batch(

@@ -375,3 +375,14 @@ def test_call_succeeds_once_a_late_server_starts(rng):
         thread.join()
     assert not failure
     np.testing.assert_allclose(result.scores, expected_scores(query, candidates, "cosine", False)[0], atol=ATOL)
+
+
+def test_an_archive_with_a_non_ascii_name_is_searched_under_the_c_locale(tmp_path):
+    """The CLI searched it; the server under LANG=C failed ("'ascii' codec can't encode")."""
+    rng = np.random.default_rng(12)
+    poses = random_poses(rng, 20)
+    add_video(tmp_path / "archivé-été", "vid-é", "vidéo.mp4", poses, frames=np.arange(20), times=np.arange(20) / 10)
+    with TritonServer(models=["search"], archive_root=tmp_path, env={"LANG": "C", "LC_ALL": "C"}) as server:
+        with PoseScoreClient(server.grpc_url, timeout=60) as client:
+            best = client.search("archivé-été", poses[7], k=1)[0]
+    assert (best.video_id, best.video_name, best.start_frame) == ("vid-é", "vidéo.mp4", 7)

@@ -35,7 +35,9 @@ class TritonPythonModel:
         return cached
 
     def parse(self, request):
-        archive = self.archive(input_scalar(request, "archive", None, str))
+        # A path's bytes as the file system takes them (the client sends os.fsencode's): the stub's
+        # embedded Python may run with an ASCII file-system encoding, whatever the locale.
+        archive = self.archive(input_scalar(request, "archive", None, _path_name, decode=False))
         query = poses_input(request, "query")
         k = input_scalar(request, "k", 10, int)
         if not 1 <= k <= self.max_k:
@@ -65,3 +67,8 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return serve_batch(requests, self.parse, self.compute)
+
+
+def _path_name(value) -> str:
+    """An archive name from the request (bytes, or text) as a path string of this process."""
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
