@@ -79,6 +79,9 @@ def create_archive(path: str | Path) -> Path:
     if (root / MANIFEST).exists():
         _read_manifest(root)
         return root
+    if root.is_dir() and any(root.iterdir()):
+        raise ArchiveError(f"{root}: a folder that is not a posescore archive (no {MANIFEST}) and not empty: "
+                           f"give a new or an empty folder")
     (root / "shards").mkdir(parents=True, exist_ok=True)
     _write_manifest(root, {"format": FORMAT, "version": VERSION, "normalization": NORMALIZATION,
                            "videos": []})

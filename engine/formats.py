@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from engine.poses import IMAGE_EXTENSIONS, VideoError, VideoInfo, VideoPoses
+from kernels._backend import MAX_MAGNITUDE
 from kernels.skeleton import NUM_KEYPOINTS
 
 #: Frames per second assumed for a JSON file that carries no times (``time``) when none is given.
@@ -148,6 +149,9 @@ def _numbers(value: Any, where: str, field: str, source: str) -> np.ndarray:
         if not math.isfinite(item):
             raise VideoError(f"{source}: {where}: field {field!r}: item {position} is not finite "
                              f"({item!r})", path=source)
+        if abs(item) > MAX_MAGNITUDE:  # float32 would make it infinite: a missing keypoint, then 100
+            raise VideoError(f"{source}: {where}: field {field!r}: item {position} is {item!r}, beyond "
+                             f"+-{MAX_MAGNITUDE:g}: not a pixel coordinate or confidence", path=source)
     return np.asarray(value, np.float64)
 
 
@@ -291,6 +295,8 @@ def _load_json(path: Path) -> Any:
     except json.JSONDecodeError as err:
         raise VideoError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}",
                          path=path) from None
+    except RecursionError:
+        raise VideoError(f"{path}: JSON nested too deeply to be a pose file", path=path) from None
 
 
 def _openpose_folder(folder: Path) -> list[_Detection]:

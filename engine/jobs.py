@@ -7,6 +7,7 @@ file; every score comes from ``kernels``. Each job returns a JSON-ready dict; th
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -334,28 +335,43 @@ def content_id(path: str | Path) -> str:
 def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -> dict:
     """``posescore index``: add each video's every detected pose to the archive (one shard per
     video, written atomically); videos already there (same content) are skipped."""
-    root = archive_io.create_archive(archive_dir)
-    known = {v["id"] for v in archive_io.load_manifest(root)["videos"]}
-    done = []
-    for video in map(Path, videos):
+    for video in map(Path, videos):  # every input checked before any inference
         if not video.exists():
             raise JobError(f"{video}: no such file")
-        vid = content_id(video)
-        if vid in known:
-            done.append({"video": str(video), "id": vid, "status": "already indexed"})
-            continue
-        progress = progress_factory(video) if progress_factory else None
-        poses = extract_poses(video, client, fps=fps, progress=progress)
-        tracks = track_people(poses)
-        frame_no, person, keypoints = poses.people()
-        archive_io.add_video(root, vid, video.name, keypoints,
-                             poses.frame_indices[frame_no], poses.times[frame_no], tracks[frame_no, person],
-                             fps=float(poses.info.fps), width=int(poses.info.width), height=int(poses.info.height),
-                             frame_count=int(poses.keypoints.shape[0]), source=str(video.resolve()))
-        known.add(vid)
-        done.append({"video": str(video), "id": vid, "status": "indexed", "poses": int(len(frame_no)),
-                     "frames": int(poses.keypoints.shape[0])})
+        if is_poses_json(video):
+            raise JobError(f"{video}: a pose JSON file; index takes videos (their poses come from the pose model)")
+    root = archive_io.create_archive(archive_dir)
+    if not os.access(root, os.W_OK) or not os.access(root / "shards", os.W_OK):
+        raise JobError(f"{root}: the archive is not writable")
+    known = {v["id"] for v in archive_io.load_manifest(root)["videos"]}
+    done: list[dict] = []
+    for video in map(Path, videos):
+        try:
+            done.append(_index_one(root, video, known, client, fps, progress_factory))
+        except Exception as err:
+            committed = [d["video"] for d in done if d["status"] == "indexed"]
+            if committed:
+                raise JobError(f"{video}: {err} (indexed before it, and kept: {', '.join(committed)})") from err
+            raise
     return {"archive": str(root), "videos": done}
+
+
+def _index_one(root: Path, video: Path, known: set, client, fps, progress_factory) -> dict:
+    """Index one video into the archive at ``root`` unless its content is ``known``; its entry."""
+    vid = content_id(video)
+    if vid in known:
+        return {"video": str(video), "id": vid, "status": "already indexed"}
+    progress = progress_factory(video) if progress_factory else None
+    poses = extract_poses(video, client, fps=fps, progress=progress)
+    tracks = track_people(poses)
+    frame_no, person, keypoints = poses.people()
+    archive_io.add_video(root, vid, video.name, keypoints,
+                         poses.frame_indices[frame_no], poses.times[frame_no], tracks[frame_no, person],
+                         fps=float(poses.info.fps), width=int(poses.info.width), height=int(poses.info.height),
+                         frame_count=int(poses.keypoints.shape[0]), source=str(video.resolve()))
+    known.add(vid)
+    return {"video": str(video), "id": vid, "status": "indexed", "poses": int(len(frame_no)),
+            "frames": int(poses.keypoints.shape[0])}
 
 
 def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None) -> dict:

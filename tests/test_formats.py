@@ -228,3 +228,19 @@ def test_json_text_writes_non_finite_numbers_as_null():
 
     text = json_text({"score": float("nan"), "steps": [{"d": float("inf")}, 1.5], "n": 3}, indent=1)
     assert json.loads(text) == {"score": None, "steps": [{"d": None}, 1.5], "n": 3}
+
+
+def test_absurd_pose_json_gets_a_clear_error(tmp_path):
+    from engine.formats import read_poses_json
+    from engine.poses import VideoError
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(VideoError, match="nested too deeply"):
+        read_poses_json(deep)
+    huge = tmp_path / "huge.json"
+    keypoints = [100.0, 100.0, 0.9] * 17
+    keypoints[3] = 1e300
+    huge.write_text(json.dumps([{"image_id": "a.jpg", "category_id": 1, "keypoints": keypoints, "score": 0.9}]))
+    with pytest.raises(VideoError, match=r"item 3 is 1e\+300, beyond"):
+        read_poses_json(huge)

@@ -215,3 +215,31 @@ def test_bad_inputs_give_clear_errors_and_exit_codes(tmp_path, triton_server):
 def test_bad_options_exit_2_naming_the_option(argv, message):
     out = posescore(*argv, check=False)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_index_refuses_what_it_cannot_index_before_any_inference(clips, triton_server, tmp_path):
+    pose_file = tmp_path / "x.json"
+    pose_file.write_text("[]")
+    archive = tmp_path / "archive"
+    out = posescore("index", clips["clip"], pose_file, "--archive", archive, "--url", triton_server.grpc_url,
+                    "--quiet", check=False)
+    assert out.returncode == 1 and "x.json: a pose JSON file; index takes videos" in out.stderr
+    assert not archive.exists()  # checked before the archive was made or anything inferred
+    folder = tmp_path / "holiday-photos"
+    folder.mkdir()
+    (folder / "beach.jpg").write_bytes(b"not an archive")
+    out = posescore("index", clips["clip"], "--archive", folder, "--url", triton_server.grpc_url, "--quiet",
+                    check=False)
+    assert out.returncode == 1 and "not a posescore archive" in out.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["beach.jpg"]
+
+
+def test_an_index_run_that_fails_says_which_videos_it_kept(clips, triton_server, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clips["half"].read_bytes()[:4000])
+    archive = tmp_path / "archive"
+    out = posescore("index", clips["clip"], broken, "--archive", archive, "--url", triton_server.grpc_url,
+                    "--quiet", check=False)
+    assert out.returncode == 1 and "broken.mp4" in out.stderr
+    assert "indexed before it, and kept: " in out.stderr and "clip.mp4" in out.stderr
+    assert [v["name"] for v in load_manifest(archive)["videos"]] == ["clip.mp4"]
