@@ -59,13 +59,13 @@ def _serve(args) -> int:
 
     server = TritonServer(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
                           metrics_port=args.metrics_port, archive_root=args.archive_root,
-                          log_verbose=args.log_verbose)
+                          log_verbose=args.log_verbose, http=args.http)
     # SIGTERM ends the foreground server like Ctrl-C does, through the same clean stop.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         server.start()
-        print(f"gRPC     {server.grpc_url}\nHTTP     {server.http_url}\nmetrics  {server.metrics_url}"
-              f"\nlog      {server.log_path}", flush=True)
+        print(f"gRPC     {server.grpc_url}" + (f"\nHTTP     {server.http_url}" if server.http else "")
+              + f"\nmetrics  {server.metrics_url}\nlog      {server.log_path}", flush=True)
         while server.is_running():
             server.process.wait()
         print(f"posescore: tritonserver exited with code {server.process.returncode if server.process else '?'}",
@@ -239,7 +239,9 @@ def add_commands(sub) -> None:
     serve = sub.add_parser("serve", help="run the embedded Triton server in the foreground")
     serve.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
     serve.add_argument("--grpc-port", type=int, default=None, help="default: a free port")
-    serve.add_argument("--http-port", type=int, default=None, help="default: a free port")
+    serve.add_argument("--http", action="store_true",
+                       help="also serve Triton's HTTP/REST endpoint (off: gRPC is the product's protocol)")
+    serve.add_argument("--http-port", type=int, default=None, help="with --http; default: a free port")
     serve.add_argument("--metrics-port", type=int, default=None, help="default: a free port")
     serve.add_argument("--archive-root", default=None,
                        help="folder under which the search model may load archives (default: .)")

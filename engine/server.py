@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,6 +36,10 @@ from .archive import ARCHIVE_ROOT_ENV
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 LOOPBACK = "127.0.0.1"
+#: Triton's admin surfaces, closed to every client without the server's admin key: a client could
+#: register the python backend's own shared memory and have Triton write into it, or change logging.
+ADMIN_PROTOCOLS = "shared-memory,model-repository,trace,logging"
+ADMIN_HEADER = "posescore-admin"
 
 
 # The python backend's shared-memory regions (one or more per model instance) live in /dev/shm; a
@@ -147,6 +152,7 @@ class TritonServer:
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        http: bool = False,
     ):
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
@@ -160,6 +166,10 @@ class TritonServer:
         self.startup_timeout = startup_timeout
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
+        self.http = bool(http)
+        # The admin surfaces (shared-memory registration, repository control, trace, logging) answer
+        # only requests carrying this header with this key, which only this object holds.
+        self.admin_key = secrets.token_hex(16)
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen | None = None
         self._runtime_dir: Path | None = None
@@ -169,6 +179,11 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The gRPC headers that open this server's admin surfaces (Triton prefixes the key's name)."""
+        return {f"triton-grpc-protocol-{ADMIN_HEADER}": self.admin_key}
 
     @property
     def http_url(self) -> str:
@@ -197,7 +212,10 @@ class TritonServer:
             f"--backend-directory={self._runtime_dir / 'backends'}",
             f"--cache-directory={triton_distribution() / 'caches'}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--allow-http={'true' if self.http else 'false'}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
+            f"--http-restricted-api={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--exit-on-error=true", "--strict-readiness=true",

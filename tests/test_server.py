@@ -2,6 +2,7 @@
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -110,7 +111,7 @@ def test_serve_prints_addresses_and_stops_on_sigterm():
     exe = Path(sys.executable).with_name("posescore")
     proc = subprocess.Popen([str(exe), "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = dict(proc.stdout.readline().split(None, 1) for _ in range(3))
-    assert set(lines) == {"gRPC", "HTTP", "metrics"}
+    assert set(lines) == {"gRPC", "metrics", "log"}  # HTTP is off unless --http
     grpc_url = lines["gRPC"].strip()
     assert grpc_url.startswith("127.0.0.1:")
     client = grpcclient.InferenceServerClient(grpc_url)
@@ -235,3 +236,21 @@ def test_a_huge_dtw_request_is_refused_before_any_work_and_small_ones_are_answer
     for n in range(6):
         result, error = results[n]
         assert error is None and 0 <= result.as_numpy("score")[0] <= 100
+
+
+def test_admin_surfaces_need_the_servers_key_and_http_is_off(triton_server):
+    """A client could register the python backend's own shared-memory region and have Triton write
+    into it, or change the logging: those calls now need the key only the server object holds."""
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    calls = [lambda **h: client.register_system_shared_memory("stub", "/posescore_triton_x", 64, headers=h or None),
+             lambda **h: client.update_log_settings({"log_verbose_level": 1}, headers=h or None),
+             lambda **h: client.get_model_repository_index(headers=h or None)]
+    for call in calls:
+        with pytest.raises(InferenceServerException) as err:
+            call()
+        assert "restricted" in err.value.message().lower() or "unavailable" in str(err.value.status()).lower(), \
+            err.value.message()
+    assert client.get_log_settings(headers=triton_server.admin_headers) is not None
+    assert client.is_model_ready("score")  # health and inference stay open
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", triton_server.http_port), timeout=2).close()
