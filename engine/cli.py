@@ -52,25 +52,31 @@ def _models_export(args) -> int:
 
 
 def _serve(args) -> int:
-    """Run the embedded Triton server in the foreground until interrupted."""
+    """Run the embedded Triton server in the foreground, supervised, until interrupted."""
     import signal
+    import time
 
     from .server import ServerError, TritonServer
+    from .supervisor import Supervisor
 
     server = TritonServer(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
                           metrics_port=args.metrics_port, archive_root=args.archive_root,
                           log_verbose=args.log_verbose, http=args.http)
     # SIGTERM ends the foreground server like Ctrl-C does, through the same clean stop.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    def notify(event):
+        detail = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("time", "what"))
+        print(f"posescore serve: {event['what']}: {detail}", file=sys.stderr, flush=True)
+
     try:
         server.start()
         print(f"gRPC     {server.grpc_url}" + (f"\nHTTP     {server.http_url}" if server.http else "")
               + f"\nmetrics  {server.metrics_url}\nlog      {server.log_path}", flush=True)
-        while server.is_running():
-            server.process.wait()
-        print(f"posescore: tritonserver exited with code {server.process.returncode if server.process else '?'}",
-              file=sys.stderr)
-        return 1
+        # Supervised: a dead server is started again, a model whose stub died is reloaded.
+        with Supervisor(server, notify=notify):
+            while True:
+                time.sleep(3600)
     except ServerError as err:
         print(f"posescore: {err}", file=sys.stderr)
         return 1

@@ -222,9 +222,10 @@ class TritonServer:
             f"--log-verbose={self.log_verbose}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
-        if self.models is not None:
-            cmd.append("--model-control-mode=explicit")
-            cmd += [f"--load-model={name}" for name in self.models]
+        # Explicit model control, so that a model can be reloaded (by the admin key's holder).
+        models = self.models if self.models is not None else repository_models(self.model_repository)
+        cmd.append("--model-control-mode=explicit")
+        cmd += [f"--load-model={name}" for name in models]
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
@@ -307,6 +308,11 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def repository_models(repository: str | Path) -> list[str]:
+    """The models of a Triton model repository: its folders holding a ``config.pbtxt``, sorted."""
+    return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
 
 
 @contextlib.contextmanager

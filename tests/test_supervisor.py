@@ -1,0 +1,69 @@
+"""engine.supervisor against the real server: a killed python stub is noticed by a real probe and
+its model reloaded; a killed tritonserver is started again on its port, the dead run's log kept."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from clients import PoseScoreClient
+from conftest import random_poses
+from engine.server import TritonServer
+from engine.supervisor import Supervisor
+
+
+def _stub_pids(server, model):
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
+    pgid = os.getpgid(server.process.pid)
+    return [int(line.split()[0]) for line in out.splitlines()
+            if int(line.split()[1]) == pgid and "triton_python_backend_stub" in line and f"/{model}" in line]
+
+
+def _scores_again(server, deadline_s=90.0):
+    """Score one request, retrying until the deadline; the answer."""
+    rng = np.random.default_rng(0)
+    poses = random_poses(rng, 5)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            with PoseScoreClient(server.grpc_url, timeout=10) as client:
+                return client.score(poses[0], poses)
+        except Exception:  # noqa: BLE001 - not yet recovered
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    server = TritonServer(models=["score"]).start()
+    supervisor = Supervisor(server, interval=0.5, logs_dir=tmp_path / "logs").start()
+    yield server, supervisor
+    supervisor.stop()
+    server.stop()
+
+
+def test_a_killed_stub_is_noticed_and_its_model_reloaded(supervised):
+    server, supervisor = supervised
+    assert _scores_again(server).scores[0] == pytest.approx(100, abs=1e-3)
+    (stub,) = _stub_pids(server, "score")
+    os.kill(stub, signal.SIGKILL)
+    result = _scores_again(server)
+    assert result.scores[0] == pytest.approx(100, abs=1e-3)
+    whats = [e["what"] for e in supervisor.events]
+    assert "model failing" in whats and "reloaded" in whats, supervisor.events
+    assert supervisor.healthy
+
+
+def test_a_killed_server_is_started_again_on_its_port_and_its_log_kept(supervised):
+    server, supervisor = supervised
+    port = server.grpc_port
+    os.killpg(os.getpgid(server.process.pid), signal.SIGKILL)
+    result = _scores_again(server)
+    assert result.scores[0] == pytest.approx(100, abs=1e-3) and server.grpc_port == port
+    restarting = next(e for e in supervisor.events if e["what"] == "restarting")
+    assert "exited" in restarting["reason"] and "Started GRPCInferenceService" in open(restarting["log"]).read()
+    assert any(e["what"] == "restarted" for e in supervisor.events) and supervisor.runs == 2
