@@ -232,7 +232,9 @@ class TritonServer:
         """Start the server and wait until it and every model is ready (raises ServerError)."""
         if self.process is not None:
             raise ServerError("server already started")
-        self._runtime_dir = Path(tempfile.mkdtemp(prefix="posescore-triton-"))
+        remove_abandoned_runtimes()
+        self._runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))
+        (self._runtime_dir / OWNER_FILE).write_text(str(os.getpid()))
         # The runtime folder's name is unique among live servers: so is the prefix made from it.
         self._shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{self._runtime_dir.name.rsplit('-', 1)[-1]}_"
         _prepare_backends(self._runtime_dir)
@@ -308,6 +310,36 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+#: Each server's runtime folder (backends, log) in the temporary folder, and the file in it that
+#: names the process that started it.
+RUNTIME_PREFIX = "posescore-triton-"
+OWNER_FILE = "owner.pid"
+
+
+def remove_abandoned_runtimes() -> list[Path]:
+    """Remove the runtime folders (and python-backend shared memory) of servers whose starting
+    process is gone: a SIGKILLed ``posescore serve`` cannot clean up after itself, its next
+    neighbour does. Returns the folders removed."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(RUNTIME_PREFIX + "*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge (an older layout, or being written)
+        try:
+            os.kill(owner, 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        for region in SHM_DIR.glob(f"{SHM_PREFIX}{owner}_{folder.name.rsplit('-', 1)[-1]}_*"):
+            region.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def repository_models(repository: str | Path) -> list[str]:

@@ -254,3 +254,18 @@ def test_admin_surfaces_need_the_servers_key_and_http_is_off(triton_server):
     assert client.is_model_ready("score")  # health and inference stay open
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", triton_server.http_port), timeout=2).close()
+
+
+def test_a_killed_serve_leaves_a_runtime_folder_the_next_server_removes():
+    """SIGKILL cannot be caught: the folder (backends, log) of a killed `posescore serve` stays
+    until the next server starts and finds its owner gone."""
+    exe = Path(sys.executable).with_name("posescore")
+    proc = subprocess.Popen([str(exe), "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = dict(proc.stdout.readline().split(None, 1) for _ in range(3))
+    runtime = Path(lines["log"].strip()).parent
+    assert runtime.is_dir()
+    proc.kill()
+    proc.wait()
+    assert runtime.is_dir()  # left behind
+    with TritonServer(models=["score"]):
+        assert not runtime.exists()
