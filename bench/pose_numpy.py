@@ -1,5 +1,6 @@
 """The plain NumPy versions of the per-pose kernels: the obvious vectorized code, what kernels/
-computed before its fused kernels (same definitions, no input checks). The benchmarks run them
+computed before its fused kernels (same definitions, no input checks); the interpolation and the
+stable keypoint set are the kernels' own array code, which their GPU path still runs. The benchmarks run them
 as the peer of the fused kernels, and the tests compare the two on random and real poses.
 
 Arrays are NumPy float32; shapes as the kernels' (poses ``[N, 17, 3]``, vectors ``[N, 34]``,
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.normalize import DEFAULT_MIN_CONFIDENCE, MIN_TORSO_SHARE
+from kernels.normalize import (DEFAULT_MIN_CONFIDENCE, MIN_TORSO_SHARE, consistent_keypoints_arrays,
+                               interpolate_frames_arrays)
 from kernels.scoring import SCORE_SCALES
 from kernels.skeleton import FLIP_PERMUTATION, KP, NUM_KEYPOINTS, NUM_PARTS, part_terms
 
@@ -142,34 +144,8 @@ def aligned_part_scores(va, wa, vb, wb, path):
 
 
 def interpolate_frames(poses, factor, min_confidence=DEFAULT_MIN_CONFIDENCE):
-    T = poses.shape[0]
-    present = visible(poses, min_confidence)
-    clean = np.where(present[..., None], poses, 0.0)
-    both = present[:-1] & present[1:]
-    frac = (np.arange(1, factor, dtype=np.float32) / np.float32(factor))[None, :, None, None]
-    between = clean[:-1, None] * (1 - frac) + clean[1:, None] * frac
-    between = np.where(both[:, None, :, None], between, 0.0)
-    out = np.empty(((T - 1) * factor + 1, NUM_KEYPOINTS, 3), dtype=np.float32)
-    out[::factor] = poses
-    out[:-1].reshape(T - 1, factor, NUM_KEYPOINTS, 3)[:, 1:] = between
-    return out
+    return interpolate_frames_arrays(np, poses, factor, min_confidence)
 
 
 def consistent_keypoints(a, b, min_share=0.5, min_confidence=DEFAULT_MIN_CONFIDENCE):
-    vis_a, vis_b = visible(a, min_confidence), visible(b, min_confidence)
-    keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
-
-    def fill(poses, vis):
-        out = np.zeros_like(poses)
-        t = np.arange(poses.shape[0], dtype=np.float32)
-        has_position = visible(poses, 0.0)
-        for k in range(NUM_KEYPOINTS):
-            seen, placed = vis[:, k], has_position[:, k]
-            if not bool(keep[k]) or not bool(seen.any()):
-                continue
-            for d in range(2):
-                out[:, k, d] = np.interp(t, t[placed], poses[placed, k, d])
-            out[:, k, 2] = np.where(seen, poses[:, k, 2], poses[seen, k, 2].mean())
-        return out
-
-    return fill(a, vis_a), fill(b, vis_b)
+    return consistent_keypoints_arrays(np, a, b, min_share, min_confidence)

@@ -98,6 +98,12 @@ def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = D
         for poses, out in zip((a, b), outs):
             _pose_cells.consistent_fill(poses, keep, threshold, out)
         return outs
+    return consistent_keypoints_arrays(xp, a, b, min_share, min_confidence)
+
+
+def consistent_keypoints_arrays(xp, a, b, min_share, min_confidence):
+    """:func:`consistent_keypoints` in array code on ``xp`` (the GPU path, and the plain NumPy
+    version the benchmarks and tests hold the CPU loops against), on checked inputs."""
     vis_a, vis_b = visible_keypoints(a, min_confidence), visible_keypoints(b, min_confidence)
     keep = (vis_a.mean(axis=0) >= min_share) & (vis_b.mean(axis=0) >= min_share)
 
@@ -138,6 +144,13 @@ def interpolate_frames(poses, factor: int, min_confidence: float = DEFAULT_MIN_C
 
         _pose_cells.interpolate_all(poses, factor, np.float32(check_number(min_confidence, "min_confidence")), out)
         return out
+    return interpolate_frames_arrays(xp, poses, factor, min_confidence)
+
+
+def interpolate_frames_arrays(xp, poses, factor, min_confidence):
+    """:func:`interpolate_frames` in array code on ``xp`` (the GPU path, and the plain NumPy
+    version of the benchmarks and tests), on checked inputs with ``factor > 1``, ``T >= 2``."""
+    T = poses.shape[0]
     present = visible_keypoints(poses, min_confidence)
     clean = xp.where(present[..., None], poses, 0.0)
     start, end = clean[:-1], clean[1:]
