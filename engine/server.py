@@ -181,6 +181,11 @@ class TritonServer:
         return f"{self.host}:{self.grpc_port}"
 
     @property
+    def model_names(self) -> list[str]:
+        """The models this server loads: those asked for, else every model of its repository."""
+        return list(self.models) if self.models is not None else repository_models(self.model_repository)
+
+    @property
     def admin_headers(self) -> dict[str, str]:
         """The gRPC headers that open this server's admin surfaces (Triton prefixes the key's name)."""
         return {f"triton-grpc-protocol-{ADMIN_HEADER}": self.admin_key}
@@ -223,9 +228,8 @@ class TritonServer:
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
         # Explicit model control, so that a model can be reloaded (by the admin key's holder).
-        models = self.models if self.models is not None else repository_models(self.model_repository)
         cmd.append("--model-control-mode=explicit")
-        cmd += [f"--load-model={name}" for name in models]
+        cmd += [f"--load-model={name}" for name in self.model_names]
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .server import TritonServer, repository_models
+from .server import TritonServer
 
 #: Statuses of a probe that show the model's stub alive: its answer, or its refusal of the input.
 _ALIVE = ("StatusCode.INVALID_ARGUMENT",)
@@ -72,10 +72,6 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff, self._last_start = 1.0, None
-
-    def models(self) -> list[str]:
-        return list(self.server.models) if self.server.models is not None else repository_models(
-            self.server.model_repository)
 
     def _event(self, what: str, **detail) -> None:
         event = {"time": time.time(), "what": what, **detail}
@@ -126,10 +122,11 @@ class Supervisor:
             self.healthy = False
             self.restart(f"tritonserver exited with code {code}")
             return
-        failing = {model: problem for model in self.models() if (problem := self.probe(model))}
-        for model, problem in failing.items():
-            import tritonclient.grpc as grpcclient
+        import tritonclient.grpc as grpcclient
 
+        failing = {model: problem for model in self.server.model_names if (problem := self.probe(model))}
+        self.healthy = not failing
+        for model, problem in failing.items():
             self._event("model failing", model=model, reason=problem[:500])
             client = grpcclient.InferenceServerClient(self.server.grpc_url)
             try:
@@ -137,17 +134,17 @@ class Supervisor:
                 # (Triton ends the dead stub's instance), then load it, which starts a new stub.
                 client.unload_model(model, headers=self.server.admin_headers)
                 client.load_model(model, headers=self.server.admin_headers)
-                if self.probe(model) is not None:
-                    raise RuntimeError(f"still failing after the reload: {self.probe(model)}")
+                still = self.probe(model)
+                if still is not None:
+                    raise RuntimeError(f"still failing after the reload: {still}")
                 self._event("reloaded", model=model)
             except Exception as err:  # noqa: BLE001 - then the whole server
                 self._event("reload failed", model=model, reason=str(err)[:500])
-                client.close()
                 self.restart(f"model {model} could not be reloaded")
                 return
             finally:
                 client.close()
-        self.healthy = not failing or all(self.probe(model) is None for model in failing)
+        self.healthy = True  # every failing model answered its probe after its reload
 
     # -- the thread ----------------------------------------------------------------------------
     def run(self) -> None:

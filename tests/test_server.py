@@ -16,9 +16,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from engine.server import DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer
+from engine.server import DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer, repository_models
 
-MODELS = sorted(p.parent.name for p in DEFAULT_MODEL_REPOSITORY.glob("*/config.pbtxt"))
+MODELS = repository_models(DEFAULT_MODEL_REPOSITORY)
 _INPUT_CALL = re.compile(r'(?:input_array|poses_input|input_scalar)\(\s*request,\s*"(\w+)"')
 _OUTPUT_CALL = re.compile(r'output_tensor\(\s*"(\w+)"')
 
