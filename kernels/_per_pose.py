@@ -2,7 +2,8 @@
 arrays, the numba-CUDA kernels of kernels._cuda_kernels for CuPy arrays, both over the cells of
 kernels._pose_cells (imported on first use: importing kernels.scoring costs no numba). Inputs
 are checked, C-contiguous float32 (the public functions in kernels.normalize and kernels.scoring
-see to it); outputs are allocated here, on the inputs' backend. ``gpu=True`` with NumPy arrays runs the CUDA kernels in numba's simulator (tests)."""
+see to it); outputs are allocated here, on the inputs' backend. ``gpu=True`` with NumPy arrays
+runs the CUDA kernels in numba's simulator (tests)."""
 
 from __future__ import annotations
 
