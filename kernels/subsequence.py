@@ -263,7 +263,7 @@ def _best_disjoint(values, starts, k, min_length):
 
 
 def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length: int = 2,
-                    series_lengths=None):
+                    series_lengths=None, prune: bool = False):
     """The ``k`` best non-overlapping matches of ``query [M, D]`` in ``series [N, D]``.
 
     DTW with a free start and end in ``series``: every frame of the query is matched, any
@@ -288,6 +288,8 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     kernel (one block per segment, one thread per query frame; queries up to GPU_MAX_QUERY frames,
     longer ones are copied to the host), segments checked and repaired the same way; its costs
     equal the CPU's up to float rounding, and the results come back as CuPy arrays.
+    ``prune`` (CPU, ``penalty > 0``): the same result without running the DP where no match can be
+    among the k best (:func:`_pruned_ends`), for series much longer than the query.
     """
     k = check_int(k, "k")
     penalty = check_number(penalty, "penalty", minimum=0.0)
@@ -309,12 +311,216 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         picked = xp.asarray(ends)
         return _results(q, s, to_numpy(end_cost[picked]), to_numpy(end_start[picked]), ends, penalty, xp)
     q, s = to_numpy(q), to_numpy(s)
+    if prune and penalty_sq > 0 and N >= PRUNE_MIN_RATIO * M:
+        end_cost, end_start = _pruned_ends(q, s, penalty_sq, resets, k, min_length)
+        ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
+        return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
+    end_cost, end_start = _all_ends(q, s, penalty_sq, resets)
+    ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
+    return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
+
+
+def _all_ends(q, s, penalty_sq, resets):
+    """The DP's last row over the whole series (:func:`_subsequence_ends`), threads and lanes
+    chosen by the series' length."""
+    M, N = q.shape[0], s.shape[0]
     threads, warm_up = numba.get_num_threads(), warm_up_frames(M)
     groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
     segments, lanes = (groups, LANES) if groups >= 1 else (max(1, min(threads, N // MIN_SEGMENT)), 1)
-    end_cost, end_start = _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets, lanes)
-    ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
-    return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
+    return _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets, lanes)
+
+
+#: Pruning runs for series at least this many times the query's length.
+PRUNE_MIN_RATIO = 16
+#: Series frames per block of the pruning's lower bounds, and query frame clusters they use.
+PRUNE_BLOCK = 32
+PRUNE_CLUSTERS = 8
+#: The first, guessing pass runs the DP over the stretches of PRUNE_GUESS_STRETCH frames that
+#: hold the lowest bounds, this many matches' lengths (M frames) for each of the k wanted.
+PRUNE_GUESS_STRETCH = 2048
+PRUNE_GUESS_MATCHES = 2
+#: Beyond this share of candidate blocks the DP runs over the whole series at once.
+PRUNE_MAX_SHARE = 0.5
+
+
+def _clusters(q, count):
+    """Query frames grouped around ``count`` centres (k-means from farthest-point seeds):
+    ``(centres [G, D] float64, label [M], radius [M])``, radius the frame's distance to its centre."""
+    q64 = q.astype(np.float64)
+    count = min(count, q.shape[0])
+    seeds = [0]
+    gap = np.linalg.norm(q64 - q64[0], axis=1)
+    for _ in range(count - 1):
+        seeds.append(int(np.argmax(gap)))
+        gap = np.minimum(gap, np.linalg.norm(q64 - q64[seeds[-1]], axis=1))
+    centres = q64[seeds]
+    for _ in range(8):
+        label = np.argmin(((q64[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        centres = np.stack([q64[label == g].mean(0) if (label == g).any() else centres[g] for g in range(len(centres))])
+    label = np.argmin(((q64[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    return centres, label, np.linalg.norm(q64 - centres[label], axis=1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_minima(products, s_sq, c_sq, block, near):
+    """``near[g, b]`` = the least ``s_sq[j] + c_sq[g] - 2 products[j, g]`` over the frames j of
+    block b, less a margin for float32 rounding (so it stays at most the exact squared distance)."""
+    N, G = products.shape
+    for b in range(near.shape[1]):
+        for g in range(G):
+            near[g, b] = np.inf
+        for j in range(b * block, min(N, (b + 1) * block)):
+            for g in range(G):
+                total = s_sq[j] + c_sq[g]
+                d2 = total - np.float32(2.0) * products[j, g] - np.float32(1e-5) * total - np.float32(1e-6)
+                if d2 < near[g, b]:
+                    near[g, b] = d2
+
+
+def _block_nearest(s, centres):
+    """``[G, blocks]`` float64: at most the least distance from each centre to a frame of each
+    block of PRUNE_BLOCK series frames (a float32 GEMM per piece of the series, then one pass;
+    pieces in threads)."""
+    N = s.shape[0]
+    c32 = centres.astype(np.float32)
+    c_sq = np.einsum("ij,ij->i", c32, c32)
+    near = np.empty((len(centres), -(-N // PRUNE_BLOCK)), np.float32)
+    piece = PRUNE_BLOCK << 11
+
+    def run(a):
+        part = s[a:a + piece]
+        first = a // PRUNE_BLOCK
+        _block_minima(part @ c32.T, np.einsum("ij,ij->i", part, part), c_sq, PRUNE_BLOCK,
+                      near[:, first:first + -(-part.shape[0] // PRUNE_BLOCK)])
+
+    with single_threaded_blas(), ThreadPoolExecutor(numba.get_num_threads()) as pool:
+        list(pool.map(run, range(0, N, piece)))
+    return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _span_bounds(near, label, radius, window_blocks):
+    """:func:`_block_bounds`' sums: for each block b, ``sum_i max(0, m_g - r_i)^2`` with m_g the
+    least of ``near[g, b - window_blocks .. b]``."""
+    G, B = near.shape
+    bound = np.zeros(B)
+    span = np.empty(G)
+    for b in range(B):
+        for g in range(G):
+            m = np.inf
+            for c in range(max(0, b - window_blocks), b + 1):
+                if near[g, c] < m:
+                    m = near[g, c]
+            span[g] = m
+        total = 0.0
+        for i in range(label.shape[0]):
+            gap = span[label[i]] - radius[i]
+            if gap > 0:
+                total += gap * gap
+        bound[b] = total
+    return bound
+
+
+def _block_bounds(near, label, radius, window_blocks):
+    """A lower bound ``[blocks]`` float64 on the DP sum of every match that ends in each block and
+    spans at most ``window_blocks`` blocks before it: each query frame i is matched to some frame j
+    of that span, and by the triangle inequality ``|q_i - s_j| >= |c_g - s_j| - |q_i - c_g|`` for
+    its cluster centre c_g; so the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``."""
+    if window_blocks > 64:  # a sliding minimum by doubling, then a window of one block
+        span, reach = near.copy(), 1
+        while reach < window_blocks + 1:
+            step = min(reach, window_blocks + 1 - reach)
+            shifted = np.full_like(span, np.inf)
+            shifted[:, step:] = span[:, :-step]
+            span = np.minimum(span, shifted)
+            reach += step
+        near, window_blocks = span, 0
+    bound = _span_bounds(np.ascontiguousarray(near), label.astype(np.int64), radius, window_blocks)
+    return bound * (1 - 1e-5)  # float32 DP sums may round below the exact ones
+
+
+def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start, keep=None):
+    """Run the DP from an infinite column over each window ``(lo, hi)`` of the series, writing the
+    ends (``keep``: only those from ``keep_from`` on) into the full-length arrays."""
+    def run(window):
+        lo, hi, keep_from = window
+        cost, start = _all_ends(q, s[lo:hi], penalty_sq, None if resets is None else resets[lo:hi])
+        a = keep_from - lo
+        end_cost[keep_from:hi] = cost[a:]
+        end_start[keep_from:hi] = start[a:] + lo
+
+    small = [w for w in windows if w[1] - w[0] < MIN_SEGMENT]
+    with ThreadPoolExecutor(numba.get_num_threads()) as pool:
+        list(pool.map(run, small))
+    for window in windows:
+        if window[1] - window[0] >= MIN_SEGMENT:
+            run(window)
+
+
+def _windows(candidates, reach, N):
+    """``(lo, hi, keep_from)`` DP windows covering the candidate end blocks (a bool mask), each
+    starting ``reach`` frames before its first candidate end (the longest match that can count),
+    overlapping ones merged."""
+    windows = []
+    marks = np.flatnonzero(np.diff(np.concatenate([[0], candidates.astype(np.int8), [0]])))
+    for first, last in zip(marks[::2], marks[1::2]):
+        keep_from, hi = first * PRUNE_BLOCK, min(N, last * PRUNE_BLOCK)
+        lo = max(0, keep_from - reach)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi, windows[-1][2])
+            continue
+        windows.append((lo, hi, keep_from))
+    return windows
+
+
+def _pruned_ends(q, s, penalty_sq, resets, k, min_length):
+    """The DP's last row where it matters: ``(cost [N], start [N])`` as :func:`_all_ends` at
+    every end whose match could cost less than the k-th best, inf elsewhere.
+
+    A guess of the k-th best sum S comes from the DP over the few stretches of the series that
+    hold the lowest bounds (for matches about the query's length). A match of sum < S is shorter
+    than ``M + S / penalty^2`` frames (each extra series frame is a non-diagonal step), which
+    bounds the span :func:`_block_bounds` minimizes over; blocks whose bound is above S are
+    skipped, and the DP runs over windows that start that far before the others, from an infinite
+    column: a match of sum < S ends there as in the whole series (its path, and every better one,
+    start inside the window). If the k best disjoint matches of sum < S are k, they are the
+    series' k best; else S grows (at worst to inf: the whole series). The matches are the whole
+    series'; a cost may differ in float32's last bits, since BLAS rounds a frame's products
+    differently by its place in the GEMM.
+    """
+    M, N = q.shape[0], s.shape[0]
+    centres, label, radius = _clusters(q, PRUNE_CLUSTERS)
+    blocks = -(-N // PRUNE_BLOCK)
+    end_cost = np.full(N, np.inf, np.float32)
+    end_start = np.zeros(N, start_dtype(N))
+    near = _block_nearest(s, centres)
+    guess_bound = _block_bounds(near, label, radius, -(-M // PRUNE_BLOCK) + 1)
+    stretch = max(1, PRUNE_GUESS_STRETCH // PRUNE_BLOCK)  # blocks per stretch
+    padded = np.pad(guess_bound, (0, (-blocks) % stretch), constant_values=np.inf)
+    lowest = padded.reshape(-1, stretch).min(1)
+    wanted = -(-PRUNE_GUESS_MATCHES * k * M // PRUNE_GUESS_STRETCH)
+    chosen = np.zeros(len(lowest) * stretch, bool)
+    for number in np.argsort(lowest, kind="stable")[:wanted]:
+        chosen[number * stretch:(number + 1) * stretch] = True
+    _window_ends(q, s, penalty_sq, resets, _windows(chosen[:blocks], M, N), end_cost, end_start)
+    ends = _best_disjoint(end_cost, end_start, k, min_length)
+    threshold = float(end_cost[ends].max()) if len(ends) == k else np.inf
+    while True:
+        if not np.isfinite(threshold):
+            return _all_ends(q, s, penalty_sq, resets)
+        reach = M + int(np.ceil(threshold * (1 + 1e-4) / float(penalty_sq))) + 2
+        bound = _block_bounds(near, label, radius, -(-reach // PRUNE_BLOCK) + 1)
+        candidates = bound <= threshold * (1 + 1e-4)
+        if candidates.mean() > PRUNE_MAX_SHARE:  # the movement is everywhere: no window overhead
+            return _all_ends(q, s, penalty_sq, resets)
+        end_cost[:] = np.inf
+        _window_ends(q, s, penalty_sq, resets, _windows(candidates, reach, N), end_cost, end_start)
+        below = np.where(end_cost <= threshold, end_cost, np.float32(np.inf))
+        if len(_best_disjoint(below, end_start, k, min_length)) == k:
+            return below, end_start
+        found = end_cost[_best_disjoint(end_cost, end_start, k, min_length)]
+        grown = max(4 * threshold, float(found.max()) if len(found) == k else np.inf)
+        threshold = grown if grown > threshold else np.inf
 
 
 def _results(q, s, sums, starts, ends, penalty, xp):

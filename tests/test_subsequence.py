@@ -351,3 +351,60 @@ def test_bad_input(kwargs, exc, words):
     with pytest.raises(exc) as info:
         subsequence_dtw(**args)
     assert words in str(info.value)
+
+
+def _pose_walk(rng, n, step=0.05):
+    """A smooth walk of unit 34-vectors ``[n, 34]`` float32 (like normalized poses over time)."""
+    x = np.cumsum(rng.normal(0, step, (n, 34)), 0).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", ["planted", "absent", "everywhere", "repeated"])
+def test_pruned_search_finds_the_brute_force_matches(kind):
+    """``prune=True`` answers the matches of the whole-series DP (starts, ends, order; costs to
+    float32 rounding) on many series and queries: a movement planted once (with noise), one that
+    is nowhere, one that is everywhere (a jittered loop), and one that recurs a few times; with
+    tracks (series_lengths), k from 1 to beyond the matches there are, and short min lengths."""
+    rng = np.random.default_rng(["planted", "absent", "everywhere", "repeated"].index(kind))
+    for trial in range(12):
+        N, M, k = int(rng.integers(3_000, 40_000)), int(rng.integers(5, 90)), int(rng.integers(1, 16))
+        series = _pose_walk(rng, N)
+        if kind == "planted":
+            at = int(rng.integers(0, N - M))
+            query = series[at:at + M] + rng.normal(0, 0.003, (M, 34)).astype(np.float32)
+        elif kind == "absent":
+            query = _pose_walk(rng, M)
+        elif kind == "everywhere":
+            query = _pose_walk(rng, M)
+            series = np.tile(query, (N // M + 1, 1))[:N] + rng.normal(0, 0.01, (N, 34)).astype(np.float32)
+        else:
+            query = _pose_walk(rng, M)
+            for at in rng.integers(0, N - M, 5):
+                series[at:at + M] = query + rng.normal(0, 0.005, (M, 34)).astype(np.float32)
+        lengths = None
+        if trial % 2:
+            cuts = np.sort(rng.choice(np.arange(1, N), int(rng.integers(1, 40)), replace=False))
+            lengths = np.diff(np.concatenate([[0], cuts, [N]]))
+        if trial == 5:
+            k = N  # more than there are: every disjoint match
+        options = dict(k=k, series_lengths=lengths, min_length=int(rng.integers(1, 4)))
+        want = subsequence_dtw(query, series, **options)
+        got = subsequence_dtw(query, series, prune=True, **options)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[2], want[2])
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-7)
+
+
+def test_pruned_search_skips_most_of_a_long_series(monkeypatch):
+    """A movement planted once in a long walk: the pruned search runs the DP over a small share of
+    the series (the planted match first), where the brute force runs it over all of it."""
+    rng = np.random.default_rng(9)
+    series = _pose_walk(rng, 300_000)
+    query = series[123_000:123_060] + rng.normal(0, 0.003, (60, 34)).astype(np.float32)
+    ran = []
+    original = subsequence_module._all_ends
+    monkeypatch.setattr(subsequence_module, "_all_ends",
+                        lambda q, s, *rest: ran.append(s.shape[0]) or original(q, s, *rest))
+    costs, starts, ends = subsequence_dtw(query, series, k=5, prune=True)
+    assert starts[0] == 123_000 and ends[0] == 123_060
+    assert sum(ran) < 0.1 * series.shape[0]
