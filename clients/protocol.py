@@ -119,7 +119,8 @@ class DtwResult:
 
 @dataclass(frozen=True)
 class SearchMatch:
-    """One archive match (frames inclusive; ``track`` -1 when unknown; ``score`` 0-100)."""
+    """One archive hit (frames inclusive; ``track`` -1 when unknown; ``score`` 0-100; a pose
+    query's hit is one moment: start and end are its frame)."""
 
     video_id: str
     video_name: str
@@ -129,6 +130,7 @@ class SearchMatch:
     end_time: float
     track: int
     score: float
+    video_path: str = ""
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -278,21 +280,31 @@ def dtw_result(result: InferResult, return_path: bool) -> DtwResult:
                      path=_output(result, "path").reshape(-1, 2) if return_path else None)
 
 
-def search_request(archive: str | os.PathLike, query: Any, k: int) -> list[InferInput]:
+def search_request(archive: str | os.PathLike, query: Any, k: int, *, fps: float | None = None,
+                   min_gap: float | None = None, video: str | None = None, start: float | None = None,
+                   end: float | None = None) -> list[InferInput]:
     """Inputs of one search request: ``archive`` (a folder under the server's archive root),
-    ``query [17, 3]`` (a pose) or ``[M, 17, 3]`` (a movement), ``k >= 1``."""
+    ``query [17, 3]`` (a pose) or ``[M, 17, 3]`` (a movement filmed at ``fps``), ``k >= 1``; a
+    pose's hits closer than ``min_gap`` seconds in one video and track are one moment; ``video``
+    (a glob of names or paths) and ``start`` / ``end`` (seconds) filter the hits."""
     if not isinstance(archive, (str, os.PathLike)) or not os.fspath(archive):
         raise PoseScoreError(f"archive: expected a non-empty path, got {archive!r}")
     query = check_poses(query, "query", (2, 3)).reshape(-1, NUM_KEYPOINTS, 3)
-    return [input_tensor("archive", np.array([os.fsencode(archive)], np.object_), "BYTES"),
-            input_tensor("query", query, "FP32"),
-            input_tensor("k", np.array([check_int(k, "k", 1)], np.int32), "INT32")]
+    inputs = [input_tensor("archive", np.array([os.fsencode(archive)], np.object_), "BYTES"),
+              input_tensor("query", query, "FP32"),
+              input_tensor("k", np.array([check_int(k, "k", 1)], np.int32), "INT32")]
+    for name, value in (("fps", fps), ("min_gap", min_gap), ("start", start), ("end", end)):
+        if value is not None:
+            inputs.append(input_tensor(name, np.array([value], np.float32), "FP32"))
+    if video is not None:
+        inputs.append(input_tensor("video", np.array([str(video).encode()], np.object_), "BYTES"))
+    return inputs
 
 
 def search_result(result: InferResult) -> list[SearchMatch]:
     columns = [_output(result, name) for name in ("video_ids", "video_names", "start_frames", "end_frames",
-                                                  "start_times", "end_times", "tracks", "scores")]
-    ids, names = _decode(columns[0]), _decode(columns[1])
+                                                  "start_times", "end_times", "tracks", "scores", "video_paths")]
+    ids, names, paths = _decode(columns[0]), _decode(columns[1]), _decode(columns[8])
     return [SearchMatch(ids[i], names[i], int(columns[2][i]), int(columns[3][i]), float(columns[4][i]),
-                        float(columns[5][i]), int(columns[6][i]), float(columns[7][i]))
+                        float(columns[5][i]), int(columns[6][i]), float(columns[7][i]), paths[i])
             for i in range(len(ids))]

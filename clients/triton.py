@@ -120,11 +120,12 @@ class PoseScoreClient(_ClientBase):
         request = p.dtw_request(reference, attempt, window, mirror, return_path)
         return p.dtw_result(self._infer_all("dtw", [request])[0], return_path)
 
-    def search(self, archive: str | os.PathLike, query: Any, k: int = 10) -> list[SearchMatch]:
-        """The ``k`` best matches, best first, of a pose ``query [17, 3]`` (one frame each) or a
-        movement ``[M, 17, 3]`` (a frame range each) in ``archive``, a folder under the server's
-        archive root (relative to it, or absolute)."""
-        return p.search_result(self._infer_all("search", [p.search_request(archive, query, k)])[0])
+    def search(self, archive: str | os.PathLike, query: Any, k: int = 10, **filters) -> list[SearchMatch]:
+        """The ``k`` best hits, best first, of a pose ``query [17, 3]`` (moments: one frame each) or
+        a movement ``[M, 17, 3]`` (a frame range each) in ``archive``, a folder under the server's
+        archive root (relative to it, or absolute). ``filters``: ``fps`` (the movement's),
+        ``min_gap``, ``video``, ``start``, ``end`` (``clients.protocol.search_request``)."""
+        return p.search_result(self._infer_all("search", [p.search_request(archive, query, k, **filters)])[0])
 
     # -- server ----------------------------------------------------------------------------------
     def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
@@ -228,9 +229,9 @@ class AsyncPoseScoreClient(_ClientBase):
         request = p.dtw_request(reference, attempt, window, mirror, return_path)
         return p.dtw_result((await self._infer_all("dtw", [request]))[0], return_path)
 
-    async def search(self, archive: str | os.PathLike, query: Any, k: int = 10) -> list[SearchMatch]:
+    async def search(self, archive: str | os.PathLike, query: Any, k: int = 10, **filters) -> list[SearchMatch]:
         """As :meth:`PoseScoreClient.search`."""
-        return p.search_result((await self._infer_all("search", [p.search_request(archive, query, k)]))[0])
+        return p.search_result((await self._infer_all("search", [p.search_request(archive, query, k, **filters)]))[0])
 
     async def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
         """As :meth:`PoseScoreClient.is_ready`."""

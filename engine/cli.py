@@ -217,17 +217,61 @@ def _search(args) -> int:
     from .jobs import search_job
 
     query = args.pose or args.clip
-    result = _run_job(args, lambda c: search_job(args.archive, c, pose=args.pose, clip=args.clip,
-                                                 k=args.k, fps=args.fps), query)
-    lines = [f"{'score':>5}  {'video':24} {'start':>8} {'end':>8}  frames"]
-    lines += [f"{m['score']:5.1f}  {m['video'][:24]:24} {m['start_time']:7.2f}s {m['end_time']:7.2f}s  "
-              f"{m['start_frame']}-{m['end_frame']}" for m in result["matches"]]
+    result = _run_job(args, lambda c: search_job(
+        args.archive, c, pose=args.pose, clip=args.clip, k=args.k, fps=args.fps, min_gap=args.min_gap,
+        video=args.video, start=args.start, end=args.end, explain=args.explain, out_dir=args.out), query)
+    lines = [f"{'#':>4} {'score':>5}  {'video':24} {'track':>5} {'start':>8} {'end':>8}  frames"]
+    lines += [f"{n:4d} {m['score']:5.1f}  {m['video'][:24]:24} {m['track']:5d} {m['start_time']:7.2f}s "
+              f"{m['end_time']:7.2f}s  {m['start_frame']}-{m['end_frame']}"
+              for n, m in enumerate(result["matches"], 1)]
+    if "explain" in result:
+        report = result["explain"]["report"]
+        lines.append(f"hit {result['explain']['hit']}: compare score {report['score']:.1f}, parts "
+                     f"{format_parts(report['parts'])}")
+    lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
     _emit(args, result, lines)
     return 0
 
 
+def _archive(args) -> int:
+    """``posescore archive info | ls | rm | compact | verify | upgrade DIR``."""
+    from . import archive
+
+    command = args.archive_command
+    if command == "info":
+        result = archive.archive_info(args.dir)
+        lines = [f"{key:15} {value}" for key, value in result.items()]
+    elif command == "ls":
+        videos = archive.list_videos(args.dir)
+        result = {"archive": args.dir, "videos": [{k: v[k] for k in archive.VIDEO_FIELDS + ("segment_file",)}
+                                                 for v in videos]}
+        lines = [f"{'id':16} {'poses':>9} {'duration':>9}  name"]
+        lines += [f"{v['sha256'][:16]} {v['poses']:9d} {(v['duration'] or 0):8.1f}s  {v['name']}" for v in videos]
+    elif command == "rm":
+        removed = archive.remove_videos(args.dir, args.videos)
+        result = {"archive": args.dir, "removed": [{"id": v["sha256"], "name": v["name"]} for v in removed]}
+        lines = [f"removed {v['sha256'][:16]} {v['name']}" for v in removed]
+    elif command == "compact":
+        result = archive.compact(args.dir)
+        lines = [f"segments {result['before']['segments']} -> {result['after']['segments']}, "
+                 f"dead rows {result['before']['dead_rows']} -> {result['after']['dead_rows']}"]
+    elif command == "verify":
+        result = archive.verify(args.dir)
+        lines = [f"{p['file']}: {p['problem']}" for p in result["problems"]]
+        lines += [f"not in the catalog: {name}" for name in result["unnamed_files"]]
+        lines.append(f"{result['segments']} segments: " + ("ok" if result["ok"] else
+                                                          f"{len(result['problems'])} damaged"))
+    else:
+        result = archive.upgrade(args.dir)
+        lines = ["already format 2" if result["already"] else
+                 f"upgraded {result['upgraded']} of {result['videos']} videos to format {archive.VERSION}"]
+    _emit(args, result, lines)
+    return 0 if result.get("ok", True) else 1
+
+
 def add_commands(sub) -> None:
-    """Register the engine's commands (info, models, serve, pose, compare, find, index, search) on
+    """Register the engine's commands (info, models, serve, pose, compare, find, index, search,
+    archive) on
     the ``posescore`` subparsers; each sets ``func``, run by :func:`run`."""
     info = sub.add_parser("info", help="versions and available compute backends")
     info.add_argument("--json", action="store_true", help="print one JSON object")
@@ -291,13 +335,37 @@ def add_commands(sub) -> None:
     index.add_argument("--archive", required=True, help="archive folder (created if missing)")
     index.set_defaults(func=_index)
 
-    search = job_parser("search", "nearest poses (--pose) or movements (--clip) in an archive")
+    from .search import MAX_K as SEARCH_MAX_K, MOMENT_GAP_S
+
+    search = job_parser("search", "the moments most like a pose (--pose) or the movements most like a clip "
+                                  "(--clip) in an archive")
     search.add_argument("--archive", required=True)
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--pose", help="image or pose JSON")
     query.add_argument("--clip", help="video or pose JSON of a movement")
-    search.add_argument("--k", type=int, default=10)
-    search.set_defaults(func=_search)
+    search.add_argument("--k", type=int, default=10, help=f"hits to answer (at most {SEARCH_MAX_K:,})")
+    search.add_argument("--min-gap", type=float, default=MOMENT_GAP_S,
+                        help="seconds: hits of one video and person closer than this are one moment")
+    search.add_argument("--video", default=None, help="only videos whose name or path matches this glob")
+    search.add_argument("--from", dest="start", type=float, default=None, help="seconds: only from this time on")
+    search.add_argument("--to", dest="end", type=float, default=None, help="seconds: only up to this time")
+    search.add_argument("--explain", type=int, default=None,
+                        help="with --clip: compare's full report of hit N (1 = the best)")
+    search.add_argument("--out", help="with --explain: folder for its report.json")
+    search.set_defaults(func=_search, max_k=SEARCH_MAX_K)
+
+    archive = sub.add_parser("archive", help="inspect and maintain an archive")
+    archive_sub = archive.add_subparsers(dest="archive_command", required=True)
+    for name, text in (("info", "counts and sizes"), ("ls", "the videos"), ("rm", "remove videos"),
+                       ("compact", "merge small segments, drop removed videos' rows"),
+                       ("verify", "check every segment against the catalog's checksums"),
+                       ("upgrade", "migrate a format-1 archive to format 2")):
+        command = archive_sub.add_parser(name, help=text)
+        command.add_argument("dir", help="archive folder")
+        command.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "rm":
+            command.add_argument("videos", nargs="+", help="names or content ids (a prefix of 8+ characters)")
+        command.set_defaults(func=_archive)
 
 
 #: Most matches ``find`` and ``search`` answer (a larger ``--k`` is a mistake, not a query).
@@ -312,8 +380,21 @@ def check_args(args) -> str | None:
 
     k, threshold = getattr(args, "k", None), getattr(args, "threshold", None)
     window, fps = getattr(args, "window", None), getattr(args, "fps", None)
-    if k is not None and not 1 <= k <= MAX_K:
-        return f"--k: expected an integer from 1 to {MAX_K:,}, got {k}"
+    max_k = getattr(args, "max_k", MAX_K)
+    if k is not None and not 1 <= k <= max_k:
+        return f"--k: expected an integer from 1 to {max_k:,}, got {k}"
+    min_gap = getattr(args, "min_gap", None)
+    if min_gap is not None and not (math.isfinite(min_gap) and min_gap >= 0):
+        return f"--min-gap: expected seconds >= 0, got {min_gap:g}"
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    for name, value in (("--from", start), ("--to", end)):
+        if value is not None and not math.isfinite(value):
+            return f"{name}: expected seconds, got {value:g}"
+    if start is not None and end is not None and start > end:
+        return f"--from {start:g} is after --to {end:g}"
+    explain = getattr(args, "explain", None)
+    if explain is not None and explain < 1:
+        return f"--explain: expected a hit number >= 1, got {explain}"
     if threshold is not None and not 0 <= threshold <= 100:  # also false for NaN
         return f"--threshold: expected a score from 0 to 100, got {threshold:g}"
     if window is not None and window < 1:

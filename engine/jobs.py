@@ -17,6 +17,7 @@ import kernels
 from kernels.skeleton import PART_NAMES
 
 from . import archive as archive_io
+from .archive import open_archive
 from . import formats
 from .formats import is_poses_json, to_alphapose, write_alphapose
 from .encode import write_video
@@ -24,19 +25,11 @@ from .extract import extract_poses
 from .people import Performer, image_person, main_performer, track_people
 from .poses import VideoPoses
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
-from .services import score_answer
+from .search import MOMENT_GAP_S, SearchFilter, hit_poses, search_archive
+from .services import movement_score, score_answer
 from .video import iter_frames, read_image
 
 Progress = Callable[[int, int], None]
-#: Worst moments and found moments are at least this far apart (seconds of the reference / video).
-MOMENT_GAP_S = 0.5
-#: compare aligns poses at no fewer samples per second than this, interpolating between frames
-#: (at most MAX_INTERPOLATION samples per frame and MAX_ALIGNED_SAMPLES per performance: the
-#: warping path keeps one byte per cell, 64 MB at 8000 x 8000; path and score then take ~0.6 s and
-#: ~1.1 s on one core).
-ALIGN_RATE_HZ = 40.0
-MAX_INTERPOLATION = 4
-MAX_ALIGNED_SAMPLES = 8000
 
 
 class JobError(ValueError):
@@ -81,25 +74,15 @@ def _performer(poses: VideoPoses, name, performer: Performer | None = None) -> t
     return present, performer
 
 
-def interpolation_factor(fps: float, frames: int) -> int:
-    """Samples per frame at which ``compare`` aligns a performance of ``frames`` frames at ``fps``."""
-    if fps <= 0 or frames < 2:
-        return 1
-    wanted = min(MAX_INTERPOLATION, int(np.ceil(ALIGN_RATE_HZ / fps - 1e-9)))
-    return max(1, min(wanted, (MAX_ALIGNED_SAMPLES - 1) // (frames - 1)))
-
-
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = 80.0,
                   mirror: bool = False, window: int | None = None, names=("reference", "attempt"),
                   performers: tuple[Performer, Performer] | None = None) -> dict:
     """DTW-align the main performers of two performances and score them.
 
     Frames without the performer are left out of the alignment (their times stay true in the
-    report); ``kernels.consistent_keypoints`` gives both one stable keypoint set first. Each
-    performance is then aligned at ``interpolation_factor`` samples per frame
-    (``kernels.interpolate_frames``), so that a performance filmed or played at a lower sampling
-    of the movement (a double-speed copy shows every other pose) is not penalized for the poses
-    between its frames. ``window`` is in frames. ``performers``: the two main performers when
+    report); the score is ``engine.services.movement_score`` (one stable keypoint set, each
+    performance interpolated to its alignment rate, DTW), the one a clip search hit gets too.
+    ``window`` is in frames. ``performers``: the two main performers when
     already found (``engine.people.main_performer``).
 
     Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
@@ -110,18 +93,11 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     r_perf, a_perf = performers or (None, None)
     r_pos, r_perf = _performer(reference, names[0], r_perf)
     a_pos, a_perf = _performer(attempt, names[1], a_perf)
-    # One stable keypoint set for both performances (no flicker at the confidence threshold).
-    r_poses, a_poses = kernels.consistent_keypoints(r_perf.poses[r_pos], a_perf.poses[a_pos])
-    fr = interpolation_factor(reference.info.fps, len(r_pos))
-    fa = interpolation_factor(attempt.info.fps, len(a_pos))
-    r_vec, r_w = kernels.normalize(kernels.interpolate_frames(r_poses, fr))
-    a_vec, a_w = kernels.normalize(kernels.interpolate_frames(a_poses, fa))
-    window = None if window is None else window * max(fr, fa)
-    candidates = [(False, a_vec, a_w)]
-    if mirror:
-        candidates.append((True, *kernels.mirror_vectors(a_vec, a_w)))
-    scored = [(kernels.dtw_score(r_vec, v, window=window), flipped, v, w) for flipped, v, w in candidates]
-    score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
+    scored = movement_score(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.info.fps,
+                            mirror=mirror, window=window)
+    score, mirrored, window, (fr, fa) = scored.score, scored.mirrored, scored.window, scored.factors
+    r_vec, r_w, a_vec, a_w = (scored.reference_vectors, scored.reference_weights, scored.attempt_vectors,
+                              scored.attempt_weights)
     path, distance = kernels.dtw_path(r_vec, a_vec, window=window)
     # Overall part scores over the whole path; per-step values only for the steps reported.
     step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
@@ -333,17 +309,18 @@ def content_id(path: str | Path) -> str:
 
 
 def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -> dict:
-    """``posescore index``: add each video's every detected pose to the archive (one shard per
-    video, written atomically); videos already there (same content) are skipped."""
+    """``posescore index``: add each video's every detected pose to the archive (one segment and
+    one catalog transaction per video); videos already there (same content) are skipped. Several
+    index processes may write one archive at once."""
     for video in map(Path, videos):  # every input checked before any inference
         if not video.exists():
             raise JobError(f"{video}: no such file")
         if is_poses_json(video):
             raise JobError(f"{video}: a pose JSON file; index takes videos (their poses come from the pose model)")
     root = archive_io.create_archive(archive_dir)
-    if not os.access(root, os.W_OK) or not os.access(root / "shards", os.W_OK):
+    if not os.access(root, os.W_OK) or not os.access(root / archive_io.SEGMENTS, os.W_OK):
         raise JobError(f"{root}: the archive is not writable")
-    known = {v["id"] for v in archive_io.load_manifest(root)["videos"]}
+    known = {v["sha256"] for v in archive_io.list_videos(root)}
     done: list[dict] = []
     for video in map(Path, videos):
         try:
@@ -365,27 +342,49 @@ def _index_one(root: Path, video: Path, known: set, client, fps, progress_factor
     poses = extract_poses(video, client, fps=fps, progress=progress)
     tracks = track_people(poses)
     frame_no, person, keypoints = poses.people()
-    archive_io.add_video(root, vid, video.name, keypoints,
-                         poses.frame_indices[frame_no], poses.times[frame_no], tracks[frame_no, person],
-                         fps=float(poses.info.fps), width=int(poses.info.width), height=int(poses.info.height),
-                         frame_count=int(poses.keypoints.shape[0]), source=str(video.resolve()))
+    added = archive_io.add_video(
+        root, vid, video.name, keypoints, poses.frame_indices[frame_no], poses.times[frame_no],
+        tracks[frame_no, person], path=str(video.resolve()), fps=float(poses.info.fps),
+        width=int(poses.info.width), height=int(poses.info.height), size=video.stat().st_size,
+        frame_count=int(poses.info.frame_count), duration=float(poses.info.duration))
     known.add(vid)
-    return {"video": str(video), "id": vid, "status": "indexed", "poses": int(len(frame_no)),
-            "frames": int(poses.keypoints.shape[0])}
+    return {"video": str(video), "id": vid, "status": "indexed" if added else "already indexed",
+            "poses": int(len(frame_no)), "frames": int(poses.keypoints.shape[0])}
 
 
-def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None) -> dict:
-    """``posescore search``: the nearest poses (``pose``) or movements (``clip``) in the archive."""
-    loaded = archive_io.load_archive(archive_dir)
+def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None, min_gap=MOMENT_GAP_S,
+               video=None, start=None, end=None, explain=None, out_dir=None) -> dict:
+    """``posescore search``: the moments most like a pose (``pose``) or the movements most like a
+    clip (``clip``) in the archive, filtered by video name/path glob and time range; ``explain``
+    (1-based) adds ``compare``'s full report of that clip hit (and its files under ``out_dir``)."""
+    archive = open_archive(archive_dir)
+    where = SearchFilter(video=video, start=start, end=end)
     if pose is not None:
-        query = single_pose(pose, client)[None]
+        if explain is not None:
+            raise JobError("--explain: takes a --clip search (a movement), not a --pose one")
+        query, query_fps = single_pose(pose, client)[None], None
+        query_poses = None
     else:
-        performer = main_performer(load_poses(clip, client, fps=fps))
-        query = performer.poses[performer.present]
+        query_poses = load_poses(clip, client, fps=fps)
+        performer = main_performer(query_poses)
+        query, query_fps = performer.poses[performer.present], query_poses.info.fps
         if len(query) < 2:
             raise JobError(f"{clip}: the performer is visible in fewer than 2 frames")
-    matches = archive_io.search_archive(loaded, query, k)
-    for match in matches:
-        video = loaded.videos[match.pop("video")]
-        match.update(video_id=video["id"], video=video["name"])
-    return {"archive": str(archive_dir), "query": str(pose or clip), "matches": matches}
+    matches = search_archive(archive, query, k, query_fps=query_fps, min_gap=min_gap, where=where)
+    for hit in matches:
+        hit.update(start_time=round(hit["start_time"], 3), end_time=round(hit["end_time"], 3),
+                   score=round(hit["score"], 2))
+    result = {"archive": str(archive_dir), "query": str(pose or clip), "matches": matches}
+    if explain is not None:
+        if not 1 <= explain <= len(matches):
+            raise JobError(f"--explain: expected a hit number from 1 to {len(matches)}, got {explain}")
+        hit = matches[explain - 1]
+        report = compare_poses(query_poses, hit_poses(archive, hit), names=(str(clip), hit["video"]))
+        result["explain"] = {"hit": explain, "report": report}
+        if out_dir:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / "report.json"
+            path.write_text(formats.json_text(report, indent=1))
+            result["outputs"] = {"report": str(path)}
+    return result

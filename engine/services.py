@@ -8,7 +8,8 @@ imports Triton; onnxruntime is imported only by :class:`PoseDetector`.
 - ``score``: :func:`score_answer`, one query pose against N candidates.
 - ``dtw``: :func:`dtw_answers` (a batch, as the model runs it) and :func:`dtw_answer` (one).
 - ``pose``: :class:`PoseDetector`, letterbox -> ONNX model -> decoding and NMS.
-- ``search``: :func:`engine.archive.search_archive`.
+- ``search``: :func:`engine.search.search_archive`; a movement's score, ``compare``'s too:
+  :func:`movement_score`.
 
 Bad input raises ``ValueError`` naming the input (``query``, ``candidates``, ``reference``, ...);
 the models answer it as INVALID_ARGUMENT.
@@ -33,6 +34,66 @@ def normalized(poses, name: str):
         return kernels.normalize(poses)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
+
+
+# -- movement: compare's scale, also a clip search hit's -------------------------------------------
+
+#: A movement is aligned at no fewer samples per second than this, interpolating between frames
+#: (at most MAX_INTERPOLATION samples per frame and MAX_ALIGNED_SAMPLES per performance: the
+#: warping path keeps one byte per cell, 64 MB at 8000 x 8000; path and score then take ~0.6 s and
+#: ~1.1 s on one core).
+ALIGN_RATE_HZ = 40.0
+MAX_INTERPOLATION = 4
+MAX_ALIGNED_SAMPLES = 8000
+
+
+def interpolation_factor(fps: float | None, frames: int) -> int:
+    """Samples per frame at which a performance of ``frames`` frames at ``fps`` is aligned."""
+    if not fps or fps <= 0 or frames < 2:
+        return 1
+    wanted = min(MAX_INTERPOLATION, int(np.ceil(ALIGN_RATE_HZ / fps - 1e-9)))
+    return max(1, min(wanted, (MAX_ALIGNED_SAMPLES - 1) // (frames - 1)))
+
+
+class MovementScore(NamedTuple):
+    """Two movements aligned and scored: ``score`` 0-100 (``kernels.dtw_score``), ``mirrored``
+    (the mirrored attempt scored better), the aligned samples ``reference_vectors [R, 34]`` /
+    ``reference_weights [R, 17]`` / ``attempt_*`` (the chosen side), the samples per frame of each
+    (``factors``) and the DTW ``window`` in samples (None: unbounded)."""
+
+    score: float
+    mirrored: bool
+    reference_vectors: Any
+    reference_weights: Any
+    attempt_vectors: Any
+    attempt_weights: Any
+    factors: tuple[int, int]
+    window: int | None
+
+
+def movement_score(reference, reference_fps, attempt, attempt_fps, *, mirror: bool = False,
+                   window: int | None = None) -> MovementScore:
+    """The one score of a movement against another: ``compare``'s, and a clip search hit's.
+
+    ``reference [R, 17, 3]`` and ``attempt [A, 17, 3]`` are one performer's pixel poses in frame
+    order (frames without the performer left out). ``kernels.consistent_keypoints`` gives both one
+    stable keypoint set; each is interpolated to ``interpolation_factor`` samples per frame (a
+    performance filmed or played at a lower sampling of the movement is not penalized for the poses
+    between its frames), normalized, and scored by ``kernels.dtw_score`` (with the mirrored attempt
+    too when ``mirror``; the better counts). ``window`` is in frames.
+    """
+    r_poses, a_poses = kernels.consistent_keypoints(reference, attempt)
+    fr = interpolation_factor(reference_fps, len(r_poses))
+    fa = interpolation_factor(attempt_fps, len(a_poses))
+    r_vec, r_w = kernels.normalize(kernels.interpolate_frames(r_poses, fr))
+    a_vec, a_w = kernels.normalize(kernels.interpolate_frames(a_poses, fa))
+    window = None if window is None else window * max(fr, fa)
+    candidates = [(False, a_vec, a_w)]
+    if mirror:
+        candidates.append((True, *kernels.mirror_vectors(a_vec, a_w)))
+    scored = [(float(kernels.dtw_score(r_vec, v, window=window)), flipped, v, w) for flipped, v, w in candidates]
+    score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
+    return MovementScore(score, mirrored, r_vec, r_w, a_vec, a_w, (fr, fa), window)
 
 
 # -- score ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ every response is checked (a wrong answer is a failure, like an error):
   ``engine.services.dtw_answer``, the function the dtw model calls.
 - ``search``: pose and movement queries into an archive written once under the server's archive
   root (synthetic tracks, plus the poses found in the sampled frames when pose is in the mix); answer from
-  ``engine.archive.search_archive`` on the same archive.
+  ``engine.search.search_archive`` on the same archive.
 
 Malformed and oversized requests (:data:`BAD_REQUESTS`) are expected to be refused with gRPC
 ``INVALID_ARGUMENT`` and a message naming the problem.
@@ -175,11 +175,11 @@ def expected_dtw(reference: np.ndarray, attempt: np.ndarray, window: int | None,
 
 
 def expected_search(archive, query: np.ndarray, k: int) -> list[dict]:
-    """What the search model answers, from ``engine.archive.search_archive`` on the same archive."""
-    from engine.archive import search_archive
+    """What the search model answers, from ``engine.search.search_archive`` on the same archive."""
+    from engine.search import search_archive
 
-    return [{"video_id": archive.videos[m["video"]]["id"], "start_frame": m["start_frame"],
-             "end_frame": m["end_frame"], "track": m["track"], "score": m["score"]}
+    return [{"video_id": m["video_id"], "start_frame": m["start_frame"], "end_frame": m["end_frame"],
+             "track": m["track"], "score": m["score"]}
             for m in search_archive(archive, query, k)]
 
 
@@ -274,7 +274,7 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
                   log: Callable[[str], Any]) -> None:
     """The search archive at ``path`` (under the server's archive root ``root``), its queries and
     their known answers."""
-    from engine.archive import add_video, load_archive
+    from engine.archive import add_video, open_archive
 
     tracks = []
     for v in range(archive_videos):
@@ -287,7 +287,7 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
     if len(detected):
         add_video(path, "vtest", os.path.basename(video), detected, frames=np.arange(len(detected)),
                   times=np.arange(len(detected)) / 10.0)
-    archive = load_archive(path)
+    archive = open_archive(path)
     name = str(path.relative_to(root))
     for i in range(variants):
         _, track = tracks[rng.integers(len(tracks))]

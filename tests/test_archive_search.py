@@ -1,11 +1,15 @@
-"""Movement search over an archive of many tracks: few batched subsequence_dtw calls give what
-one call per track gives."""
+"""Search in a format-2 archive: clip search equals one subsequence_dtw call per track, pruned or
+not; pose hits are moments; filters; the scale is compare's."""
 
 import numpy as np
 import pytest
 
 import kernels
 from engine import archive as archive_io
+from engine import search as search_module
+from engine.archive import add_video, open_archive
+from engine.search import SearchFilter, search_archive
+from engine.services import movement_score
 
 
 def _walks(rng, tracks, length):
@@ -18,43 +22,131 @@ def _walks(rng, tracks, length):
 
 @pytest.fixture(scope="module")
 def many_tracks(tmp_path_factory):
-    """Two videos, 60 tracks of 1-40 frames (ragged, one-frame tracks too), and the query."""
+    """Two videos of 30 tracks of 1-40 frames (ragged, one-frame tracks too), and a query cut from
+    a track of the second."""
     rng = np.random.default_rng(31)
     root = tmp_path_factory.mktemp("archive")
+    stored = {}
     for video in range(2):
         lengths = rng.integers(1, 41, 30)
         poses = np.concatenate([_walks(rng, 1, n) for n in lengths])
         frames = np.concatenate([np.arange(n) for n in lengths])
         tracks = np.repeat(np.arange(30), lengths)
-        archive_io.add_video(root, f"v{video}", f"v{video}.mp4", poses, frames, frames / 30.0, tracks)
-    archive = archive_io.load_archive(root)
-    indices = next(idx for idx, video in archive.sequences() if video == 1 and len(idx) >= 30)
-    poses = np.concatenate([np.load(root / "shards" / f"v{v}" / "poses.npy") for v in range(2)])
-    return archive, poses[indices[5:17]], indices
+        add_video(root, f"v{video}", f"v{video}.mp4", poses, frames, frames / 30.0, tracks, fps=30.0)
+        stored[video] = (poses, frames, tracks)
+    poses, frames, tracks = stored[1]
+    track = int(next(t for t in range(30) if (tracks == t).sum() >= 30))
+    return root, poses[tracks == track][5:17], track, stored
 
 
-def _one_call_per_track(archive, query, k):
-    """The search as one subsequence_dtw call per (video, track): the reference."""
+def _per_track_reference(root, query, k):
+    """The k best DTW matches by one subsequence_dtw call per (video, track), and their spans."""
+    archive = open_archive(root)
     q_vec, _ = kernels.normalize(query)
     found = []
-    for indices, _ in archive.sequences():
-        if len(indices) < 2:
-            continue
-        costs, starts, ends = kernels.subsequence_dtw(q_vec, archive.vectors[indices], k=k)
-        for cost, s, e in zip(costs, starts, ends):
-            found.append((round(float(cost), 6), int(indices[s]), int(indices[e - 1])))
+    for video in archive.videos:
+        segment = archive.segment(video["segment"])
+        lo, hi = video["first_row"], video["first_row"] + video["poses"]
+        tracks, frames = segment.column("tracks")[lo:hi], segment.column("frames")[lo:hi]
+        for t in np.unique(tracks):
+            rows = np.flatnonzero(tracks == t)
+            if len(rows) < 2:
+                continue
+            vectors = np.asarray(segment.column("vectors")[lo + rows], np.float32)
+            costs, starts, ends = kernels.subsequence_dtw(q_vec, vectors, k=k)
+            found += [(round(float(c), 5), video["name"], int(t), int(frames[rows[s]]), int(frames[rows[e - 1]]))
+                      for c, s, e in zip(costs, starts, ends)]
     return sorted(found)[:k]
 
 
 @pytest.mark.parametrize("batch", [1_000_000, 150, 1])
-def test_batched_movement_search_equals_one_call_per_track(many_tracks, batch, monkeypatch):
-    archive, query, planted = many_tracks
-    monkeypatch.setattr(archive_io, "SEARCH_BATCH_POSES", batch)  # one batch, several, one per track
-    matches = archive_io.search_archive(archive, query, k=8)
-    want = _one_call_per_track(archive, query, 8)
-    got_spans = [(m["video"], m["track"], m["start_frame"], m["end_frame"]) for m in matches]
-    want_spans = [(int(archive.video_index[s]), int(archive.tracks[s]), int(archive.frames[s]),
-                   int(archive.frames[e])) for _, s, e in want]
-    assert got_spans == want_spans
-    assert got_spans[0] == (1, int(archive.tracks[planted[0]]), 5, 16) and matches[0]["score"] > 99.9
-    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+@pytest.mark.parametrize("prune", [True, False])
+def test_clip_candidates_equal_one_call_per_track(many_tracks, batch, prune, monkeypatch):
+    """A clip search's DTW candidates (tracks batched into few calls, pruned or not) are those of
+    one subsequence_dtw call per (video, track); its hits are the exact segment first."""
+    root, query, track, _ = many_tracks
+    monkeypatch.setattr(search_module, "SEARCH_BATCH_POSES", batch)
+    archive = open_archive(root)
+    got = [(round(c, 5), run.video_at(first)["name"], int(run.segment.column("tracks")[first]),
+            int(run.segment.column("frames")[first]), int(run.segment.column("frames")[last]))
+           for c, run, first, last in search_module.clip_candidates(archive, query, 12, prune=prune)]
+    assert got == _per_track_reference(root, query, 12)
+    hits = search_archive(archive, query, k=8, query_fps=30.0, prune=prune)
+    assert (hits[0]["video"], hits[0]["track"], hits[0]["start_frame"], hits[0]["end_frame"]) == ("v1.mp4", track, 5, 16)
+    assert hits[0]["score"] > 99.9
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_clip_hit_scores_are_movement_score(many_tracks):
+    """A clip hit's score is movement_score (compare's) of the query against the hit's stored poses."""
+    root, query, _, stored = many_tracks
+    archive = open_archive(root)
+    for hit in search_archive(archive, query, k=5, query_fps=30.0):
+        poses = search_module.hit_poses(archive, hit)
+        want = movement_score(query, 30.0, poses.keypoints[:, 0], poses.info.fps).score
+        assert hit["score"] == want
+
+
+def test_pose_hits_are_moments_and_filters_hold(tmp_path):
+    """One long track holding the same pose for 2 s at 30 fps, and that pose again at 10 s: the
+    hits are one moment per stretch (no two within min_gap), best first; the video glob and the
+    time range filter them."""
+    rng = np.random.default_rng(4)
+    poses = _walks(rng, 1, 600)
+    pose = poses[45].copy()
+    poses[30:90] = pose + rng.normal(0, 0.3, (60, 17, 3)).astype(np.float32) * [1, 1, 0]
+    poses[[45, 300]] = pose
+    frames = np.arange(600)
+    add_video(tmp_path, "a" * 32, "a.mp4", poses, frames, frames / 30.0, np.zeros(600), fps=30.0)
+    add_video(tmp_path, "b" * 32, "b.mp4", poses, frames, frames / 30.0, np.zeros(600), fps=30.0)
+    archive = open_archive(tmp_path)
+    hits = search_archive(archive, pose, k=40)
+    by_video = {}
+    for hit in hits:
+        by_video.setdefault(hit["video"], []).append(hit["start_time"])
+    for times in by_video.values():
+        times = np.sort(times)
+        assert (np.diff(times) >= 0.5 - 1e-6).all()
+    assert {round(h["start_time"], 3) for h in hits[:4]} == {1.5, 10.0}
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    only_b = search_archive(archive, pose, k=5, where=SearchFilter(video="b*"))
+    assert {h["video"] for h in only_b} == {"b.mp4"}
+    late = search_archive(archive, pose, k=5, where=SearchFilter(start=5.0, end=12.0))
+    assert all(5.0 <= h["start_time"] <= 12.0 for h in late) and late[0]["start_time"] == pytest.approx(10.0)
+    gapless = search_archive(archive, pose, k=10, min_gap=0.0, where=SearchFilter(video="a*", end=3.0))
+    assert len(gapless) == 10 and all(29 <= h["start_frame"] <= 90 for h in gapless)
+
+
+def test_removed_videos_are_not_found_and_compaction_keeps_answers(many_tracks, tmp_path):
+    """Remove a video: its rows stay in its segment, unread; compact: one segment, same answers."""
+    _, query, _, stored = many_tracks
+    for video, (poses, frames, tracks) in stored.items():
+        add_video(tmp_path, f"v{video}", f"v{video}.mp4", poses, frames, frames / 30.0, tracks, fps=30.0)
+    add_video(tmp_path, "gone", "gone.mp4", stored[1][0], stored[1][1], stored[1][1] / 30.0, stored[1][2], fps=30.0)
+    before = search_archive(open_archive(tmp_path), query, k=6)
+    assert {h["video"] for h in before[:2]} == {"v1.mp4", "gone.mp4"}
+    archive_io.remove_videos(tmp_path, ["gone.mp4"])
+    removed = search_archive(open_archive(tmp_path), query, k=6)
+    assert "gone.mp4" not in {h["video"] for h in removed} and removed[0]["video"] == "v1.mp4"
+    result = archive_io.compact(tmp_path)
+    assert (result["before"]["segments"], result["after"]["segments"]) == (2, 1)
+    assert result["after"]["dead_rows"] == 0
+    assert search_archive(open_archive(tmp_path), query, k=6) == removed
+    assert archive_io.verify(tmp_path)["ok"]
+
+
+def test_an_archive_larger_than_the_mapping_budget_still_answers(many_tracks, tmp_path, monkeypatch):
+    """Every segment mapped in turn when they do not fit the budget together: the same answers."""
+    _, query, _, stored = many_tracks
+    for video, (poses, frames, tracks) in stored.items():
+        for copy in range(3):
+            add_video(tmp_path, f"v{video}-{copy}", f"v{video}-{copy}.mp4", poses, frames, frames / 30.0, tracks)
+    want = search_archive(open_archive(tmp_path), query, k=5)
+    want_pose = search_archive(open_archive(tmp_path), query[3], k=5)
+    archive = open_archive(tmp_path)
+    largest = max(s.bytes for s in archive.segments.values())
+    monkeypatch.setattr(archive_io.MAPPED, "budget", largest)
+    archive_io.MAPPED.maps.clear()
+    assert search_archive(archive, query, k=5) == want
+    assert search_archive(archive, query[3], k=5) == want_pose
+    assert len(archive_io.MAPPED.maps) == 1

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.jobs import MAX_ALIGNED_SAMPLES, _frame_steps, interpolation_factor
+from engine.jobs import _frame_steps
+from engine.services import MAX_ALIGNED_SAMPLES, interpolation_factor
 
 
 @pytest.mark.parametrize("fps, frames, factor", [

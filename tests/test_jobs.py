@@ -12,8 +12,9 @@ import av
 import numpy as np
 import pytest
 
-from engine.archive import load_archive, load_manifest
-from engine.jobs import MOMENT_GAP_S, compare_poses
+from engine.archive import CATALOG, archive_info, list_videos, verify
+from engine.jobs import compare_poses
+from engine.search import MOMENT_GAP_S
 from engine.media import SAMPLE_VIDEO
 from engine.render import RED, draw_skeleton, red_limbs
 from engine.encode import retime_video
@@ -172,19 +173,20 @@ def test_killed_index_leaves_a_consistent_archive_that_a_second_run_completes(cl
                              "--url", triton_server.grpc_url, "--quiet"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # kill it once the first video is in, mid-way through the second
-        if (archive / "manifest.json").exists() and load_manifest(archive)["videos"]:
+        if (archive / CATALOG).exists() and list_videos(archive):
             break
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    manifest = load_manifest(archive)
-    assert [v["name"] for v in manifest["videos"]] == ["clip.mp4"]
-    assert len(load_archive(archive)) == manifest["videos"][0]["poses"]
+    videos = list_videos(archive)
+    assert [v["name"] for v in videos] == ["clip.mp4"]
+    assert archive_info(archive)["poses"] == videos[0]["poses"] and verify(archive)["ok"]
     out = json.loads(posescore("index", clips["clip"], long_clip, "--archive", archive, "--url",
                                triton_server.grpc_url, "--quiet", "--json").stdout)
     assert [v["status"] for v in out["videos"]] == ["already indexed", "indexed"]
-    assert [v["name"] for v in load_manifest(archive)["videos"]] == ["clip.mp4", "long.mp4"]
+    assert [v["name"] for v in list_videos(archive)] == ["clip.mp4", "long.mp4"]
+    assert verify(archive) == {**verify(archive), "ok": True, "unnamed_files": []}
 
 
 def test_bad_inputs_give_clear_errors_and_exit_codes(tmp_path, triton_server):
@@ -208,7 +210,7 @@ def test_bad_inputs_give_clear_errors_and_exit_codes(tmp_path, triton_server):
     (["compare", "a.json", "b.json", "--threshold", "-5"], "--threshold: expected a score from 0 to 100, got -5"),
     (["compare", "a.json", "b.json", "--window", "-3"], "--window: expected a number of frames >= 1, got -3"),
     (["search", "--archive", "x", "--pose", "p.json", "--k", "1000000000"],
-     "--k: expected an integer from 1 to 100,000, got 1000000000"),
+     "--k: expected an integer from 1 to 10,000, got 1000000000"),
     (["find", "p.json", "v.json", "--k", "0"], "--k: expected an integer from 1 to 100,000, got 0"),
     (["pose", "v.mp4", "--fps", "inf"], "--fps: expected frames per second > 0, got inf"),
 ])
@@ -242,4 +244,4 @@ def test_an_index_run_that_fails_says_which_videos_it_kept(clips, triton_server,
                     "--quiet", check=False)
     assert out.returncode == 1 and "broken.mp4" in out.stderr
     assert "indexed before it, and kept: " in out.stderr and "clip.mp4" in out.stderr
-    assert [v["name"] for v in load_manifest(archive)["videos"]] == ["clip.mp4"]
+    assert [v["name"] for v in list_videos(archive)] == ["clip.mp4"]

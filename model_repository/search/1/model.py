@@ -1,37 +1,44 @@
-"""Pose / movement search in an archive loaded once and kept resident (engine.archive)."""
+"""Pose / movement search in archives opened under the archive root (engine.archive, engine.search)."""
 
+import math
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from engine.archive import ARCHIVE_ROOT_ENV, ArchiveError, load_archive, search_archive
+from engine import archive as archive_io
+from engine.search import MOMENT_GAP_S, SearchFilter, search_archive
 from engine.triton_models import RequestError, input_scalar, output_tensor, parameters, poses_input, serve_batch
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = parameters(args)
-        root = params.get("archive_root") or os.environ.get(ARCHIVE_ROOT_ENV) or os.getcwd()
+        root = params.get("archive_root") or os.environ.get(archive_io.ARCHIVE_ROOT_ENV) or os.getcwd()
         self.root = Path(root).resolve()
-        self.max_k = int(params.get("max_k", 1000))
-        self.archives = {}
+        self.max_k = int(params.get("max_k", 10000))
+        self.max_open = int(params.get("max_open_archives", 16))
+        if params.get("mapped_bytes"):
+            archive_io.MAPPED.budget = int(params["mapped_bytes"])
+        self.archives = OrderedDict()  # path -> Archive, least recently used first
 
     def archive(self, name):
-        """The archive at ``name`` (relative to the root, or absolute inside it), loaded once and
-        reloaded when its manifest changes."""
+        """The archive at ``name`` (relative to the root, or absolute inside it): its catalog read
+        once and again when it changes; segments are mapped within the process's byte budget."""
         path = (self.root / name).resolve()
         if path != self.root and self.root not in path.parents:
             raise RequestError(f"archive: {name!r} is outside the archive root {self.root}")
-        manifest = path / "manifest.json"
-        if not manifest.exists():
-            raise RequestError(f"archive: {name!r} is not a posescore archive (no manifest.json)")
-        cached = self.archives.get(path)
-        if cached is None or cached.mtime != manifest.stat().st_mtime:
-            try:
-                cached = self.archives[path] = load_archive(path)
-            except ArchiveError as err:
-                raise RequestError(f"archive: {err}") from None
+        try:
+            generation = archive_io.generation(path)
+            cached = self.archives.get(path)
+            if cached is None or cached.generation != generation:
+                cached = self.archives[path] = archive_io.open_archive(path)
+        except archive_io.ArchiveError as err:
+            raise RequestError(f"archive: {err}") from None
+        self.archives.move_to_end(path)
+        while len(self.archives) > self.max_open:
+            self.archives.popitem(last=False)
         return cached
 
     def parse(self, request):
@@ -42,20 +49,31 @@ class TritonPythonModel:
         k = input_scalar(request, "k", 10, int)
         if not 1 <= k <= self.max_k:
             raise RequestError(f"k: expected 1 <= k <= {self.max_k}, got {k}")
-        return archive, query, k
+        fps = input_scalar(request, "fps", 0.0, float) or None
+        min_gap = input_scalar(request, "min_gap", MOMENT_GAP_S, float)
+        start = input_scalar(request, "start", math.nan, float)
+        end = input_scalar(request, "end", math.nan, float)
+        video = input_scalar(request, "video", "", str) or None
+        for label, value in (("fps", fps or 1.0), ("min_gap", min_gap)):
+            if not (math.isfinite(value) and value >= 0):
+                raise RequestError(f"{label}: expected a finite value >= 0, got {value}")
+        where = SearchFilter(video=video, start=None if math.isnan(start) else start,
+                             end=None if math.isnan(end) else end)
+        return archive, query, k, fps, min_gap, where
 
     def compute(self, items):
         outputs = []
-        for archive, query, k in items:
+        for archive, query, k, fps, min_gap, where in items:
             try:
-                matches = search_archive(archive, query, k)
-            except ArchiveError as err:
+                hits = search_archive(archive, query, k, query_fps=fps, min_gap=min_gap, where=where)
+            except archive_io.ArchiveError as err:
                 raise RequestError(str(err)) from None
-            videos = [archive.videos[m["video"]] for m in matches]
-            column = lambda key, dtype: np.array([m[key] for m in matches], dtype)  # noqa: E731
+            text = lambda key: np.array([(h[key] or "").encode() for h in hits], np.object_)  # noqa: E731
+            column = lambda key, dtype: np.array([h[key] for h in hits], dtype)  # noqa: E731
             outputs.append([
-                output_tensor("video_ids", np.array([v["id"].encode() for v in videos], np.object_)),
-                output_tensor("video_names", np.array([v["name"].encode() for v in videos], np.object_)),
+                output_tensor("video_ids", text("video_id")),
+                output_tensor("video_names", text("video")),
+                output_tensor("video_paths", text("path")),
                 output_tensor("start_frames", column("start_frame", np.int64)),
                 output_tensor("end_frames", column("end_frame", np.int64)),
                 output_tensor("start_times", column("start_time", np.float32)),

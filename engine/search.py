@@ -1,0 +1,286 @@
+"""Search an archive in place: the moments most like a pose, the movements most like a clip.
+
+A pose query is scored by the ``score`` service's answer (``engine.services.score_answer``) and
+answers *moments*: hits of one (video, track) closer than ``min_gap`` seconds collapse into the
+best, as ``find`` does. A clip query's candidate segments come from subsequence DTW over every
+(video, track) sequence (``kernels.subsequence_dtw``, pruned by lower bounds); each is then scored
+by ``engine.services.movement_score``, the function ``compare`` scores with: one scale.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+
+import kernels
+from kernels.skeleton import NUM_KEYPOINTS
+
+from .archive import Archive, ArchiveError, MappedSegment, expand_confidences
+from .poses import VideoInfo, VideoPoses
+from .services import movement_score, score_answer
+
+#: Hits of one (video, track) closer than this (seconds) are one moment; ``find``'s moments and
+#: ``compare``'s worst moments are at least this far apart too.
+MOMENT_GAP_S = 0.5
+#: Most hits one search answers.
+MAX_K = 10_000
+#: Vectors per subsequence_dtw call in a clip search (whole sequences; float32 copies, 36 MB).
+SEARCH_BATCH_POSES = 262_144
+#: A clip search scores this many DTW candidates (at least) with ``movement_score`` before it
+#: keeps the k best: the two scales order nearly, not exactly, alike.
+CLIP_CANDIDATES = 3
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which poses a search may answer: videos whose name or path matches ``video`` (a glob), and
+    times (seconds from each video's start) within ``[start, end]``."""
+
+    video: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def videos(self, archive: Archive) -> set[int]:
+        """The catalog rows (``video_row``) of the archive's videos this filter keeps."""
+        return {v["video_row"] for v in archive.videos
+                if self.video is None or fnmatch.fnmatchcase(v["name"], self.video)
+                or (v["path"] and fnmatch.fnmatchcase(v["path"], self.video))}
+
+    def times(self, times: np.ndarray) -> np.ndarray:
+        keep = np.ones(times.shape, bool)
+        if self.start is not None:
+            keep &= times >= self.start
+        if self.end is not None:
+            keep &= times <= self.end
+        return keep
+
+
+@dataclass
+class _Run:
+    """Contiguous live rows ``[lo, hi)`` of one segment and the videos they hold."""
+
+    segment: MappedSegment
+    lo: int
+    hi: int
+    videos: list[dict]
+
+    def video_at(self, row: int) -> dict:
+        firsts = [v["first_row"] for v in self.videos]
+        return self.videos[int(np.searchsorted(firsts, row, side="right")) - 1]
+
+
+def _runs(archive: Archive, keep: set[int]) -> list[_Run]:
+    runs = []
+    for info in archive.segments.values():
+        chosen = [v for v in info.videos if v["video_row"] in keep and v["poses"]]
+        if not chosen:
+            continue
+        mapped = archive.segment(info.id)
+        current = None
+        for video in chosen:
+            lo, hi = video["first_row"], video["first_row"] + video["poses"]
+            if current is not None and current.hi == lo:
+                current.hi = hi
+                current.videos.append(video)
+            else:
+                current = _Run(mapped, lo, hi, [video])
+                runs.append(current)
+    return runs
+
+
+def _hit(run: _Run, first: int, last: int, score: float) -> dict:
+    """One hit, rows ``first..last`` (inclusive) of ``run``'s segment."""
+    video = run.video_at(first)
+    frames, times = run.segment.column("frames"), run.segment.column("times")
+    return {"video_id": video["sha256"], "video": video["name"], "path": video["path"],
+            "track": int(run.segment.column("tracks")[first]),
+            "start_frame": int(frames[first]), "end_frame": int(frames[last]),
+            "start_time": float(times[first]), "end_time": float(times[last]), "score": float(score)}
+
+
+def check_query(query) -> np.ndarray:
+    """A query as float32 ``[M, 17, 3]`` pixel poses whose every pose can be normalized."""
+    query = np.asarray(query, np.float32).reshape(-1, NUM_KEYPOINTS, 3)
+    if query.shape[0] == 0:
+        raise ArchiveError("query: no pose")
+    _, weights = kernels.normalize(query)
+    if not bool((weights > 0).any(axis=-1).all()):
+        raise ArchiveError("query: a query pose has no keypoint above the confidence threshold")
+    return query
+
+
+def search_archive(archive: Archive, query, k: int = 10, *, query_fps: float | None = None,
+                   min_gap: float = MOMENT_GAP_S, where: SearchFilter = SearchFilter(),
+                   prune: bool = True) -> list[dict]:
+    """The ``k`` best hits of a pose ``[17, 3]`` / ``[1, 17, 3]`` (:func:`search_poses`) or a
+    movement ``[M, 17, 3]`` filmed at ``query_fps`` (:func:`search_clip`), best first. A hit:
+    ``video_id`` (content SHA-256), ``video`` (name), ``path``, ``track``, ``start_frame`` /
+    ``end_frame`` (inclusive), ``start_time`` / ``end_time`` (s), ``score`` 0-100."""
+    if not 1 <= k <= MAX_K:
+        raise ArchiveError(f"k: expected 1 <= k <= {MAX_K}, got {k}")
+    query = check_query(query)
+    if query.shape[0] == 1:
+        return search_poses(archive, query[0], k, min_gap=min_gap, where=where)
+    return search_clip(archive, query, k, query_fps=query_fps, where=where, prune=prune)
+
+
+def search_poses(archive: Archive, query: np.ndarray, k: int, *, min_gap: float = MOMENT_GAP_S,
+                 where: SearchFilter = SearchFilter()) -> list[dict]:
+    """The ``k`` best moments of a pose ``query [17, 3]``: candidates by inner product of the
+    float16 vectors in place (``kernels.search_topk`` per run of live rows), each scored from its
+    stored pixels by ``score_answer``; hits of one (video, track) within ``min_gap`` seconds of a
+    better one are dropped, and the candidates doubled until k moments stand or none are left."""
+    runs = _runs(archive, where.videos(archive))
+    total = sum(r.hi - r.lo for r in runs)
+    if total == 0:
+        return []
+    q_vec, _ = kernels.normalize(query)
+    candidates = min(total, max(4 * k, 32))
+    while True:
+        keys, owners = [], []
+        for number, run in enumerate(runs):
+            c = min(candidates, run.hi - run.lo)
+            scores, idx = kernels.search_topk(q_vec[None], run.segment.column("vectors")[run.lo:run.hi], c, "ip")
+            good = idx[0] >= 0
+            keys.append(scores[0][good])
+            owners.append(np.stack([np.full(good.sum(), number), run.lo + idx[0][good]], 1))
+        keys, owners = np.concatenate(keys), np.concatenate(owners)
+        best = np.argsort(-keys, kind="stable")[:candidates]
+        moments = _moments(runs, owners[best], query, k, min_gap, where)
+        if len(moments) >= k or candidates >= total:
+            return moments[:k]
+        candidates = min(total, candidates * 4)
+
+
+def _moments(runs: list[_Run], rows: np.ndarray, query: np.ndarray, k: int, min_gap: float,
+             where: SearchFilter) -> list[dict]:
+    """Candidates ``rows [C, 2]`` (run number, segment row), best first, scored exactly, filtered by
+    time and collapsed into moments."""
+    poses = np.empty((len(rows), NUM_KEYPOINTS, 3), np.float32)
+    times = np.empty(len(rows), np.float64)
+    keys = np.empty((len(rows), 2), np.int64)  # (video row, track)
+    for number in np.unique(rows[:, 0]):
+        at = np.flatnonzero(rows[:, 0] == number)
+        run, picked = runs[number], rows[at, 1]
+        order = np.argsort(picked)  # rows in file order
+        segment, sorted_rows = run.segment, picked[order]
+        poses[at[order], :, :2] = segment.column("xy")[sorted_rows]
+        poses[at[order], :, 2] = expand_confidences(segment.column("conf")[sorted_rows])
+        times[at[order]] = segment.column("times")[sorted_rows]
+        firsts = np.array([v["first_row"] for v in run.videos])
+        owner = np.searchsorted(firsts, picked, side="right") - 1
+        keys[at, 0] = np.array([v["video_row"] for v in run.videos])[owner]
+        keys[at, 1] = segment.column("tracks")[picked]
+    keep = where.times(times)
+    if not keep.any():
+        return []
+    scores = score_answer(query, poses).scores
+    kept: dict[tuple, list[float]] = {}  # each (video, track)'s moment times, sorted
+    moments = []
+    for n in np.argsort(-np.where(keep, scores, -np.inf), kind="stable"):
+        if not keep[n]:
+            break
+        nearby = kept.setdefault((int(keys[n, 0]), int(keys[n, 1])), [])
+        at = bisect.bisect_left(nearby, times[n])
+        if (at < len(nearby) and nearby[at] - times[n] < min_gap) or (at and times[n] - nearby[at - 1] < min_gap):
+            continue
+        nearby.insert(at, times[n])
+        number, row = rows[n]
+        moments.append(_hit(runs[number], int(row), int(row), scores[n]))
+        if len(moments) == k:
+            break
+    return moments
+
+
+def _sequences(run: _Run) -> np.ndarray:
+    """Lengths of the (video, track) sequences of ``run``'s rows, in order (they are contiguous)."""
+    tracks = run.segment.column("tracks")[run.lo:run.hi]
+    cuts = set(np.flatnonzero(tracks[1:] != tracks[:-1]) + 1)
+    cuts.update(v["first_row"] - run.lo for v in run.videos[1:])
+    bounds = np.array(sorted(cuts | {0, run.hi - run.lo}))
+    return np.diff(bounds)
+
+
+def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float | None = None,
+                where: SearchFilter = SearchFilter(), prune: bool = True) -> list[dict]:
+    """The ``k`` best matches of a movement ``query [M, 17, 3]`` (filmed at ``query_fps``): the
+    ``CLIP_CANDIDATES * k`` best disjoint subsequence-DTW matches of its normalized frames in every
+    (video, track) sequence (pruned by lower bounds where ``prune``: the same matches), each scored
+    by ``movement_score`` against the segment's stored poses at its video's fps (the query's too
+    when ``query_fps`` is None), best first. A time filter keeps matches that lie inside
+    ``[start, end]``."""
+    wanted = max(CLIP_CANDIDATES * k, k + 10)
+    hits = []
+    for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune):
+        video = run.video_at(first)
+        score = movement_score(query, query_fps or video["fps"], run.segment.poses(first, last + 1),
+                               video["fps"]).score
+        hits.append(_hit(run, first, last, score))
+    hits.sort(key=lambda h: -h["score"])
+    return hits[:k]
+
+
+def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: SearchFilter = SearchFilter(),
+                    prune: bool = True) -> list[tuple]:
+    """The ``count`` best disjoint subsequence-DTW matches of ``query [M, 17, 3]``'s normalized
+    frames over every (video, track) sequence that ``where`` keeps, by DTW cost:
+    ``(cost, run, first row, last row)``, best first."""
+    q_vec, _ = kernels.normalize(query)
+    found = []
+    for run, lo, hi, lengths in _clip_batches(archive, where):
+        vectors = np.asarray(run.segment.column("vectors")[lo:hi], np.float32)
+        costs, starts, ends = kernels.subsequence_dtw(q_vec, vectors, k=count, series_lengths=lengths,
+                                                      prune=prune)
+        for cost, s, e in zip(costs, starts, ends):
+            first, last = lo + int(s), lo + int(e) - 1
+            times = run.segment.column("times")
+            if where.times(np.array([times[first], times[last]])).all():
+                found.append((float(cost), run, first, last))
+    found.sort(key=lambda f: f[0])
+    return found[:count]
+
+
+def _clip_batches(archive: Archive, where: SearchFilter):
+    """``(run, lo, hi, sequence lengths)``: whole sequences of a run, about SEARCH_BATCH_POSES rows
+    a batch; the k best of each batch together hold the k best of the archive (no match spans two
+    sequences)."""
+    for run in _runs(archive, where.videos(archive)):
+        lengths = _sequences(run)
+        start, size, batch = run.lo, 0, []
+        for length in lengths:
+            batch.append(length)
+            size += length
+            if size >= SEARCH_BATCH_POSES:
+                yield run, start, start + size, np.asarray(batch, np.int64)
+                start, size, batch = start + size, 0, []
+        if batch:
+            yield run, start, start + size, np.asarray(batch, np.int64)
+
+
+def hit_poses(archive: Archive, hit: dict) -> VideoPoses:
+    """The poses of a hit (its video's track, its frames) as a one-person :class:`VideoPoses`,
+    ready for ``compare``."""
+    video = next((v for v in archive.videos if v["sha256"] == hit["video_id"]), None)
+    if video is None:
+        raise ArchiveError(f"{archive.root}: no video {hit['video_id']} (removed since the search?)")
+    segment = archive.segment(video["segment"])
+    lo, hi = video["first_row"], video["first_row"] + video["poses"]
+    frames, tracks = segment.column("frames")[lo:hi], segment.column("tracks")[lo:hi]
+    rows = lo + np.flatnonzero((tracks == hit["track"]) & (frames >= hit["start_frame"])
+                               & (frames <= hit["end_frame"]))
+    keypoints = segment.poses(int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
+    visible = (keypoints[..., 2] > 0)[..., None]
+    low = np.where(visible, keypoints[..., :2], np.inf).min(1)
+    high = np.where(visible, keypoints[..., :2], -np.inf).max(1)
+    boxes = np.concatenate([low, high], 1)
+    info = VideoInfo(path=video["path"] or video["name"], width=int(video["width"] or 0),
+                     height=int(video["height"] or 0), fps=float(video["fps"] or 0.0),
+                     frame_count=int(video["frame_count"] or 0), duration=float(video["duration"] or 0.0))
+    count = len(rows)
+    return VideoPoses(info=info, frame_indices=segment.column("frames")[rows].astype(np.int64),
+                      times=segment.column("times")[rows].astype(np.float32), keypoints=keypoints[:, None],
+                      boxes=np.where(np.isfinite(boxes), boxes, 0.0)[:, None].astype(np.float32), scores=np.ones((count, 1), np.float32),
+                      counts=np.ones(count, np.int32), tracks=np.zeros((count, 1), np.int32))
