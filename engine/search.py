@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import kernels
+from kernels.scoring import SCORE_SCALES
 from kernels.skeleton import NUM_KEYPOINTS
 
 from .archive import Archive, ArchiveError, MappedSegment, expand_confidences
@@ -32,6 +33,12 @@ SEARCH_BATCH_POSES = 262_144
 #: A clip search scores this many DTW candidates (at least) with ``movement_score`` before it
 #: keeps the k best: the two scales order nearly, not exactly, alike.
 CLIP_CANDIDATES = 3
+#: A clip hit scoring under this (compare's scale) is not the movement, and is not answered.
+CLIP_MIN_SCORE = 50.0
+#: DTW candidates are those whose own score (a match's RMS frame distance, bounded by its cost x
+#: sqrt(M), mapped by score_from_distance) is at least ``min_score`` less this: compare's
+#: alignment (interpolated, one keypoint set) scores a match higher than the raw DTW does.
+CLIP_SCORE_MARGIN = 20.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ def check_query(query) -> np.ndarray:
 
 def search_archive(archive: Archive, query, k: int = 10, *, query_fps: float | None = None,
                    min_gap: float = MOMENT_GAP_S, where: SearchFilter = SearchFilter(),
-                   prune: bool = True) -> list[dict]:
+                   min_score: float = CLIP_MIN_SCORE, prune: bool = True) -> list[dict]:
     """The ``k`` best hits of a pose ``[17, 3]`` / ``[1, 17, 3]`` (:func:`search_poses`) or a
     movement ``[M, 17, 3]`` filmed at ``query_fps`` (:func:`search_clip`), best first. A hit:
     ``video_id`` (content SHA-256), ``video`` (name), ``path``, ``track``, ``start_frame`` /
@@ -124,7 +131,7 @@ def search_archive(archive: Archive, query, k: int = 10, *, query_fps: float | N
     query = check_query(query)
     if query.shape[0] == 1:
         return search_poses(archive, query[0], k, min_gap=min_gap, where=where)
-    return search_clip(archive, query, k, query_fps=query_fps, where=where, prune=prune)
+    return search_clip(archive, query, k, query_fps=query_fps, where=where, min_score=min_score, prune=prune)
 
 
 def search_poses(archive: Archive, query: np.ndarray, k: int, *, min_gap: float = MOMENT_GAP_S,
@@ -205,35 +212,41 @@ def _sequences(run: _Run) -> np.ndarray:
 
 
 def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float | None = None,
-                where: SearchFilter = SearchFilter(), prune: bool = True) -> list[dict]:
+                where: SearchFilter = SearchFilter(), min_score: float = CLIP_MIN_SCORE,
+                prune: bool = True) -> list[dict]:
     """The ``k`` best matches of a movement ``query [M, 17, 3]`` (filmed at ``query_fps``): the
     ``CLIP_CANDIDATES * k`` best disjoint subsequence-DTW matches of its normalized frames in every
     (video, track) sequence (pruned by lower bounds where ``prune``: the same matches), each scored
     by ``movement_score`` against the segment's stored poses at its video's fps (the query's too
-    when ``query_fps`` is None), best first. A time filter keeps matches that lie inside
-    ``[start, end]``."""
+    when ``query_fps`` is None), best first; hits under ``min_score`` are dropped (and DTW matches
+    CLIP_SCORE_MARGIN under it on their own scale are not candidates), so fewer than k may come
+    back. A time filter keeps matches that lie inside ``[start, end]``."""
     wanted = max(CLIP_CANDIDATES * k, k + 10)
+    floor = min_score - CLIP_SCORE_MARGIN
+    max_cost = None if floor <= 0 else SCORE_SCALES["cosine"] * (1 - floor / 100.0) / np.sqrt(len(query))
     hits = []
-    for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune):
+    for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune,
+                                               max_cost=max_cost):
         video = run.video_at(first)
         score = movement_score(query, query_fps or video["fps"], run.segment.poses(first, last + 1),
                                video["fps"]).score
-        hits.append(_hit(run, first, last, score))
+        if score >= min_score:
+            hits.append(_hit(run, first, last, score))
     hits.sort(key=lambda h: -h["score"])
     return hits[:k]
 
 
 def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: SearchFilter = SearchFilter(),
-                    prune: bool = True) -> list[tuple]:
+                    prune: bool = True, max_cost: float | None = None) -> list[tuple]:
     """The ``count`` best disjoint subsequence-DTW matches of ``query [M, 17, 3]``'s normalized
-    frames over every (video, track) sequence that ``where`` keeps, by DTW cost:
-    ``(cost, run, first row, last row)``, best first."""
+    frames (costing at most ``max_cost``) over every (video, track) sequence that ``where`` keeps,
+    by DTW cost: ``(cost, run, first row, last row)``, best first."""
     q_vec, _ = kernels.normalize(query)
     found = []
     for run, lo, hi, lengths in _clip_batches(archive, where):
         vectors = np.asarray(run.segment.column("vectors")[lo:hi], np.float32)
         costs, starts, ends = kernels.subsequence_dtw(q_vec, vectors, k=count, series_lengths=lengths,
-                                                      prune=prune)
+                                                      prune=prune, max_cost=max_cost)
         for cost, s, e in zip(costs, starts, ends):
             first, last = lo + int(s), lo + int(e) - 1
             times = run.segment.column("times")

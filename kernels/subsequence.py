@@ -263,7 +263,7 @@ def _best_disjoint(values, starts, k, min_length):
 
 
 def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length: int = 2,
-                    series_lengths=None, prune: bool = False):
+                    series_lengths=None, prune: bool = False, max_cost: float | None = None):
     """The ``k`` best non-overlapping matches of ``query [M, D]`` in ``series [N, D]``.
 
     DTW with a free start and end in ``series``: every frame of the query is matched, any
@@ -288,8 +288,10 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     kernel (one block per segment, one thread per query frame; queries up to GPU_MAX_QUERY frames,
     longer ones are copied to the host), segments checked and repaired the same way; its costs
     equal the CPU's up to float rounding, and the results come back as CuPy arrays.
+    ``max_cost``: only matches costing at most this count (fewer than k may come back).
     ``prune`` (CPU, ``penalty > 0``): the same result without running the DP where no match can be
-    among the k best (:func:`_pruned_ends`), for series much longer than the query.
+    among the k best (:func:`_pruned_ends`), for series much longer than the query; a ``max_cost``
+    makes it prune more (a rare movement's k-th best match is otherwise any frame's).
     """
     k = check_int(k, "k")
     penalty = check_number(penalty, "penalty", minimum=0.0)
@@ -304,18 +306,21 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     M, N = q.shape[0], s.shape[0]
     k = min(k, N)  # there are no more disjoint matches than frames
     resets = _resets(series_lengths, N)
+    # the cap on the DP's float32 sums (a match's cost is sqrt(sum) / M)
+    cap = np.inf if max_cost is None else float(check_number(max_cost, "max_cost", minimum=0.0) * M) ** 2
     if xp is not np and M <= _gpu_max_query():
         end_cost, end_start = _subsequence_cuda(q, s, penalty_sq, resets=resets)
+        end_cost = xp.where(end_cost <= cap, end_cost, xp.float32(xp.inf))
         values = xp.sqrt(end_cost) / M
         ends = _best_disjoint(values, end_start, k, min_length)
         picked = xp.asarray(ends)
         return _results(q, s, to_numpy(end_cost[picked]), to_numpy(end_start[picked]), ends, penalty, xp)
     q, s = to_numpy(q), to_numpy(s)
     if prune and penalty_sq > 0 and N >= PRUNE_MIN_RATIO * M:
-        end_cost, end_start = _pruned_ends(q, s, penalty_sq, resets, k, min_length)
-        ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
-        return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
-    end_cost, end_start = _all_ends(q, s, penalty_sq, resets)
+        end_cost, end_start = _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap)
+    else:
+        end_cost, end_start = _all_ends(q, s, penalty_sq, resets)
+    end_cost = np.where(end_cost <= cap, end_cost, np.float32(np.inf))
     ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
     return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
 
@@ -399,44 +404,68 @@ def _block_nearest(s, centres):
 
 
 @numba.njit(cache=True, nogil=True)
-def _span_bounds(near, label, radius, window_blocks):
-    """:func:`_block_bounds`' sums: for each block b, ``sum_i max(0, m_g - r_i)^2`` with m_g the
-    least of ``near[g, b - window_blocks .. b]``."""
-    G, B = near.shape
-    bound = np.zeros(B)
-    span = np.empty(G)
-    for b in range(B):
-        for g in range(G):
-            m = np.inf
-            for c in range(max(0, b - window_blocks), b + 1):
-                if near[g, c] < m:
-                    m = near[g, c]
-            span[g] = m
+def _cluster_sums(span, label, radius):
+    """``[blocks]``: ``sum_i max(0, span[label[i], b] - radius[i])^2`` for every block b."""
+    bound = np.zeros(span.shape[1])
+    for b in range(span.shape[1]):
         total = 0.0
         for i in range(label.shape[0]):
-            gap = span[label[i]] - radius[i]
+            gap = span[label[i], b] - radius[i]
             if gap > 0:
                 total += gap * gap
         bound[b] = total
     return bound
 
 
+def _spans(near, window_blocks):
+    """The least of ``near [G, blocks]`` over the 2^j blocks ending at each block, for j = 0, 1, ...
+    up to the first 2^j > window_blocks: ``[levels, G, blocks]`` (by doubling)."""
+    spans = [near]
+    while (1 << (len(spans) - 1)) <= window_blocks:
+        level, last = 1 << (len(spans) - 1), spans[-1]
+        shifted = np.full_like(last, np.inf)
+        if level < last.shape[1]:
+            shifted[:, level:] = last[:, :-level]
+        spans.append(np.minimum(last, shifted))
+    return np.stack(spans)
+
+
+@numba.njit(cache=True, nogil=True)
+def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
+    """``[blocks]`` bool: the blocks whose :func:`_block_bounds` bound is at most ``limit``; each
+    block's levels are tried in order, and the first under the limit decides."""
+    levels, G, blocks = spans.shape
+    out = np.zeros(blocks, np.bool_)
+    for b in range(blocks):
+        for j in range(levels):
+            # level j covers matches starting w blocks before b, w in [2^(j-1), 2^j - 1] (j = 0: w = 0)
+            steps = 0.0
+            if j >= 2:
+                shortest = ((1 << (j - 1)) - 1) * block + 1
+                steps = max(0, shortest - M) * penalty_sq
+            total = steps
+            for i in range(label.shape[0]):
+                gap = spans[j, label[i], b] - radius[i]
+                if gap > 0:
+                    total += gap * gap
+            if total * (1 - 1e-3) <= limit:
+                out[b] = True
+                break
+    return out
+
+
 def _block_bounds(near, label, radius, window_blocks):
     """A lower bound ``[blocks]`` float64 on the DP sum of every match that ends in each block and
-    spans at most ``window_blocks`` blocks before it: each query frame i is matched to some frame j
-    of that span, and by the triangle inequality ``|q_i - s_j| >= |c_g - s_j| - |q_i - c_g|`` for
-    its cluster centre c_g; so the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``."""
-    if window_blocks > 64:  # a sliding minimum by doubling, then a window of one block
-        span, reach = near.copy(), 1
-        while reach < window_blocks + 1:
-            step = min(reach, window_blocks + 1 - reach)
-            shifted = np.full_like(span, np.inf)
-            shifted[:, step:] = span[:, :-step]
-            span = np.minimum(span, shifted)
-            reach += step
-        near, window_blocks = span, 0
-    bound = _span_bounds(np.ascontiguousarray(near), label.astype(np.int64), radius, window_blocks)
-    return bound * (1 - 1e-5)  # float32 DP sums may round below the exact ones
+    spans at most ``window_blocks`` blocks before it (no length term: :func:`_candidate_blocks`).
+
+    Each query frame i is matched to some frame j of the match, and by the triangle inequality
+    ``|q_i - s_j| >= |c_g - s_j| - |q_i - c_g|`` for its cluster centre c_g: over a span of blocks
+    the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``. :func:`_candidate_blocks`
+    adds what length costs: a match that starts w >= 1 blocks before its end block covers at least
+    ``(w - 1) * PRUNE_BLOCK + 1`` frames, so that many minus M non-diagonal steps of the penalty.
+    """
+    span = _spans(near, window_blocks)[-1]
+    return _cluster_sums(span, label, radius) * (1 - 1e-3)  # float32 sums of many terms round below
 
 
 def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start, keep=None):
@@ -473,18 +502,19 @@ def _windows(candidates, reach, N):
     return windows
 
 
-def _pruned_ends(q, s, penalty_sq, resets, k, min_length):
+def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     """The DP's last row where it matters: ``(cost [N], start [N])`` as :func:`_all_ends` at
     every end whose match could cost less than the k-th best, inf elsewhere.
 
     A guess of the k-th best sum S comes from the DP over the few stretches of the series that
     hold the lowest bounds (for matches about the query's length). A match of sum < S is shorter
     than ``M + S / penalty^2`` frames (each extra series frame is a non-diagonal step), which
-    bounds the span :func:`_block_bounds` minimizes over; blocks whose bound is above S are
-    skipped, and the DP runs over windows that start that far before the others, from an infinite
+    bounds the span the blocks' lower bounds minimize over (:func:`_candidate_blocks`, a longer
+    span paying for its steps); blocks whose bound is above S are skipped, and the DP runs over windows that start that far before the others, from an infinite
     column: a match of sum < S ends there as in the whole series (its path, and every better one,
     start inside the window). If the k best disjoint matches of sum < S are k, they are the
-    series' k best; else S grows (at worst to inf: the whole series). The matches are the whole
+    series' k best; else S grows (at worst to ``cap``, above which no match counts, or to inf: the
+    whole series). The matches are the whole
     series'; a cost may differ in float32's last bits, since BLAS rounds a frame's products
     differently by its place in the GEMM.
     """
@@ -504,23 +534,23 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length):
         chosen[number * stretch:(number + 1) * stretch] = True
     _window_ends(q, s, penalty_sq, resets, _windows(chosen[:blocks], M, N), end_cost, end_start)
     ends = _best_disjoint(end_cost, end_start, k, min_length)
-    threshold = float(end_cost[ends].max()) if len(ends) == k else np.inf
+    threshold = min(cap, float(end_cost[ends].max()) if len(ends) == k else np.inf)
     while True:
         if not np.isfinite(threshold):
             return _all_ends(q, s, penalty_sq, resets)
         reach = M + int(np.ceil(threshold * (1 + 1e-4) / float(penalty_sq))) + 2
-        bound = _block_bounds(near, label, radius, -(-reach // PRUNE_BLOCK) + 1)
-        candidates = bound <= threshold * (1 + 1e-4)
+        candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label.astype(np.int64), radius,
+                                       M, float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
         if candidates.mean() > PRUNE_MAX_SHARE:  # the movement is everywhere: no window overhead
             return _all_ends(q, s, penalty_sq, resets)
         end_cost[:] = np.inf
         _window_ends(q, s, penalty_sq, resets, _windows(candidates, reach, N), end_cost, end_start)
         below = np.where(end_cost <= threshold, end_cost, np.float32(np.inf))
-        if len(_best_disjoint(below, end_start, k, min_length)) == k:
+        if threshold >= cap or len(_best_disjoint(below, end_start, k, min_length)) == k:
             return below, end_start
         found = end_cost[_best_disjoint(end_cost, end_start, k, min_length)]
         grown = max(4 * threshold, float(found.max()) if len(found) == k else np.inf)
-        threshold = grown if grown > threshold else np.inf
+        threshold = min(cap, grown if grown > threshold else np.inf)
 
 
 def _results(q, s, sums, starts, ends, penalty, xp):

@@ -146,3 +146,16 @@ def test_bad_input(kwargs, exc, words):
     with pytest.raises(exc) as info:
         search_topk(**args)
     assert words in str(info.value)
+
+
+def test_half_to_float_is_exact_for_every_float16():
+    """The float16 base's conversion: all 65,536 bit patterns, as NumPy converts them (NaNs stay NaN)."""
+    from kernels.search import half_to_float
+
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.empty(bits.shape, np.float32)
+    half_to_float(bits, out)
+    want = bits.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(out[~nan], want[~nan])
+    assert np.isnan(out[nan]).all() and np.signbit(out[~nan]).tolist() == np.signbit(want[~nan]).tolist()

@@ -408,3 +408,21 @@ def test_pruned_search_skips_most_of_a_long_series(monkeypatch):
     costs, starts, ends = subsequence_dtw(query, series, k=5, prune=True)
     assert starts[0] == 123_000 and ends[0] == 123_060
     assert sum(ran) < 0.1 * series.shape[0]
+
+
+def test_max_cost_keeps_the_greedy_prefix_and_prunes_alike():
+    """``max_cost``: the matches costing at most it, as the uncapped search's first ones; pruned and
+    brute force agree with the cap, where a rare movement (planted twice) leaves the k-th best any
+    frame's."""
+    rng = np.random.default_rng(12)
+    series = _pose_walk(rng, 60_000)
+    query = _pose_walk(rng, 50)
+    for at in (7_000, 41_000):
+        series[at:at + 50] = query + rng.normal(0, 0.004, (50, 34)).astype(np.float32)
+    uncapped = subsequence_dtw(query, series, k=10)
+    cap = float(uncapped[0][1]) * 1.5  # the two planted copies only
+    for prune in (False, True):
+        costs, starts, ends = subsequence_dtw(query, series, k=10, max_cost=cap, prune=prune)
+        assert sorted(starts.tolist()) == [7_000, 41_000] and (costs <= cap).all()
+        np.testing.assert_array_equal(starts, uncapped[1][:2])
+    assert subsequence_dtw(query, series, k=3, max_cost=0.0)[0].size == 0
