@@ -7,7 +7,9 @@ with NumPy and takes the CPU path. CuPy is optional; without it every input is a
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -179,6 +181,39 @@ def single_threaded_blas():
 
         _blas_controller = ThreadpoolController()
     return _blas_controller.limit(limits=1, user_api="blas")
+
+
+_pools: dict = {}
+_pools_lock = threading.Lock()
+_in_pool = threading.local()
+
+
+def parallel_map(fn, items, workers: int | None = None) -> list:
+    """``[fn(item) for item in items]`` on up to ``workers`` threads (default: numba's thread
+    count) of a pool kept for the process: starting threads per call cost ~3 ms each on this VM,
+    more than a query's scan of a million poses. Runs inline for a single item or when called from
+    one of the pool's own threads (so nested calls cannot wait on themselves)."""
+    items = list(items)
+    if workers is None:
+        import numba
+
+        workers = numba.get_num_threads()
+    if len(items) <= 1 or workers <= 1 or getattr(_in_pool, "active", False):
+        return [fn(item) for item in items]
+    workers = min(workers, len(items))
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="posescore-kernels")
+
+    def run(item):
+        _in_pool.active = True
+        try:
+            return fn(item)
+        finally:
+            _in_pool.active = False
+
+    return list(pool.map(run, items))
 
 
 def to_numpy(x: Any) -> np.ndarray:

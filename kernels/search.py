@@ -10,12 +10,10 @@ GEMM per chunk and a partition-based selection.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 
-from ._backend import array_module, check_array, check_int, is_gpu_array, single_threaded_blas
+from ._backend import array_module, check_array, check_int, is_gpu_array, parallel_map, single_threaded_blas
 from ._topk import insert_sorted as _insert_sorted_py
 
 SEARCH_METRICS = ("ip", "l2")
@@ -98,11 +96,11 @@ def half_to_float(bits, out):
     raw = target.view(np.uint32)
     for i in range(source.shape[0]):
         h = np.uint32(source[i])
-        sign = (h & np.uint32(0x8000)) << np.uint32(16)
-        raw[i] = sign | ((h & np.uint32(0x7fff)) << np.uint32(13))
-        target[i] = target[i] * np.float32(5.192296858534828e33)
-        if (h & np.uint32(0x7c00)) == np.uint32(0x7c00):
-            raw[i] = sign | np.uint32(0x7f800000) | ((h & np.uint32(0x3ff)) << np.uint32(13))
+        # all ones for an infinite or NaN half (exponent 31), else 0: no branch, so the loop vectorizes
+        special = np.uint32(0) - ((((h & np.uint32(0x7c00)) + np.uint32(0x0400)) >> np.uint32(15)) & np.uint32(1))
+        raw[i] = (((h & np.uint32(0x8000)) << np.uint32(16)) | ((h & np.uint32(0x7fff)) << np.uint32(13))
+                  | (special & np.uint32(0x7f800000)))
+        target[i] = target[i] * np.float32(5.192296858534828e33)  # inf and NaN stay so
 
 
 def _scan_rows(queries, base, start, stop, k, use_l2):
@@ -140,9 +138,9 @@ def _search_cpu(queries, base, k, use_l2):
     N = base.shape[0]
     workers = max(1, min(numba.get_num_threads(), N // 4096))
     bounds = np.linspace(0, N, workers + 1).astype(np.int64)
-    with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(lambda w: _scan_rows(queries, base, bounds[w], bounds[w + 1], k, use_l2),
-                              range(workers)))
+    with single_threaded_blas():
+        parts = parallel_map(lambda w: _scan_rows(queries, base, bounds[w], bounds[w + 1], k, use_l2),
+                             range(workers), workers)
     keys = np.concatenate([p[0] for p in parts], axis=1)
     idx = np.concatenate([p[1] for p in parts], axis=1)
     order = np.argsort(-keys, axis=1, kind="stable")[:, :k]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 
-from ._backend import (array_module, check_array, check_int, check_lengths, check_number, single_threaded_blas,
-                       to_numpy)
+from ._backend import (array_module, check_array, check_int, check_lengths, check_number, parallel_map,
+                       single_threaded_blas, to_numpy)
 from ._dp_cells import subsequence_cell
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
@@ -398,8 +396,8 @@ def _block_nearest(s, centres):
         _block_minima(part @ c32.T, np.einsum("ij,ij->i", part, part), c_sq, PRUNE_BLOCK,
                       near[:, first:first + -(-part.shape[0] // PRUNE_BLOCK)])
 
-    with single_threaded_blas(), ThreadPoolExecutor(numba.get_num_threads()) as pool:
-        list(pool.map(run, range(0, N, piece)))
+    with single_threaded_blas():
+        parallel_map(run, range(0, N, piece))
     return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)
 
 
@@ -479,8 +477,7 @@ def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start, keep=No
         end_start[keep_from:hi] = start[a:] + lo
 
     small = [w for w in windows if w[1] - w[0] < MIN_SEGMENT]
-    with ThreadPoolExecutor(numba.get_num_threads()) as pool:
-        list(pool.map(run, small))
+    parallel_map(run, small)
     for window in windows:
         if window[1] - window[0] >= MIN_SEGMENT:
             run(window)
@@ -708,8 +705,7 @@ def _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets=None, lanes=1)
         if segments == 1:
             work(0)
         else:
-            with ThreadPoolExecutor(segments) as pool:
-                list(pool.map(work, range(segments)))
+            parallel_map(work, range(segments), segments)
         for p in range(1, parts):
             _repair(q, q_sq, s, s_sq, resets, penalty_sq, bounds, p, columns, warmed, checkpoints, end_cost,
                     end_start)
