@@ -245,3 +245,62 @@ def test_an_index_run_that_fails_says_which_videos_it_kept(clips, triton_server,
     assert out.returncode == 1 and "broken.mp4" in out.stderr
     assert "indexed before it, and kept: " in out.stderr and "clip.mp4" in out.stderr
     assert [v["name"] for v in list_videos(archive)] == ["clip.mp4"]
+
+
+def test_archive_search_on_real_video_is_on_compares_scale(clips, clip_poses, triton_server, tmp_path):
+    """An archive of real video (20 s of vtest.avi holding the clip's 6 s, the clip, and copies of
+    it at half and double speed): a 4 s movement cut from the clip is found where it is, scoring
+    >= 98, and in the re-timed copies >= 95; every hit's score is compare's for the same pair; a
+    frame of the clip answers that frame first, and no two hits of one person come within the gap."""
+    from clients import PoseScoreClient
+    from engine.archive import open_archive
+    from engine.jobs import index_job
+    from engine.people import main_performer
+    from engine.search import hit_poses, search_archive
+
+    long_clip = retime_video(VTEST, tmp_path / "long.mp4", 1.0, start=CLIP_START - 10.0, duration=20.0)
+    archive_dir = tmp_path / "archive"
+    with PoseScoreClient(triton_server.grpc_url, timeout=300) as client:
+        index_job([long_clip, clips["clip"], clips["half"], clips["double"]], archive_dir, client)
+    archive = open_archive(archive_dir)
+    clip = clip_poses["clip"]
+    piece = clip.select(np.arange(10, 50))
+    performer = main_performer(piece)
+    query = performer.poses[performer.present]
+    hits = search_archive(archive, query, k=8, query_fps=clip.info.fps)
+    by_video = {}
+    for hit in hits:
+        by_video.setdefault(hit["video"], hit)
+    found = by_video["clip.mp4"]
+    assert abs(found["start_frame"] - int(piece.frame_indices[0])) <= 3 and found["score"] >= 98
+    in_long = by_video["long.mp4"]
+    assert abs(in_long["start_frame"] - (int(piece.frame_indices[0]) + 100)) <= 3 and in_long["score"] >= 98
+    assert by_video["half.mp4"]["score"] >= 95 and by_video["double.mp4"]["score"] >= 95
+    for hit in hits[:4]:  # one function for both: compare's report of the pair scores the hit's score
+        report = compare_poses(piece, hit_poses(archive, hit))
+        assert report["score"] == pytest.approx(round(hit["score"], 2), abs=0.006)
+
+    row = len(clip) // 2
+    moments = search_archive(archive, clip.keypoints[row, 0], k=20)
+    assert (moments[0]["video"], moments[0]["start_frame"]) == ("clip.mp4", int(clip.frame_indices[row]))
+    seen = {}
+    for hit in moments:
+        seen.setdefault((hit["video"], hit["track"]), []).append(hit["start_time"])
+    for times in seen.values():
+        assert (np.diff(np.sort(times)) >= MOMENT_GAP_S - 1e-6).all()
+
+
+def test_search_explain_gives_compares_report_of_a_hit(clips, triton_server, tmp_path):
+    archive = tmp_path / "archive"
+    posescore("index", clips["double"], "--archive", archive, "--url", triton_server.grpc_url, "--quiet")
+    out = json.loads(posescore("search", "--archive", archive, "--clip", clips["clip"], "--url",
+                               triton_server.grpc_url, "--quiet", "--json", "--k", "3", "--explain", "1",
+                               "--out", tmp_path / "explained").stdout)
+    report = out["explain"]["report"]
+    assert out["matches"][0]["score"] == pytest.approx(report["score"], abs=0.01) and report["score"] >= 95
+    assert report["steps"] and set(report["parts"]) == {"head", "torso", "left_arm", "right_arm", "left_leg",
+                                                        "right_leg"}
+    assert json.loads((tmp_path / "explained" / "report.json").read_text())["score"] == report["score"]
+    bad = posescore("search", "--archive", archive, "--clip", clips["clip"], "--url", triton_server.grpc_url,
+                    "--quiet", "--explain", "9", check=False)
+    assert bad.returncode == 1 and "--explain: expected a hit number from 1 to" in bad.stderr

@@ -159,3 +159,18 @@ def test_half_to_float_is_exact_for_every_float16():
     nan = np.isnan(want)
     np.testing.assert_array_equal(out[~nan], want[~nan])
     assert np.isnan(out[nan]).all() and np.signbit(out[~nan]).tolist() == np.signbit(want[~nan]).tolist()
+
+
+@pytest.mark.parametrize("queries", [1, 3, 12])
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_float16_base_answers_as_its_float32_copy(queries, metric, monkeypatch):
+    """A float16 base (products from its bits for a few queries, a converted chunk and a GEMM for
+    more) answers as the same values in float32, across chunk bounds."""
+    monkeypatch.setattr(search_module, "HALF_CHUNK_ROWS", 1000)
+    rng = np.random.default_rng(9)
+    base = _unit_rows(rng, 7_777).astype(np.float16)
+    q = _unit_rows(rng, queries)
+    got_scores, got_idx = search_topk(q, base, 25, metric=metric)
+    want_scores, want_idx = search_topk(q, base.astype(np.float32), 25, metric=metric)
+    assert (got_idx == want_idx).mean() > 0.99
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
