@@ -379,7 +379,9 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
         if not 1 <= explain <= len(matches):
             raise JobError(f"--explain: expected a hit number from 1 to {len(matches)}, got {explain}")
         hit = matches[explain - 1]
-        report = compare_poses(query_poses, hit_poses(archive, hit), names=(str(clip), hit["video"]))
+        found = hit_poses(archive, hit)  # one track: the archive's, not a new tracking of it
+        report = compare_poses(query_poses, found, names=(str(clip), hit["video"]),
+                               performers=(performer, main_performer(found, found.tracks)))
         result["explain"] = {"hit": explain, "report": report}
         if out_dir:
             out = Path(out_dir)

@@ -218,22 +218,75 @@ def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float
     ``CLIP_CANDIDATES * k`` best disjoint subsequence-DTW matches of its normalized frames in every
     (video, track) sequence (pruned by lower bounds where ``prune``: the same matches), each scored
     by ``movement_score`` against the segment's stored poses at its video's fps (the query's too
-    when ``query_fps`` is None), best first; hits under ``min_score`` are dropped (and DTW matches
+    when ``query_fps`` is None); the best k, best first, each with its bounds refined to the
+    segment compare scores highest (:func:`_refine`); hits under ``min_score`` are dropped (and DTW matches
     CLIP_SCORE_MARGIN under it on their own scale are not candidates), so fewer than k may come
     back. A time filter keeps matches that lie inside ``[start, end]``."""
     wanted = max(CLIP_CANDIDATES * k, k + 10)
     floor = min_score - CLIP_SCORE_MARGIN
     max_cost = None if floor <= 0 else SCORE_SCALES["cosine"] * (1 - floor / 100.0) / np.sqrt(len(query))
-    hits = []
+    scored = []
     for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune,
                                                max_cost=max_cost):
         video = run.video_at(first)
-        score = movement_score(query, query_fps or video["fps"], run.segment.poses(first, last + 1),
-                               video["fps"]).score
+        fps = query_fps or video["fps"]
+        score = movement_score(query, fps, run.segment.poses(first, last + 1), video["fps"]).score
+        scored.append((score, run, first, last))
+    scored.sort(key=lambda item: -item[0])
+    hits, taken = [], []  # taken: (segment id, first, last) of the hits answered
+    for score, run, first, last in scored:
+        if len(hits) == k:
+            break
+        if any(t[0] == run.segment.info.id and t[1] <= last and first <= t[2] for t in taken):
+            continue  # a better hit grew over it
+        score, first, last = _refine(query, query_fps, run, first, last, score, taken, where)
         if score >= min_score:
             hits.append(_hit(run, first, last, score))
+            taken.append((run.segment.info.id, first, last))
     hits.sort(key=lambda h: -h["score"])
-    return hits[:k]
+    return hits
+
+
+def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, taken: list,
+            where: SearchFilter) -> tuple[float, int, int]:
+    """Move a DTW match's first and last rows (within its sequence, clear of the hits ``taken``,
+    inside the time filter) while compare's score of the segment grows: coordinate ascent in steps
+    of half its length, then a quarter, ... one frame. The DTW's penalty on non-diagonal steps
+    makes its matches of a slower or faster copy too short; compare's alignment does not."""
+    video = run.video_at(first)
+    fps = query_fps or video["fps"]
+    lo, hi = _sequence_of(run, first)
+    times = run.segment.column("times")
+    best = (score, first, last)
+
+    def allowed(a, b):
+        return (lo <= a and b < hi and b - a >= 1 and where.times(np.array([times[a], times[b]])).all()
+                and not any(t[0] == run.segment.info.id and t[1] <= b and a <= t[2] for t in taken))
+
+    step = max(1, (last - first + 1) // 2)
+    while True:
+        moved = True
+        while moved:
+            moved = False
+            for a, b in ((best[1] - step, best[2]), (best[1], best[2] + step), (best[1] + step, best[2]),
+                         (best[1], best[2] - step)):
+                if allowed(a, b):
+                    value = movement_score(query, fps, run.segment.poses(a, b + 1), video["fps"]).score
+                    if value > best[0] + 1e-6:
+                        best, moved = (value, a, b), True
+                        break
+        if step == 1:
+            return best
+        step //= 2
+
+
+def _sequence_of(run: _Run, row: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of the (video, track) sequence holding ``row``."""
+    video = run.video_at(row)
+    lo, hi = video["first_row"], video["first_row"] + video["poses"]
+    tracks = run.segment.column("tracks")[lo:hi]
+    track = run.segment.column("tracks")[row]
+    return lo + int(np.searchsorted(tracks, track, "left")), lo + int(np.searchsorted(tracks, track, "right"))
 
 
 def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: SearchFilter = SearchFilter(),
