@@ -213,6 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hours", type=float, default=10.0)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the archives are kept")
     parser.add_argument("--queries", type=int, default=20, help="pose queries (clip queries: a quarter)")
+    parser.add_argument("--clip-queries", type=int, default=3, help="clip queries of each kind")
     parser.add_argument("--faiss-gb", type=float, default=None,
                         help="GB of float32 vectors faiss may hold (default: half the available memory)")
     args = parser.parse_args(argv)
@@ -245,8 +246,8 @@ def main(argv=None) -> int:
 
     rare = rare_movement(tracks)
     walk = max(tracks, key=len)
-    clips = {"rare": [_warp(rare[::3], s)[:CLIP_FRAMES] for s in (0.8, 1.0, 1.25)],
-             "everywhere": [_warp(walk[o:o + 60], 1.0)[:CLIP_FRAMES] for o in (0, 20, 40)]}
+    clips = {"rare": [_warp(rare[::3], s)[:CLIP_FRAMES] for s in (1.0, 0.8, 1.25)][:args.clip_queries],
+             "everywhere": [_warp(walk[o:o + 60], 1.0)[:CLIP_FRAMES] for o in (0, 20, 40)][:args.clip_queries]}
     clip_rows = []
     for label, movement in clips.items():
         timing = {True: [], False: []}

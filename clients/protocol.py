@@ -282,18 +282,20 @@ def dtw_result(result: InferResult, return_path: bool) -> DtwResult:
 
 def search_request(archive: str | os.PathLike, query: Any, k: int, *, fps: float | None = None,
                    min_gap: float | None = None, video: str | None = None, start: float | None = None,
-                   end: float | None = None) -> list[InferInput]:
+                   end: float | None = None, min_score: float | None = None) -> list[InferInput]:
     """Inputs of one search request: ``archive`` (a folder under the server's archive root),
     ``query [17, 3]`` (a pose) or ``[M, 17, 3]`` (a movement filmed at ``fps``), ``k >= 1``; a
-    pose's hits closer than ``min_gap`` seconds in one video and track are one moment; ``video``
-    (a glob of names or paths) and ``start`` / ``end`` (seconds) filter the hits."""
+    pose's hits closer than ``min_gap`` seconds in one video and track are one moment; a
+    movement's hits under ``min_score`` are dropped; ``video`` (a glob of names or paths) and
+    ``start`` / ``end`` (seconds) filter the hits."""
     if not isinstance(archive, (str, os.PathLike)) or not os.fspath(archive):
         raise PoseScoreError(f"archive: expected a non-empty path, got {archive!r}")
     query = check_poses(query, "query", (2, 3)).reshape(-1, NUM_KEYPOINTS, 3)
     inputs = [input_tensor("archive", np.array([os.fsencode(archive)], np.object_), "BYTES"),
               input_tensor("query", query, "FP32"),
               input_tensor("k", np.array([check_int(k, "k", 1)], np.int32), "INT32")]
-    for name, value in (("fps", fps), ("min_gap", min_gap), ("start", start), ("end", end)):
+    for name, value in (("fps", fps), ("min_gap", min_gap), ("start", start), ("end", end),
+                        ("min_score", min_score)):
         if value is not None:
             inputs.append(input_tensor(name, np.array([value], np.float32), "FP32"))
     if video is not None:

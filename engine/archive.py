@@ -724,13 +724,16 @@ class Archive:
     videos: list[dict]
     segments: dict[int, SegmentInfo]
     generation: int
+    _paths: dict = field(default_factory=dict, repr=False)  # segment id -> its checked path
 
     def __len__(self) -> int:
         return sum(v["poses"] for v in self.videos)
 
     def segment(self, segment_id: int, verify: bool = True) -> MappedSegment:
         info = self.segments[segment_id]
-        path = segment_path(self.root, info.file)
+        path = self._paths.get(segment_id)
+        if path is None:
+            path = self._paths[segment_id] = segment_path(self.root, info.file)
         identity, buffer = MAPPED.get(path, info.bytes)
         return MappedSegment(path, info, buffer, identity, verify)
 

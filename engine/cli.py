@@ -219,7 +219,8 @@ def _search(args) -> int:
     query = args.pose or args.clip
     result = _run_job(args, lambda c: search_job(
         args.archive, c, pose=args.pose, clip=args.clip, k=args.k, fps=args.fps, min_gap=args.min_gap,
-        video=args.video, start=args.start, end=args.end, explain=args.explain, out_dir=args.out), query)
+        video=args.video, start=args.start, end=args.end, min_score=args.min_score, explain=args.explain,
+        out_dir=args.out), query)
     lines = [f"{'#':>4} {'score':>5}  {'video':24} {'track':>5} {'start':>8} {'end':>8}  frames"]
     lines += [f"{n:4d} {m['score']:5.1f}  {m['video'][:24]:24} {m['track']:5d} {m['start_time']:7.2f}s "
               f"{m['end_time']:7.2f}s  {m['start_frame']}-{m['end_frame']}"
@@ -335,7 +336,7 @@ def add_commands(sub) -> None:
     index.add_argument("--archive", required=True, help="archive folder (created if missing)")
     index.set_defaults(func=_index)
 
-    from .search import MAX_K as SEARCH_MAX_K, MOMENT_GAP_S
+    from .search import CLIP_MIN_SCORE, MAX_K as SEARCH_MAX_K, MOMENT_GAP_S
 
     search = job_parser("search", "the moments most like a pose (--pose) or the movements most like a clip "
                                   "(--clip) in an archive")
@@ -349,6 +350,8 @@ def add_commands(sub) -> None:
     search.add_argument("--video", default=None, help="only videos whose name or path matches this glob")
     search.add_argument("--from", dest="start", type=float, default=None, help="seconds: only from this time on")
     search.add_argument("--to", dest="end", type=float, default=None, help="seconds: only up to this time")
+    search.add_argument("--min-score", type=float, default=CLIP_MIN_SCORE,
+                        help="with --clip: hits scoring under this (compare's scale) are not answered")
     search.add_argument("--explain", type=int, default=None,
                         help="with --clip: compare's full report of hit N (1 = the best)")
     search.add_argument("--out", help="with --explain: folder for its report.json")
@@ -392,6 +395,9 @@ def check_args(args) -> str | None:
             return f"{name}: expected seconds, got {value:g}"
     if start is not None and end is not None and start > end:
         return f"--from {start:g} is after --to {end:g}"
+    min_score = getattr(args, "min_score", None)
+    if min_score is not None and not 0 <= min_score <= 100:
+        return f"--min-score: expected a score from 0 to 100, got {min_score:g}"
     explain = getattr(args, "explain", None)
     if explain is not None and explain < 1:
         return f"--explain: expected a hit number >= 1, got {explain}"

@@ -25,7 +25,7 @@ from .extract import extract_poses
 from .people import Performer, image_person, main_performer, track_people
 from .poses import VideoPoses
 from .render import draw_skeleton, plot_scores, side_by_side, write_image
-from .search import MOMENT_GAP_S, SearchFilter, hit_poses, search_archive
+from .search import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, hit_poses, search_archive
 from .services import movement_score, score_answer
 from .video import iter_frames, read_image
 
@@ -353,7 +353,7 @@ def _index_one(root: Path, video: Path, known: set, client, fps, progress_factor
 
 
 def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None, min_gap=MOMENT_GAP_S,
-               video=None, start=None, end=None, explain=None, out_dir=None) -> dict:
+               video=None, start=None, end=None, min_score=CLIP_MIN_SCORE, explain=None, out_dir=None) -> dict:
     """``posescore search``: the moments most like a pose (``pose``) or the movements most like a
     clip (``clip``) in the archive, filtered by video name/path glob and time range; ``explain``
     (1-based) adds ``compare``'s full report of that clip hit (and its files under ``out_dir``)."""
@@ -370,7 +370,8 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
         query, query_fps = performer.poses[performer.present], query_poses.info.fps
         if len(query) < 2:
             raise JobError(f"{clip}: the performer is visible in fewer than 2 frames")
-    matches = search_archive(archive, query, k, query_fps=query_fps, min_gap=min_gap, where=where)
+    matches = search_archive(archive, query, k, query_fps=query_fps, min_gap=min_gap, where=where,
+                             min_score=min_score)
     for hit in matches:
         hit.update(start_time=round(hit["start_time"], 3), end_time=round(hit["end_time"], 3),
                    score=round(hit["score"], 2))

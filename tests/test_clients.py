@@ -180,6 +180,26 @@ def test_search_finds_a_stored_movement(client, small_archive):
     assert best.score == pytest.approx(100, abs=0.05)  # float32 costs: an exact match scores ~99.98
 
 
+def test_search_model_reads_an_archive_changed_since_and_filters(client, small_archive):
+    """The model reads the catalog again when it changed (a video added by another process's
+    transaction is found at once), and answers the filters and the video's path."""
+    path, first, _ = small_archive
+    rng = np.random.default_rng(13)
+    third = random_poses(rng, 25)
+    assert client.search("clients-archive", third[4], k=1)[0].score < 99.9
+    add_video(path, "vid-c", "third.mp4", third, frames=np.arange(25), times=np.arange(25) / 25.0,
+              path="/videos/third.mp4", fps=25.0)
+    best = client.search("clients-archive", third[4], k=1)[0]
+    assert (best.video_id, best.video_path, best.start_frame) == ("vid-c", "/videos/third.mp4", 4)
+    assert best.score == pytest.approx(100, abs=0.01)
+    only_first = client.search("clients-archive", third[4], k=5, video="first*")
+    assert {m.video_name for m in only_first} == {"first.mp4"}
+    late = client.search("clients-archive", first[17], k=5, start=1.5)
+    assert all(m.start_time >= 1.5 for m in late) and late
+    strict = client.search("clients-archive", first[10:16], k=3, min_score=99.0, fps=15.0)
+    assert [(m.video_id, m.start_frame) for m in strict] == [("vid-a", 20)] and strict[0].score >= 99.0
+
+
 # -- validation happens before anything is sent --------------------------------------------------
 POSE = np.ones((17, 3), np.float32)
 POSES = np.ones((4, 17, 3), np.float32)

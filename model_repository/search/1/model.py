@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import archive as archive_io
-from engine.search import MOMENT_GAP_S, SearchFilter, search_archive
+from engine.search import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, search_archive
 from engine.triton_models import RequestError, input_scalar, output_tensor, parameters, poses_input, serve_batch
 
 
@@ -54,18 +54,22 @@ class TritonPythonModel:
         start = input_scalar(request, "start", math.nan, float)
         end = input_scalar(request, "end", math.nan, float)
         video = input_scalar(request, "video", "", str) or None
+        min_score = input_scalar(request, "min_score", CLIP_MIN_SCORE, float)
         for label, value in (("fps", fps or 1.0), ("min_gap", min_gap)):
             if not (math.isfinite(value) and value >= 0):
                 raise RequestError(f"{label}: expected a finite value >= 0, got {value}")
+        if not 0 <= min_score <= 100:
+            raise RequestError(f"min_score: expected a score from 0 to 100, got {min_score}")
         where = SearchFilter(video=video, start=None if math.isnan(start) else start,
                              end=None if math.isnan(end) else end)
-        return archive, query, k, fps, min_gap, where
+        return archive, query, k, fps, min_gap, where, min_score
 
     def compute(self, items):
         outputs = []
-        for archive, query, k, fps, min_gap, where in items:
+        for archive, query, k, fps, min_gap, where, min_score in items:
             try:
-                hits = search_archive(archive, query, k, query_fps=fps, min_gap=min_gap, where=where)
+                hits = search_archive(archive, query, k, query_fps=fps, min_gap=min_gap, where=where,
+                                      min_score=min_score)
             except archive_io.ArchiveError as err:
                 raise RequestError(str(err)) from None
             text = lambda key: np.array([(h[key] or "").encode() for h in hits], np.object_)  # noqa: E731
