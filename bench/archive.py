@@ -182,6 +182,35 @@ def pose_queries(rng, tracks, count) -> list[np.ndarray]:
     return picks
 
 
+def float16_effect(archive, queries) -> tuple[int, float]:
+    """Pose queries answered from the float16 vectors and from float32 ones (normalized afresh
+    from the stored pixels): how many of their top-10 moments differ, and the largest score
+    difference between the two answers' i-th moments."""
+    from engine import archive as archive_io
+    from engine.search import search_archive
+    from kernels import normalize
+
+    exact = {}
+    for segment_id in archive.segments:
+        segment = archive.segment(segment_id)
+        exact[segment.path] = normalize(segment.poses(0, segment.info.rows))[0]
+    original = archive_io.MappedSegment.column
+
+    def float32_vectors(self, name):
+        return exact[self.path] if name == "vectors" else original(self, name)
+
+    half = [search_archive(archive, q, k=10) for q in queries]
+    archive_io.MappedSegment.column = float32_vectors
+    try:
+        full = [search_archive(archive, q, k=10) for q in queries]
+    finally:
+        archive_io.MappedSegment.column = original
+    moved = sum(len({(h["video"], h["start_frame"]) for h in a} ^ {(h["video"], h["start_frame"]) for h in b})
+                for a, b in zip(half, full))
+    delta = max((abs(x["score"] - y["score"]) for a, b in zip(half, full) for x, y in zip(a, b)), default=0.0)
+    return moved, delta
+
+
 def faiss_times(archive, queries, budget_bytes: int) -> tuple[list[float], int]:
     """faiss IndexFlatIP (float32, exact) over the archive's vectors, or over as many of its first
     poses as ``budget_bytes`` of float32 hold: query seconds and the poses it held."""
@@ -241,6 +270,7 @@ def main(argv=None) -> int:
     floor = min(read_floor(archive) for _ in range(3))
     available = int(next(line for line in open("/proc/meminfo") if line.startswith("MemAvailable")).split()[1]) * 1024
     budget = int(args.faiss_gb * 1e9) if args.faiss_gb else available // 2
+    effect = float16_effect(archive, queries) if built["poses"] <= 30_000_000 else None
     faiss_s, held = faiss_times(archive, queries, budget)
     faiss_scaled = [t * built["poses"] / held for t in faiss_s]
 
@@ -270,6 +300,9 @@ def main(argv=None) -> int:
     scaled = "" if held == built["poses"] else f" (held {held:,} poses, scaled)"
     print(f"{'faiss IndexFlatIP f32 p50 / p99':34} {f50:8.3f} / {f99:.3f} s{scaled}   ours/faiss {f50 / p50:.2f}x "
           f"(target >= 1x)")
+    if effect is not None:
+        print(f"{'float16 vs float32 vectors':34} {effect[0]} of {10 * len(queries)} moments differ, scores "
+              f"{effect[1]:.4f} points apart at most (bar 0.1)")
     print(f"{'read every vector once (floor)':34} {floor:8.3f} s   ours {p50 / floor:.2f}x the floor (target <= 2x)")
     for label, (pruned50, pruned99), (brute50, brute99), hits, best in clip_rows:
         print(f"{'clip ' + label + ' (90 frames, k=10) p50/p99':34} pruned {pruned50:.3f} / {pruned99:.3f} s, brute "

@@ -45,6 +45,7 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -121,9 +122,8 @@ def _connect(root: Path, write: bool, upgrading: bool = False) -> sqlite3.Connec
     try:
         if write or os.access(root, os.W_OK):
             db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        else:  # a reader without write access to the folder (another user of the group)
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
-                                 isolation_level=None, check_same_thread=False)
+        else:
+            db = _read_only(path)
         db.row_factory = sqlite3.Row
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.DatabaseError as err:
@@ -132,6 +132,17 @@ def _connect(root: Path, write: bool, upgrading: bool = False) -> sqlite3.Connec
         raise ArchiveError(f"{path}: expected {FORMAT} version {VERSION}, got {meta.get('format')!r} "
                            f"version {meta.get('version')!r}")
     return db
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """The catalog for a reader that cannot write the archive's folder (a server running as another
+    user of the group). A WAL database opens read-only while a writer holds it open (its -wal and
+    -shm files exist); when none does, SQLite cannot make its -shm, and the catalog, fully
+    checkpointed, is read as an immutable file."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    if not Path(f"{path}-wal").exists():
+        uri += "&immutable=1"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
 
 
 @contextlib.contextmanager

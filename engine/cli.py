@@ -272,8 +272,7 @@ def _archive(args) -> int:
 
 def add_commands(sub) -> None:
     """Register the engine's commands (info, models, serve, pose, compare, find, index, search,
-    archive) on
-    the ``posescore`` subparsers; each sets ``func``, run by :func:`run`."""
+    archive) on the ``posescore`` subparsers; each sets ``func``, run by :func:`run`."""
     info = sub.add_parser("info", help="versions and available compute backends")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=_info)

@@ -139,7 +139,8 @@ def search_poses(archive: Archive, query: np.ndarray, k: int, *, min_gap: float 
     """The ``k`` best moments of a pose ``query [17, 3]``: candidates by inner product of the
     float16 vectors in place (``kernels.search_topk`` per run of live rows), each scored from its
     stored pixels by ``score_answer``; hits of one (video, track) within ``min_gap`` seconds of a
-    better one are dropped, and the candidates doubled until k moments stand or none are left."""
+    better one are dropped, and the candidates multiplied by four until k moments stand or none
+    are left."""
     runs = _runs(archive, where.videos(archive))
     total = sum(r.hi - r.lo for r in runs)
     if total == 0:
@@ -229,8 +230,8 @@ def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float
     for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune,
                                                max_cost=max_cost):
         video = run.video_at(first)
-        fps = query_fps or video["fps"]
-        score = movement_score(query, fps, run.segment.poses(first, last + 1), video["fps"]).score
+        rate = _video_fps(run.segment, video)
+        score = movement_score(query, query_fps or rate, run.segment.poses(first, last + 1), rate).score
         scored.append((score, run, first, last))
     scored.sort(key=lambda item: -item[0])
     hits, taken = [], []  # taken: (segment id, first, last) of the hits answered
@@ -254,7 +255,7 @@ def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, ta
     of half its length, then a quarter, ... one frame. The DTW's penalty on non-diagonal steps
     makes its matches of a slower or faster copy too short; compare's alignment does not."""
     video = run.video_at(first)
-    fps = query_fps or video["fps"]
+    rate = _video_fps(run.segment, video)
     lo, hi = _sequence_of(run, first)
     times = run.segment.column("times")
     best = (score, first, last)
@@ -271,13 +272,23 @@ def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, ta
             for a, b in ((best[1] - step, best[2]), (best[1], best[2] + step), (best[1] + step, best[2]),
                          (best[1], best[2] - step)):
                 if allowed(a, b):
-                    value = movement_score(query, fps, run.segment.poses(a, b + 1), video["fps"]).score
+                    value = movement_score(query, query_fps or rate, run.segment.poses(a, b + 1), rate).score
                     if value > best[0] + 1e-6:
                         best, moved = (value, a, b), True
                         break
         if step == 1:
             return best
         step //= 2
+
+
+def _video_fps(segment: MappedSegment, video: dict) -> float:
+    """A video's frames per second: the catalog's, else from the median step of its poses' times."""
+    if video["fps"]:
+        return float(video["fps"])
+    times = np.unique(segment.column("times")[video["first_row"]:video["first_row"] + video["poses"]])
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else 0.0
 
 
 def _sequence_of(run: _Run, row: int) -> tuple[int, int]:
@@ -343,7 +354,7 @@ def hit_poses(archive: Archive, hit: dict) -> VideoPoses:
     high = np.where(visible, keypoints[..., :2], -np.inf).max(1)
     boxes = np.concatenate([low, high], 1)
     info = VideoInfo(path=video["path"] or video["name"], width=int(video["width"] or 0),
-                     height=int(video["height"] or 0), fps=float(video["fps"] or 0.0),
+                     height=int(video["height"] or 0), fps=_video_fps(segment, video),
                      frame_count=int(video["frame_count"] or 0), duration=float(video["duration"] or 0.0))
     count = len(rows)
     return VideoPoses(info=info, frame_indices=segment.column("frames")[rows].astype(np.int64),

@@ -269,3 +269,24 @@ def test_bad_videos_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ArchiveError, match="short.mp4: times: expected 10 values"):
         add_video(tmp_path, "c" * 32, "short.mp4", poses, frames, frames[:5] / 30.0)
     assert list_videos(tmp_path) == [] and _segment_files(tmp_path) == []
+
+
+def test_a_reader_that_cannot_write_the_folder_opens_it(two_videos, monkeypatch):
+    """A server running as another user of the group: no write access to the folder, so SQLite
+    cannot make the WAL's -shm file. With no writer about, the checkpointed catalog is read as an
+    immutable file; with a writer's connection open (its -wal and -shm exist), read-only."""
+    import sqlite3
+
+    root, poses = two_videos
+    real_access = os.access
+    monkeypatch.setattr(archive_io.os, "access",
+                        lambda path, mode: False if Path(path) == root else real_access(path, mode))
+    assert not (root / (archive_io.CATALOG + "-wal")).exists()
+    assert [v["name"] for v in open_archive(root).videos] == ["v0.mp4", "v1.mp4"]
+    writer = sqlite3.connect(root / archive_io.CATALOG)
+    writer.execute("SELECT COUNT(*) FROM videos").fetchone()
+    try:
+        assert (root / (archive_io.CATALOG + "-wal")).exists()
+        assert search_archive(open_archive(root), poses[3], k=1)[0]["score"] > 99.9
+    finally:
+        writer.close()

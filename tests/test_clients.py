@@ -406,3 +406,29 @@ def test_an_archive_with_a_non_ascii_name_is_searched_under_the_c_locale(tmp_pat
         with PoseScoreClient(server.grpc_url, timeout=60) as client:
             best = client.search("archivé-été", poses[7], k=1)[0]
     assert (best.video_id, best.video_name, best.start_frame) == ("vid-é", "vidéo.mp4", 7)
+
+
+def test_the_search_model_answers_an_archive_larger_than_its_mapping_budget(tmp_path):
+    """A server whose search model may map 64 KB at once, and an archive of six segments of
+    ~100 KB: every segment is mapped in turn, and the answers are the in-process ones."""
+    from engine.archive import open_archive
+    from engine.search import search_archive
+
+    rng = np.random.default_rng(14)
+    stored = []
+    for v in range(6):
+        poses = random_poses(rng, 400)
+        add_video(tmp_path / "big", f"vid-{v}", f"v{v}.mp4", poses, frames=np.arange(400), times=np.arange(400) / 30)
+        stored.append(poses)
+    archive = open_archive(tmp_path / "big")
+    assert min(s.bytes for s in archive.segments.values()) > 64_000
+    query, clip = stored[4][123], stored[2][50:58]
+    want_pose, want_clip = search_archive(archive, query, k=5), search_archive(archive, clip, k=3)
+    with TritonServer(models=["search"], archive_root=tmp_path, env={"POSESCORE_MAPPED_BYTES": "64000"}) as server:
+        with PoseScoreClient(server.grpc_url, timeout=60) as client:
+            got_pose, got_clip = client.search("big", query, k=5), client.search("big", clip, k=3)
+    for got, want in ((got_pose, want_pose), (got_clip, want_clip)):
+        assert [(m.video_id, m.start_frame, m.end_frame) for m in got] == \
+            [(h["video_id"], h["start_frame"], h["end_frame"]) for h in want]
+        np.testing.assert_allclose([m.score for m in got], [h["score"] for h in want], atol=1e-4)
+    assert (got_pose[0].video_id, got_pose[0].start_frame) == ("vid-4", 123)
