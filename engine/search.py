@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import bisect
 import fnmatch
+import functools
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 import kernels
+from kernels._backend import cupy_or_none, to_numpy
 from kernels.scoring import SCORE_SCALES
 from kernels.skeleton import NUM_KEYPOINTS
 
@@ -151,7 +156,8 @@ def search_poses(archive: Archive, query: np.ndarray, k: int, *, min_gap: float 
         keys, owners = [], []
         for number, run in enumerate(runs):
             c = min(candidates, run.hi - run.lo)
-            scores, idx = kernels.search_topk(q_vec[None], run.segment.column("vectors")[run.lo:run.hi], c, "ip")
+            scores, idx = (to_numpy(a) for a in kernels.search_topk(
+                _on_device(q_vec[None]), _vectors(run.segment)[run.lo:run.hi], c, "ip"))
             good = idx[0] >= 0
             keys.append(scores[0][good])
             owners.append(np.stack([np.full(good.sum(), number), run.lo + idx[0][good]], 1))
@@ -201,6 +207,59 @@ def _moments(runs: list[_Run], rows: np.ndarray, query: np.ndarray, k: int, min_
         if len(moments) == k:
             break
     return moments
+
+
+class _DeviceVectors:
+    """Segments' vectors resident on the GPU (CuPy), least recently used out beyond a byte budget
+    (POSESCORE_DEVICE_BYTES, default half the device memory free at first use)."""
+
+    def __init__(self):
+        self.arrays: OrderedDict = OrderedDict()
+        self.budget: int | None = None
+        self.lock = threading.Lock()
+
+    def get(self, cp, segment: MappedSegment):
+        key = (segment.identity, str(segment.path))
+        with self.lock:
+            array = self.arrays.get(key)
+            if array is not None:
+                self.arrays.move_to_end(key)
+                return array
+            if self.budget is None:
+                self.budget = int(os.environ.get("POSESCORE_DEVICE_BYTES") or cp.cuda.Device().mem_info[0] // 2)
+            host = segment.column("vectors")
+            while self.arrays and sum(a.nbytes for a in self.arrays.values()) + host.nbytes > self.budget:
+                self.arrays.popitem(last=False)
+            array = cp.asarray(host)
+            if array.nbytes <= self.budget:
+                self.arrays[key] = array
+            return array
+
+
+DEVICE_VECTORS = _DeviceVectors()
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu():
+    """CuPy when searches run on a GPU (one is present, and POSESCORE_SEARCH_GPU is not 0), else None."""
+    cp = cupy_or_none()
+    if cp is None or os.environ.get("POSESCORE_SEARCH_GPU", "1") == "0":
+        return None
+    try:
+        return cp if cp.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # noqa: BLE001 - CuPy without a usable device
+        return None
+
+
+def _vectors(segment: MappedSegment):
+    """A segment's float16 vectors: resident on the GPU where searches run there, else mapped."""
+    cp = _gpu()
+    return segment.column("vectors") if cp is None else DEVICE_VECTORS.get(cp, segment)
+
+
+def _on_device(array):
+    cp = _gpu()
+    return array if cp is None else cp.asarray(array)
 
 
 def _sequences(run: _Run) -> np.ndarray:
@@ -308,9 +367,9 @@ def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
     q_vec, _ = kernels.normalize(query)
     found = []
     for run, lo, hi, lengths in _clip_batches(archive, where):
-        vectors = np.asarray(run.segment.column("vectors")[lo:hi], np.float32)
-        costs, starts, ends = kernels.subsequence_dtw(q_vec, vectors, k=count, series_lengths=lengths,
-                                                      prune=prune, max_cost=max_cost)
+        vectors = _vectors(run.segment)[lo:hi].astype(np.float32)
+        costs, starts, ends = (to_numpy(a) for a in kernels.subsequence_dtw(
+            _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=max_cost))
         for cost, s, e in zip(costs, starts, ends):
             first, last = lo + int(s), lo + int(e) - 1
             times = run.segment.column("times")
