@@ -171,7 +171,7 @@ def create_archive(path: str | os.PathLike) -> Path:
     if (root / CATALOG).exists() or (root / V1_MANIFEST).exists():
         _connect(root, write=True).close()  # raises for a format-1 archive: upgrade it
         return root
-    if root.is_dir() and any(p.name != SEGMENTS for p in root.iterdir()):
+    if root.is_dir() and any(p.name != SEGMENTS and not p.name.startswith(f".{CATALOG}-") for p in root.iterdir()):
         raise ArchiveError(f"{root}: a folder that is not a posescore archive (no {CATALOG}) and not empty: "
                            f"give a new or an empty folder")
     _init_catalog(root)
@@ -179,11 +179,16 @@ def create_archive(path: str | os.PathLike) -> Path:
 
 
 def _init_catalog(root: Path) -> None:
-    """Write an empty catalog (and ``segments/``) into ``root``; idempotent."""
+    """Write an empty catalog (and ``segments/``) into ``root`` unless one is there. It is made
+    under a temporary name and linked into place, so no reader or other writer ever opens a
+    catalog without its tables (two processes creating one archive: one catalog wins)."""
     (root / SEGMENTS).mkdir(parents=True, exist_ok=True)
     for folder in (root, root / SEGMENTS):
         _group_shared(folder)
-    db = sqlite3.connect(root / CATALOG, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    if (root / CATALOG).exists():
+        return
+    tmp = root / f".{CATALOG}-{uuid.uuid4().hex}"
+    db = sqlite3.connect(tmp, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("BEGIN IMMEDIATE")
@@ -191,13 +196,19 @@ def _init_catalog(root: Path) -> None:
             db.execute(statement)
         for key, value in (("format", FORMAT), ("version", str(VERSION)), ("normalization", NORMALIZATION),
                            ("generation", "0")):
-            db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
         db.execute("COMMIT")
     finally:
         db.close()
-    for name in (CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
-        if (root / name).exists():
-            _group_shared(root / name)
+    try:
+        _group_shared(tmp)
+        os.link(tmp, root / CATALOG)  # fails if another process's catalog got there first: keep that one
+    except FileExistsError:
+        pass
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def generation(path: str | os.PathLike) -> int:

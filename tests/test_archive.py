@@ -111,9 +111,9 @@ def _check_consistent(root, want_ids=None):
 
 
 def test_concurrent_writers_lose_nothing_and_corrupt_nothing(tmp_path):
-    """Three processes add 20 videos each at once, two of them the same 10 videos too: the catalog
-    holds each video exactly once, every one reads back, and no file is left that it does not name."""
-    archive_io.create_archive(tmp_path)
+    """Three processes create one archive and add 20 videos each at once, two of them the same 10
+    videos too: the catalog holds each video exactly once, every one reads back, and no file is left
+    that it does not name."""
     procs = [_writer(tmp_path, 0, 20), _writer(tmp_path, 20, 20), _writer(tmp_path, 10, 20)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
