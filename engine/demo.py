@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
               f"(score {best['score']:.1f}) -> {found['outputs']['best_match']}")
 
         archive = out / "archive"
+        shutil.rmtree(archive, ignore_errors=True)  # the demo's own, made anew (an older run's may be format 1)
         indexed = index_job([clip], archive, client)
         hits = search_job(archive, client, pose=pose_file, k=3)
         top = hits["matches"][0]

@@ -95,7 +95,7 @@ def _merge_into_heap(products, base_sqnorms, offset, use_l2, best_keys, best_idx
 @intrinsic
 def _half(typingctx, bits):
     """The float16 whose bits are ``bits`` (uint16), as float32: LLVM's ``fpext half`` (one F16C
-    / AVX-512 instruction for 16 halves where the CPU has it), exact, NaN and inf kept."""
+    instruction converts 8 halves, AVX-512 16, where the CPU has them), exact, NaN and inf kept."""
     def codegen(context, builder, signature, args):
         return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
     return numba.types.float32(numba.types.uint16), codegen
