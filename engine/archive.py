@@ -557,8 +557,8 @@ def remove_videos(path: str | os.PathLike, selectors: list[str]) -> list[dict]:
 
 def compact(path: str | os.PathLike, segment_poses: int = SEGMENT_POSES) -> dict:
     """Rewrite segments with fewer live poses than ``segment_poses`` (or with removed videos' rows)
-    into new segments of about that size, in one transaction; the old files are removed once no
-    writer needs them (readers that still map one keep reading it). Returns before / after counts."""
+    into new segments of about that size, in one transaction; the old files are removed after it
+    commits (a reader that still maps one keeps reading it). Returns before / after counts."""
     root = Path(path)
     archive = open_archive(root)
     before = archive_info(root)
