@@ -269,3 +269,26 @@ def test_a_killed_serve_leaves_a_runtime_folder_the_next_server_removes():
     assert runtime.is_dir()  # left behind
     with TritonServer(models=["score"]):
         assert not runtime.exists()
+
+
+def test_the_score_model_refuses_more_candidates_than_its_bound(tmp_path):
+    """A repository whose score model takes at most 50 candidates a request: 51 get a clear error
+    naming the bound, 50 are answered, and the server keeps serving."""
+    import shutil
+
+    from clients import PoseScoreClient, PoseScoreError
+
+    repository = tmp_path / "repository"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "score", repository / "score",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / "score" / "config.pbtxt"
+    text = config.read_text()
+    assert 'key: "max_candidates" value: { string_value: "1000000" }' in text
+    config.write_text(text.replace('string_value: "1000000"', 'string_value: "50"'))
+    rng = np.random.default_rng(21)
+    poses = np.concatenate([rng.uniform(0, 400, (51, 17, 2)), rng.uniform(0.5, 1, (51, 17, 1))], -1).astype(np.float32)
+    with TritonServer(repository, models=["score"]) as server:
+        with PoseScoreClient(server.grpc_url, timeout=60) as client:
+            with pytest.raises(PoseScoreError, match=r"candidates: 51 in one request, over this server's bound of 50"):
+                client.score(poses[0], poses)
+            assert client.score(poses[0], poses[:50]).scores.shape == (50,)
