@@ -130,13 +130,12 @@ def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
 
 _OPEN = """
 import sys, time
-def anon():
-    return int(next(l for l in open('/proc/self/status') if l.startswith('RssAnon')).split()[1]) * 1024
+from bench.archive import anon_bytes
 from engine.archive import open_archive
-before = anon()
+before = anon_bytes()
 start = time.perf_counter()
 archive = open_archive(sys.argv[1])
-print(time.perf_counter() - start, anon() - before, len(archive))
+print(time.perf_counter() - start, anon_bytes() - before, len(archive))
 """
 
 

@@ -722,12 +722,15 @@ class MappedSegment:
         array = np.frombuffer(self.buffer, dtype, count, entry["offset"]).reshape(shape)
         key = (self.identity, name)
         if self.verify and key not in MAPPED.verified:
-            digest = hashlib.sha256(memoryview(array).cast("B")).hexdigest() if count else hashlib.sha256().hexdigest()
-            if digest != entry["sha256"]:
-                raise ArchiveError(f"{self.path}: column {name} does not match its checksum: the segment is "
-                                   f"corrupted (run `posescore archive verify`)")
+            self.check(name, array)
             MAPPED.verified.add(key)
         return array
+
+    def check(self, name: str, array: np.ndarray) -> None:
+        """Raise ArchiveError naming the file unless column ``name`` (``array``) matches its SHA-256."""
+        if hashlib.sha256(memoryview(array).cast("B")).hexdigest() != self.info.layout[name]["sha256"]:
+            raise ArchiveError(f"{self.path}: column {name} does not match its checksum: the segment is "
+                               f"corrupted (run `posescore archive verify`)")
 
     def poses(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``[lo, hi)`` as float32 poses ``[n, 17, 3]`` (pixels, confidence)."""
@@ -746,16 +749,14 @@ class Archive:
     videos: list[dict]
     segments: dict[int, SegmentInfo]
     generation: int
-    _paths: dict = field(default_factory=dict, repr=False)  # segment id -> its checked path
+    paths: dict[int, Path] = field(default_factory=dict, repr=False)  # segment id -> its checked file
 
     def __len__(self) -> int:
         return sum(v["poses"] for v in self.videos)
 
     def segment(self, segment_id: int, verify: bool = True) -> MappedSegment:
         info = self.segments[segment_id]
-        path = self._paths.get(segment_id)
-        if path is None:
-            path = self._paths[segment_id] = segment_path(self.root, info.file)
+        path = self.paths[segment_id]
         identity, buffer = MAPPED.get(path, info.bytes)
         return MappedSegment(path, info, buffer, identity, verify)
 
@@ -783,8 +784,8 @@ def open_archive(path: str | os.PathLike) -> Archive:
         segment.videos.append(video)
     for segment in segments.values():
         segment.videos.sort(key=lambda v: v["first_row"])
-        segment_path(root, segment.file)
-    return Archive(root=root, videos=videos, segments=segments, generation=gen)
+    paths = {segment.id: segment_path(root, segment.file) for segment in segments.values()}
+    return Archive(root=root, videos=videos, segments=segments, generation=gen, paths=paths)
 
 
 def _parse_layout(root: Path, row) -> dict:
@@ -807,13 +808,11 @@ def verify(path: str | os.PathLike) -> dict:
     problems = []
     for segment in archive.segments.values():
         try:
-            file = segment_path(root, segment.file)
+            file = archive.paths[segment.id]
             identity, buffer = _map_file(file, segment.bytes)
             mapped = MappedSegment(file, segment, buffer, identity, verify=False)
-            for name, entry in segment.layout.items():
-                array = mapped.column(name)
-                if hashlib.sha256(memoryview(array).cast("B")).hexdigest() != entry["sha256"]:
-                    raise ArchiveError(f"{file}: column {name} does not match its checksum: the segment is corrupted")
+            for name in COLUMN_DTYPES:
+                mapped.check(name, mapped.column(name))
         except ArchiveError as err:
             problems.append({"file": str(root / SEGMENTS / segment.file), "problem": str(err)})
     named = {s.file for s in archive.segments.values()}
@@ -826,8 +825,8 @@ def verify(path: str | os.PathLike) -> dict:
 
 def upgrade(path: str | os.PathLike) -> dict:
     """Migrate a format-1 archive (``manifest.json`` and ``shards/``) to format 2 in place: its
-    poses are written to new segments and named in the catalog by one transaction, then the old
-    files are removed. A run killed before the commit leaves the format-1 archive as it was; one
+    poses are written to new segments and named in the catalog (one transaction per SEGMENT_POSES
+    poses, the same ids), then the old files are removed. A run killed before the commit leaves the format-1 archive as it was; one
     killed after it is completed by the next run."""
     root = Path(path)
     manifest_path = root / V1_MANIFEST

@@ -21,7 +21,7 @@ import numpy as np
 
 import kernels
 from kernels._backend import cupy_or_none, to_numpy
-from kernels.scoring import SCORE_SCALES
+from kernels.scoring import distance_for_score
 from kernels.skeleton import NUM_KEYPOINTS
 
 from .archive import Archive, ArchiveError, MappedSegment, expand_confidences
@@ -279,12 +279,12 @@ def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float
     (video, track) sequence (pruned by lower bounds where ``prune``: the same matches), each scored
     by ``movement_score`` against the segment's stored poses at its video's fps (the query's too
     when ``query_fps`` is None); the best k, best first, each with its bounds refined to the
-    segment compare scores highest (:func:`_refine`); hits under ``min_score`` are dropped (and DTW matches
-    CLIP_SCORE_MARGIN under it on their own scale are not candidates), so fewer than k may come
-    back. A time filter keeps matches that lie inside ``[start, end]``."""
+    segment compare scores highest (:func:`_refine`); hits under ``min_score`` are dropped (and
+    DTW matches CLIP_SCORE_MARGIN under it on their own scale are not candidates), so fewer than k
+    may come back. A time filter keeps matches that lie inside ``[start, end]``."""
     wanted = max(CLIP_CANDIDATES * k, k + 10)
     floor = min_score - CLIP_SCORE_MARGIN
-    max_cost = None if floor <= 0 else SCORE_SCALES["cosine"] * (1 - floor / 100.0) / np.sqrt(len(query))
+    max_cost = None if floor <= 0 else distance_for_score(floor, "cosine") / np.sqrt(len(query))
     scored = []
     for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune,
                                                max_cost=max_cost):
@@ -297,7 +297,7 @@ def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float
     for score, run, first, last in scored:
         if len(hits) == k:
             break
-        if any(t[0] == run.segment.info.id and t[1] <= last and first <= t[2] for t in taken):
+        if _overlaps(taken, run, first, last):
             continue  # a better hit grew over it
         score, first, last = _refine(query, query_fps, run, first, last, score, taken, where)
         if score >= min_score:
@@ -321,7 +321,7 @@ def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, ta
 
     def allowed(a, b):
         return (lo <= a and b < hi and b - a >= 1 and where.times(np.array([times[a], times[b]])).all()
-                and not any(t[0] == run.segment.info.id and t[1] <= b and a <= t[2] for t in taken))
+                and not _overlaps(taken, run, a, b))
 
     step = max(1, (last - first + 1) // 2)
     while True:
@@ -338,6 +338,11 @@ def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, ta
         if step == 1:
             return best
         step //= 2
+
+
+def _overlaps(taken: list, run: _Run, first: int, last: int) -> bool:
+    """Whether rows ``first..last`` of ``run``'s segment meet a hit ``taken`` (segment id, first, last)."""
+    return any(t[0] == run.segment.info.id and t[1] <= last and first <= t[2] for t in taken)
 
 
 def _video_fps(segment: MappedSegment, video: dict) -> float:

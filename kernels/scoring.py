@@ -43,6 +43,13 @@ def score_from_distance(distance, kind: str):
     return (100.0 * xp.clip(1.0 - d / xp.float32(SCORE_SCALES[kind]), 0.0, 1.0)).astype(xp.float32)
 
 
+def distance_for_score(score: float, kind: str) -> float:
+    """The largest distance :func:`score_from_distance` maps to at least ``score`` (0 < score <= 100)."""
+    if kind not in SCORE_SCALES:
+        raise ValueError(f"kind: expected one of {tuple(SCORE_SCALES)}, got {kind!r}")
+    return SCORE_SCALES[kind] * (1.0 - score / 100.0)
+
+
 def mirror_vectors(vectors, weights):
     """Mirror normalized poses: left and right swapped and x flipped (``[..., 34]``, ``[..., 17]``).
 

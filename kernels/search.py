@@ -24,8 +24,8 @@ CHUNK_BYTES = 4 << 20
 insert_sorted = numba.njit(cache=True, nogil=True, inline="always")(_insert_sorted_py)
 
 
-#: Up to this many queries, a float16 base's products come straight from its bits (a loop that
-#: is memory-bound for a few queries); more queries convert each chunk once and run a GEMM.
+#: Up to this many queries, a float16 base's products come straight from its bits (one pass, no
+#: float32 copy); more queries convert each chunk once and run a GEMM.
 HALF_PRODUCTS_MAX_QUERIES = 8
 #: Rows of a float16 base per chunk of products (their keys, 256 KiB, stay in L2 for the selection).
 HALF_CHUNK_ROWS = 65536
@@ -152,7 +152,7 @@ def _scan_rows(queries, base, start, stop, k, use_l2):
         if half:
             _half_products(queries, np.ascontiguousarray(base[lo:hi]).view(np.uint16), products[:, :hi - lo],
                            sqn_buffer[:hi - lo])
-            block_products, sqn = products[:, :hi - lo], (sqn_buffer[:hi - lo] if use_l2 else empty)
+            block_products, sqn = products[:, :hi - lo], sqn_buffer[:hi - lo]  # empty unless l2
         else:
             block = np.ascontiguousarray(base[lo:hi])
             if block.dtype == np.float16:  # many queries: one conversion, then a GEMM

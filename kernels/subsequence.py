@@ -401,17 +401,24 @@ def _block_nearest(s, centres):
     return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cluster_sum(span, label, radius, b):
+    """``sum_i max(0, span[label[i], b] - radius[i])^2``: the least DP sum a match over the span
+    behind ``span [G, blocks]``'s column b can have."""
+    total = 0.0
+    for i in range(label.shape[0]):
+        gap = span[label[i], b] - radius[i]
+        if gap > 0:
+            total += gap * gap
+    return total
+
+
 @numba.njit(cache=True, nogil=True)
 def _cluster_sums(span, label, radius):
-    """``[blocks]``: ``sum_i max(0, span[label[i], b] - radius[i])^2`` for every block b."""
+    """:func:`_cluster_sum` for every block ``[blocks]``."""
     bound = np.zeros(span.shape[1])
     for b in range(span.shape[1]):
-        total = 0.0
-        for i in range(label.shape[0]):
-            gap = span[label[i], b] - radius[i]
-            if gap > 0:
-                total += gap * gap
-        bound[b] = total
+        bound[b] = _cluster_sum(span, label, radius, b)
     return bound
 
 
@@ -430,8 +437,9 @@ def _spans(near, window_blocks):
 
 @numba.njit(cache=True, nogil=True)
 def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
-    """``[blocks]`` bool: the blocks whose :func:`_block_bounds` bound is at most ``limit``; each
-    block's levels are tried in order, and the first under the limit decides."""
+    """``[blocks]`` bool: the blocks whose bound (:func:`_block_bounds`' plus the penalty steps a
+    long span needs) is at most ``limit``; each block's levels are tried in order, and the first
+    under the limit decides."""
     levels, G, blocks = spans.shape
     out = np.zeros(blocks, np.bool_)
     for b in range(blocks):
@@ -441,11 +449,7 @@ def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
             if j >= 2:
                 shortest = ((1 << (j - 1)) - 1) * block + 1
                 steps = max(0, shortest - M) * penalty_sq
-            total = steps
-            for i in range(label.shape[0]):
-                gap = spans[j, label[i], b] - radius[i]
-                if gap > 0:
-                    total += gap * gap
+            total = steps + _cluster_sum(spans[j], label, radius, b)
             if total * (1 - 1e-3) <= limit:
                 out[b] = True
                 break
@@ -466,9 +470,9 @@ def _block_bounds(near, label, radius, window_blocks):
     return _cluster_sums(span, label, radius) * (1 - 1e-3)  # float32 sums of many terms round below
 
 
-def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start, keep=None):
-    """Run the DP from an infinite column over each window ``(lo, hi)`` of the series, writing the
-    ends (``keep``: only those from ``keep_from`` on) into the full-length arrays."""
+def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start):
+    """Run the DP from an infinite column over each window ``(lo, hi, keep_from)`` of the series,
+    writing its ends from ``keep_from`` on into the full-length arrays."""
     def run(window):
         lo, hi, keep_from = window
         cost, start = _all_ends(q, s[lo:hi], penalty_sq, None if resets is None else resets[lo:hi])
@@ -507,16 +511,17 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     hold the lowest bounds (for matches about the query's length). A match of sum < S is shorter
     than ``M + S / penalty^2`` frames (each extra series frame is a non-diagonal step), which
     bounds the span the blocks' lower bounds minimize over (:func:`_candidate_blocks`, a longer
-    span paying for its steps); blocks whose bound is above S are skipped, and the DP runs over windows that start that far before the others, from an infinite
-    column: a match of sum < S ends there as in the whole series (its path, and every better one,
-    start inside the window). If the k best disjoint matches of sum < S are k, they are the
-    series' k best; else S grows (at worst to ``cap``, above which no match counts, or to inf: the
-    whole series). The matches are the whole
-    series'; a cost may differ in float32's last bits, since BLAS rounds a frame's products
-    differently by its place in the GEMM.
+    span paying for its steps); blocks whose bound is above S are skipped, and the DP runs over
+    windows that start that far before the others, from an infinite column: a match of sum < S
+    ends there as in the whole series (its path, and every better one, start inside the window).
+    If the k best disjoint matches of sum < S are k, they are the series' k best; else S grows (at
+    worst to ``cap``, above which no match counts, or to inf: the whole series). The matches are
+    the whole series'; a cost may differ in float32's last bits, since BLAS rounds a frame's
+    products differently by its place in the GEMM.
     """
     M, N = q.shape[0], s.shape[0]
     centres, label, radius = _clusters(q, PRUNE_CLUSTERS)
+    label = label.astype(np.int64)
     blocks = -(-N // PRUNE_BLOCK)
     end_cost = np.full(N, np.inf, np.float32)
     end_start = np.zeros(N, start_dtype(N))
@@ -536,8 +541,8 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
         if not np.isfinite(threshold):
             return _all_ends(q, s, penalty_sq, resets)
         reach = M + int(np.ceil(threshold * (1 + 1e-4) / float(penalty_sq))) + 2
-        candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label.astype(np.int64), radius,
-                                       M, float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
+        candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label, radius, M,
+                                       float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
         if candidates.mean() > PRUNE_MAX_SHARE:  # the movement is everywhere: no window overhead
             return _all_ends(q, s, penalty_sq, resets)
         end_cost[:] = np.inf
