@@ -280,13 +280,22 @@ def segment_path(root: Path, file: str) -> Path:
     return folder / file
 
 
+def _raw(array: np.ndarray):
+    """An array's bytes in memory order, without a copy (a memoryview cannot cast an empty array)."""
+    return memoryview(np.ascontiguousarray(array)).cast("B") if array.size else b""
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(_raw(array)).hexdigest()
+
+
 def _layout(columns: dict[str, np.ndarray]) -> tuple[dict, int]:
     layout, offset = {}, 0
     for name in COLUMN_DTYPES:
         array = columns[name]
         offset = -(-offset // ALIGN) * ALIGN
         layout[name] = {"offset": offset, "dtype": array.dtype.str, "shape": list(array.shape),
-                        "sha256": hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()}
+                        "sha256": _digest(array)}
         offset += array.nbytes
     return layout, offset
 
@@ -306,7 +315,7 @@ class _SegmentWriter:
             with os.fdopen(os.dup(self.fd), "wb") as out:
                 for name, entry in self.layout.items():
                     out.seek(entry["offset"])
-                    out.write(memoryview(np.ascontiguousarray(columns[name])).cast("B"))
+                    out.write(_raw(columns[name]))
                 out.truncate(self.bytes)
                 out.flush()
                 os.fsync(out.fileno())
@@ -728,7 +737,7 @@ class MappedSegment:
 
     def check(self, name: str, array: np.ndarray) -> None:
         """Raise ArchiveError naming the file unless column ``name`` (``array``) matches its SHA-256."""
-        if hashlib.sha256(memoryview(array).cast("B")).hexdigest() != self.info.layout[name]["sha256"]:
+        if _digest(array) != self.info.layout[name]["sha256"]:
             raise ArchiveError(f"{self.path}: column {name} does not match its checksum: the segment is "
                                f"corrupted (run `posescore archive verify`)")
 

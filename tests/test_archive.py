@@ -290,3 +290,16 @@ def test_a_reader_that_cannot_write_the_folder_opens_it(two_videos, monkeypatch)
         assert search_archive(open_archive(root), poses[3], k=1)[0]["score"] > 99.9
     finally:
         writer.close()
+
+
+def test_a_video_in_which_no_one_was_found_is_catalogued(tmp_path):
+    """A video with no pose (nobody detected) is an entry with 0 poses: added once, verified, and
+    searches of the archive answer from the other videos (it raised a TypeError before)."""
+    rng = np.random.default_rng(8)
+    poses, frames, _ = _poses(rng, 30)
+    assert add_video(tmp_path, "e" * 32, "empty.mp4", np.zeros((0, 17, 3), np.float32), [], [], fps=30.0)
+    assert not add_video(tmp_path, "e" * 32, "empty.mp4", np.zeros((0, 17, 3), np.float32), [], [])
+    add_video(tmp_path, "f" * 32, "full.mp4", poses, frames, frames / 30.0)
+    assert [(v["name"], v["poses"]) for v in list_videos(tmp_path)] == [("empty.mp4", 0), ("full.mp4", 30)]
+    assert verify(tmp_path)["ok"]
+    assert search_archive(open_archive(tmp_path), poses[7], k=1)[0]["video"] == "full.mp4"
