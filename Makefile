@@ -34,7 +34,9 @@ $(EXPORT_STAMP): $(STAMP)
 model: $(EXPORT_STAMP)
 	$(PY) -m posescore.cli models export
 
-media: $(SAMPLE_VIDEO)
+# Sports2D's demo video: fetched once with pip into ~/.cache/posescore-media (fast when there).
+media: $(SAMPLE_VIDEO) $(STAMP)
+	$(PY) -m engine.media fetch >/dev/null
 
 $(SAMPLE_VIDEO):
 	$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq opencv-doc

@@ -18,8 +18,8 @@ from kernels.skeleton import FLIP_PERMUTATION, KP, NUM_KEYPOINTS, NUM_PARTS, par
 
 
 def _scores(distance, kind):
-    return (100.0 * np.clip(1.0 - distance.astype(np.float32) / np.float32(SCORE_SCALES[kind]), 0.0, 1.0)
-            ).astype(np.float32)
+    r = distance.astype(np.float32) / np.float32(SCORE_SCALES[kind])
+    return (100.0 * np.exp(-(r ** 4))).astype(np.float32)
 
 
 def visible(poses, min_confidence=DEFAULT_MIN_CONFIDENCE):

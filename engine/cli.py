@@ -162,11 +162,12 @@ def _pose(args) -> int:
 
 
 def _compare(args) -> int:
+    from .feedback import moment_feedback
     from .jobs import compare_job
 
     report = _run_job(args, lambda c: compare_job(
         args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
-        fps=args.fps, window=args.window, progress=_Progress("decoded and inferred", args.quiet)),
+        fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet)),
         args.reference, args.attempt)
     lines = [f"score {report['score']:.1f}  (DTW distance {report['distance']:.3f}, "
              f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
@@ -178,10 +179,32 @@ def _compare(args) -> int:
         lines.append(f"  reference {m['reference_time']:7.2f}s  attempt {m['attempt_time']:7.2f}s  "
                      f"score {m['score']:5.1f}  {m['worst_part'] or '-'} "
                      f"({m['worst_part_score'] if m['worst_part_score'] is not None else '-'}; "
-                     f"~{m['angle_difference_deg']} deg off)")
+                     f"~{m['angle_difference_deg']} deg off)  {moment_feedback(m)}")
     for name, path in report.get("outputs", {}).items():
         lines.append(f"{name:7} {path}")
     _emit(args, report, lines)
+    return 0
+
+
+def _reps(args) -> int:
+    from .feedback import moment_feedback
+    from .jobs import reps_job
+
+    result = _run_job(args, lambda c: reps_job(
+        args.reference, args.attempt, c, start=args.start, end=args.end, threshold=args.threshold,
+        mirror=args.mirror, fps=args.fps, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
+        min_score=args.min_score, out_dir=args.out, csv=args.csv,
+        progress=_Progress("decoded and inferred", args.quiet)), args.reference, args.attempt)
+    lines = [f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
+    for r in result["reps"]:
+        mark = "  <- under " + f"{result['threshold']:g}" if r["flagged"] else ""
+        lines.append(f"{r['rep']:3d}  {r['start_time']:6.2f}-{r['end_time']:6.2f}s  {r['duration']:7.2f}s  "
+                     f"{r['score']:5.1f}  {r['worst_part'] or '-':10}  {moment_feedback(r['worst_moment'])}{mark}")
+    flagged = f", {len(result['flagged'])} under {result['threshold']:g}" if result["flagged"] else ""
+    lines.append(f"{result['count']} repetition(s){flagged}")
+    for name, path in result.get("outputs", {}).items():
+        lines.append(f"{name:7} {path}")
+    _emit(args, result, lines)
     return 0
 
 
@@ -320,7 +343,27 @@ def add_commands(sub) -> None:
     compare.add_argument("--threshold", type=float, default=80.0, help="parts under it are drawn red")
     compare.add_argument("--mirror", action="store_true", help="also match the mirror image")
     compare.add_argument("--window", type=int, default=None, help="DTW window in frames")
+    compare.add_argument("--csv", help="write per-step scores and joint angles to this CSV file")
     compare.set_defaults(func=_compare)
+
+    from .reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
+
+    reps = job_parser("reps", "find and score every repetition of a reference movement in an attempt")
+    reps.add_argument("reference", help="video or pose JSON of one repetition")
+    reps.add_argument("attempt", help="video or pose JSON of any number of repetitions")
+    reps.add_argument("--from", dest="start", type=float, default=None,
+                      help="seconds: the repetition starts here in REFERENCE")
+    reps.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
+    reps.add_argument("--out", help="folder for reps.json, reps.mp4, reps.png and report.html")
+    reps.add_argument("--csv", help="write per-step scores and joint angles of every repetition to this CSV file")
+    reps.add_argument("--threshold", type=float, default=80.0, help="repetitions and parts under it are flagged")
+    reps.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    reps.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
+                      help="segments scoring under this are not repetitions (rests, other movements)")
+    reps.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
+                      help="a repetition lasts at least this times the reference")
+    reps.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
+    reps.set_defaults(func=_reps)
 
     find = job_parser("find", "the moments of a video most similar to a pose")
     find.add_argument("pose", help="image (its main person) or pose JSON")
@@ -400,6 +443,9 @@ def check_args(args) -> str | None:
     explain = getattr(args, "explain", None)
     if explain is not None and explain < 1:
         return f"--explain: expected a hit number >= 1, got {explain}"
+    lo, hi = getattr(args, "min_ratio", None), getattr(args, "max_ratio", None)
+    if lo is not None and not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        return f"--min-ratio {lo:g} / --max-ratio {hi:g}: expected 0 < min <= max"
     if threshold is not None and not 0 <= threshold <= 100:  # also false for NaN
         return f"--threshold: expected a score from 0 to 100, got {threshold:g}"
     if window is not None and window < 1:

@@ -418,3 +418,30 @@ def load_poses(source: str | os.PathLike, client: Any = None, *, fps: float | No
                          path=source)
     return extract_poses(source, client, fps=fps, max_side=max_side, batch=batch or DEFAULT_BATCH,
                          progress=progress, start=start, duration=duration)
+
+
+def write_steps_csv(path: str | os.PathLike, reports: list[tuple[int | None, dict]]) -> Path:
+    """One CSV row per aligned step of each ``(repetition number or None, compare report)``: times
+    and frames of both, the score, the six part scores, and each joint's flexion for the
+    reference, the attempt and their difference (degrees; ``kernels.skeleton.JOINT_ANGLES``).
+    Empty cells where a value is missing. For spreadsheets and tools such as Kinovea."""
+    import csv
+
+    from kernels.skeleton import JOINT_NAMES, PART_NAMES
+
+    with_rep = any(rep is not None for rep, _ in reports)
+    header = (["rep"] if with_rep else []) + ["reference_frame", "reference_time", "attempt_frame", "attempt_time",
+                                              "score"] + list(PART_NAMES)
+    header += [f"{joint}_{who}" for joint in JOINT_NAMES for who in ("reference", "attempt", "difference")]
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for rep, report in reports:
+            for step in report["steps"]:
+                row = ([rep] if with_rep else []) + [step[k] for k in ("reference_frame", "reference_time",
+                                                                        "attempt_frame", "attempt_time", "score")]
+                row += [step["parts"][p] for p in PART_NAMES]
+                row += [step["angles"][j][who] for j in JOINT_NAMES for who in ("reference", "attempt", "difference")]
+                writer.writerow(["" if v is None else v for v in row])
+    return path

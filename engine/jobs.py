@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 import kernels
-from kernels.skeleton import PART_NAMES
+from kernels.scoring import distance_for_score
+from kernels.skeleton import FLIP_PERMUTATION, JOINT_NAMES, PART_NAMES, joint_angles
 
 from . import archive as archive_io
 from .archive import open_archive
@@ -24,7 +26,8 @@ from .encode import write_video
 from .extract import extract_poses
 from .people import Performer, image_person, main_performer, track_people
 from .poses import VideoPoses
-from .render import draw_skeleton, plot_scores, side_by_side, write_image
+from .render import captioned, draw_skeleton, plot_rep_scores, plot_scores, side_by_side, write_image
+from .reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
 from .search import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, hit_poses, search_archive
 from .services import movement_score, score_answer
 from .video import iter_frames, read_image
@@ -107,12 +110,14 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[i] - a_vec[j], axis=1), "cosine")
     r_frames, a_frames = reference.frame_indices[r_pos[r_at]], attempt.frame_indices[a_pos[a_at]]
     r_times, a_times = reference.times[r_pos[r_at]], attempt.times[a_pos[a_at]]
+    r_angles, a_angles = _step_angles(r_perf.poses[r_pos], a_perf.poses[a_pos], r_at, a_at, mirrored)
     steps = [{"reference_frame": int(rf), "reference_time": round(float(rt), 3),
               "attempt_frame": int(af), "attempt_time": round(float(at), 3),
               "score": round(float(s), 2),
-              "parts": {name: (round(float(p), 2) if ok else None) for name, p, ok in zip(PART_NAMES, sp, sv)}}
-             for rf, rt, af, at, s, sp, sv in zip(r_frames, r_times, a_frames, a_times, step_scores,
-                                                  step_parts, valid)]
+              "parts": {name: (round(float(p), 2) if ok else None) for name, p, ok in zip(PART_NAMES, sp, sv)},
+              "angles": _angle_entries(ra, aa)}
+             for rf, rt, af, at, s, sp, sv, ra, aa in zip(r_frames, r_times, a_frames, a_times, step_scores,
+                                                          step_parts, valid, r_angles, a_angles)]
     return {
         "reference": _source_summary(reference, r_perf, names[0]),
         "attempt": _source_summary(attempt, a_perf, names[1]),
@@ -129,6 +134,28 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
         "worst_moments": _worst_moments(steps, step_scores),
         "steps": steps,
     }
+
+
+def _step_angles(reference: np.ndarray, attempt: np.ndarray, r_at: np.ndarray, a_at: np.ndarray,
+                 mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Joint angles ``[S, 8]`` (``kernels.skeleton.joint_angles``, degrees) of both performers at
+    each step: performer frames ``[R, 17, 3]`` / ``[A, 17, 3]``, with the pose model's left/right
+    flicker undone, and the attempt's sides swapped when it matched mirrored (its left knee is
+    then compared with the reference's right)."""
+    r_poses, a_poses = kernels.consistent_sides(reference), kernels.consistent_sides(attempt)
+    if mirrored:
+        a_poses = a_poses[:, list(FLIP_PERMUTATION)]
+    return joint_angles(r_poses[r_at]), joint_angles(a_poses[a_at])
+
+
+def _angle_entries(reference: np.ndarray, attempt: np.ndarray) -> dict:
+    """``{joint: {"reference": deg, "attempt": deg, "difference": attempt - reference}}`` rounded to
+    0.1 degree; None where a keypoint of the joint is missing."""
+    def value(x):
+        return None if not np.isfinite(x) else round(float(x), 1)
+
+    return {name: {"reference": value(r), "attempt": value(a), "difference": value(a - r)}
+            for name, r, a in zip(JOINT_NAMES, reference, attempt)}
 
 
 def _frame_steps(path: np.ndarray, fr: int, fa: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,7 +188,9 @@ def _source_summary(poses: VideoPoses, performer, name) -> dict:
 
 def _worst_moments(steps: list[dict], step_scores: np.ndarray, count: int = 5) -> list[dict]:
     """The lowest-scoring steps, at least MOMENT_GAP_S of reference time apart, each with the part
-    that is most off and its mean limb/joint angle difference (the inverse of the angle scale)."""
+    that is most off and its mean limb/joint angle difference (the inverse of the angle scale),
+    every joint angle of both, and the joint whose flexion differs most (``joint``,
+    ``joint_angles``)."""
     chosen: list[dict] = []
     for n in np.argsort(step_scores, kind="stable"):
         step = steps[n]
@@ -169,11 +198,15 @@ def _worst_moments(steps: list[dict], step_scores: np.ndarray, count: int = 5) -
             continue
         scored_parts = {k: v for k, v in step["parts"].items() if v is not None}
         worst = min(scored_parts, key=scored_parts.get) if scored_parts else None
-        angle = None if worst is None else (1 - scored_parts[worst] / 100) * np.degrees(kernels.SCORE_SCALES["angle"])
+        angle = None if worst is None else min(180.0, np.degrees(distance_for_score(scored_parts[worst], "angle")))
+        joints = {k: v for k, v in step["angles"].items() if v["difference"] is not None}
+        joint = max(joints, key=lambda k: abs(joints[k]["difference"])) if joints else None
         chosen.append({**{k: step[k] for k in ("reference_frame", "reference_time", "attempt_frame",
                                                "attempt_time", "score")},
                        "worst_part": worst, "worst_part_score": scored_parts.get(worst),
-                       "angle_difference_deg": None if angle is None else round(float(angle), 1)})
+                       "angle_difference_deg": None if angle is None else round(float(angle), 1),
+                       "joint": joint, "joint_angles": None if joint is None else joints[joint],
+                       "angles": step["angles"]})
         if len(chosen) == count:
             break
     return chosen
@@ -228,22 +261,132 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
 
 
 def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mirror=False,
-                fps=None, window=None, progress: Progress | None = None) -> dict:
+                fps=None, window=None, csv=None, progress: Progress | None = None) -> dict:
     """``posescore compare``: the report dict; with ``out_dir``, also report.json, the
-    side-by-side video and the score plot there."""
+    side-by-side video and the score plot there; with ``csv``, one row per aligned step."""
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
     # Tracking runs once per video (in the order and with the checks of compare_poses).
     performers = _performer(ref, str(reference))[1], _performer(att, str(attempt))[1]
     report = compare_poses(ref, att, threshold=threshold, mirror=mirror, window=window,
                            names=(str(reference), str(attempt)), performers=performers)
+    if csv:
+        report["outputs"] = {"csv": str(formats.write_steps_csv(csv, [(None, report)]))}
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report["outputs"] = render_comparison(report, ref, att, performers, out, (reference, attempt), fps)
+        report.setdefault("outputs", {}).update(render_comparison(report, ref, att, performers, out,
+                                                                  (reference, attempt), fps))
         report["outputs"]["report"] = str(out / "report.json")
         (out / "report.json").write_text(formats.json_text(report, indent=1))
     return report
+
+
+# -- reps -------------------------------------------------------------------------------------
+
+def _performer_rows(performer: Performer, rows: np.ndarray) -> Performer:
+    """``performer`` on the rows ``rows`` of its video only (as ``VideoPoses.select``)."""
+    return Performer(poses=performer.poses[rows], present=performer.present[rows], track=performer.track,
+                     boxes=performer.boxes[rows], scores=performer.scores[rows],
+                     frame_indices=performer.frame_indices[rows], times=performer.times[rows])
+
+
+def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | None = None, end: float | None = None,
+               threshold: float = 80.0, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
+               max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
+               names=("reference", "attempt")) -> dict:
+    """Every repetition of the reference movement (its frames from ``start`` to ``end`` seconds,
+    default all) in the attempt (``engine.reps.find_reps``), each with ``compare``'s report of
+    that segment against the reference (:func:`compare_poses`: the same score). Returns the
+    report dict: ``count``, ``reps`` (number, frames, times, duration, score, parts, worst part,
+    worst moment, ``flagged`` when under ``threshold``, the full ``report``)."""
+    r_perf = _performer(reference, names[0])[1]
+    rows = np.arange(len(reference))
+    if start is not None or end is not None:
+        keep = (reference.times >= (start if start is not None else -np.inf)) & \
+               (reference.times <= (end if end is not None else np.inf))
+        rows = np.flatnonzero(keep)
+    reference, r_perf = reference.select(rows), _performer_rows(r_perf, rows)
+    r_pos, r_perf = _performer(reference, f"{names[0]} (from {start or 0:g} s to {end if end is not None else 'the end'})",
+                               r_perf)
+    a_pos, a_perf = _performer(attempt, names[1])
+    found = find_reps(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.times[a_pos],
+                      attempt.info.fps, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score, mirror=mirror)
+    reps = []
+    for number, rep in enumerate(found, 1):
+        span = np.arange(a_pos[rep.first], a_pos[rep.last] + 1)
+        report = compare_poses(reference, attempt.select(span), threshold=threshold, mirror=mirror,
+                               names=(names[0], f"{names[1]} rep {number}"),
+                               performers=(r_perf, _performer_rows(a_perf, span)))
+        scored = {k: v for k, v in report["parts"].items() if v is not None}
+        first, last = int(span[0]), int(span[-1])
+        reps.append({"rep": number, "start_frame": int(attempt.frame_indices[first]),
+                     "end_frame": int(attempt.frame_indices[last]),
+                     "start_time": round(float(attempt.times[first]), 3), "end_time": round(float(attempt.times[last]), 3),
+                     "duration": round(float(attempt.times[last] - attempt.times[first]), 3),
+                     "score": report["score"], "flagged": report["score"] < threshold,
+                     "backwards": rep.backwards,
+                     "parts": report["parts"], "worst_part": min(scored, key=scored.get) if scored else None,
+                     "worst_moment": report["worst_moments"][0] if report["worst_moments"] else None,
+                     "report": report})
+    times = reference.times[r_pos]
+    return {"reference": {**_source_summary(reference, r_perf, names[0]),
+                          "start_time": round(float(times[0]), 3), "end_time": round(float(times[-1]), 3)},
+            "attempt": _source_summary(attempt, a_perf, names[1]),
+            "threshold": threshold, "min_score": min_score, "count": len(reps),
+            "flagged": [r["rep"] for r in reps if r["flagged"]], "reps": reps}
+
+
+def render_reps(result: dict, attempt: VideoPoses, performer: Performer, out_dir: Path, source,
+                fps: float | None = None) -> dict:
+    """Write ``reps.mp4`` (the attempt, the performer's skeleton coloured by its repetition's part
+    scores, each repetition's number and score drawn) and ``reps.png`` (score per repetition)."""
+    threshold = result["threshold"]
+    cursor = _FrameCursor(source, attempt.info, fps)
+    spans = [(r["start_frame"], r["end_frame"], r) for r in result["reps"]]
+    scale = min(1.0, 720 / max(1, attempt.info.height or 720))
+
+    def frames():
+        for row, frame_index in enumerate(attempt.frame_indices.tolist()):
+            rep = next((r for lo, hi, r in spans if lo <= frame_index <= hi), None)
+            frame = cursor.get(frame_index)
+            if performer.present[row]:
+                parts = None if rep is None else np.array([100.0 if p is None else p for p in rep["parts"].values()])
+                frame = draw_skeleton(frame, performer.poses[row], parts, threshold if rep else None)
+            if scale < 1:
+                frame = cv2.resize(frame, (int(frame.shape[1] * scale) // 2 * 2, int(frame.shape[0] * scale) // 2 * 2),
+                                   interpolation=cv2.INTER_AREA)
+            text = (f"rep {rep['rep']}/{result['count']}  score {rep['score']:.0f}" if rep else
+                    f"{attempt.times[row]:.1f}s")
+            yield captioned(frame.copy(), text, 0.9)
+
+    video = write_video(out_dir / "reps.mp4", frames(), fps or attempt.info.fps or 25.0)
+    plot = plot_rep_scores(out_dir / "reps.png", [r["score"] for r in result["reps"]], threshold,
+                           title=f"{result['count']} repetitions")
+    return {"video": str(video), "plot": str(plot)}
+
+
+def reps_job(reference, attempt, client, *, start=None, end=None, threshold=80.0, mirror=False, fps=None,
+             min_ratio=REP_MIN_RATIO, max_ratio=REP_MAX_RATIO, min_score=REP_MIN_SCORE, out_dir=None,
+             csv=None, progress: Progress | None = None) -> dict:
+    """``posescore reps``: :func:`reps_poses` of two videos or pose JSON files; with ``out_dir``
+    also reps.json, reps.mp4, reps.png and report.html there; with ``csv`` one row per aligned
+    step of every repetition."""
+    ref = load_poses(reference, client, fps=fps, progress=progress)
+    att = load_poses(attempt, client, fps=fps, progress=progress)
+    result = reps_poses(ref, att, start=start, end=end, threshold=threshold, mirror=mirror, min_ratio=min_ratio,
+                        max_ratio=max_ratio, min_score=min_score, names=(str(reference), str(attempt)))
+    if csv:
+        formats.write_steps_csv(csv, [(r["rep"], r["report"]) for r in result["reps"]])
+        result.setdefault("outputs", {})["csv"] = str(csv)
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        performer = main_performer(att)
+        result.setdefault("outputs", {}).update(render_reps(result, att, performer, out, attempt, fps))
+        result["outputs"]["report"] = str(out / "reps.json")
+        (out / "reps.json").write_text(formats.json_text(result, indent=1))
+    return result
 
 
 # -- find -------------------------------------------------------------------------------------

@@ -70,14 +70,40 @@ def side_by_side(left: np.ndarray, right: np.ndarray, height: int | None = None,
     for frame, caption in zip((left, right), captions):
         width = max(2, int(round(frame.shape[1] * height / frame.shape[0])))
         panel = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
-        if caption:
-            cv2.putText(panel, caption, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(panel, caption, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
-        panels.append(panel)
+        panels.append(captioned(panel, caption) if caption else panel)
     out = np.concatenate(panels, axis=1)
     if out.shape[1] % 2:
         out = np.pad(out, ((0, 0), (0, 1), (0, 0)))
     return out
+
+
+def captioned(frame: np.ndarray, caption: str, scale: float = 0.7) -> np.ndarray:
+    """``frame`` with ``caption`` written in its top-left corner (white on a black outline), in place."""
+    y = int(34 * scale)
+    cv2.putText(frame, caption, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(frame, caption, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return frame
+
+
+def plot_rep_scores(path: str | Path, scores, threshold: float = 80.0, title: str = "") -> Path:
+    """PNG: one bar per repetition (its score), red under ``threshold``, the threshold dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = list(scores)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(scores) + 2), 3.2), dpi=100)
+    numbers = range(1, len(scores) + 1)
+    ax.bar(numbers, scores, color=["#d62728" if s < threshold else "#2ca02c" for s in scores])
+    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
+    for n, s in zip(numbers, scores):
+        ax.text(n, s + 1, f"{s:.0f}", ha="center", fontsize=9)
+    ax.set(xlabel="repetition", ylabel="score", ylim=(0, 105), xticks=list(numbers), title=title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:

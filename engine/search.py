@@ -26,7 +26,7 @@ from kernels.skeleton import NUM_KEYPOINTS
 
 from .archive import Archive, ArchiveError, MappedSegment, expand_confidences
 from .poses import VideoInfo, VideoPoses
-from .services import movement_score, score_answer
+from .services import ascend_bounds, movement_score, score_answer
 
 #: Hits of one (video, track) closer than this (seconds) are one moment; ``find``'s moments and
 #: ``compare``'s worst moments are at least this far apart too.
@@ -309,35 +309,21 @@ def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float
 
 def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, taken: list,
             where: SearchFilter) -> tuple[float, int, int]:
-    """Move a DTW match's first and last rows (within its sequence, clear of the hits ``taken``,
-    inside the time filter) while compare's score of the segment grows: coordinate ascent in steps
-    of half its length, then a quarter, ... one frame. The DTW's penalty on non-diagonal steps
-    makes its matches of a slower or faster copy too short; compare's alignment does not."""
+    """A DTW match's first and last rows moved (within its sequence, clear of the hits ``taken``,
+    inside the time filter) to the segment compare scores highest (``ascend_bounds``)."""
     video = run.video_at(first)
     rate = _video_fps(run.segment, video)
     lo, hi = _sequence_of(run, first)
     times = run.segment.column("times")
-    best = (score, first, last)
 
     def allowed(a, b):
         return (lo <= a and b < hi and b - a >= 1 and where.times(np.array([times[a], times[b]])).all()
                 and not _overlaps(taken, run, a, b))
 
-    step = max(1, (last - first + 1) // 2)
-    while True:
-        moved = True
-        while moved:
-            moved = False
-            for a, b in ((best[1] - step, best[2]), (best[1], best[2] + step), (best[1] + step, best[2]),
-                         (best[1], best[2] - step)):
-                if allowed(a, b):
-                    value = movement_score(query, query_fps or rate, run.segment.poses(a, b + 1), rate).score
-                    if value > best[0] + 1e-6:
-                        best, moved = (value, a, b), True
-                        break
-        if step == 1:
-            return best
-        step //= 2
+    def score_of(a, b):
+        return movement_score(query, query_fps or rate, run.segment.poses(a, b + 1), rate).score
+
+    return ascend_bounds(score_of, allowed, first, last, score)
 
 
 def _overlaps(taken: list, run: _Run, first: int, last: int) -> bool:

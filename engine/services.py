@@ -56,12 +56,14 @@ def interpolation_factor(fps: float | None, frames: int) -> int:
 
 
 class MovementScore(NamedTuple):
-    """Two movements aligned and scored: ``score`` 0-100 (``kernels.dtw_score``), ``mirrored``
+    """Two movements aligned and scored: ``score`` 0-100 (``kernels.dtw_score``), ``distance``
+    (the RMS per-step distance it maps, ``kernels.dtw_step_distance``), ``mirrored``
     (the mirrored attempt scored better), the aligned samples ``reference_vectors [R, 34]`` /
     ``reference_weights [R, 17]`` / ``attempt_*`` (the chosen side), the samples per frame of each
     (``factors``) and the DTW ``window`` in samples (None: unbounded)."""
 
     score: float
+    distance: float
     mirrored: bool
     reference_vectors: Any
     reference_weights: Any
@@ -76,13 +78,15 @@ def movement_score(reference, reference_fps, attempt, attempt_fps, *, mirror: bo
     """The one score of a movement against another: ``compare``'s, and a clip search hit's.
 
     ``reference [R, 17, 3]`` and ``attempt [A, 17, 3]`` are one performer's pixel poses in frame
-    order (frames without the performer left out). ``kernels.consistent_keypoints`` gives both one
-    stable keypoint set; each is interpolated to ``interpolation_factor`` samples per frame (a
+    order (frames without the performer left out). ``kernels.consistent_sides`` undoes the pose
+    model's left/right flicker in each, ``kernels.consistent_keypoints`` gives both one stable
+    keypoint set; each is interpolated to ``interpolation_factor`` samples per frame (a
     performance filmed or played at a lower sampling of the movement is not penalized for the poses
     between its frames), normalized, and scored by ``kernels.dtw_score`` (with the mirrored attempt
     too when ``mirror``; the better counts). ``window`` is in frames.
     """
-    r_poses, a_poses = kernels.consistent_keypoints(reference, attempt)
+    r_poses, a_poses = kernels.consistent_keypoints(kernels.consistent_sides(reference),
+                                                    kernels.consistent_sides(attempt))
     fr = interpolation_factor(reference_fps, len(r_poses))
     fa = interpolation_factor(attempt_fps, len(a_poses))
     r_vec, r_w = kernels.normalize(kernels.interpolate_frames(r_poses, fr))
@@ -91,9 +95,33 @@ def movement_score(reference, reference_fps, attempt, attempt_fps, *, mirror: bo
     candidates = [(False, a_vec, a_w)]
     if mirror:
         candidates.append((True, *kernels.mirror_vectors(a_vec, a_w)))
-    scored = [(float(kernels.dtw_score(r_vec, v, window=window)), flipped, v, w) for flipped, v, w in candidates]
-    score, mirrored, a_vec, a_w = max(scored, key=lambda item: item[0])
-    return MovementScore(score, mirrored, r_vec, r_w, a_vec, a_w, (fr, fa), window)
+    scored = [(kernels.dtw_step_distance(r_vec, v, window=window), flipped, v, w) for flipped, v, w in candidates]
+    distance, mirrored, a_vec, a_w = min(scored, key=lambda item: item[0])
+    score = float(kernels.score_from_distance(distance, "cosine"))
+    return MovementScore(score, distance, mirrored, r_vec, r_w, a_vec, a_w, (fr, fa), window)
+
+
+def ascend_bounds(score_of, allowed, first: int, last: int, score: float) -> tuple[float, int, int]:
+    """Move a segment's ``first`` and ``last`` frames while ``score_of(first, last)`` grows and
+    ``allowed(first, last)`` holds: coordinate ascent in steps of half its length, then a quarter,
+    ... one frame. Returns ``(score, first, last)``. A subsequence DTW's penalty on non-diagonal
+    steps makes its matches of a slower or faster copy too short; compare's alignment does not."""
+    best = (score, first, last)
+    step = max(1, (last - first + 1) // 2)
+    while True:
+        moved = True
+        while moved:
+            moved = False
+            for a, b in ((best[1] - step, best[2]), (best[1], best[2] + step), (best[1] + step, best[2]),
+                         (best[1], best[2] - step)):
+                if allowed(a, b):
+                    value = score_of(a, b)
+                    if value > best[0] + 1e-6:
+                        best, moved = (value, a, b), True
+                        break
+        if step == 1:
+            return best
+        step //= 2
 
 
 # -- score ---------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import types
 
 #: Each public name and the submodule that defines it.
 _EXPORTS = {
-    "dtw": "dtw", "dtw_path": "dtw", "dtw_score": "dtw",
-    "DEFAULT_MIN_CONFIDENCE": "normalize", "consistent_keypoints": "normalize",
+    "dtw": "dtw", "dtw_path": "dtw", "dtw_score": "dtw", "dtw_step_distance": "dtw",
+    "DEFAULT_MIN_CONFIDENCE": "normalize", "consistent_keypoints": "normalize", "consistent_sides": "normalize",
     "interpolate_frames": "normalize", "normalize": "normalize",
     "SCORE_SCALES": "scoring", "aligned_part_scores": "scoring", "mirror_vectors": "scoring",
     "part_scores": "scoring", "pose_scores": "scoring", "score_from_distance": "scoring",

@@ -43,13 +43,12 @@ METRIC_CODES = {"cosine": 0, "weighted_l1": 1, "weighted_l2": 2}
 @register_jitable  # callable from the other cells, whatever the target compiling them
 def score_cell(distance, scale):
     """The distance -> score mapping (``kernels.score_from_distance``) of one float32 distance:
-    ``100 * clip(1 - distance / scale, 0, 1)``."""
-    s = np.float32(1.0) - np.float32(distance) / np.float32(scale)
-    if s < np.float32(0.0):
-        s = np.float32(0.0)
-    elif s > np.float32(1.0):
-        s = np.float32(1.0)
-    return np.float32(100.0) * s
+    ``100 * exp(-(distance / scale) ** 4)`` (the power is ``kernels.scoring.SCORE_POWER``)."""
+    r = np.float32(distance) / np.float32(scale)
+    if r > np.float32(16.0):  # exp(-65536) is 0 in float32, and r ** 4 would overflow first
+        r = np.float32(16.0)
+    r2 = r * r
+    return np.float32(100.0) * np.float32(math.exp(-(r2 * r2)))
 
 
 @register_jitable

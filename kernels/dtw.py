@@ -270,18 +270,26 @@ def dtw(a, b, window=None, lengths_a=None, lengths_b=None):
     return float(dist[0]) if single else dist
 
 
-def dtw_score(a, b, window=None, lengths_a=None, lengths_b=None):
-    """0-100 movement score(s) of DTW-aligned normalized pose sequences ``[..., 34]``.
+def dtw_step_distance(a, b, window=None, lengths_a=None, lengths_b=None):
+    """RMS per-step distance(s) of DTW-aligned normalized pose sequences ``[..., 34]``.
 
     The accumulated cost is divided by the warping path's length before the square root, so the
-    result is the RMS per-step distance, independent of the clips' lengths and speeds; for unit
-    pose vectors that is Move Mirror's cosine distance, mapped by ``score_from_distance(., "cosine")``.
-    Shapes as in :func:`dtw`; returns a float for one pair, ``[B]`` float32 for a batch.
+    result does not depend on the clips' lengths and speeds; for unit pose vectors it is Move
+    Mirror's cosine distance per step. Shapes as in :func:`dtw`; a float for one pair, ``[B]``
+    float32 for a batch.
     """
     xp, cost, n, single = _accumulated(a, b, lengths_a, lengths_b, window, True)
-    n = xp.maximum(n, 1)
-    scores = score_from_distance(xp.sqrt(cost / n), "cosine")
-    return float(scores[0]) if single else scores
+    dist = xp.sqrt(cost / xp.maximum(n, 1)).astype(xp.float32)
+    return float(dist[0]) if single else dist
+
+
+def dtw_score(a, b, window=None, lengths_a=None, lengths_b=None):
+    """0-100 movement score(s): :func:`dtw_step_distance` mapped by
+    ``score_from_distance(., "cosine")``. Shapes as in :func:`dtw`; a float for one pair, ``[B]``
+    float32 for a batch.
+    """
+    scores = score_from_distance(dtw_step_distance(a, b, window, lengths_a, lengths_b), "cosine")
+    return float(scores) if np.ndim(scores) == 0 else scores
 
 
 #: dtw_path keeps one byte per cell of the T x U grid (the move into each cell); pairs with more

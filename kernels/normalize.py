@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _per_pose
 from ._backend import array_module, check_array, check_int, check_number
-from .skeleton import NUM_KEYPOINTS
+from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS
 
 #: Keypoints whose confidence is at or below this count as missing.
 DEFAULT_MIN_CONFIDENCE = 0.3
@@ -66,6 +66,102 @@ def normalize(poses, method: str = "bbox", min_confidence: float = DEFAULT_MIN_C
         raise ValueError(f"poses: no pose can be normalized with method {method!r} "
                          f"(needs {what} with confidence > {min_confidence})")
     return vectors.reshape(lead + (2 * NUM_KEYPOINTS,)), weights.reshape(lead + (NUM_KEYPOINTS,))
+
+
+#: What relabelling one frame's sides costs in :func:`consistent_sides`, in body sizes per keypoint
+#: (a flicker jumps by ~0.1-0.3 each way, unless the pose is nearly symmetric).
+SIDE_SWAP_COST = 0.02
+#: What a labelling that contradicts a visible face costs (more than any jump: the face decides).
+FACE_SIDE_COST = 1.0
+#: The face is visible: nose and both eyes over this confidence.
+FACE_MIN_CONFIDENCE = 0.3
+
+
+def _chirality(xp, xy, seen, flip):
+    """Per frame: +1 when the labelled sides say the body faces the camera, -1 away, 0 unknown.
+
+    Facing the camera, the body's left is on the image's right of its up direction (hips to
+    shoulders), whatever the rotation: the sign of cross(up, left - right) over shoulders and hips.
+    ``flip`` swaps the labels first."""
+    from .skeleton import KP
+
+    pts = xy[:, flip] if flip is not None else xy
+    vis = seen[:, flip] if flip is not None else seen
+    ls, rs, lh, rh = (KP[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
+    torso = vis[:, ls] & vis[:, rs] & vis[:, lh] & vis[:, rh]
+    up = (pts[:, ls] + pts[:, rs] - pts[:, lh] - pts[:, rh]) / 2
+    across = pts[:, ls] - pts[:, rs] + pts[:, lh] - pts[:, rh]
+    cross = up[:, 0] * across[:, 1] - up[:, 1] * across[:, 0]
+    # Seen from the front, not in profile: the sides' width across the up direction (shoulders
+    # plus hips) is at least half the torso's length.
+    clear = torso & (xp.abs(cross) > 0.5 * (up ** 2).sum(axis=1))
+    return xp.where(clear, xp.sign(cross), 0.0)
+
+
+def consistent_sides(poses, swap_cost: float = SIDE_SWAP_COST, min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """Undo a pose model's left/right flicker in one performer's sequence ``poses [T, 17, 3]``.
+
+    A person facing the camera is now and then labelled as if facing away for a few frames (every
+    left keypoint called right and back): the normalized vector then jumps as far as a real
+    movement, and two encodings of one video flicker on different frames. Each frame keeps the
+    model's labels or has its sides swapped (``skeleton.FLIP_PERMUTATION``; positions unchanged),
+    choosing for the whole sequence (Viterbi over the two labellings) the least cost of: movement
+    between consecutive frames (mean distance of the keypoints visible in both, in body sizes: the
+    larger side of the visible keypoints' box), ``swap_cost`` per swapped frame, and
+    FACE_SIDE_COST per frame whose labels contradict its visible face (nose and both eyes seen:
+    the body faces the camera, so its left is on the image's right of its up direction). A real
+    turn moves the keypoints continuously and keeps its labels; a flicker is undone. Returns the
+    float32 sequence on the input's backend (a copy).
+    """
+    from .skeleton import KP
+
+    xp = array_module(poses)
+    poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
+    swap_cost = check_number(swap_cost, "swap_cost", minimum=0.0)
+    out = poses.astype(xp.float32, copy=True)
+    if poses.shape[0] == 0:
+        return out
+    flip = xp.asarray(FLIP_PERMUTATION)
+    seen = visible_keypoints(poses, min_confidence)
+    xy = xp.where(seen[..., None], poses[..., :2], 0.0).astype(xp.float64)
+    lo = xp.where(seen[..., None], xy, xp.inf).min(axis=1)
+    hi = xp.where(seen[..., None], xy, -xp.inf).max(axis=1)
+    size = xp.where(seen.sum(axis=1) >= 2, (hi - lo).max(axis=1), xp.nan)
+
+    def moved(prev, cur, prev_seen, cur_seen):
+        both = prev_seen & cur_seen
+        gap = xp.sqrt(((prev - cur) ** 2).sum(axis=-1))
+        return xp.where(both, gap, 0.0).sum(axis=1), both.sum(axis=1)
+
+    scale = (size[1:] + size[:-1]) / 2
+    same, n_same = moved(xy[:-1], xy[1:], seen[:-1], seen[1:])
+    swapped, n_swapped = moved(xy[:-1], xy[1:, flip], seen[:-1], seen[1:, flip])
+    usable = xp.isfinite(scale) & (scale > 0) & (n_same > 0) & (n_swapped > 0)
+    safe = xp.where(usable, scale, 1.0)
+    same = xp.where(usable, same / xp.maximum(n_same, 1) / safe, 0.0)
+    swapped = xp.where(usable, swapped / xp.maximum(n_swapped, 1) / safe, 0.0)
+    face = (poses[:, KP["nose"], 2] > FACE_MIN_CONFIDENCE) & (poses[:, KP["left_eye"], 2] > FACE_MIN_CONFIDENCE) \
+        & (poses[:, KP["right_eye"], 2] > FACE_MIN_CONFIDENCE)
+    facing = xp.where(face, _chirality(xp, xy, seen, None), 0.0)
+    # Per frame, the cost of each labelling: (kept, swapped).
+    unary = xp.stack([FACE_SIDE_COST * (facing < 0), swap_cost + FACE_SIDE_COST * (facing > 0)], axis=1)
+    same, swapped, unary = (np.asarray(a.get() if xp is not np else a, np.float64) for a in (same, swapped, unary))
+    T = poses.shape[0]
+    choice = np.zeros((T, 2), np.int8)  # the best previous labelling of each (frame, labelling)
+    cost = unary[0].copy()
+    for t in range(1, T):
+        keep = cost + same[t - 1]  # previous labelling s -> this frame's s
+        cross = cost[::-1] + swapped[t - 1]  # previous 1 - s -> this frame's s
+        choice[t] = np.where(keep <= cross, [0, 1], [1, 0])
+        cost = np.minimum(keep, cross) + unary[t]
+    labels = np.zeros(T, bool)
+    labels[-1] = cost[1] < cost[0]
+    for t in range(T - 1, 0, -1):
+        labels[t - 1] = bool(choice[t, int(labels[t])])
+    if labels.any():
+        rows = xp.asarray(np.flatnonzero(labels))
+        out[rows] = out[rows][:, flip]
+    return out
 
 
 def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = DEFAULT_MIN_CONFIDENCE):

@@ -10,28 +10,36 @@ from . import _per_pose
 from ._backend import array_module, check_array
 from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS
 
-#: Distance at which each kind of distance reaches score 0 (see :func:`score_from_distance`).
-#: - cosine: Move Mirror's cosine distance sqrt(2 (1 - cos)), which for unit vectors is their
-#:   Euclidean distance; orthogonal poses (sqrt 2) score 0. DTW uses it on the RMS per-step distance.
+#: The distance -> score mapping's exponent and, per kind of distance, its scale (see
+#: :func:`score_from_distance`). Calibrated on real video (``python -m bench.calibration``, table in
+#: the README): compare's RMS per-step cosine distance is 0.02-0.10 for one movement re-timed from
+#: 0.5x to 2x and 0.18-0.50 for a frozen pose, the movement played backwards or another movement;
+#: a linear scale cannot put the first >= 95 and the second <= 70 (it needs a ratio of 6 between
+#: them), 100 exp(-(d / 0.22)^4) puts them at >= 96 and <= 65.
+#: - cosine: Move Mirror's cosine distance sqrt(2 (1 - cos)) (for unit vectors their Euclidean
+#:   distance); DTW uses it on the RMS per-step distance.
 #: - weighted_l2 / weighted_l1: mean per-keypoint distances; the scales are the cosine scale spread
-#:   evenly over 17 keypoints (sqrt(2/17)), times 4/pi (mean |dx|+|dy| of a unit 2-D step) for L1,
+#:   evenly over 17 keypoints (/ sqrt 17), times 4/pi (mean |dx|+|dy| of a unit 2-D step) for L1,
 #:   so that the three metrics agree on a difference spread evenly over the body.
-#: - angle: limb-direction and joint-angle differences in radians; 90 degrees off scores 0.
+#: - angle: limb-direction and joint-angle differences in radians: 18 degrees off scores 80 (the
+#:   default threshold, as on the linear scale before), 10 degrees 98, 25 degrees 44.
+SCORE_POWER = 4  # kernels._pose_cells.score_cell computes the same power
 SCORE_SCALES: dict[str, float] = {
-    "cosine": math.sqrt(2.0),
-    "weighted_l2": math.sqrt(2.0 / NUM_KEYPOINTS),
-    "weighted_l1": 4.0 / math.pi * math.sqrt(2.0 / NUM_KEYPOINTS),
-    "angle": math.pi / 2.0,
+    "cosine": 0.22,
+    "weighted_l2": 0.22 / math.sqrt(NUM_KEYPOINTS),
+    "weighted_l1": 4.0 / math.pi * 0.22 / math.sqrt(NUM_KEYPOINTS),
+    "angle": math.radians(26.2),
 }
 METRICS = ("cosine", "weighted_l1", "weighted_l2")
 
 
 def score_from_distance(distance, kind: str):
-    """Map a distance >= 0 to a score in [0, 100]: ``100 * max(0, 1 - distance / SCORE_SCALES[kind])``.
+    """Map a distance >= 0 to a score in [0, 100]: ``100 * exp(-(distance / SCORE_SCALES[kind]) ** 4)``.
 
-    The only distance-to-score mapping in posescore: 100 means identical, 0 means as far apart as
-    ``SCORE_SCALES[kind]`` or further. Linear, so a score difference reads as a distance difference.
-    Works on scalars, NumPy and CuPy arrays; returns float32 for arrays.
+    The only distance-to-score mapping in posescore: 100 means identical; flat near 0 (the noise of
+    one movement filmed twice costs little), steep in the middle, where a movement becomes another
+    (for cosine: 95 at 0.105, 80 at 0.15, 70 at 0.17, 50 at 0.20, 10 at 0.27). Works on scalars,
+    NumPy and CuPy arrays; returns float32 for arrays.
     """
     if kind not in SCORE_SCALES:
         raise ValueError(f"kind: expected one of {tuple(SCORE_SCALES)}, got {kind!r}")
@@ -40,14 +48,20 @@ def score_from_distance(distance, kind: str):
     if not bool((d >= 0).all()):  # also false for NaN
         got = "NaN" if bool(xp.isnan(d).any()) else "a negative one"
         raise ValueError(f"distance: expected distances >= 0, got {got}")
-    return (100.0 * xp.clip(1.0 - d / xp.float32(SCORE_SCALES[kind]), 0.0, 1.0)).astype(xp.float32)
+    r = xp.minimum(d / xp.float32(SCORE_SCALES[kind]), 16.0)  # exp(-16^4) is 0 in float32
+    return (100.0 * xp.exp(-(r * r) ** 2)).astype(xp.float32)
 
 
 def distance_for_score(score: float, kind: str) -> float:
-    """The largest distance :func:`score_from_distance` maps to at least ``score`` (0 < score <= 100)."""
+    """The largest distance :func:`score_from_distance` maps to at least ``score`` (0 < score <= 100;
+    0: infinity)."""
     if kind not in SCORE_SCALES:
         raise ValueError(f"kind: expected one of {tuple(SCORE_SCALES)}, got {kind!r}")
-    return SCORE_SCALES[kind] * (1.0 - score / 100.0)
+    if not 0 <= score <= 100:
+        raise ValueError(f"score: expected 0 to 100, got {score}")
+    if score == 0:
+        return math.inf
+    return SCORE_SCALES[kind] * (-math.log(score / 100.0)) ** (1.0 / SCORE_POWER)
 
 
 def mirror_vectors(vectors, weights):

@@ -90,3 +90,40 @@ def part_terms() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         joint_part += [p] * len(PART_JOINTS[part])
     return (np.asarray(limbs, np.int64), np.asarray(joints, np.int64),
             np.asarray(limb_part, np.int64), np.asarray(joint_part, np.int64))
+
+
+# Joint angles a coach reads, each (a, b, c): the angle at b between b->a and b->c, as flexion in
+# degrees, 0 straight: knees, hips and elbows 180 minus that angle (0: the limb straight, 90: a
+# right angle); shoulders the angle itself (the upper arm's elevation from the trunk: 0 hanging
+# along the body, 90 held out, 180 overhead).
+JOINT_ANGLES: dict[str, tuple[int, int, int]] = {
+    "left_knee": (KP["left_hip"], KP["left_knee"], KP["left_ankle"]),
+    "right_knee": (KP["right_hip"], KP["right_knee"], KP["right_ankle"]),
+    "left_hip": (KP["left_shoulder"], KP["left_hip"], KP["left_knee"]),
+    "right_hip": (KP["right_shoulder"], KP["right_hip"], KP["right_knee"]),
+    "left_elbow": (KP["left_shoulder"], KP["left_elbow"], KP["left_wrist"]),
+    "right_elbow": (KP["right_shoulder"], KP["right_elbow"], KP["right_wrist"]),
+    "left_shoulder": (KP["left_hip"], KP["left_shoulder"], KP["left_elbow"]),
+    "right_shoulder": (KP["right_hip"], KP["right_shoulder"], KP["right_elbow"]),
+}
+JOINT_NAMES: tuple[str, ...] = tuple(JOINT_ANGLES)
+#: The joints whose angle is an elevation (the rest are flexions: 180 minus the angle).
+ELEVATION_JOINTS = frozenset({"left_shoulder", "right_shoulder"})
+
+
+def joint_angles(poses, min_confidence: float = 0.3) -> np.ndarray:
+    """Flexion of each of :data:`JOINT_NAMES` in degrees (see :data:`JOINT_ANGLES`) of pixel poses
+    ``[..., 17, 3]``: ``[..., 8]`` float32, NaN where one of the joint's three keypoints is missing
+    (confidence <= ``min_confidence``) or two coincide."""
+    p = np.asarray(poses, np.float64)
+    if p.shape[-2:] != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"poses: expected shape [..., 17, 3], got {list(p.shape)}")
+    a, b, c = (np.array([t[i] for t in JOINT_ANGLES.values()]) for i in range(3))
+    u, v = p[..., a, :2] - p[..., b, :2], p[..., c, :2] - p[..., b, :2]
+    norms = np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        angle = np.degrees(np.arccos(np.clip((u * v).sum(-1) / norms, -1.0, 1.0)))
+    elevation = np.array([name in ELEVATION_JOINTS for name in JOINT_NAMES])
+    flexion = np.where(elevation, angle, 180.0 - angle)
+    seen = (p[..., a, 2] > min_confidence) & (p[..., b, 2] > min_confidence) & (p[..., c, 2] > min_confidence)
+    return np.where(seen & (norms > 0) & np.isfinite(flexion), flexion, np.nan).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 from dtaidistance import dtw_ndim
 
 from conftest import asnumpy, random_poses
-from kernels import dtw, dtw_path, dtw_score, normalize
+from kernels import dtw, dtw_path, dtw_score, dtw_step_distance, normalize, score_from_distance
 
 
 def _pair(rng, T, U, D=6):
@@ -22,8 +22,11 @@ def test_golden_by_hand():
     assert dtw(a, b) == pytest.approx(1.0)
     path, dist = dtw_path(a, b)
     assert path.tolist() == [[0, 0], [1, 0], [2, 1]] and dist == pytest.approx(1.0)
-    # path length 3 -> RMS step distance sqrt(1/3), cosine scale sqrt(2)
-    assert dtw_score(a, b) == pytest.approx(100 * (1 - np.sqrt(1 / 3) / np.sqrt(2)), abs=1e-3)
+    # path length 3 -> RMS step distance sqrt(1/3), mapped by the cosine scale
+    assert dtw_step_distance(a, b) == pytest.approx(np.sqrt(1 / 3))
+    assert dtw_score(a, b) == pytest.approx(float(score_from_distance(np.sqrt(1 / 3), "cosine")), abs=1e-4)
+    a, b = a / 10, b / 10  # RMS step distance sqrt(1/300) = 0.0577: a score of 99.6
+    assert dtw_score(a, b) == pytest.approx(100 * np.exp(-(np.sqrt(1 / 300) / 0.22) ** 4), abs=1e-3)
 
 
 @pytest.mark.parametrize("T, U, window", [(40, 40, None), (25, 60, None), (60, 25, None),

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import asnumpy, random_poses
-from kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors,
-                     normalize, part_scores, pose_scores, score_from_distance)
+from kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, consistent_sides, interpolate_frames,
+                     mirror_vectors, normalize, part_scores, pose_scores, score_from_distance)
 from kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
+from kernels.scoring import distance_for_score
 
 METRICS = ["cosine", "weighted_l1", "weighted_l2"]
 
@@ -64,10 +65,19 @@ def test_torso_of_rounding_size_is_left_out():
 
 
 def test_score_mapping_golden():
+    # 100 exp(-(d / scale)^4): 50 at scale * ln(2)^(1/4), 100/e at the scale (0.22 for cosine).
     assert float(score_from_distance(0.0, "cosine")) == 100.0
-    assert float(score_from_distance(math.sqrt(2) / 2, "cosine")) == pytest.approx(50.0, abs=1e-4)
+    assert float(score_from_distance(0.22 * math.log(2) ** 0.25, "cosine")) == pytest.approx(50.0, abs=1e-4)
+    assert float(score_from_distance(0.22, "cosine")) == pytest.approx(100 / math.e, abs=1e-4)
     assert float(score_from_distance(5.0, "cosine")) == 0.0
-    assert float(score_from_distance(math.pi / 4, "angle")) == pytest.approx(50.0, abs=1e-4)
+    assert float(score_from_distance(math.radians(26.2), "angle")) == pytest.approx(100 / math.e, abs=1e-4)
+    assert float(score_from_distance(math.radians(18), "angle")) == pytest.approx(80.0, abs=0.1)
+    for kind in ("cosine", "angle", "weighted_l1"):
+        for score in (99.0, 95.0, 70.0, 30.0, 1.0):
+            d = distance_for_score(score, kind)
+            assert float(score_from_distance(d, kind)) == pytest.approx(score, abs=1e-3)
+            assert float(score_from_distance(d * 1.01, kind)) < score
+    assert distance_for_score(0.0, "cosine") == math.inf
 
 
 def _single_keypoint_vectors(xy, w):
@@ -84,16 +94,17 @@ def test_weighted_l1_and_l2_golden():
     l1 = pose_scores(qv, qw, cv[None], cw[None], metric="weighted_l1")
     l2 = pose_scores(qv, qw, cv[None], cw[None], metric="weighted_l2")
     # D_L1 = 0.5 * (0.1 + 0.05) / 0.5 = 0.15; D_L2 = sqrt(0.01 + 0.0025) = 0.111803
-    assert l1[0] == pytest.approx(100 * (1 - 0.15 / 0.4367178), abs=1e-3)
-    assert l2[0] == pytest.approx(100 * (1 - 0.1118034 / 0.3429972), abs=1e-3)
+    s_l2 = 0.22 / math.sqrt(17)
+    assert l1[0] == pytest.approx(100 * math.exp(-(0.15 / (4 / math.pi * s_l2)) ** 4), abs=1e-3)
+    assert l2[0] == pytest.approx(100 * math.exp(-(0.1118034 / s_l2) ** 4), abs=1e-3)
 
 
 def test_cosine_golden():
     qv, qw = _single_keypoint_vectors((1.0, 0.0), 1.0)
-    cv, cw = _single_keypoint_vectors((0.6, 0.8), 1.0)
-    # cos = 0.6 -> d = sqrt(2 * 0.4)
+    cv, cw = _single_keypoint_vectors((0.98, math.sqrt(1 - 0.98 ** 2)), 1.0)
+    # cos = 0.98 -> d = sqrt(2 * 0.02) = 0.2
     s = pose_scores(qv, qw, cv[None], cw[None], metric="cosine")
-    assert s[0] == pytest.approx(100 * (1 - math.sqrt(0.8) / math.sqrt(2)), abs=1e-3)
+    assert s[0] == pytest.approx(100 * math.exp(-(0.2 / 0.22) ** 4), abs=1e-3)
 
 
 def test_part_scores_golden_left_arm():
@@ -104,9 +115,9 @@ def test_part_scores_golden_left_arm():
     w = np.zeros(17, np.float32)
     w[[KP["left_shoulder"], KP["left_elbow"], KP["left_wrist"]]] = 1.0
     scores, valid = part_scores(q.ravel(), w, c.ravel()[None], w[None], return_valid=True)
-    # upper arm 0 off, forearm 90 deg off, elbow angle 90 deg off: mean pi/3 -> 100 (1 - 2/3)
+    # upper arm 0 off, forearm 90 deg off, elbow angle 90 deg off: mean 60 degrees
     left_arm = PART_NAMES.index("left_arm")
-    assert scores[0, left_arm] == pytest.approx(100 / 3, abs=1e-3)
+    assert scores[0, left_arm] == pytest.approx(100 * math.exp(-(60 / 26.2) ** 4), abs=1e-3)
     assert valid[0].tolist() == [p == left_arm for p in range(6)]
     assert (scores[0, ~valid[0]] == 0).all()
 
@@ -413,3 +424,41 @@ def test_interpolate_frames_bad_factor(factor, error):
 def test_interpolate_frames_bad_shape():
     with pytest.raises(ValueError, match="poses"):
         interpolate_frames(np.zeros((3, 16, 3), np.float32), 2)
+
+
+# ---------- left/right flicker ----------
+
+def _turning_figure(frames: int) -> np.ndarray:
+    """A standing figure facing the camera (its left on the image's right), arms swinging, with a
+    visible face: ``[frames, 17, 3]`` pixels."""
+    from kernels.skeleton import KEYPOINT_NAMES
+
+    base = {"nose": (200, 60), "left_eye": (210, 50), "right_eye": (190, 50), "left_ear": (225, 55),
+            "right_ear": (175, 55), "left_shoulder": (240, 110), "right_shoulder": (160, 110),
+            "left_elbow": (260, 170), "right_elbow": (140, 170), "left_wrist": (270, 230),
+            "right_wrist": (130, 230), "left_hip": (225, 230), "right_hip": (175, 230),
+            "left_knee": (230, 310), "right_knee": (170, 310), "left_ankle": (235, 390), "right_ankle": (165, 390)}
+    pose = np.array([[*base[n], 0.9] for n in KEYPOINT_NAMES], np.float32)
+    out = np.repeat(pose[None], frames, axis=0)
+    swing = 40 * np.sin(np.linspace(0, 3 * np.pi, frames))
+    out[:, [KP["left_wrist"], KP["right_wrist"]], 1] -= swing[:, None].astype(np.float32)
+    return out
+
+
+def test_consistent_sides_undoes_a_flicker_and_keeps_the_rest(xp):
+    poses = _turning_figure(60)
+    flickered = poses.copy()
+    flickered[20:27] = flickered[20:27][:, list(FLIP_PERMUTATION)]  # labels swapped, positions kept
+    fixed = asnumpy(consistent_sides(xp.asarray(flickered)))
+    np.testing.assert_array_equal(fixed, poses)
+    np.testing.assert_array_equal(asnumpy(consistent_sides(xp.asarray(poses))), poses)
+    # Seen from behind (no face) and labelled so throughout: nothing contradicts it, nothing moves.
+    back = poses[:, list(FLIP_PERMUTATION)].copy()
+    back[:, [KP["nose"], KP["left_eye"], KP["right_eye"]], 2] = 0.0
+    np.testing.assert_array_equal(asnumpy(consistent_sides(xp.asarray(back))), back)
+    # A flicker in the first frames is undone too (the face says which labels are right).
+    early = poses.copy()
+    early[:4] = early[:4][:, list(FLIP_PERMUTATION)]
+    np.testing.assert_array_equal(asnumpy(consistent_sides(xp.asarray(early))), poses)
+    with pytest.raises(ValueError, match="poses"):
+        consistent_sides(xp.zeros((3, 16, 3), xp.float32))

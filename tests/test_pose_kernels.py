@@ -13,8 +13,9 @@ from kernels import _per_pose
 from kernels import _pose_cells as cells
 from kernels.scoring import METRICS, SCORE_SCALES
 
-# Scores are 0-100: float32 sums in another order differ by a few ulps of 100.
-SCORE_ATOL = 1e-4
+# Scores are 0-100: float32 sums in another order differ by a few ulps, which the mapping's
+# slope (up to ~330 points per radian of part angle) makes a few 1e-4 points.
+SCORE_ATOL = 5e-4
 
 
 def awkward_poses(seed, n):
@@ -66,7 +67,10 @@ def test_pose_and_part_scores_equal_the_numpy_version(metric, mirror):
         other = ref.pose_scores(*ref.mirror(v[q], w[q]), v, w, metric)[0]
         clear = np.abs(other - plain) > 1e-3 if mirror else np.ones(len(v), bool)  # near-ties aside
         np.testing.assert_array_equal(flipped[clear], want_flipped[clear])
-        assert flipped.any() == mirror
+        assert mirror or not flipped.any()
+    if mirror:  # a pose's mirror image matches it mirrored (random poses score ~0 both ways)
+        mv, mw = ref.mirror(v[:1], w[:1])
+        assert pose_scores(v[0], w[0], mv, mw, metric=metric, mirror=True, return_mirrored=True)[1][0]
     parts, valid = part_scores(v[0], w[0], v, w, mirror=mirror, return_valid=True)
     want_parts, want_valid = ref.part_scores(v[0], w[0], v, w, mirror)
     np.testing.assert_allclose(parts, want_parts, atol=SCORE_ATOL)
@@ -140,7 +144,7 @@ def test_score_cell_is_score_from_distance():
     for kind, scale in SCORE_SCALES.items():
         d = np.concatenate([np.linspace(0, 2 * scale, 4001), [0.0, scale, 1e-30, 1e30]]).astype(np.float32)
         cell = np.array([cells.score_cell(x, np.float32(scale)) for x in d], np.float32)
-        np.testing.assert_array_equal(cell, score_from_distance(d, kind))
+        np.testing.assert_allclose(cell, score_from_distance(d, kind), atol=2e-5)  # float32 exp rounding
 
 
 @pytest.mark.cudasim

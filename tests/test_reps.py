@@ -1,0 +1,119 @@
+"""``posescore reps`` on real video: a set of repetitions of a real movement (Sports2D's demo: a man
+on a box raising his arms with a hop), re-timed, with rests and one repetition played backwards,
+built with PyAV."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engine.encode import write_video
+from engine.extract import extract_poses
+from engine.jobs import compare_poses, reps_poses
+from engine.media import fetch_sports2d
+from engine.video import iter_frames
+from kernels.skeleton import JOINT_NAMES
+
+EXE = str(Path(sys.executable).with_name("posescore"))
+# The repetition: frames 4-30 of the demo (0.13-1.0 s at 30 fps): arms from hanging to overhead.
+REP_FIRST, REP_LAST = 4, 30
+# The set: each repetition's speed (None: played backwards at 1x), a rest (the last frame held) after each.
+PLAN = (1.0, 0.6, 1.7, None, 1.25)
+REST_FRAMES = 24
+
+
+def _retimed(frames: list, speed: float) -> list:
+    """Output frame j shows frame floor(j * speed) (as engine.encode.retime_video)."""
+    count = math.ceil(len(frames) / speed - 1e-9)
+    return [frames[min(len(frames) - 1, int(j * speed))] for j in range(count)]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """``(reference.mp4, attempt.mp4, true bounds [(first, last)] per repetition)``, 640 px wide."""
+    try:
+        demo = fetch_sports2d()
+    except RuntimeError as err:
+        pytest.skip(f"Sports2D's demo video cannot be fetched: {err}")
+    folder = tmp_path_factory.mktemp("reps")
+    import cv2
+
+    clip = [cv2.resize(f.rgb, (640, 360), interpolation=cv2.INTER_AREA)
+            for f in iter_frames(demo) if REP_FIRST <= f.index <= REP_LAST]
+    reference = write_video(folder / "reference.mp4", clip, 30.0)
+    frames, bounds = [], []
+    for speed in PLAN:
+        rep = clip[::-1] if speed is None else _retimed(clip, speed)
+        bounds.append((len(frames), len(frames) + len(rep) - 1))
+        frames += rep + [rep[-1]] * REST_FRAMES
+    attempt = write_video(folder / "attempt.mp4", frames, 30.0)
+    return reference, attempt, bounds
+
+
+@pytest.fixture(scope="module")
+def poses(videos, triton_server):
+    reference, attempt, _ = videos
+    return extract_poses(reference, triton_server.grpc_url), extract_poses(attempt, triton_server.grpc_url)
+
+
+def test_reps_finds_every_repetition_and_flags_the_backwards_one(videos, poses):
+    _, _, bounds = videos
+    reference, attempt = poses
+    result = reps_poses(reference, attempt)
+    found = [(r["start_frame"], r["end_frame"]) for r in result["reps"]]
+    assert result["count"] == len(PLAN), found
+    for (first, last), (want_first, want_last) in zip(found, bounds):
+        assert abs(first - want_first) <= 3 and abs(last - want_last) <= 3, (found, bounds)
+    scores = [r["score"] for r in result["reps"]]
+    backwards = PLAN.index(None)
+    forwards = [s for n, s in enumerate(scores) if n != backwards]
+    assert min(forwards) >= 90.0, scores
+    assert scores[backwards] <= min(forwards) - 15.0, scores
+    assert result["flagged"] == [backwards + 1] and result["reps"][backwards]["flagged"]
+    # Each repetition's score is compare's of that segment (one function for both).
+    rep = result["reps"][2]
+    rows = np.flatnonzero((attempt.frame_indices >= rep["start_frame"]) & (attempt.frame_indices <= rep["end_frame"]))
+    assert compare_poses(reference, attempt.select(rows))["score"] == rep["score"]
+    # Every worst moment carries both performers' joint angles and their difference.
+    moment = rep["worst_moment"]
+    assert set(moment["angles"]) == set(JOINT_NAMES) and moment["joint"] in JOINT_NAMES
+    a = moment["joint_angles"]
+    assert a["difference"] == pytest.approx(a["attempt"] - a["reference"], abs=0.11)
+
+
+def test_reps_refuses_a_reference_without_the_performer(poses):
+    reference, attempt = poses
+    with pytest.raises(ValueError, match="reference"):
+        reps_poses(reference, attempt, start=100.0, end=101.0)
+
+
+def test_reps_cli_writes_its_outputs(videos, triton_server, tmp_path):
+    reference, attempt, _ = videos
+    out = subprocess.run([EXE, "reps", str(reference), str(attempt), "--url", triton_server.grpc_url, "--json",
+                          "--quiet", "--out", str(tmp_path), "--csv", str(tmp_path / "steps.csv")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["count"] == len(PLAN)
+    assert json.loads((tmp_path / "reps.json").read_text())["count"] == len(PLAN)
+    with av.open(str(tmp_path / "reps.mp4")) as video:
+        assert sum(1 for _ in video.decode(video=0)) == result["attempt"]["frames"]  # every attempt frame
+    assert (tmp_path / "reps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(tmp_path / "steps.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["rep"]) for r in rows} == set(range(1, len(PLAN) + 1))
+    assert len(rows) == sum(len(r["report"]["steps"]) for r in result["reps"])
+    assert "left_knee_difference" in rows[0]
+    # The table a person reads.
+    text = subprocess.run([EXE, "reps", str(reference), str(attempt), "--url", triton_server.grpc_url, "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert text.returncode == 0 and f"{len(PLAN)} repetition(s), 1 under 80" in text.stdout, text.stdout
+    bad = subprocess.run([EXE, "reps", str(reference), str(attempt), "--min-ratio", "3", "--max-ratio", "2"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--min-ratio" in bad.stderr
