@@ -9,7 +9,7 @@ EXPORT_STAMP := $(VENV)/.export-installed
 SAMPLE_VIDEO := $(shell $(PYTHON) -m engine.media)
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
-.PHONY: install model media test bench demo clean gpu-wheels gpu-check
+.PHONY: install model media browser test bench demo clean gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -41,7 +41,11 @@ media: $(SAMPLE_VIDEO) $(STAMP)
 $(SAMPLE_VIDEO):
 	$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq opencv-doc
 
-test: model media
+# Debian's chromium: the tests load report.html in a real headless browser.
+browser:
+	command -v chromium >/dev/null || ($(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium)
+
+test: model media browser
 	$(PY) -m pytest -q
 
 bench: model media

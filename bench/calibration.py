@@ -3,9 +3,10 @@ re-timed, and for what is not the movement (frozen, played backwards, another mo
 
     python -m bench.calibration [--cache DIR] [--json FILE]
 
-Clips of vtest.avi (10 fps pedestrians) and of Sports2D's demo video (30 fps: a man jumping off a
-box and crouching, a woman walking) are re-timed with PyAV (``engine.encode.retime_video``),
-their poses come from the pose model on the embedded server (cached), and each attempt is scored
+Clips of vtest.avi (10 fps pedestrians) and of Sports2D's demo video (30 fps: a man on a box
+raising his arms with a hop; over the whole video, a woman walking past is the main performer)
+are re-timed with PyAV (``engine.encode.retime_video``), their poses come from the pose model on
+the embedded server (cached), and each attempt is scored
 by ``engine.services.movement_score`` against its clip. Printed per clip and case: the RMS
 per-step distance, the score on the old linear scale, and the score on the scale of
 ``kernels.score_from_distance``.
@@ -19,8 +20,6 @@ import math
 import pickle
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_CACHE = Path.home() / ".cache" / "posescore-bench" / "calibration"
 #: A clip whose performer the pose model finds in fewer of its frames than this is no performance
 #: to score (reported as ``sparse``, left out of the summary).
@@ -31,7 +30,7 @@ CLIPS = (
     ("vtest@20", "vtest", 20.0, 6.0),
     ("vtest@60", "vtest", 60.0, 6.0),
     ("vtest@40", "vtest", 40.0, 6.0),
-    ("sports2d jump", "sports2d", 0.0, 4.0),
+    ("sports2d 0-4s", "sports2d", 0.0, 4.0),
     ("sports2d whole", "sports2d", 0.0, None),
 )
 

@@ -87,21 +87,33 @@ def _serve(args) -> int:
 
 
 class _Progress:
-    """A one-line progress counter on stderr (nothing with --quiet or when stderr is no TTY in CI)."""
+    """A progress bar on stderr (tqdm: frames done, rate, time left) for decoding and inference;
+    none with --quiet or when stderr is not a terminal (CI logs, pipes). One callback serves
+    several videos in turn: a count that goes back (the next video) starts a new bar."""
 
     def __init__(self, label: str, quiet: bool):
-        self.label, self.quiet, self.last = label, quiet, 0.0
+        self.label, self.bar = label, None
+        self.enabled = not quiet and sys.stderr.isatty()
 
     def __call__(self, done: int, total: int | None = None) -> None:
-        import time
-
-        now = time.monotonic()
-        if self.quiet or (now - self.last < 0.2 and not (total and done >= total)):
+        if not self.enabled:
             return
-        self.last = now
-        of = f"/{total}" if total else ""
-        end = "\n" if total and done >= total else ""
-        print(f"\r{self.label}: {done}{of} frames", end=end, file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        if self.bar is not None and done < self.bar.n:
+            self.close()
+        if self.bar is not None and total and self.bar.total != total:  # the frame count was an estimate
+            self.bar.total = total
+        if self.bar is None:
+            self.bar = tqdm(total=total or None, desc=self.label, unit="frame", file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+        if total and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _emit(args, result, lines) -> None:

@@ -4,7 +4,9 @@
 2. ``compare`` of a clip of ``vtest.avi`` against a half-speed copy of itself made with PyAV,
    and against the clip played backwards,
 3. ``find`` of a pose taken from the video,
-4. ``index`` of the clip + ``search`` of that pose and of a movement.
+4. ``index`` of the clip + ``search`` of that pose and of a movement,
+5. ``reps`` on a set made with PyAV from Sports2D's demo video (a man raising his arms: five
+   repetitions at 1x, 0.6x, 1.7x, backwards and 1.25x, with rests), against one repetition.
 
 Prints the scores and where the outputs are (``demo-output/`` by default).
 """
@@ -79,10 +81,22 @@ def main(argv=None) -> int:
         top = hits["matches"][0]
         print(f"[index]   {indexed['videos'][0]['status']}: {archive}")
         print(f"[search]  pose -> {top['video']} {top['start_time']:.2f}s score {top['score']:.1f}")
+
+        from .encode import write_repetitions
+        from .jobs import reps_job
+        from .media import fetch_sports2d
+
+        demo = fetch_sports2d()
+        reference, _ = write_repetitions(demo, out / "rep.mp4", 4, 30, [1.0], 0, width=640)
+        attempt, bounds = write_repetitions(demo, out / "set.mp4", 4, 30, [1.0, 0.6, 1.7, None, 1.25], 24, width=640)
+        result = reps_job(reference, attempt, client, out_dir=out / "reps")
+        scores = " ".join(f"{r['score']:.0f}" for r in result["reps"])
+        print(f"[reps]    {result['count']} repetitions (made: {len(bounds)}), scores {scores}, "
+              f"under 80: rep {result['flagged']} -> {result['outputs']['page']}")
     summary = out / "summary.json"
     summary.write_text(json.dumps({k: {"score": v["score"], "parts": v["parts"]} for k, v in results.items()},
                                   indent=1))
-    print(f"\noutputs in {out.resolve()}/ (report.json, side_by_side.mp4, scores.png per comparison)")
+    print(f"\noutputs in {out.resolve()}/ (report.html, report.json, side_by_side.mp4, scores.png per comparison)")
     return 0
 
 

@@ -117,3 +117,38 @@ def retime_video(src: str | os.PathLike, dst: str | os.PathLike, speed: float, s
                 yield frame.rgb
 
     return write_video(dst, repeated(), info.fps)
+
+
+def write_repetitions(src: str | os.PathLike, dst: str | os.PathLike, first: int, last: int,
+                      speeds: Iterable[float | None], rest_frames: int, *, width: int | None = None
+                      ) -> tuple[Path, list[tuple[int, int]]]:
+    """Write ``dst``, a set of repetitions of frames ``first..last`` (source indices) of ``src``:
+    one per entry of ``speeds`` (a speed as :func:`retime_video`'s, or None: played backwards at
+    1x), each followed by ``rest_frames`` copies of its last frame (a rest), at the source's frame
+    rate, frames scaled to ``width`` pixels wide. Returns ``(dst, [(first, last)] output frames of
+    each repetition)``: the true bounds a repetition counter must find."""
+    import cv2
+
+    info = probe(src)
+    clip = []
+    for frame in iter_frames(src):
+        if first <= frame.index <= last:
+            rgb = frame.rgb
+            if width:
+                height = int(round(rgb.shape[0] * width / rgb.shape[1])) // 2 * 2
+                rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            clip.append(rgb)
+        elif frame.index > last:
+            break
+    if len(clip) < 2:
+        raise VideoError(f"{os.fspath(src)}: frames {first}-{last}: fewer than 2 frames to repeat", path=os.fspath(src))
+    frames, bounds = [], []
+    for speed in speeds:
+        if speed is None:
+            rep = clip[::-1]
+        else:
+            ratio = Fraction(speed).limit_denominator(1000)
+            rep = [clip[min(len(clip) - 1, int(j * ratio))] for j in range(math.ceil(len(clip) / ratio))]
+        bounds.append((len(frames), len(frames) + len(rep) - 1))
+        frames += rep + [rep[-1]] * rest_frames
+    return write_video(dst, frames, info.fps), bounds

@@ -27,6 +27,7 @@ from .extract import extract_poses
 from .people import Performer, image_person, main_performer, track_people
 from .poses import VideoPoses
 from .render import captioned, draw_skeleton, plot_rep_scores, plot_scores, side_by_side, write_image
+from .report_page import write_compare_page, write_reps_page
 from .reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
 from .search import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, hit_poses, search_archive
 from .services import movement_score, score_answer
@@ -278,6 +279,8 @@ def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mir
         report.setdefault("outputs", {}).update(render_comparison(report, ref, att, performers, out,
                                                                   (reference, attempt), fps))
         report["outputs"]["report"] = str(out / "report.json")
+        report["outputs"]["page"] = str(write_compare_page(out / "report.html", report, report["outputs"]["video"],
+                                                           report["outputs"]["plot"]))
         (out / "report.json").write_text(formats.json_text(report, indent=1))
     return report
 
@@ -307,8 +310,8 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
                (reference.times <= (end if end is not None else np.inf))
         rows = np.flatnonzero(keep)
     reference, r_perf = reference.select(rows), _performer_rows(r_perf, rows)
-    r_pos, r_perf = _performer(reference, f"{names[0]} (from {start or 0:g} s to {end if end is not None else 'the end'})",
-                               r_perf)
+    until = "the end" if end is None else f"{end:g} s"
+    r_pos, r_perf = _performer(reference, f"{names[0]} (from {start or 0:g} s to {until})", r_perf)
     a_pos, a_perf = _performer(attempt, names[1])
     found = find_reps(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.times[a_pos],
                       attempt.info.fps, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score, mirror=mirror)
@@ -322,7 +325,8 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
         first, last = int(span[0]), int(span[-1])
         reps.append({"rep": number, "start_frame": int(attempt.frame_indices[first]),
                      "end_frame": int(attempt.frame_indices[last]),
-                     "start_time": round(float(attempt.times[first]), 3), "end_time": round(float(attempt.times[last]), 3),
+                     "start_time": round(float(attempt.times[first]), 3),
+                     "end_time": round(float(attempt.times[last]), 3),
                      "duration": round(float(attempt.times[last] - attempt.times[first]), 3),
                      "score": report["score"], "flagged": report["score"] < threshold,
                      "backwards": rep.backwards,
@@ -385,6 +389,8 @@ def reps_job(reference, attempt, client, *, start=None, end=None, threshold=80.0
         performer = main_performer(att)
         result.setdefault("outputs", {}).update(render_reps(result, att, performer, out, attempt, fps))
         result["outputs"]["report"] = str(out / "reps.json")
+        result["outputs"]["page"] = str(write_reps_page(out / "report.html", result, result["outputs"]["video"],
+                                                        result["outputs"]["plot"]))
         (out / "reps.json").write_text(formats.json_text(result, indent=1))
     return result
 

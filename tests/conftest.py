@@ -3,6 +3,7 @@
 import glob
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,3 +64,26 @@ def triton_server(archive_root):
 
     with TritonServer(archive_root=archive_root) as server:
         yield server
+
+
+def browser_dom(page: Path) -> str:
+    """The DOM of ``page`` after its scripts ran, from Debian's chromium, headless (its video
+    muted and playing for a few seconds of virtual time)."""
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=4000",
+                          "--dump-dom", Path(page).resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def page_data(dom: str) -> dict:
+    """The ``data-*`` attributes the report page's script set on its body (ready, video-duration,
+    played, errors)."""
+    import re
+
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom).group(1)))

@@ -1,6 +1,7 @@
 """The posescore jobs end to end on real video, through the CLI and the embedded server."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from conftest import browser_dom, page_data
 from engine.archive import CATALOG, archive_info, list_videos, verify
 from engine.jobs import compare_poses
 from engine.search import MOMENT_GAP_S
@@ -101,6 +103,16 @@ def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path
     assert frames == len(report["steps"])
     png = (tmp_path / "scores.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # report.html in a real browser: it loads, its video plays, its tables show the report's numbers.
+    dom = browser_dom(tmp_path / "report.html")
+    data = page_data(dom)
+    assert data.get("ready") == "1" and "errors" not in data and float(data["played"]) > 0, data
+    assert float(data["video-duration"]) == pytest.approx(frames / 10.0, abs=0.15)  # one frame per step at 10 fps
+    for part, score in report["parts"].items():
+        row = re.search(rf'<tr class="part( under)?" data-part="{part}">.*?<td class="value">([^<]*)</td>', dom)
+        assert row.group(2) == ("-" if score is None else f"{score:.1f}")
+        assert bool(row.group(1)) == (part in report["parts_under_threshold"])
+    assert dom.count('class="moment"') == len(report["worst_moments"])
 
 
 # A standing figure whose limbs do not cross: each limb's midpoint shows that limb's colour.
@@ -306,3 +318,38 @@ def test_search_explain_gives_compares_report_of_a_hit(clips, triton_server, tmp
     bad = posescore("search", "--archive", archive, "--clip", clips["clip"], "--url", triton_server.grpc_url,
                     "--quiet", "--explain", "9", check=False)
     assert bad.returncode == 1 and "--explain: expected a hit number from 1 to" in bad.stderr
+
+
+def _stderr_on_a_terminal(*args) -> str:
+    """Run ``posescore ARGS`` with stderr on a pseudo-terminal; what it wrote there."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal 120 wide
+    proc = subprocess.Popen([EXE, *map(str, args)], stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(clips, triton_server, tmp_path):
+    shown = _stderr_on_a_terminal("pose", clips["double"], "--url", triton_server.grpc_url, "-o", tmp_path / "a.json")
+    assert "decoded and inferred" in shown and "100%" in shown and "frame/s" in shown, shown
+    assert _stderr_on_a_terminal("pose", clips["double"], "--url", triton_server.grpc_url, "--quiet",
+                                 "-o", tmp_path / "b.json") == ""
+    piped = posescore("pose", clips["double"], "--url", triton_server.grpc_url, "-o", tmp_path / "c.json")
+    assert "frame" not in piped.stderr  # stderr is a pipe: no bar

@@ -4,7 +4,7 @@ built with PyAV."""
 
 import csv
 import json
-import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +13,11 @@ import av
 import numpy as np
 import pytest
 
-from engine.encode import write_video
+from conftest import browser_dom, page_data
+from engine.encode import write_repetitions
 from engine.extract import extract_poses
 from engine.jobs import compare_poses, reps_poses
 from engine.media import fetch_sports2d
-from engine.video import iter_frames
 from kernels.skeleton import JOINT_NAMES
 
 EXE = str(Path(sys.executable).with_name("posescore"))
@@ -28,12 +28,6 @@ PLAN = (1.0, 0.6, 1.7, None, 1.25)
 REST_FRAMES = 24
 
 
-def _retimed(frames: list, speed: float) -> list:
-    """Output frame j shows frame floor(j * speed) (as engine.encode.retime_video)."""
-    count = math.ceil(len(frames) / speed - 1e-9)
-    return [frames[min(len(frames) - 1, int(j * speed))] for j in range(count)]
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """``(reference.mp4, attempt.mp4, true bounds [(first, last)] per repetition)``, 640 px wide."""
@@ -42,17 +36,9 @@ def videos(tmp_path_factory):
     except RuntimeError as err:
         pytest.skip(f"Sports2D's demo video cannot be fetched: {err}")
     folder = tmp_path_factory.mktemp("reps")
-    import cv2
-
-    clip = [cv2.resize(f.rgb, (640, 360), interpolation=cv2.INTER_AREA)
-            for f in iter_frames(demo) if REP_FIRST <= f.index <= REP_LAST]
-    reference = write_video(folder / "reference.mp4", clip, 30.0)
-    frames, bounds = [], []
-    for speed in PLAN:
-        rep = clip[::-1] if speed is None else _retimed(clip, speed)
-        bounds.append((len(frames), len(frames) + len(rep) - 1))
-        frames += rep + [rep[-1]] * REST_FRAMES
-    attempt = write_video(folder / "attempt.mp4", frames, 30.0)
+    reference, _ = write_repetitions(demo, folder / "reference.mp4", REP_FIRST, REP_LAST, [1.0], 0, width=640)
+    attempt, bounds = write_repetitions(demo, folder / "attempt.mp4", REP_FIRST, REP_LAST, PLAN, REST_FRAMES,
+                                        width=640)
     return reference, attempt, bounds
 
 
@@ -117,3 +103,28 @@ def test_reps_cli_writes_its_outputs(videos, triton_server, tmp_path):
     bad = subprocess.run([EXE, "reps", str(reference), str(attempt), "--min-ratio", "3", "--max-ratio", "2"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--min-ratio" in bad.stderr
+
+
+def test_reps_report_page_loads_plays_and_shows_the_numbers(videos, triton_server, tmp_path):
+    reference, attempt, _ = videos
+    out = subprocess.run([EXE, "reps", str(reference), str(attempt), "--url", triton_server.grpc_url, "--json",
+                          "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    page = tmp_path / "report.html"
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing from a network
+    dom = browser_dom(page)
+    data = page_data(dom)
+    assert data.get("ready") == "1" and "errors" not in data, data
+    with av.open(str(tmp_path / "reps.mp4")) as video:
+        stream = video.streams.video[0]
+        duration = stream.frames / float(stream.average_rate)
+    assert float(data["video-duration"]) == pytest.approx(duration, abs=0.1)
+    assert float(data["played"]) > 0  # the video played
+    rows = re.findall(r'<tr class="seek rep( under)?" data-seek="([0-9.]+)">(.*?)</tr>', dom)
+    assert len(rows) == result["count"]
+    for (under, seek, cells), rep in zip(rows, result["reps"]):
+        assert float(seek) == pytest.approx(rep["start_time"], abs=1e-3)
+        assert f'<td class="value">{rep["score"]:.1f}</td>' in cells
+        assert bool(under) == rep["flagged"]
+    assert dom.count('class="moment"') == result["count"]
