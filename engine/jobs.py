@@ -279,8 +279,7 @@ def compare_job(reference, attempt, client, *, out_dir=None, threshold=80.0, mir
         report.setdefault("outputs", {}).update(render_comparison(report, ref, att, performers, out,
                                                                   (reference, attempt), fps))
         report["outputs"]["report"] = str(out / "report.json")
-        report["outputs"]["page"] = str(write_compare_page(out / "report.html", report, report["outputs"]["video"],
-                                                           report["outputs"]["plot"]))
+        report["outputs"]["page"] = str(write_compare_page(out / "report.html", report, report["outputs"]["video"]))
         (out / "report.json").write_text(formats.json_text(report, indent=1))
     return report
 
@@ -389,8 +388,7 @@ def reps_job(reference, attempt, client, *, start=None, end=None, threshold=80.0
         performer = main_performer(att)
         result.setdefault("outputs", {}).update(render_reps(result, att, performer, out, attempt, fps))
         result["outputs"]["report"] = str(out / "reps.json")
-        result["outputs"]["page"] = str(write_reps_page(out / "report.html", result, result["outputs"]["video"],
-                                                        result["outputs"]["plot"]))
+        result["outputs"]["page"] = str(write_reps_page(out / "report.html", result, result["outputs"]["video"]))
         (out / "reps.json").write_text(formats.json_text(result, indent=1))
     return result
 

@@ -1,6 +1,7 @@
-"""``report.html``: one self-contained page (video, plot and thumbnails inlined; no network) that
-shows a ``compare`` or ``reps`` report. The numbers come from the report; the words from
-``engine.feedback``."""
+"""``report.html``: one self-contained page (video, thumbnails and plotly's script inlined; no
+network) that shows a ``compare`` or ``reps`` report. The numbers come from the report; the words
+from ``engine.feedback``. The score plot is plotly's (hover for a step's numbers, click to seek
+the video there); the PNG the job also writes is the same plot for documents."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 table { border-collapse: collapse; }
 td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
 tr.seek { cursor: pointer; } tr.seek:hover { background: #f3f3f3; }
-video, img.plot { max-width: 100%; } .moments { display: flex; flex-wrap: wrap; gap: 12px; }
+video { max-width: 100%; } .moments { display: flex; flex-wrap: wrap; gap: 12px; }
 .moment { width: 250px; cursor: pointer; } .moment img { width: 250px; border: 1px solid #ccc; }
 """
 
@@ -31,12 +32,19 @@ const errors = [];
 const mark = (key, value) => { document.body.dataset[key] = value; };
 window.addEventListener('error', e => { errors.push(String(e.message)); mark('errors', errors.join('; ')); });
 video.addEventListener('error', () => mark('errors', 'video: ' + (video.error && video.error.code)));
-video.addEventListener('loadedmetadata', () => mark('videoDuration', video.duration.toFixed(3)));
+const duration = () => mark('videoDuration', video.duration.toFixed(3));
+if (video.readyState >= 1) duration(); else video.addEventListener('loadedmetadata', duration);
 video.addEventListener('timeupdate', () => {
   if (video.currentTime > 0) mark('played', video.currentTime.toFixed(3));
 });
+const seek = t => { video.currentTime = t; video.play(); };
 for (const el of document.querySelectorAll('[data-seek]')) {
-  el.addEventListener('click', () => { video.currentTime = parseFloat(el.dataset.seek); video.play(); });
+  el.addEventListener('click', () => seek(parseFloat(el.dataset.seek)));
+}
+const plot = document.getElementById('plot');
+if (plot && plot.on) {
+  plot.on('plotly_click', e => seek(e.points[0].customdata));
+  mark('plotPoints', String(plot.data.reduce((n, trace) => n + (trace.customdata ? trace.customdata.length : 0), 0)));
 }
 video.muted = true;
 video.play().catch(e => mark('playError', String(e)));
@@ -97,20 +105,29 @@ def _moments(moments: list[dict], thumbnails: list[str], seeks: list[float]) -> 
     return "<div class=\"moments\" id=\"moments\">" + "".join(cards) + "</div>"
 
 
-def _page(title: str, score_line: str, video: Path, plot: Path, body: str) -> str:
+def _plot(figure) -> str:
+    """A plotly figure as a ``<div id="plot">`` with plotly's script inlined (no network)."""
+    import plotly.io as pio
+
+    figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 30, "b": 45}, template="plotly_white",
+                         showlegend=False, yaxis={"range": [0, 105], "title": "score"})
+    return pio.to_html(figure, include_plotlyjs=True, full_html=False, div_id="plot",
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _page(title: str, score_line: str, video: Path, plot: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{score_line}"
             f"<video id=\"video\" controls preload=\"auto\" "
             f"src=\"{_data_uri('video/mp4', video.read_bytes())}\"></video>"
-            f"<h2>Score</h2><img class=\"plot\" id=\"plot\" alt=\"score plot\" "
-            f"src=\"{_data_uri('image/png', plot.read_bytes())}\">{body}<script>{_SCRIPT}</script></body></html>")
+            f"<h2>Score</h2>{plot}{body}<script>{_SCRIPT}</script></body></html>")
 
 
-def write_compare_page(path: str | Path, report: dict, video: str | Path, plot: str | Path) -> Path:
+def write_compare_page(path: str | Path, report: dict, video: str | Path) -> Path:
     """``report.html`` of a ``compare`` report: the side-by-side video (one frame per aligned step),
-    the score plot, the parts table (parts under the threshold marked) and the worst moments as
+    the score per step (interactive), the parts table (parts under the threshold marked) and the worst moments as
     thumbnails that seek the video."""
-    video, plot = Path(video), Path(plot)
+    video = Path(video)
     rate = _video_rate(video)
     steps = {(s["reference_frame"], s["attempt_frame"]): n for n, s in enumerate(report["steps"])}
     seeks = [steps.get((m["reference_frame"], m["attempt_frame"]), 0) / rate for m in report["worst_moments"]]
@@ -118,16 +135,16 @@ def write_compare_page(path: str | Path, report: dict, video: str | Path, plot: 
             f"<h2>Worst moments</h2>{_moments(report['worst_moments'], _thumbnails(video, seeks), seeks)}")
     line = f"<div class=\"score\" id=\"score\">{report['score']:.1f}</div>"
     page = _page(f"{Path(report['attempt']['path']).name} against {Path(report['reference']['path']).name}",
-                 line, video, plot, body)
+                 line, video, _step_plot(report, rate), body)
     Path(path).write_text(page)
     return Path(path)
 
 
-def write_reps_page(path: str | Path, result: dict, video: str | Path, plot: str | Path) -> Path:
+def write_reps_page(path: str | Path, result: dict, video: str | Path) -> Path:
     """``report.html`` of a ``reps`` result: the attempt's video with each repetition drawn, the
     score per repetition, the table of repetitions (a row seeks the video to it), the parts of
     every repetition (under the threshold marked) and each one's worst moment as a thumbnail."""
-    video, plot = Path(video), Path(plot)
+    video = Path(video)
     threshold = result["threshold"]
     rows = []
     for r in result["reps"]:
@@ -147,9 +164,42 @@ def write_reps_page(path: str | Path, result: dict, video: str | Path, plot: str
     flagged = f", {len(result['flagged'])} under {threshold:g}" if result["flagged"] else ""
     line = f"<div class=\"score\" id=\"score\">{result['count']} repetition(s){flagged}</div>"
     page = _page(f"{Path(result['attempt']['path']).name}: repetitions of {Path(result['reference']['path']).name}",
-                 line, video, plot, body)
+                 line, video, _rep_plot(result), body)
     Path(path).write_text(page)
     return Path(path)
+
+
+def _step_plot(report: dict, rate: float) -> str:
+    """Score per aligned step over the reference's time; a point seeks the side-by-side video
+    (one frame per step) to its step."""
+    import plotly.graph_objects as go
+
+    steps, threshold = report["steps"], report["threshold"]
+    hover = [f"reference {s['reference_time']:.2f}s, attempt {s['attempt_time']:.2f}s<br>score {s['score']:.1f}<br>"
+             + "<br>".join(f"{k.replace('_', ' ')} {'-' if v is None else f'{v:.0f}'}" for k, v in s["parts"].items())
+             for s in steps]
+    figure = go.Figure(go.Scatter(x=[s["reference_time"] for s in steps], y=[s["score"] for s in steps],
+                                  mode="lines+markers", marker={"size": 5}, customdata=[n / rate for n in range(len(steps))],
+                                  hovertext=hover, hoverinfo="text"))
+    figure.add_hline(y=threshold, line_dash="dash", line_color="#c62828")
+    figure.update_layout(xaxis={"title": "reference time (s)"})
+    return _plot(figure)
+
+
+def _rep_plot(result: dict) -> str:
+    """One bar per repetition (red under the threshold); a bar seeks the video to its repetition."""
+    import plotly.graph_objects as go
+
+    reps, threshold = result["reps"], result["threshold"]
+    figure = go.Figure(go.Bar(x=[r["rep"] for r in reps], y=[r["score"] for r in reps],
+                              marker_color=["#c62828" if r["flagged"] else "#2e7d32" for r in reps],
+                              customdata=[r["start_time"] for r in reps], text=[f"{r['score']:.0f}" for r in reps],
+                              textposition="outside",
+                              hovertext=[f"rep {r['rep']}: {clock(r['start_time'])}-{clock(r['end_time'])}, "
+                                         f"score {r['score']:.1f}" for r in reps], hoverinfo="text"))
+    figure.add_hline(y=threshold, line_dash="dash", line_color="grey")
+    figure.update_layout(xaxis={"title": "repetition", "dtick": 1})
+    return _plot(figure)
 
 
 def _video_rate(video: Path) -> float:

@@ -68,7 +68,8 @@ def triton_server(archive_root):
 
 def browser_dom(page: Path) -> str:
     """The DOM of ``page`` after its scripts ran, from Debian's chromium, headless (its video
-    muted and playing for a few seconds of virtual time)."""
+    muted and playing for a few seconds of virtual time), with every host name unresolvable: a
+    page that needed the network would fail to load."""
     import subprocess
 
     chromium = shutil.which("chromium")
@@ -76,6 +77,7 @@ def browser_dom(page: Path) -> str:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
     out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=4000",
+                          "--host-resolver-rules=MAP * ~NOTFOUND",
                           "--dump-dom", Path(page).resolve().as_uri()], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout

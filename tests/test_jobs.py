@@ -113,6 +113,7 @@ def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path
         assert row.group(2) == ("-" if score is None else f"{score:.1f}")
         assert bool(row.group(1)) == (part in report["parts_under_threshold"])
     assert dom.count('class="moment"') == len(report["worst_moments"])
+    assert int(data["plot-points"]) == len(report["steps"])  # the interactive plot: a point per step
 
 
 # A standing figure whose limbs do not cross: each limb's midpoint shows that limb's colour.

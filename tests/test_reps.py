@@ -112,7 +112,8 @@ def test_reps_report_page_loads_plays_and_shows_the_numbers(videos, triton_serve
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     page = tmp_path / "report.html"
-    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing from a network
+    markup = re.sub(r"<script>.*?</script>", "", page.read_text(), flags=re.S)  # the page, not inlined scripts
+    assert "<script src" not in page.read_text() and not re.search(r'(src|href)="(https?:)?//', markup)
     dom = browser_dom(page)
     data = page_data(dom)
     assert data.get("ready") == "1" and "errors" not in data, data
@@ -128,3 +129,4 @@ def test_reps_report_page_loads_plays_and_shows_the_numbers(videos, triton_serve
         assert f'<td class="value">{rep["score"]:.1f}</td>' in cells
         assert bool(under) == rep["flagged"]
     assert dom.count('class="moment"') == result["count"]
+    assert int(data["plot-points"]) == result["count"]  # the interactive plot: a bar per repetition
