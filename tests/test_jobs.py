@@ -92,8 +92,16 @@ def check_worst_moments(report):
 
 def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path):
     out = posescore("compare", clips["clip"], clips["half"], "--url", triton_server.grpc_url, "--json",
-                    "--quiet", "--out", tmp_path, "--threshold", "97")
+                    "--quiet", "--out", tmp_path, "--threshold", "97", "--csv", tmp_path / "steps.csv")
     report = json.loads(out.stdout)
+    import csv
+
+    with open(tmp_path / "steps.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(report["steps"]) and "rep" not in rows[0]
+    assert float(rows[3]["score"]) == report["steps"][3]["score"]
+    knee = report["steps"][3]["angles"]["left_knee"]["difference"]
+    assert rows[3]["left_knee_difference"] == ("" if knee is None else str(knee))
     assert report["score"] >= 95 and set(report["parts"]) == {"head", "torso", "left_arm", "right_arm",
                                                               "left_leg", "right_leg"}
     check_worst_moments(report)

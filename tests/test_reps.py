@@ -130,3 +130,54 @@ def test_reps_report_page_loads_plays_and_shows_the_numbers(videos, triton_serve
         assert bool(under) == rep["flagged"]
     assert dom.count('class="moment"') == result["count"]
     assert int(data["plot-points"]) == result["count"]  # the interactive plot: a bar per repetition
+
+
+def test_reps_reference_cut_from_a_longer_video(videos, poses):
+    """The reference may be part of a longer video (``--from`` / ``--to``): the set's own first
+    repetition is a reference for all five."""
+    _, _, bounds = videos
+    _, attempt = poses
+    first, last = bounds[0]
+    result = reps_poses(attempt, attempt, start=first / 30.0, end=last / 30.0)
+    assert result["count"] == len(PLAN)
+    assert result["reference"]["start_time"] == pytest.approx(first / 30.0, abs=0.04)
+    assert result["reference"]["end_time"] == pytest.approx(last / 30.0, abs=0.04)
+    assert result["reps"][0]["score"] == pytest.approx(100.0, abs=0.1)  # itself, to a frame
+
+
+def test_joint_angles_golden():
+    from kernels.skeleton import KP, joint_angles
+
+    pose = np.zeros((17, 3), np.float32)
+    pose[:, 2] = 1.0
+    for side, dx in (("left", 20.0), ("right", -20.0)):
+        place = {"shoulder": (dx, 0), "hip": (dx, 100), "knee": (dx, 200), "ankle": (dx + 100, 200),
+                 "elbow": (dx, 50), "wrist": (dx, 100)}
+        for joint, xy in place.items():
+            pose[KP[f"{side}_{joint}"], :2] = xy
+    angles = dict(zip(JOINT_NAMES, joint_angles(pose)))
+    # knees bent at a right angle; hips and elbows straight; arms hanging along the trunk
+    assert angles["left_knee"] == pytest.approx(90.0) and angles["right_knee"] == pytest.approx(90.0)
+    assert angles["left_hip"] == pytest.approx(0.0, abs=1e-3) and angles["left_elbow"] == pytest.approx(0.0, abs=1e-3)
+    assert angles["left_shoulder"] == pytest.approx(0.0, abs=1e-3)
+    pose[KP["left_elbow"], :2] = (20.0 + 50.0, 0.0)  # the left arm held out sideways
+    pose[KP["left_wrist"], :2] = (20.0 + 100.0, 0.0)
+    pose[KP["right_ankle"], 2] = 0.1  # not visible
+    angles = dict(zip(JOINT_NAMES, joint_angles(pose[None])[0]))
+    assert angles["left_shoulder"] == pytest.approx(90.0) and angles["left_elbow"] == pytest.approx(0.0, abs=1e-3)
+    assert np.isnan(angles["right_knee"]) and not np.isnan(angles["right_hip"])
+    with pytest.raises(ValueError, match="17, 3"):
+        joint_angles(np.zeros((3, 16, 3)))
+
+
+def test_feedback_says_it_as_a_coach_would():
+    from engine.feedback import clock, joint_remark, moment_feedback
+
+    assert clock(4.2) == "0:04.2" and clock(75.25) == "1:15.2"
+    knee = {"reference": 80.0, "attempt": 45.0, "difference": -35.0}
+    assert joint_remark("left_knee", knee, 4.2) == "left knee 35° less bent than the reference at 0:04.2"
+    arm = {"reference": 10.0, "attempt": 60.0, "difference": 50.0}
+    assert joint_remark("right_shoulder", arm) == "right arm raised 50° higher than the reference"
+    small = {"joint": "left_hip", "joint_angles": {"reference": 5.0, "attempt": 9.0, "difference": 4.0},
+             "worst_part": "torso", "attempt_time": 1.0}
+    assert moment_feedback(small) == "torso off at 0:01.0" and moment_feedback(None) == "-"
