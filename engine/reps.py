@@ -52,8 +52,11 @@ def find_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, 
     R, A = len(reference), len(attempt)
     if R < 2:
         raise ValueError(f"reference: a repetition needs at least 2 frames with the performer, got {R}")
+    if not reference_fps > 0:
+        raise ValueError("reference: its frame rate is unknown (a pose JSON without times?), so its duration "
+                         "is too: give it with --fps")
     times = np.asarray(attempt_times, np.float64)
-    duration = (R - 1) / reference_fps if reference_fps > 0 else float(R - 1)
+    duration = (R - 1) / reference_fps
     lo_s, hi_s = min_ratio * duration, max_ratio * duration
     if A < 2:
         return []

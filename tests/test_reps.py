@@ -16,6 +16,8 @@ import pytest
 from conftest import browser_dom, page_data
 from engine.encode import write_repetitions
 from engine.extract import extract_poses
+from engine.formats import write_alphapose
+from engine.people import track_people
 from engine.jobs import compare_poses, reps_poses
 from engine.media import fetch_sports2d
 from kernels.skeleton import JOINT_NAMES
@@ -79,38 +81,42 @@ def test_reps_refuses_a_reference_without_the_performer(poses):
         reps_poses(reference, attempt, start=100.0, end=101.0)
 
 
-def test_reps_cli_writes_its_outputs(videos, triton_server, tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(videos, triton_server, tmp_path_factory):
+    """``posescore reps --json --out DIR --csv FILE`` on the two videos: ``(result, DIR)``."""
     reference, attempt, _ = videos
+    folder = tmp_path_factory.mktemp("reps-cli")
     out = subprocess.run([EXE, "reps", str(reference), str(attempt), "--url", triton_server.grpc_url, "--json",
-                          "--quiet", "--out", str(tmp_path), "--csv", str(tmp_path / "steps.csv")],
+                          "--quiet", "--out", str(folder), "--csv", str(folder / "steps.csv")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    return json.loads(out.stdout), folder
+
+
+def test_reps_cli_writes_its_outputs(cli_run, poses, tmp_path):
+    result, folder = cli_run
     assert result["count"] == len(PLAN)
-    assert json.loads((tmp_path / "reps.json").read_text())["count"] == len(PLAN)
-    with av.open(str(tmp_path / "reps.mp4")) as video:
+    assert json.loads((folder / "reps.json").read_text())["count"] == len(PLAN)
+    with av.open(str(folder / "reps.mp4")) as video:
         assert sum(1 for _ in video.decode(video=0)) == result["attempt"]["frames"]  # every attempt frame
-    assert (tmp_path / "reps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with open(tmp_path / "steps.csv", newline="") as f:
+    assert (folder / "reps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(folder / "steps.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {int(r["rep"]) for r in rows} == set(range(1, len(PLAN) + 1))
     assert len(rows) == sum(len(r["report"]["steps"]) for r in result["reps"])
     assert "left_knee_difference" in rows[0]
-    # The table a person reads.
-    text = subprocess.run([EXE, "reps", str(reference), str(attempt), "--url", triton_server.grpc_url, "--quiet"],
-                          capture_output=True, text=True, timeout=600)
+    # The table a person reads, from the same poses as pose JSON files (no server needed).
+    files = [write_alphapose(tmp_path / f"{name}.json", p, tracks=track_people(p))
+             for name, p in zip(("reference", "attempt"), poses)]
+    text = subprocess.run([EXE, "reps", *map(str, files), "--quiet"], capture_output=True, text=True, timeout=300)
     assert text.returncode == 0 and f"{len(PLAN)} repetition(s), 1 under 80" in text.stdout, text.stdout
-    bad = subprocess.run([EXE, "reps", str(reference), str(attempt), "--min-ratio", "3", "--max-ratio", "2"],
+    bad = subprocess.run([EXE, "reps", *map(str, files), "--min-ratio", "3", "--max-ratio", "2"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--min-ratio" in bad.stderr
 
 
-def test_reps_report_page_loads_plays_and_shows_the_numbers(videos, triton_server, tmp_path):
-    reference, attempt, _ = videos
-    out = subprocess.run([EXE, "reps", str(reference), str(attempt), "--url", triton_server.grpc_url, "--json",
-                          "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+def test_reps_report_page_loads_plays_and_shows_the_numbers(cli_run):
+    result, tmp_path = cli_run
     page = tmp_path / "report.html"
     markup = re.sub(r"<script>.*?</script>", "", page.read_text(), flags=re.S)  # the page, not inlined scripts
     assert "<script src" not in page.read_text() and not re.search(r'(src|href)="(https?:)?//', markup)
