@@ -53,6 +53,16 @@ def not_ready(error: InferenceServerException) -> InferenceServerException:
                                     status="StatusCode.UNAVAILABLE")
 
 
+def stub_died(error: InferenceServerException) -> InferenceServerException | None:
+    """An INTERNAL answer saying the model's python stub is not healthy (killed, or out of memory)
+    as UNAVAILABLE, to be retried: a supervised server reloads the model (``engine.supervisor``);
+    None for any other error."""
+    message = error.message() or ""
+    if status_name(error) == "INTERNAL" and "Stub process" in message and "not healthy" in message:
+        return InferenceServerException(f"{message} (the model is being reloaded)", status="StatusCode.UNAVAILABLE")
+    return None
+
+
 def status_name(error: InferenceServerException) -> str | None:
     """``"UNAVAILABLE"`` from tritonclient's ``"StatusCode.UNAVAILABLE"``."""
     status = error.status()

@@ -5,8 +5,9 @@
         result = client.score(query, candidates, metric="cosine", mirror=True)
 
 Every call has a deadline (``timeout`` seconds, retries included). A server that is unavailable
-(starting, stopping, restarting, connection refused) is retried with exponential backoff and
-jitter until that deadline; any other error is raised at once. Arguments are checked before
+(starting, stopping, restarting, connection refused), and a model whose python stub died (which
+a supervised server reloads), are retried with exponential backoff and jitter until that
+deadline; any other error is raised at once. Arguments are checked before
 anything is sent. Everything raised is a :class:`PoseScoreError`.
 """
 
@@ -72,6 +73,7 @@ class _ClientBase:
                      previous: InferenceServerException | None, attempt: int, deadline: float) -> float:
         """Seconds to wait before retrying after ``error`` (``previous``: the last UNAVAILABLE error
         of this call, if any), or raise the PoseScoreError that ends the call."""
+        error = p.stub_died(error) or error
         status = p.status_name(error)
         if status == "DEADLINE_EXCEEDED" and previous is not None:
             error, status = previous, "UNAVAILABLE"  # the deadline ran out while the server was away

@@ -140,7 +140,13 @@ def _with_client(args, job):
 
     if not args.url and not args.quiet:
         print("starting the embedded Triton server ...", file=sys.stderr, flush=True)
-    with server_url(args.url) as url, PoseScoreClient(url, timeout=args.timeout) as client:
+
+    def notify(event):  # the embedded server's supervisor: what it mended
+        if not args.quiet:
+            detail = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("time", "what"))
+            print(f"\nposescore: embedded server: {event['what']}: {detail}", file=sys.stderr, flush=True)
+
+    with server_url(args.url, notify=notify) as url, PoseScoreClient(url, timeout=args.timeout) as client:
         return job(client)
 
 

@@ -352,10 +352,15 @@ def repository_models(repository: str | Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def server_url(url: str | None, **server_options) -> Iterator[str]:
-    """Yield ``url`` when given; otherwise start an embedded server for the block and yield its URL."""
+def server_url(url: str | None, *, notify=None, **server_options) -> Iterator[str]:
+    """Yield ``url`` when given; otherwise start an embedded server for the block, supervised as
+    ``posescore serve``'s is (``engine.supervisor.Supervisor``: a dead tritonserver started again,
+    a model whose stub died reloaded; ``notify(event)`` hears of it), and yield its URL. The
+    clients retry through either while their deadline lasts, so a job rides through them."""
     if url:
         yield url
         return
-    with TritonServer(**server_options) as server:
+    from .supervisor import Supervisor
+
+    with TritonServer(**server_options) as server, Supervisor(server, notify=notify):
         yield server.grpc_url

@@ -1,4 +1,5 @@
-"""A supervisor that keeps an embedded Triton server serving (``posescore serve`` runs one).
+"""A supervisor that keeps an embedded Triton server serving (``posescore serve`` runs one, and
+so does every job's embedded server, through ``engine.server.server_url``).
 
 - A tritonserver that dies is started again, on the same ports and with the same admin key, after
   a backoff that doubles while it keeps dying (1 s up to ``max_backoff``); the log of the run that
@@ -6,7 +7,9 @@
 - Every ``interval`` seconds each model gets a real, tiny request (Triton's ready endpoints keep
   answering 200 for a model whose python stub was killed). A model that answers neither with its
   result nor with INVALID_ARGUMENT is reloaded through the repository API, which only the
-  supervisor's admin key opens; should the reload fail, the server is restarted.
+  supervisor's admin key opens; should the reload fail, the server is restarted. A probe past its
+  timeout is a busy model, not a dead one (a dead stub answers at once), until it has timed out
+  HUNG_AFTER_TIMEOUTS rounds in a row.
 
 ``events`` lists what happened (time, what, model or run, detail); ``healthy`` says whether the
 last round of probes was answered by every model.
@@ -28,6 +31,8 @@ from .server import TritonServer
 
 #: Statuses of a probe that show the model's stub alive: its answer, or its refusal of the input.
 _ALIVE = ("StatusCode.INVALID_ARGUMENT",)
+#: A model whose probe runs past its timeout this many rounds in a row is hung (not just busy).
+HUNG_AFTER_TIMEOUTS = 3
 
 
 def _probe_inputs(model: str) -> list:
@@ -72,6 +77,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff, self._last_start = 1.0, None
+        self._timeouts: dict[str, int] = {}  # consecutive probe timeouts per model
 
     def _event(self, what: str, **detail) -> None:
         event = {"time": time.time(), "what": what, **detail}
@@ -88,9 +94,19 @@ class Supervisor:
         client = grpcclient.InferenceServerClient(self.server.grpc_url)
         try:
             client.infer(model, _probe_inputs(model), client_timeout=self.probe_timeout)
+            self._timeouts[model] = 0
             return None
         except InferenceServerException as err:
-            return None if str(err.status()) in _ALIVE else f"{err.status()}: {err.message()}"
+            if str(err.status()) in _ALIVE:
+                self._timeouts[model] = 0
+                return None
+            if str(err.status()) == "StatusCode.DEADLINE_EXCEEDED":
+                # A dead stub answers at once ("not healthy"); a slow answer is a busy model (a job's
+                # long batches queue before the probe), hung only when it stays so for several rounds.
+                self._timeouts[model] = self._timeouts.get(model, 0) + 1
+                if self._timeouts[model] < HUNG_AFTER_TIMEOUTS:
+                    return None
+            return f"{err.status()}: {err.message()}"
         finally:
             client.close()
 

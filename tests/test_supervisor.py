@@ -67,3 +67,30 @@ def test_a_killed_server_is_started_again_on_its_port_and_its_log_kept(supervise
     restarting = next(e for e in supervisor.events if e["what"] == "restarting")
     assert "exited" in restarting["reason"] and "Started GRPCInferenceService" in open(restarting["log"]).read()
     assert any(e["what"] == "restarted" for e in supervisor.events) and supervisor.runs == 2
+
+
+def test_a_jobs_embedded_server_rides_through_a_killed_stub_and_a_killed_server():
+    """``server_url(None)`` (every job's embedded server) is supervised, and the client retries
+    through the repair within its deadline: the job's calls answer, with no retry of its own."""
+    from engine.server import server_url
+
+    rng = np.random.default_rng(1)
+    poses = random_poses(rng, 5)
+    events = []
+    with server_url(None, models=["score"], notify=events.append) as url, PoseScoreClient(url, timeout=120) as client:
+        assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
+        server = _server_of(url)
+        (stub,) = _stub_pids(server, "score")
+        os.kill(stub, signal.SIGKILL)
+        assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
+        assert "reloaded" in [e["what"] for e in events], events
+        os.killpg(os.getpgid(server.process.pid), signal.SIGKILL)
+        assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
+        assert "restarted" in [e["what"] for e in events], events
+
+
+def _server_of(url):
+    """The running TritonServer object serving ``url`` (found among the live objects)."""
+    import gc
+
+    return next(o for o in gc.get_objects() if isinstance(o, TritonServer) and o.is_running() and o.grpc_url == url)
