@@ -292,3 +292,25 @@ def test_the_score_model_refuses_more_candidates_than_its_bound(tmp_path):
             with pytest.raises(PoseScoreError, match=r"candidates: 51 in one request, over this server's bound of 50"):
                 client.score(poses[0], poses)
             assert client.score(poses[0], poses[:50]).scores.shape == (50,)
+
+
+def test_small_dtw_requests_are_not_held_behind_a_large_one(triton_server):
+    """A request within the bound but large (7,000 x 7,000 frames, 49M cells: seconds of work)
+    holds one dtw instance; small requests sent after it run in the other and are answered first."""
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    rng = np.random.default_rng(5)
+    large = np.repeat(_poses(50, seed=3), 140, axis=0)
+    large[..., :2] += rng.normal(0, 1, (7000, 17, 2)).astype(np.float32)
+    order = []
+    client.async_infer("dtw", [_input("reference", large), _input("attempt", large[::-1].copy())],
+                       callback=lambda result, error: order.append(("large", error)), client_timeout=300)
+    time.sleep(0.5)  # the large one is running
+    small = _poses(30, seed=2)
+    for n in range(6):
+        client.async_infer("dtw", [_input("reference", small), _input("attempt", small[::-1].copy())],
+                           callback=lambda result, error, n=n: order.append((n, error)), client_timeout=300)
+    deadline = time.monotonic() + 300
+    while len(order) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(order) == 7 and all(error is None for _, error in order), [(n, e and e.message()) for n, e in order]
+    assert order[-1][0] == "large", [name for name, _ in order]
