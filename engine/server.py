@@ -309,6 +309,19 @@ class TritonServer:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def stub_pids(self, model: str) -> list[int]:
+        """Process ids of ``model``'s python backend stubs (in the server's process group)."""
+        if not self.is_running():
+            return []
+        out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
+        pgid = os.getpgid(self.process.pid)
+        found = []
+        for line in out.splitlines():
+            pid, group, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (None, None, "")
+            if pid and int(group) == pgid and "triton_python_backend_stub" in args and f"/{model}/" in args:
+                found.append(int(pid))
+        return found
+
     def __enter__(self) -> "TritonServer":
         return self.start()
 

@@ -61,6 +61,11 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                            "(default 0; e.g. 0.05)")
     load.add_argument("--restart-at", type=duration, default=default.restart_at,
                       help="restart the embedded server this long into the run, on the same ports")
+    load.add_argument("--kill-stub-at", type=duration, default=default.kill_stub_at,
+                      help="SIGKILL a model's python stub this long into the run (the embedded server is "
+                           "supervised: the model is reloaded)")
+    load.add_argument("--kill-stub", default=default.kill_stub,
+                      help="the model whose stub --kill-stub-at kills (default: the first task of the mix)")
 
     data = parser.add_argument_group("requests")
     data.add_argument("--video", default=default.video, help="frames for pose, sampled evenly (default vtest.avi)")

@@ -141,6 +141,8 @@ class LoadTestOptions:
     deadline: float = 30.0
     malformed: float = 0.0
     restart_at: float | None = None
+    kill_stub_at: float | None = None
+    kill_stub: str | None = None
     ramp: bool = False
     ramp_users: tuple[int, ...] = DEFAULT_RAMP_USERS
     ramp_all_steps: bool = False

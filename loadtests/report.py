@@ -88,14 +88,16 @@ def task_summary(records: list[Record], tasks: list[str], seconds: float) -> dic
 
 
 def fault_summary(records: list[Record], errors_seen: list, restart: dict, started: float) -> dict:
-    """The error burst the clients saw around a restart, and how long until they recovered."""
+    """The error burst the clients saw around a restart (or a stub kill), and how long until they
+    recovered."""
     report: dict[str, Any] = {"restart": {k: (round(v - started, 3) if isinstance(v, float) else v)
                                           for k, v in restart.items()}}
     if "stop_began" not in restart:
         return report
     stop = restart["stop_began"]
     ready = restart.get("ready", math.inf)
-    burst = [e for e in errors_seen if e[0] >= stop - 1.0]
+    # INVALID_ARGUMENT is the refusal a malformed request expects, not the fault's doing.
+    burst = [e for e in errors_seen if e[0] >= stop - 1.0 and e[2] != "INVALID_ARGUMENT"]
     report["outage_s"] = (ready - stop) if "ready" in restart else None
     report["client_errors"] = len(burst)
     report["client_errors_by_status"] = dict(Counter(f"{e[2]}{'' if e[3] else ' (gave up)'}" for e in burst))
@@ -194,10 +196,14 @@ def format_report(report: dict) -> str:
     if fault:
         r = fault["restart"]
         if "error" in r:
-            lines.append(f"restart FAILED: {r['error']}")
-        if "stop_began" in r:
+            lines.append(f"{r.get('kind', 'restart')} FAILED: {r['error']}")
+        if "stop_began" in r and "kind" in r:  # a stub killed, the model reloaded by the supervisor
+            lines.append(f"{r['kind']}: at +{r['stop_began']:.1f} s, the model reloaded and answering again "
+                         f"+{r.get('ready', float('nan')):.1f} s (outage {fault['outage_s'] or 0:.1f} s)")
+        elif "stop_began" in r:
             lines.append(f"restart: stop at +{r['stop_began']:.1f} s, stopped +{r.get('stopped', float('nan')):.1f} s, "
                          f"ready again +{r.get('ready', float('nan')):.1f} s (outage {fault['outage_s'] or 0:.1f} s)")
+        if "stop_began" in r:
             by_status = ", ".join(f"{k} {n}" for k, n in fault["client_errors_by_status"].items()) or "none"
             span = (f" between +{fault['burst_first_s']:.1f} s and +{fault['burst_last_s']:.1f} s"
                     if fault["client_errors"] else "")

@@ -122,6 +122,48 @@ class _Restarter(threading.Thread):
             stopping.wait(0.02)
 
 
+class _StubKiller(threading.Thread):
+    """SIGKILLs ``model``'s python stub ``at`` seconds after the load started (as the kernel's OOM
+    killer would), on a server a :class:`engine.supervisor.Supervisor` keeps; the record says when
+    (``stop_began``, ``stopped``: the kill) and when the supervisor had the model answering again
+    (``ready``: its "reloaded" event). The metrics are read just before the kill."""
+
+    def __init__(self, server, model: str, at: float, started: threading.Event, read_metrics: Callable[[], Any],
+                 events: list):
+        super().__init__(name="posescore-loadtest-kill-stub", daemon=True)
+        self.server, self.model, self.at, self.started = server, model, at, started
+        self.read_metrics, self.events = read_metrics, events
+        self.load_started: float | None = None
+        self.record: dict[str, Any] = {"kind": f"kill of model {model}'s python stub"}
+        self.metrics_before_stop = None
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        import os
+        import signal
+
+        self.started.wait()
+        if self.load_started is None or self.cancel.wait(max(0.0, self.load_started + self.at - time.time())):
+            return
+        try:
+            self.metrics_before_stop = self.read_metrics()
+            pids = self.server.stub_pids(self.model)
+            if not pids:
+                raise RuntimeError(f"no python stub of model {self.model} found")
+            self.record["stop_began"] = time.time()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            self.record["stopped"] = time.time()
+            while not self.cancel.wait(0.05):
+                done = [e for e in self.events if e["what"] == "reloaded" and e.get("model") == self.model
+                        and e["time"] >= self.record["stop_began"]]
+                if done:
+                    self.record["ready"] = done[0]["time"]
+                    return
+        except Exception as err:  # noqa: BLE001 - reported with the results
+            self.record["error"] = f"{type(err).__name__}: {err}"
+
+
 def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = None) -> tuple[int, dict]:
     """Run the load test; returns ``(exit code, report)``: 0 all SLOs met, 1 one missed (the report
     says which). Raises LoadTestError when the test cannot run."""
@@ -199,9 +241,16 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
             (out / stale).unlink(missing_ok=True)
 
         started = threading.Event()
-        restarter = None
+        restarter = supervisor = None
         if options.restart_at is not None:
             restarter = _Restarter(server, options.restart_at, started, read_metrics)
+            restarter.start()
+        elif options.kill_stub_at is not None:
+            from engine.supervisor import Supervisor
+
+            events: list = []
+            supervisor = Supervisor(server, interval=0.5, notify=events.append).start()
+            restarter = _StubKiller(server, options.kill_stub, options.kill_stub_at, started, read_metrics, events)
             restarter.start()
         try:
             child_result = _run_child(config_path, config, options, started, restarter, log)
@@ -209,13 +258,23 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
             if restarter is not None:
                 restarter.cancel.set()
                 restarter.join()
+            if supervisor is not None:
+                supervisor.stop()
+                restarter.record["supervisor_events"] = [
+                    {k: (round(v - restarter.load_started, 3) if k == "time" and restarter.load_started else v)
+                     for k, v in e.items()} for e in supervisor.events]
         if before is not None:
             try:
                 after = read_metrics()
-                segments = [(before, after)]
-                if restarter is not None and restarter.metrics_before_stop is not None:
-                    segments = [(before, restarter.metrics_before_stop), ({}, after)]
-                server_view["models"] = prom.per_model(prom.delta(segments))
+                change = prom.delta([(before, after)])
+                if isinstance(restarter, _Restarter) and restarter.metrics_before_stop is not None:
+                    change = prom.delta([(before, restarter.metrics_before_stop), ({}, after)])
+                elif isinstance(restarter, _StubKiller) and restarter.metrics_before_stop is not None:
+                    # The reloaded model's counters start again from zero; the others' run on.
+                    m = restarter.model
+                    change[m] = prom.delta([({m: before.get(m, {})}, {m: restarter.metrics_before_stop.get(m, {})}),
+                                            ({}, {m: after.get(m, {})})]).get(m, {})
+                server_view["models"] = prom.per_model(change)
             except prom.MetricsError as err:
                 server_view["error"] = str(err)
 
@@ -257,6 +316,18 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
         raise LoadTestError(f"--malformed: expected a share in [0, 1), got {options.malformed}")
     if options.deadline <= 0:
         raise LoadTestError(f"--deadline: expected > 0, got {options.deadline}")
+    if options.kill_stub_at is not None:
+        if options.url:
+            raise LoadTestError("--kill-stub-at kills a stub of the embedded server: leave out --url")
+        if options.restart_at is not None or options.ramp:
+            raise LoadTestError("--kill-stub-at goes with neither --restart-at nor --ramp")
+        if not 0 < options.kill_stub_at < options.duration:
+            raise LoadTestError(f"--kill-stub-at: expected within the run (0, {options.duration:g} s), "
+                                f"got {options.kill_stub_at:g} s")
+        model = options.kill_stub or next(iter(mix))
+        if model not in mix:
+            raise LoadTestError(f"--kill-stub: expected a model of the mix ({', '.join(mix)}), got {model!r}")
+        options = dataclasses.replace(options, kill_stub=model)
     if options.restart_at is not None:
         if options.url:
             raise LoadTestError("--restart-at restarts the embedded server: leave out --url")
@@ -338,6 +409,9 @@ def _report(options, child: dict, records: list[Record], server_view: dict, rest
             server_view["note"] = (f"note: the server counted fewer successes than the clients for {', '.join(short)}"
                                    + (" (requests finished between the last read before the restart and the stop "
                                       "are not counted)" if restarter is not None else ""))
+    if isinstance(restarter, _StubKiller) and not server_view.get("note"):
+        server_view["note"] = ("note: the server's counts include the supervisor's probes (a tiny request to each "
+                               "model every 0.5 s)")
     report: dict[str, Any] = {"run": run, "out": str(out), "server": server_view}
     log_file = out / "locust.log"
     if log_file.exists():
@@ -380,7 +454,7 @@ def _report(options, child: dict, records: list[Record], server_view: dict, rest
     if child["locust_exceptions"]:
         missed.append(f"{sum(e['count'] for e in child['locust_exceptions'])} exceptions in the locust users")
     if restarter is not None and "error" in restarter.record:
-        missed.append(f"the restart failed: {restarter.record['error']}")
+        missed.append(f"the {restarter.record.get('kind', 'restart')} failed: {restarter.record['error']}")
     report["slo"] = {"spec": str(options.slo), "missed": missed}
     return report
 

@@ -260,10 +260,14 @@ class PoseScoreUser(User):
                 call = self._raw_call("score", [input_tensor("query", query, "FP32"),
                                                 input_tensor("candidates", candidates[None], "FP32")])
             payload = query.nbytes + candidates.nbytes
-        elif bad.kind in ("nan-attempt", "empty-reference"):
+        elif bad.kind in ("nan-attempt", "empty-reference", "over-max-cells"):
             given = rng.choice(work.dtw_inputs) if work.dtw_inputs else {"reference": poses, "attempt": poses}
             reference, attempt = given["reference"].copy(), given["attempt"].copy()
-            if bad.kind == "nan-attempt":
+            if bad.kind == "over-max-cells":  # 9,000 x 9,000 frames: 81M cells, over the default 64M
+                reference = np.resize(reference, (9000, 17, 3))
+                attempt = np.resize(attempt, (9000, 17, 3))
+                call = lambda: self.client.dtw(reference, attempt)  # noqa: E731
+            elif bad.kind == "nan-attempt":
                 attempt[rng.randrange(len(attempt)), rng.randrange(17), 1] = np.nan
                 call = lambda: self.client.dtw(reference, attempt)  # noqa: E731
             else:

@@ -55,6 +55,8 @@ def test_add_parser_registers_loadtest():
 @pytest.mark.parametrize("argv, message", [
     (["--url", "127.0.0.1:1", "--restart-at", "5s", "--mix", "score=1"], "leave out --url"),
     (["--restart-at", "90s", "--duration", "10s"], "within the run"),
+    (["--kill-stub-at", "3s", "--kill-stub", "pose", "--mix", "score=1"], "--kill-stub: expected a model of the mix"),
+    (["--url", "127.0.0.1:1", "--kill-stub-at", "3s", "--mix", "score=1"], "leave out --url"),
     (["--url", "127.0.0.1:1", "--mix", "search=1"], "--archive-root"),
     (["--malformed", "1.5"], "--malformed"),
     (["--pose-batch", "0"], "pose batch: expected 1..16"),
@@ -201,6 +203,31 @@ def test_fault_server_restart_mid_run_drops_nothing_and_recovers(tmp_path, capsy
         assert summary["server"]["models"][task]["requests_ok"] >= summary["server"]["client_ok"][task]
     assert re.search(r"error burst: \d+ errors seen by the clients", printed)
     assert "recovery:" in printed
+
+
+@pytest.mark.fault
+def test_soak_hostile_requests_and_a_killed_stub_lose_nothing(tmp_path, capsys):
+    """A short soak: normal load, malformed and oversized requests (a dtw over the cells bound
+    among them), and the score model's python stub SIGKILLed mid-run: the supervisor reloads it,
+    the clients retry through it, every request is answered right, none is lost."""
+    out = tmp_path / "soak"
+    code = cli.main(["--users", "3", "--duration", "16s", "--kill-stub-at", "4s", "--kill-stub", "score",
+                     "--malformed", "0.1", "--deadline", "60s", "--mix", "score=3,dtw=1", "--seed", "3",
+                     "--slo", "errors=0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    summary = json.loads((out / "summary.json").read_text())
+    fault = summary["fault"]
+    kill = fault["restart"]
+    assert "error" not in kill and kill["stop_began"] <= kill["stopped"] < kill["ready"]
+    assert any(e["what"] == "reloaded" and e["model"] == "score" for e in kill["supervisor_events"])
+    assert fault["client_errors"] > 0  # the clients saw the dead stub, and retried
+    assert summary["tasks"]["all"]["failures"] == 0 and summary["tasks"]["all"]["wrong_answers"] == 0
+    assert fault["requests_spanning_outage_ok"] == fault["requests_spanning_outage"] > 0
+    assert summary["accounting"]["consistent"] and summary["accounting"]["unanswered"] == 0
+    refused = summary["tasks"]["expected_errors"]
+    assert refused["requests"] > 0 and refused["requests"] == refused["refused_as_expected"], refused
+    assert "kill of model score's python stub: at +" in printed and "outage" in printed
 
 
 def summary_start(out):

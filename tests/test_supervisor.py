@@ -3,7 +3,6 @@ its model reloaded; a killed tritonserver is started again on its port, the dead
 
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -16,10 +15,7 @@ from engine.supervisor import Supervisor
 
 
 def _stub_pids(server, model):
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
-    pgid = os.getpgid(server.process.pid)
-    return [int(line.split()[0]) for line in out.splitlines()
-            if int(line.split()[1]) == pgid and "triton_python_backend_stub" in line and f"/{model}" in line]
+    return server.stub_pids(model)
 
 
 def _scores_again(server, deadline_s=90.0):
