@@ -167,6 +167,10 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
         self.http = bool(http)
+        # With HTTP on, Triton's HTTP endpoint listens on a private port behind a validating front
+        # (engine.http_front) on http_port: one malformed JSON request can abort tritonserver 2.51.
+        self._backend_http_port = free_port(host) if self.http else self.http_port
+        self._front = None
         # The admin surfaces (shared-memory registration, repository control, trace, logging) answer
         # only requests carrying this header with this key, which only this object holds.
         self.admin_key = secrets.token_hex(16)
@@ -218,7 +222,7 @@ class TritonServer:
             f"--cache-directory={triton_distribution() / 'caches'}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--allow-http={'true' if self.http else 'false'}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--http-address={self.host}", f"--http-port={self._backend_http_port}",
             f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             f"--http-restricted-api={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
@@ -252,6 +256,10 @@ class TritonServer:
         _RUNNING.add(self)
         try:
             self._wait_ready()
+            if self.http:
+                from .http_front import HttpFront
+
+                self._front = HttpFront(self.host, self.http_port, self._backend_http_port).start()
         except BaseException:
             tail = self.log_tail()
             self.stop()
@@ -281,6 +289,9 @@ class TritonServer:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server and every process of its group; idempotent."""
         _RUNNING.discard(self)
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

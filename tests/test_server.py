@@ -1,5 +1,6 @@
 """The model repository's configs, the embedded server's life cycle, and bad requests over gRPC."""
 
+import json
 import re
 import signal
 import socket
@@ -314,3 +315,56 @@ def test_small_dtw_requests_are_not_held_behind_a_large_one(triton_server):
         time.sleep(0.05)
     assert len(order) == 7 and all(error is None for _, error in order), [(n, e and e.message()) for n, e in order]
     assert order[-1][0] == "large", [name for name, _ in order]
+
+
+def test_http_on_survives_the_request_that_aborts_tritonserver():
+    """With HTTP on, a 100-byte JSON request declaring a [1099511627776, 17, 3] FP32 input (which
+    aborts tritonserver 2.51 with std::bad_alloc) is refused by the validating front, naming the
+    input; the server stays up, and good HTTP requests are answered through the front."""
+    import http.client
+
+    from engine.server import TritonServer
+
+    def post(port, path, payload):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.request("POST", path, body=json.dumps(payload), headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            return answer.status, json.loads(answer.read() or b"{}")
+        finally:
+            connection.close()
+
+    with TritonServer(models=["dtw", "score"], http=True) as server:
+        killer = {"inputs": [{"name": "reference", "shape": [1099511627776, 17, 3], "datatype": "FP32", "data": [1]}]}
+        status, answer = post(server.http_port, "/v2/models/dtw/infer", killer)
+        assert status == 400 and "input 'reference': shape [1099511627776, 17, 3]" in answer["error"], answer
+        status, answer = post(server.http_port, "/v2/models/dtw/infer",
+                              {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [1, 2]}]})
+        assert status == 400 and "holds 6 values, the request carries 2" in answer["error"]
+        assert server.is_running()
+        pose = _poses(1)[0]
+        good = {"inputs": [{"name": "query", "shape": [1, 17, 3], "datatype": "FP32", "data": pose.ravel().tolist()},
+                           {"name": "candidates", "shape": [1, 2, 17, 3], "datatype": "FP32",
+                            "data": np.stack([pose, pose]).ravel().tolist()}]}
+        status, answer = post(server.http_port, "/v2/models/score/infer", good)
+        assert status == 200, answer
+        scores = next(o for o in answer["outputs"] if o["name"] == "scores")
+        assert scores["data"] == pytest.approx([100.0, 100.0], abs=1e-3)
+        # The binary extension (what tritonclient.http sends): a JSON header, then the raw tensors.
+        query, candidates = pose[None], np.stack([pose, pose])[None]
+        header = json.dumps({"inputs": [
+            {"name": "query", "shape": [1, 17, 3], "datatype": "FP32", "parameters": {"binary_data_size": query.nbytes}},
+            {"name": "candidates", "shape": [1, 2, 17, 3], "datatype": "FP32",
+             "parameters": {"binary_data_size": candidates.nbytes}}]}).encode()
+        for body, want in ((header + query.tobytes() + candidates.tobytes(), 200),
+                           (header + query.tobytes() + candidates.tobytes()[:-8], 400)):
+            connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+            connection.request("POST", "/v2/models/score/infer", body=body,
+                               headers={"Inference-Header-Content-Length": str(len(header))})
+            assert connection.getresponse().status == want
+            connection.close()
+        assert server.is_running()
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+        connection.request("GET", "/v2/health/ready")
+        assert connection.getresponse().status == 200
+        connection.close()
