@@ -46,6 +46,26 @@ CLIP_MIN_SCORE = 50.0
 CLIP_SCORE_MARGIN = 20.0
 
 
+#: Most subsequence-DTW cells (query frames x poses searched) one clip search through a server
+#: may cost: 4e9, ~400 hours for a 3-second clip at 30 fps, 12-20 s on a 2-core VM (the search
+#: model's ``max_clip_cells``). The CLI searches without a bound.
+MAX_CLIP_CELLS = 4_000_000_000
+
+
+def check_clip_cost(archive: Archive, query_frames: int, where: "SearchFilter", max_cells: int = MAX_CLIP_CELLS) -> int:
+    """The cells a clip search of ``query_frames`` frames over the poses ``where`` keeps costs (its
+    video filter; the time filter is not counted); ``ValueError`` naming the bound when over
+    ``max_cells``, before any work, so that one request cannot hold a server for minutes."""
+    rows = where.videos(archive)
+    poses = sum(int(v["poses"]) for v in archive.videos if v["video_row"] in rows)
+    cells = query_frames * poses
+    if cells > max_cells:
+        raise ValueError(f"clip search: {query_frames} query frames x {poses:,} poses = {cells:,} DTW cells, over "
+                         f"this server's bound of {max_cells:,} per request (parameter max_clip_cells): narrow it "
+                         f"to some videos (video), or search a shorter clip")
+    return cells
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     """Which poses a search may answer: videos whose name or path matches ``video`` (a glob), and

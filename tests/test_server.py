@@ -368,3 +368,34 @@ def test_http_on_survives_the_request_that_aborts_tritonserver():
         connection.request("GET", "/v2/health/ready")
         assert connection.getresponse().status == 200
         connection.close()
+
+
+def test_search_refuses_a_clip_search_over_its_cells_bound(tmp_path):
+    """A repository whose search model takes at most 100 DTW cells a clip search: a 6-frame clip
+    over 70 poses (420 cells) is refused before any work, naming the bound and what narrows it;
+    the same clip over one video of 15 poses (90 cells) and a pose query are answered."""
+    import shutil
+
+    from clients import PoseScoreClient, PoseScoreError
+    from conftest import random_poses
+    from engine.archive import add_video
+
+    repository = tmp_path / "repository"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "search", repository / "search",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / "search" / "config.pbtxt"
+    text = config.read_text()
+    assert 'key: "max_clip_cells" value: { string_value: "4000000000" }' in text
+    config.write_text(text.replace('string_value: "4000000000"', 'string_value: "100"'))
+    root = tmp_path / "archives"
+    rng = np.random.default_rng(4)
+    first, second = random_poses(rng, 15), random_poses(rng, 55)
+    add_video(root / "bounded", "vid-a", "first.mp4", first, frames=np.arange(15), times=np.arange(15) / 10.0)
+    add_video(root / "bounded", "vid-b", "second.mp4", second, frames=np.arange(55), times=np.arange(55) / 10.0)
+    with TritonServer(repository, models=["search"], archive_root=root) as server:
+        with PoseScoreClient(server.grpc_url, timeout=60) as client:
+            with pytest.raises(PoseScoreError, match=r"6 query frames x 70 poses = 420 DTW cells, over this "
+                                                     r"server's bound of 100 per request \(parameter max_clip_cells\)"):
+                client.search("bounded", first[3:9], k=2)
+            assert client.search("bounded", first[3:9], k=1, video="first*")[0].score > 99
+            assert client.search("bounded", first[4], k=1)[0].score == pytest.approx(100, abs=1e-3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import archive as archive_io
-from engine.search import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, search_archive
+from engine.search import CLIP_MIN_SCORE, MAX_CLIP_CELLS, MOMENT_GAP_S, SearchFilter, check_clip_cost, search_archive
 from engine.triton_models import RequestError, input_scalar, output_tensor, parameters, poses_input, serve_batch
 
 
@@ -19,6 +19,7 @@ class TritonPythonModel:
         self.root = Path(root).resolve()
         self.max_k = int(params.get("max_k", 10000))
         self.max_open = int(params.get("max_open_archives", 16))
+        self.max_clip_cells = int(params.get("max_clip_cells") or MAX_CLIP_CELLS)
         if params.get("mapped_bytes"):
             archive_io.MAPPED.budget = int(params["mapped_bytes"])
         self.archives = OrderedDict()  # path -> Archive, least recently used first
@@ -62,6 +63,11 @@ class TritonPythonModel:
             raise RequestError(f"min_score: expected a score from 0 to 100, got {min_score}")
         where = SearchFilter(video=video, start=None if math.isnan(start) else start,
                              end=None if math.isnan(end) else end)
+        if len(query) > 1:
+            try:
+                check_clip_cost(archive, len(query), where, self.max_clip_cells)
+            except ValueError as err:
+                raise RequestError(str(err)) from None
         return archive, query, k, fps, min_gap, where, min_score
 
     def compute(self, items):
