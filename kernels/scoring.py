@@ -12,10 +12,10 @@ from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS
 
 #: The distance -> score mapping's exponent and, per kind of distance, its scale (see
 #: :func:`score_from_distance`). Calibrated on real video (``python -m bench.calibration``, table in
-#: the README): compare's RMS per-step cosine distance is 0.02-0.10 for one movement re-timed from
-#: 0.5x to 2x and 0.18-0.50 for a frozen pose, the movement played backwards or another movement;
-#: a linear scale cannot put the first >= 95 and the second <= 70 (it needs a ratio of 6 between
-#: them), 100 exp(-(d / 0.22)^4) puts them at >= 96 and <= 65.
+#: the README): compare's RMS per-step cosine distance is 0.023-0.091 for one movement re-timed
+#: from 0.5x to 2x and 0.176-0.50 for a frozen pose, the movement played backwards or another
+#: movement; a linear scale cannot put the first >= 95 and the second <= 70 (it needs a ratio of 6
+#: between them), 100 exp(-(d / 0.22)^4) puts them at >= 97.1 and <= 66.5.
 #: - cosine: Move Mirror's cosine distance sqrt(2 (1 - cos)) (for unit vectors their Euclidean
 #:   distance); DTW uses it on the RMS per-step distance.
 #: - weighted_l2 / weighted_l1: mean per-keypoint distances; the scales are the cosine scale spread
