@@ -4,6 +4,12 @@
     with PoseScoreClient("127.0.0.1:8001") as client:
         result = client.score(query, candidates, metric="cosine", mirror=True)
 
+A client may be given several servers (``["host1:8001", "host2:8001"]``): each request goes to the
+healthy one with the fewest requests of this client outstanding; a server that does not answer
+(UNAVAILABLE) is set aside for a backoff that doubles while it keeps failing, and the request is
+tried at once on another. (gRPC behind a load balancer is balanced per connection, not per
+request: this is the client-side balancing a deployment of several servers needs.)
+
 Every call has a deadline (``timeout`` seconds, retries included). A server that is unavailable
 (starting, stopping, restarting, connection refused), and a model whose python stub died (which
 a supervised server reloads), are retried with exponential backoff and jitter until that
@@ -17,6 +23,7 @@ import asyncio
 import itertools
 import os
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Sequence
@@ -38,18 +45,37 @@ _CHANNEL_ARGS = [
 ]
 
 
+#: The longest a client sets aside a server that does not answer before it tries it again.
+SERVER_MAX_BACKOFF = 10.0
+
+
+class _Server:
+    """One server of a client: its URL, its tritonclient(s), and the balancer's counts."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.client: Any = None  # the blocking tritonclient (PoseScoreClient)
+        self.aio: Any = None  # the asyncio one, made in the running loop (AsyncPoseScoreClient)
+        self.outstanding, self.failures, self.answered, self.errors = 0, 0, 0, 0
+        self.down_until, self.last_used = 0.0, 0.0
+
+
 class _ClientBase:
     """Settings and retry policy shared by both clients; ``_connect`` makes the tritonclient."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, initial_backoff: float = 0.05,
+    def __init__(self, url: str | Sequence[str], *, timeout: float = 30.0, initial_backoff: float = 0.05,
                  max_backoff: float = 1.0, max_candidates_per_request: int = DEFAULT_MAX_CANDIDATES,
                  pose_batch_size: int = POSE_MAX_BATCH, max_concurrency: int = 4):
-        if not isinstance(url, str) or not url:
-            raise PoseScoreError(f"url: expected 'host:port', got {url!r}")
+        urls = [url] if isinstance(url, str) else list(url) if isinstance(url, (list, tuple)) else [url]
+        if not urls or not all(isinstance(u, str) and u for u in urls) or len(set(urls)) != len(urls):
+            raise PoseScoreError(f"url: expected 'host:port' or a list of distinct ones, got {url!r}")
         for name, value in (("timeout", timeout), ("initial_backoff", initial_backoff), ("max_backoff", max_backoff)):
             if not isinstance(value, (int, float)) or not value > 0:
                 raise PoseScoreError(f"{name}: expected seconds > 0, got {value!r}")
-        self.url = url
+        self.urls = urls
+        self.url = ", ".join(urls)  # for messages
+        self._servers = [_Server(u) for u in urls]
+        self._lock = threading.Lock()
         self.timeout = float(timeout)
         self.initial_backoff = float(initial_backoff)
         self.max_backoff = float(max_backoff)
@@ -65,6 +91,43 @@ class _ClientBase:
     def _check_open(self) -> None:
         if self._closed:
             raise PoseScoreError(f"this client of {self.url} is closed")
+
+    def _pick(self) -> "_Server":
+        """The server for the next request: of those not set aside, the one with the fewest of
+        this client's requests outstanding (ties: the one used longest ago); when all are set
+        aside, the one that comes back first. Counts the request as outstanding."""
+        with self._lock:
+            now = time.monotonic()
+            healthy = [s for s in self._servers if s.down_until <= now] or \
+                [min(self._servers, key=lambda s: s.down_until)]
+            server = min(healthy, key=lambda s: (s.outstanding, s.last_used))
+            server.outstanding += 1
+            server.last_used = now
+            return server
+
+    def _done(self, server: "_Server", unavailable: bool) -> bool:
+        """Record the end of a request to ``server``; an unavailable one is set aside (its backoff
+        doubles while it keeps failing). Whether another server is available now."""
+        with self._lock:
+            server.outstanding -= 1
+            now = time.monotonic()
+            if unavailable:
+                server.failures += 1
+                server.down_until = now + min(SERVER_MAX_BACKOFF, self.initial_backoff * 4 * 2.0 ** min(server.failures, 30))
+                server.errors += 1
+            else:
+                server.failures, server.down_until = 0, 0.0
+                server.answered += 1
+            return any(s is not server and s.down_until <= now for s in self._servers)
+
+    def server_stats(self) -> list[dict]:
+        """Per server: ``url``, ``answered`` (requests answered, an error included), ``unavailable``
+        (requests it did not answer), ``outstanding``, ``set_aside_s`` (seconds until it is tried
+        again; 0: healthy)."""
+        with self._lock:
+            now = time.monotonic()
+            return [{"url": s.url, "answered": s.answered, "unavailable": s.errors, "outstanding": s.outstanding,
+                     "set_aside_s": round(max(0.0, s.down_until - now), 3)} for s in self._servers]
 
     def _backoff(self, attempt: int) -> float:
         return min(self.max_backoff, self.initial_backoff * 2.0 ** min(attempt, 60)) * random.uniform(0.5, 1.0)
@@ -96,7 +159,8 @@ class PoseScoreClient(_ClientBase):
     """
 
     def _connect(self) -> None:
-        self._client = grpcclient.InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
+        for server in self._servers:
+            server.client = grpcclient.InferenceServerClient(server.url, channel_args=_CHANNEL_ARGS)
         self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="posescore-client")
 
     # -- models ----------------------------------------------------------------------------------
@@ -131,13 +195,17 @@ class PoseScoreClient(_ClientBase):
 
     # -- server ----------------------------------------------------------------------------------
     def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
-        """Whether the server (and each of ``models``) answers ready within ``timeout`` seconds
+        """Whether a server (and each of ``models`` on it) answers ready within ``timeout`` seconds
         (default: the client's); False on any server or connection error."""
         self._check_open()
         timeout = self.timeout if timeout is None else timeout
+        return any(self._server_ready(server, models, timeout) for server in self._servers)
+
+    @staticmethod
+    def _server_ready(server: _Server, models: Sequence[str], timeout: float) -> bool:
         try:
-            return bool(self._client.is_server_ready(client_timeout=timeout)) and all(
-                self._client.is_model_ready(m, client_timeout=timeout) for m in models)
+            return bool(server.client.is_server_ready(client_timeout=timeout)) and all(
+                server.client.is_model_ready(m, client_timeout=timeout) for m in models)
         except InferenceServerException:
             return False
 
@@ -156,14 +224,15 @@ class PoseScoreClient(_ClientBase):
 
     def server_metadata(self) -> dict:
         """The server's name, version and extensions, as a dict."""
-        return self._call(None, lambda t: self._client.get_server_metadata(as_json=True, client_timeout=t),
+        return self._call(None, lambda c, t: c.get_server_metadata(as_json=True, client_timeout=t),
                           time.monotonic() + self.timeout)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self._pool.shutdown(wait=True)
-            self._client.close()
+            for server in self._servers:
+                server.client.close()
 
     def __enter__(self) -> "PoseScoreClient":
         return self
@@ -172,26 +241,40 @@ class PoseScoreClient(_ClientBase):
         self.close()
 
     # -- plumbing --------------------------------------------------------------------------------
-    def _call(self, model: str | None, rpc: Callable[[float], Any], deadline: float) -> Any:
-        """``rpc(seconds left)``, retried while the server is unavailable (or not ready: a model
-        not found while the server is starting or stopping) and time is left."""
+    def _call(self, model: str | None, rpc: Callable[[Any, float], Any], deadline: float) -> Any:
+        """``rpc(tritonclient, seconds left)`` on a server :meth:`_pick` chooses, retried while
+        servers are unavailable (or not ready: a model not found while its server is starting or
+        stopping) and time is left: at once on another server when one is available."""
         self._check_open()
         previous = None
         for attempt in itertools.count():
+            server = self._pick()
             try:
-                return rpc(max(deadline - time.monotonic(), 1e-3))
+                result = rpc(server.client, max(deadline - time.monotonic(), 1e-3))
             except InferenceServerException as error:
-                if p.status_name(error) == "NOT_FOUND" and not self.is_ready(timeout=1.0):
+                if p.status_name(error) == "NOT_FOUND" and not self._server_ready(server, (), 1.0):
                     error = p.not_ready(error)  # the model of a server starting or stopping
-                time.sleep(self._retry_delay(model, error, previous, attempt, deadline))
+                try:
+                    delay = self._retry_delay(model, error, previous, attempt, deadline)
+                except PoseScoreError:
+                    self._done(server, unavailable=False)  # it answered: with an error that is final
+                    raise
+                if not self._done(server, unavailable=True):
+                    time.sleep(delay)
                 previous = error
+                continue
+            except BaseException:
+                self._done(server, unavailable=False)
+                raise
+            self._done(server, unavailable=False)
+            return result
 
     def _infer_all(self, model: str, requests: list[list[InferInput]]) -> list[InferResult]:
         """Responses to ``requests`` in order; several are sent concurrently, under one deadline."""
         deadline = time.monotonic() + self.timeout
 
         def infer(inputs: list[InferInput]) -> InferResult:
-            return self._call(model, lambda t: self._client.infer(model, inputs, client_timeout=t), deadline)
+            return self._call(model, lambda c, t: c.infer(model, inputs, client_timeout=t), deadline)
 
         if len(requests) == 1:
             return [infer(requests[0])]
@@ -207,14 +290,13 @@ class AsyncPoseScoreClient(_ClientBase):
     """
 
     def _connect(self) -> None:
-        self._aio: aiogrpcclient.InferenceServerClient | None = None  # made in the running loop
+        pass  # each server's asyncio tritonclient is made in the running loop (_aio_of)
 
-    @property
-    def _client(self) -> aiogrpcclient.InferenceServerClient:
+    def _aio_of(self, server: _Server) -> aiogrpcclient.InferenceServerClient:
         self._check_open()
-        if self._aio is None:
-            self._aio = aiogrpcclient.InferenceServerClient(self.url, channel_args=_CHANNEL_ARGS)
-        return self._aio
+        if server.aio is None:
+            server.aio = aiogrpcclient.InferenceServerClient(server.url, channel_args=_CHANNEL_ARGS)
+        return server.aio
 
     async def pose(self, frames: Any) -> PoseResult:
         """As :meth:`PoseScoreClient.pose`."""
@@ -238,11 +320,18 @@ class AsyncPoseScoreClient(_ClientBase):
     async def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
         """As :meth:`PoseScoreClient.is_ready`."""
         timeout = self.timeout if timeout is None else timeout
+        for server in self._servers:
+            if await self._server_ready(server, models, timeout):
+                return True
+        return False
+
+    async def _server_ready(self, server: _Server, models: Sequence[str], timeout: float) -> bool:
+        client = self._aio_of(server)
         try:
-            if not await self._client.is_server_ready(client_timeout=timeout):
+            if not await client.is_server_ready(client_timeout=timeout):
                 return False
             for model in models:
-                if not await self._client.is_model_ready(model, client_timeout=timeout):
+                if not await client.is_model_ready(model, client_timeout=timeout):
                     return False
             return True
         except InferenceServerException:
@@ -262,14 +351,15 @@ class AsyncPoseScoreClient(_ClientBase):
 
     async def server_metadata(self) -> dict:
         """As :meth:`PoseScoreClient.server_metadata`."""
-        return await self._call(None, lambda t: self._client.get_server_metadata(as_json=True, client_timeout=t),
+        return await self._call(None, lambda c, t: c.get_server_metadata(as_json=True, client_timeout=t),
                                 time.monotonic() + self.timeout)
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._aio is not None:
-                await self._aio.close()
+            for server in self._servers:
+                if server.aio is not None:
+                    await server.aio.close()
 
     async def __aenter__(self) -> "AsyncPoseScoreClient":
         return self
@@ -277,17 +367,30 @@ class AsyncPoseScoreClient(_ClientBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, model: str | None, rpc: Callable[[float], Awaitable[Any]], deadline: float) -> Any:
+    async def _call(self, model: str | None, rpc: Callable[[Any, float], Awaitable[Any]], deadline: float) -> Any:
         """As :meth:`PoseScoreClient._call`."""
         previous = None
         for attempt in itertools.count():
+            server = self._pick()
             try:
-                return await rpc(max(deadline - time.monotonic(), 1e-3))
+                result = await rpc(self._aio_of(server), max(deadline - time.monotonic(), 1e-3))
             except InferenceServerException as error:
-                if p.status_name(error) == "NOT_FOUND" and not await self.is_ready(timeout=1.0):
+                if p.status_name(error) == "NOT_FOUND" and not await self._server_ready(server, (), 1.0):
                     error = p.not_ready(error)  # the model of a server starting or stopping
-                await asyncio.sleep(self._retry_delay(model, error, previous, attempt, deadline))
+                try:
+                    delay = self._retry_delay(model, error, previous, attempt, deadline)
+                except PoseScoreError:
+                    self._done(server, unavailable=False)
+                    raise
+                if not self._done(server, unavailable=True):
+                    await asyncio.sleep(delay)
                 previous = error
+                continue
+            except BaseException:
+                self._done(server, unavailable=False)
+                raise
+            self._done(server, unavailable=False)
+            return result
 
     async def _infer_all(self, model: str, requests: list[list[InferInput]]) -> list[InferResult]:
         """As :meth:`PoseScoreClient._infer_all`; on an error the call's other requests are cancelled."""
@@ -296,7 +399,7 @@ class AsyncPoseScoreClient(_ClientBase):
 
         async def infer(inputs: list[InferInput]) -> InferResult:
             async with limit:
-                return await self._call(model, lambda t: self._client.infer(model, inputs, client_timeout=t),
+                return await self._call(model, lambda c, t: c.infer(model, inputs, client_timeout=t),
                                         deadline)
 
         tasks = [asyncio.ensure_future(infer(inputs)) for inputs in requests]

@@ -432,3 +432,53 @@ def test_the_search_model_answers_an_archive_larger_than_its_mapping_budget(tmp_
             [(h["video_id"], h["start_frame"], h["end_frame"]) for h in want]
         np.testing.assert_allclose([m.score for m in got], [h["score"] for h in want], atol=1e-4)
     assert (got_pose[0].video_id, got_pose[0].start_frame) == ("vid-4", 123)
+
+
+# -- several servers -----------------------------------------------------------------------------
+def _successes(server, model="score"):
+    """Triton's count of successful requests of ``model`` on ``server`` (its metrics endpoint)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("nv_inference_request_success") and f'model="{model}"' in line)
+
+
+def test_a_client_of_two_servers_spreads_its_requests_and_rides_through_one_going_away():
+    rng = np.random.default_rng(8)
+    query, candidates = random_poses(rng, 1)[0], random_poses(rng, 40)
+    with TritonServer(models=["score"]) as a, TritonServer(models=["score"]) as b:
+        with PoseScoreClient([a.grpc_url, b.grpc_url], timeout=60, max_candidates_per_request=5,
+                             max_concurrency=4) as client:
+            expected = client.score(query, candidates).scores  # 8 requests, 4 at a time
+            for _ in range(5):
+                np.testing.assert_array_equal(client.score(query, candidates).scores, expected)
+            counts = [_successes(a), _successes(b)]
+            assert min(counts) >= 10 and sum(counts) >= 48, counts  # both served (least outstanding first)
+            stats = {s["url"]: s for s in client.server_stats()}
+            assert all(s["answered"] > 0 and s["outstanding"] == 0 for s in stats.values())
+            b.stop()  # one goes away: every call is answered by the other, within its deadline
+            for _ in range(3):
+                np.testing.assert_array_equal(client.score(query, candidates).scores, expected)
+            stats = {s["url"]: s for s in client.server_stats()}
+            assert stats[b.grpc_url]["unavailable"] > 0 and stats[b.grpc_url]["set_aside_s"] > 0
+            assert client.is_ready(["score"])
+            b.start()  # back on its port: tried again once its set-aside ends, and used
+            deadline = time.monotonic() + 30  # past the longest set-aside (clients.triton.SERVER_MAX_BACKOFF)
+            while _successes(b) == 0:  # its counters started again with it
+                assert time.monotonic() < deadline, client.server_stats()
+                np.testing.assert_array_equal(client.score(query, candidates).scores, expected)
+                time.sleep(0.2)
+
+        async def run_async():
+            async with AsyncPoseScoreClient([a.grpc_url, b.grpc_url], timeout=60, max_candidates_per_request=5) as aio:
+                results = await asyncio.gather(*(aio.score(query, candidates) for _ in range(4)))
+                return results, aio.server_stats()
+
+        before = [_successes(a), _successes(b)]
+        results, stats = asyncio.run(run_async())
+        for result in results:
+            np.testing.assert_array_equal(result.scores, expected)
+        assert _successes(a) > before[0] and _successes(b) > before[1], stats
+    with pytest.raises(PoseScoreError, match="url"):
+        PoseScoreClient(["127.0.0.1:1", "127.0.0.1:1"])
