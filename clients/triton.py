@@ -113,7 +113,8 @@ class _ClientBase:
             now = time.monotonic()
             if unavailable:
                 server.failures += 1
-                server.down_until = now + min(SERVER_MAX_BACKOFF, self.initial_backoff * 4 * 2.0 ** min(server.failures, 30))
+                backoff = self.initial_backoff * 4 * 2.0 ** min(server.failures, 30)
+                server.down_until = now + min(SERVER_MAX_BACKOFF, backoff)
                 server.errors += 1
             else:
                 server.failures, server.down_until = 0, 0.0
