@@ -86,6 +86,25 @@ def _serve(args) -> int:
         server.stop()
 
 
+def _probe(args) -> int:
+    """Send each model its tiny real request (what the supervisor asks): exit 0 when every one
+    answered, 1 naming those that did not. A liveness check that sees a dead python stub, which
+    Triton's ready endpoints do not."""
+    from .server import DEFAULT_MODEL_REPOSITORY, repository_models
+    from .supervisor import probe_model
+
+    failing = []
+    for model in args.model or repository_models(DEFAULT_MODEL_REPOSITORY):
+        state, problem = probe_model(args.url, model, args.timeout)
+        print(f"{model}: {state}" + (f" ({problem})" if problem else ""))
+        if state != "alive":
+            failing.append(model)
+    if failing:
+        print(f"posescore probe: {', '.join(failing)} not answering at {args.url}", file=sys.stderr)
+        return 1
+    return 0
+
+
 class _Progress:
     """A progress bar on stderr (tqdm: frames done, rate, time left) for decoding and inference;
     none with --quiet or when stderr is not a terminal (CI logs, pipes). One callback serves
@@ -338,6 +357,13 @@ def add_commands(sub) -> None:
                        help="folder under which the search model may load archives (default: .)")
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(func=_serve)
+
+    probe = sub.add_parser("probe", help="send each model a tiny real request (a liveness check); exit 1 if one fails")
+    probe.add_argument("--url", required=True, help="HOST:PORT of the server's gRPC endpoint")
+    probe.add_argument("--model", action="append", default=None,
+                       help="a model to probe (repeat; default: every model of model_repository/)")
+    probe.add_argument("--timeout", type=float, default=20.0, help="seconds per model")
+    probe.set_defaults(func=_probe)
 
     def job_parser(name, help_text):
         job = sub.add_parser(name, help=help_text)

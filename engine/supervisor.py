@@ -60,6 +60,26 @@ def _probe_inputs(model: str) -> list:
     raise ValueError(f"no probe for model {model!r}")
 
 
+def probe_model(url: str, model: str, timeout: float = 20.0) -> tuple[str, str | None]:
+    """Send ``model`` at ``url`` its tiny real request: ``("alive", None)`` when it answered (or
+    refused the input: its stub runs), ``("timeout", message)`` when it ran past ``timeout``
+    seconds, else ``("failing", message)``. What the supervisor and ``posescore probe`` ask."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        client.infer(model, _probe_inputs(model), client_timeout=timeout)
+        return "alive", None
+    except InferenceServerException as err:
+        if str(err.status()) in _ALIVE:
+            return "alive", None
+        kind = "timeout" if str(err.status()) == "StatusCode.DEADLINE_EXCEEDED" else "failing"
+        return kind, f"{err.status()}: {err.message()}"
+    finally:
+        client.close()
+
+
 class Supervisor:
     """Keeps ``server`` (a started :class:`engine.server.TritonServer`) serving; see the module."""
 
@@ -87,28 +107,16 @@ class Supervisor:
 
     # -- one round -----------------------------------------------------------------------------
     def probe(self, model: str) -> str | None:
-        """None when ``model`` answered a tiny request (or refused its input), else what went wrong."""
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
-
-        client = grpcclient.InferenceServerClient(self.server.grpc_url)
-        try:
-            client.infer(model, _probe_inputs(model), client_timeout=self.probe_timeout)
-            self._timeouts[model] = 0
-            return None
-        except InferenceServerException as err:
-            if str(err.status()) in _ALIVE:
-                self._timeouts[model] = 0
-                return None
-            if str(err.status()) == "StatusCode.DEADLINE_EXCEEDED":
-                # A dead stub answers at once ("not healthy"); a slow answer is a busy model (a job's
-                # long batches queue before the probe), hung only when it stays so for several rounds.
-                self._timeouts[model] = self._timeouts.get(model, 0) + 1
-                if self._timeouts[model] < HUNG_AFTER_TIMEOUTS:
-                    return None
-            return f"{err.status()}: {err.message()}"
-        finally:
-            client.close()
+        """None when ``model`` answered a tiny request (or refused its input), else what went wrong;
+        a timeout counts only after HUNG_AFTER_TIMEOUTS rounds in a row."""
+        state, problem = probe_model(self.server.grpc_url, model, self.probe_timeout)
+        if state == "timeout":
+            # A dead stub answers at once ("not healthy"); a slow answer is a busy model (a job's
+            # long batches queue before the probe), hung only when it stays so for several rounds.
+            self._timeouts[model] = self._timeouts.get(model, 0) + 1
+            return problem if self._timeouts[model] >= HUNG_AFTER_TIMEOUTS else None
+        self._timeouts[model] = 0
+        return problem
 
     def restart(self, reason: str) -> None:
         """Stop what is left of the server, keep its log, start it again (same ports)."""

@@ -3,6 +3,7 @@ its model reloaded; a killed tritonserver is started again on its port, the dead
 
 import os
 import signal
+import subprocess
 import time
 
 import numpy as np
@@ -90,3 +91,26 @@ def _server_of(url):
     import gc
 
     return next(o for o in gc.get_objects() if isinstance(o, TritonServer) and o.is_running() and o.grpc_url == url)
+
+
+def test_posescore_probe_sees_a_dead_stub_that_triton_calls_ready():
+    """``posescore probe`` (a liveness check for a deployment without the supervisor): 0 while
+    every model answers; 1 naming the model once its stub is killed, though Triton still says
+    the server and the model are ready."""
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).with_name("posescore"))
+    with TritonServer(models=["score", "dtw"]) as server:
+        ok = subprocess.run([exe, "probe", "--url", server.grpc_url, "--model", "score", "--model", "dtw"],
+                            capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0 and "score: alive" in ok.stdout and "dtw: alive" in ok.stdout, ok
+        (stub,) = _stub_pids(server, "score")
+        os.kill(stub, signal.SIGKILL)
+        time.sleep(1)
+        with PoseScoreClient(server.grpc_url, timeout=10) as client:
+            assert client.is_ready(["score"])  # Triton's view
+        bad = subprocess.run([exe, "probe", "--url", server.grpc_url, "--model", "score", "--model", "dtw"],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 1 and "score: failing" in bad.stdout and "dtw: alive" in bad.stdout, bad
+        assert "score not answering" in bad.stderr
