@@ -33,10 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     default = LoadTestOptions()
     duration = _type(parse_duration, "duration")
     target = parser.add_argument_group("target")
-    target.add_argument("--url", metavar="HOST:PORT", default=None,
-                        help="gRPC address of a running server (default: start the embedded one on loopback)")
-    target.add_argument("--metrics-url", default=None,
-                        help="its Prometheus metrics endpoint (default with --url: http://HOST:8002/metrics)")
+    target.add_argument("--url", metavar="HOST:PORT", action="append", default=None,
+                        help="gRPC address of a running server; repeat for several, over which the users' clients "
+                             "balance (default: start the embedded one on loopback)")
+    target.add_argument("--metrics-url", action="append", default=None,
+                        help="its Prometheus metrics endpoint, one per --url (default: http://HOST:8002/metrics)")
     target.add_argument("--archive-root", default=None,
                         help="the server's archive root, where the search archive is written (needed for "
                              "search with --url)")

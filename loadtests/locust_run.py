@@ -111,7 +111,7 @@ def run_load(config: dict, workload: Workload) -> dict:
     return {
         "mode": "load", "started": started, "stopped": stopped,
         "stop_reason": reason, "users": config["users"], "issued": state.issued, "in_flight_at_end": state.in_flight,
-        "errors_seen": state.errors_seen, "locust": _locust_entries(env),
+        "errors_seen": state.errors_seen, "servers": state.servers, "locust": _locust_entries(env),
         "locust_exceptions": [{"count": e["count"], "msg": e["msg"]} for e in runner.exceptions.values()],
     }
 

@@ -65,6 +65,17 @@ def merge_max(first: Sample | None, second: Sample) -> Sample:
     return merged
 
 
+def merge_sum(samples: list[Sample]) -> Sample:
+    """Per model and counter, the sum over samples of several servers (one sample: itself)."""
+    merged: Sample = {}
+    for sample in samples:
+        for model, values in sample.items():
+            mine = merged.setdefault(model, {})
+            for name, value in values.items():
+                mine[name] = mine.get(name, 0.0) + value
+    return merged
+
+
 def delta(segments: list[tuple[Sample, Sample]]) -> Sample:
     """Sum over ``(before, after)`` pairs of ``after - before``, per model and counter."""
     total: Sample = defaultdict(lambda: defaultdict(float))

@@ -127,8 +127,8 @@ class LoadTestOptions:
     """Everything ``posescore loadtest`` takes, with its defaults: the command line's defaults are
     these (loadtests/cli.py says what each means; ``ramp_all_steps`` is ``--all-steps``)."""
 
-    url: str | None = None
-    metrics_url: str | None = None
+    url: str | list[str] | None = None  # several: the users' clients balance over them
+    metrics_url: str | list[str] | None = None  # one per url
     archive_root: str | None = None
     users: int = 4
     spawn_rate: float = 10.0

@@ -156,7 +156,8 @@ def format_report(report: dict) -> str:
     """The text ``posescore loadtest`` prints."""
     lines = []
     run = report["run"]
-    lines.append(f"posescore loadtest: {run['url']} ({run['server']}), {run['users']} users, "
+    where = run["url"] if isinstance(run["url"], str) else ", ".join(run["url"])
+    lines.append(f"posescore loadtest: {where} ({run['server']}), {run['users']} users, "
                  f"{run['seconds']:.1f} s ({run['stop_reason']}), mix {run['mix']}, malformed {run['malformed']:g}")
     summary = report["tasks"]
     rows = []
@@ -192,6 +193,9 @@ def format_report(report: dict) -> str:
             lines.append(server["note"])
     elif server and server.get("error"):
         lines.append(f"server side: {server['error']}")
+    if len(report.get("servers") or []) > 1:
+        lines.append("per server (the users' clients balance over them): " + "; ".join(
+            f"{s['url']} answered {s['answered']}, not answering {s['unavailable']}" for s in report["servers"]))
     fault = report.get("fault")
     if fault:
         r = fault["restart"]

@@ -180,7 +180,8 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
     try:
         # 1. the server
         if options.url:
-            url, metrics_url = options.url, options.metrics_url or f"http://{options.url.rsplit(':', 1)[0]}:8002/metrics"
+            url = options.url if len(options.url) > 1 else options.url[0]
+            metrics_urls = options.metrics_url or [f"http://{u.rsplit(':', 1)[0]}:8002/metrics" for u in options.url]
             archive_root = options.archive_root
             if "search" in tasks and archive_root is None:
                 raise LoadTestError("search with --url needs --archive-root (the server's archive root, "
@@ -200,9 +201,9 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
                 server.start()
             except ServerError as err:
                 raise LoadTestError(str(err)) from None
-            url, metrics_url = server.grpc_url, server.metrics_url
+            url, metrics_urls = server.grpc_url, [server.metrics_url]
             server_kind = "embedded" + (", no dynamic batching" if options.no_dynamic_batching else "")
-            log(f"server ready in {time.time() - begin:.1f} s: gRPC {url}, metrics {metrics_url}")
+            log(f"server ready in {time.time() - begin:.1f} s: gRPC {url}, metrics {server.metrics_url}")
 
         # 2. the workload and its known answers
         begin = time.time()
@@ -218,8 +219,8 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
         log(f"workload and known answers ready in {time.time() - begin:.1f} s")
 
         # 3. metrics, locust, restart, metrics
-        def read_metrics():
-            return prom.scrape(metrics_url)
+        def read_metrics():  # several servers: their counters summed per model
+            return prom.merge_sum([prom.scrape(m) for m in metrics_urls])
 
         server_view: dict[str, Any] = {}
         try:
@@ -316,6 +317,13 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
         raise LoadTestError(f"--malformed: expected a share in [0, 1), got {options.malformed}")
     if options.deadline <= 0:
         raise LoadTestError(f"--deadline: expected > 0, got {options.deadline}")
+    urls = [options.url] if isinstance(options.url, str) else list(options.url or [])
+    metrics = [options.metrics_url] if isinstance(options.metrics_url, str) else list(options.metrics_url or [])
+    if len(set(urls)) != len(urls):
+        raise LoadTestError(f"--url: each server once, got {', '.join(urls)}")
+    if metrics and len(metrics) != len(urls):
+        raise LoadTestError(f"--metrics-url: one per --url ({len(urls)}), got {len(metrics)}")
+    options = dataclasses.replace(options, url=urls or None, metrics_url=metrics or None)
     if options.kill_stub_at is not None:
         if options.url:
             raise LoadTestError("--kill-stub-at kills a stub of the embedded server: leave out --url")
@@ -412,7 +420,11 @@ def _report(options, child: dict, records: list[Record], server_view: dict, rest
     if isinstance(restarter, _StubKiller) and not server_view.get("note"):
         server_view["note"] = ("note: the server's counts include the supervisor's probes (a tiny request to each "
                                "model every 0.5 s)")
-    report: dict[str, Any] = {"run": run, "out": str(out), "server": server_view}
+    if child.get("servers"):
+        report_servers = [{"url": u, **counts} for u, counts in sorted(child["servers"].items())]
+    else:
+        report_servers = []
+    report: dict[str, Any] = {"run": run, "out": str(out), "server": server_view, "servers": report_servers}
     log_file = out / "locust.log"
     if log_file.exists():
         warning = next((line for line in log_file.read_text(errors="replace").splitlines() if "CPU usage" in line), None)

@@ -83,7 +83,7 @@ class Budget:
 class LoadState:
     """What the users of one run share: settings, the workload, the budget and what happened."""
 
-    url: str
+    url: str | list[str]  # several: each user's client balances over them
     workload: Workload
     deadline: float = 30.0
     malformed: float = 0.0
@@ -93,6 +93,7 @@ class LoadState:
     issued: dict[str, int] = field(default_factory=dict)
     records: list[Record] = field(default_factory=list)     # one per request
     errors_seen: list[tuple] = field(default_factory=list)  # (time, model, status, retried)
+    servers: dict[str, dict] = field(default_factory=dict)  # per server: the users' clients' counts
     _users: int = 0
     _oversized: np.ndarray | None = None
 
@@ -156,6 +157,10 @@ class PoseScoreUser(User):
         self._raw: grpcclient.InferenceServerClient | None = None
 
     def on_stop(self) -> None:
+        for stats in self.client.server_stats():
+            total = self.state.servers.setdefault(stats["url"], {"answered": 0, "unavailable": 0})
+            total["answered"] += stats["answered"]
+            total["unavailable"] += stats["unavailable"]
         for client in (self.client, self._oversized_client, self._raw):
             if client is not None:
                 client.close()
@@ -217,8 +222,12 @@ class PoseScoreUser(User):
     # -- malformed and oversized requests --------------------------------------------------------
     def _raw_client(self) -> grpcclient.InferenceServerClient:
         if self._raw is None:
-            self._raw = grpcclient.InferenceServerClient(self.state.url)
+            self._raw = grpcclient.InferenceServerClient(self._first_url())
         return self._raw
+
+    def _first_url(self) -> str:
+        """Where raw (unbalanced) malformed requests go: the first server."""
+        return self.state.url if isinstance(self.state.url, str) else self.state.url[0]
 
     def _raw_call(self, model: str, inputs: list) -> Callable[[], Any]:
         def call():
@@ -301,4 +310,4 @@ def make_user_class(mix: dict[str, int], state: LoadState) -> type[PoseScoreUser
     give it), sharing ``state``."""
     tasks = {TASK_FUNCTIONS[task]: weight for task, weight in mix.items()}
     return type("PoseScoreUser", (PoseScoreUser,), {"tasks": tasks, "state": state, "abstract": False,
-                                                    "host": state.url})
+                                                    "host": state.url if isinstance(state.url, str) else state.url[0]})

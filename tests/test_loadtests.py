@@ -57,6 +57,8 @@ def test_add_parser_registers_loadtest():
     (["--restart-at", "90s", "--duration", "10s"], "within the run"),
     (["--kill-stub-at", "3s", "--kill-stub", "pose", "--mix", "score=1"], "--kill-stub: expected a model of the mix"),
     (["--url", "127.0.0.1:1", "--kill-stub-at", "3s", "--mix", "score=1"], "leave out --url"),
+    (["--url", "127.0.0.1:1", "--url", "127.0.0.1:2", "--metrics-url", "http://x:1/metrics", "--mix", "score=1"],
+     "--metrics-url: one per --url"),
     (["--url", "127.0.0.1:1", "--mix", "search=1"], "--archive-root"),
     (["--malformed", "1.5"], "--malformed"),
     (["--pose-batch", "0"], "pose batch: expected 1..16"),
@@ -232,6 +234,31 @@ def test_soak_hostile_requests_and_a_killed_stub_lose_nothing(tmp_path, capsys):
 
 def summary_start(out):
     return json.loads((out / "locust_result.json").read_text())["started"]
+
+
+def test_a_run_over_two_servers_spreads_the_load_and_reports_each(triton_server, tmp_path, capsys):
+    """``--url A --url B``: the users' clients balance over both servers (the test's session server
+    and a second one), the report says what each answered, Triton's counts of both are summed."""
+    from engine.server import TritonServer
+
+    out = tmp_path / "two"
+    with TritonServer(models=["score", "dtw"]) as second:
+        code = cli.main(["--url", triton_server.grpc_url, "--url", second.grpc_url,
+                         "--metrics-url", triton_server.metrics_url, "--metrics-url", second.metrics_url,
+                         "--users", "3", "--duration", "6s", "--mix", "score=3,dtw=1", "--slo", "errors=0",
+                         "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    summary = json.loads((out / "summary.json").read_text())
+    servers = {s["url"]: s for s in summary["servers"]}
+    assert set(servers) == {triton_server.grpc_url, second.grpc_url}
+    assert all(s["answered"] > 0 and s["unavailable"] == 0 for s in servers.values()), servers
+    assert summary["tasks"]["all"]["failures"] == 0 and summary["accounting"]["consistent"]
+    answered = sum(s["answered"] for s in servers.values())
+    assert answered >= summary["tasks"]["all"]["requests"]  # score calls may split into several requests
+    assert f"{second.grpc_url} answered {servers[second.grpc_url]['answered']}" in printed
+    models = summary["server"]["models"]
+    assert models["score"]["requests_ok"] >= summary["server"]["client_ok"]["score"]  # both servers' counts
 
 
 def test_ramp_step_figures_and_knee():
