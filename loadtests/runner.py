@@ -267,15 +267,10 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
         if before is not None:
             try:
                 after = read_metrics()
-                change = prom.delta([(before, after)])
+                segments = [(before, after)]  # a model reloaded keeps its counters (checked: Triton 2.51)
                 if isinstance(restarter, _Restarter) and restarter.metrics_before_stop is not None:
-                    change = prom.delta([(before, restarter.metrics_before_stop), ({}, after)])
-                elif isinstance(restarter, _StubKiller) and restarter.metrics_before_stop is not None:
-                    # The reloaded model's counters start again from zero; the others' run on.
-                    m = restarter.model
-                    change[m] = prom.delta([({m: before.get(m, {})}, {m: restarter.metrics_before_stop.get(m, {})}),
-                                            ({}, {m: after.get(m, {})})]).get(m, {})
-                server_view["models"] = prom.per_model(change)
+                    segments = [(before, restarter.metrics_before_stop), ({}, after)]  # a restart zeroes them
+                server_view["models"] = prom.per_model(prom.delta(segments))
             except prom.MetricsError as err:
                 server_view["error"] = str(err)
 
