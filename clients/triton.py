@@ -121,6 +121,17 @@ class _ClientBase:
                 server.answered += 1
             return any(s is not server and s.down_until <= now for s in self._servers)
 
+    def _failed(self, server: "_Server", model: str | None, error: InferenceServerException,
+                previous: InferenceServerException | None, attempt: int, deadline: float) -> float:
+        """After ``error`` from ``server``: the seconds to wait before the next try (0: another
+        server is available now), or raise the PoseScoreError that ends the call."""
+        try:
+            delay = self._retry_delay(model, error, previous, attempt, deadline)
+        except PoseScoreError:
+            self._done(server, unavailable=False)  # it answered: with an error that is final
+            raise
+        return 0.0 if self._done(server, unavailable=True) else delay
+
     def server_stats(self) -> list[dict]:
         """Per server: ``url``, ``answered`` (requests answered, an error included), ``unavailable``
         (requests it did not answer), ``outstanding``, ``set_aside_s`` (seconds until it is tried
@@ -255,13 +266,7 @@ class PoseScoreClient(_ClientBase):
             except InferenceServerException as error:
                 if p.status_name(error) == "NOT_FOUND" and not self._server_ready(server, (), 1.0):
                     error = p.not_ready(error)  # the model of a server starting or stopping
-                try:
-                    delay = self._retry_delay(model, error, previous, attempt, deadline)
-                except PoseScoreError:
-                    self._done(server, unavailable=False)  # it answered: with an error that is final
-                    raise
-                if not self._done(server, unavailable=True):
-                    time.sleep(delay)
+                time.sleep(self._failed(server, model, error, previous, attempt, deadline))
                 previous = error
                 continue
             except BaseException:
@@ -378,13 +383,7 @@ class AsyncPoseScoreClient(_ClientBase):
             except InferenceServerException as error:
                 if p.status_name(error) == "NOT_FOUND" and not await self._server_ready(server, (), 1.0):
                     error = p.not_ready(error)  # the model of a server starting or stopping
-                try:
-                    delay = self._retry_delay(model, error, previous, attempt, deadline)
-                except PoseScoreError:
-                    self._done(server, unavailable=False)
-                    raise
-                if not self._done(server, unavailable=True):
-                    await asyncio.sleep(delay)
+                await asyncio.sleep(self._failed(server, model, error, previous, attempt, deadline))
                 previous = error
                 continue
             except BaseException:

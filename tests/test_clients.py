@@ -461,7 +461,7 @@ def test_a_client_of_two_servers_spreads_its_requests_and_rides_through_one_goin
             for _ in range(3):
                 np.testing.assert_array_equal(client.score(query, candidates).scores, expected)
             stats = {s["url"]: s for s in client.server_stats()}
-            assert stats[b.grpc_url]["unavailable"] > 0 and stats[b.grpc_url]["set_aside_s"] > 0
+            assert stats[b.grpc_url]["unavailable"] > 0  # tried, set aside (for a backoff that may be over by now)
             assert client.is_ready(["score"])
             b.start()  # back on its port: tried again once its set-aside ends, and used
             deadline = time.monotonic() + 30  # past the longest set-aside (clients.triton.SERVER_MAX_BACKOFF)

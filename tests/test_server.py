@@ -275,17 +275,9 @@ def test_a_killed_serve_leaves_a_runtime_folder_the_next_server_removes():
 def test_the_score_model_refuses_more_candidates_than_its_bound(tmp_path):
     """A repository whose score model takes at most 50 candidates a request: 51 get a clear error
     naming the bound, 50 are answered, and the server keeps serving."""
-    import shutil
-
     from clients import PoseScoreClient, PoseScoreError
 
-    repository = tmp_path / "repository"
-    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "score", repository / "score",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    config = repository / "score" / "config.pbtxt"
-    text = config.read_text()
-    assert 'key: "max_candidates" value: { string_value: "1000000" }' in text
-    config.write_text(text.replace('string_value: "1000000"', 'string_value: "50"'))
+    repository = _repository_with(tmp_path, "score", "max_candidates", "1000000", "50")
     rng = np.random.default_rng(21)
     poses = np.concatenate([rng.uniform(0, 400, (51, 17, 2)), rng.uniform(0.5, 1, (51, 17, 1))], -1).astype(np.float32)
     with TritonServer(repository, models=["score"]) as server:
@@ -353,7 +345,8 @@ def test_http_on_survives_the_request_that_aborts_tritonserver():
         # The binary extension (what tritonclient.http sends): a JSON header, then the raw tensors.
         query, candidates = pose[None], np.stack([pose, pose])[None]
         header = json.dumps({"inputs": [
-            {"name": "query", "shape": [1, 17, 3], "datatype": "FP32", "parameters": {"binary_data_size": query.nbytes}},
+            {"name": "query", "shape": [1, 17, 3], "datatype": "FP32",
+             "parameters": {"binary_data_size": query.nbytes}},
             {"name": "candidates", "shape": [1, 2, 17, 3], "datatype": "FP32",
              "parameters": {"binary_data_size": candidates.nbytes}}]}).encode()
         for body, want in ((header + query.tobytes() + candidates.tobytes(), 200),
@@ -374,19 +367,11 @@ def test_search_refuses_a_clip_search_over_its_cells_bound(tmp_path):
     """A repository whose search model takes at most 100 DTW cells a clip search: a 6-frame clip
     over 70 poses (420 cells) is refused before any work, naming the bound and what narrows it;
     the same clip over one video of 15 poses (90 cells) and a pose query are answered."""
-    import shutil
-
     from clients import PoseScoreClient, PoseScoreError
     from conftest import random_poses
     from engine.archive import add_video
 
-    repository = tmp_path / "repository"
-    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "search", repository / "search",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    config = repository / "search" / "config.pbtxt"
-    text = config.read_text()
-    assert 'key: "max_clip_cells" value: { string_value: "4000000000" }' in text
-    config.write_text(text.replace('string_value: "4000000000"', 'string_value: "100"'))
+    repository = _repository_with(tmp_path, "search", "max_clip_cells", "4000000000", "100")
     root = tmp_path / "archives"
     rng = np.random.default_rng(4)
     first, second = random_poses(rng, 15), random_poses(rng, 55)
@@ -399,3 +384,17 @@ def test_search_refuses_a_clip_search_over_its_cells_bound(tmp_path):
                 client.search("bounded", first[3:9], k=2)
             assert client.search("bounded", first[3:9], k=1, video="first*")[0].score > 99
             assert client.search("bounded", first[4], k=1)[0].score == pytest.approx(100, abs=1e-3)
+
+
+def _repository_with(tmp_path, model, key, default, value):
+    """A repository holding a copy of ``model`` whose parameter ``key`` (``default`` in ours) is ``value``."""
+    import shutil
+
+    repository = tmp_path / "repository"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / model, repository / model, ignore=shutil.ignore_patterns("__pycache__"))
+    config = repository / model / "config.pbtxt"
+    text = config.read_text()
+    assert f'key: "{key}" value: {{ string_value: "{default}" }}' in text
+    config.write_text(text.replace(f'key: "{key}" value: {{ string_value: "{default}" }}',
+                                   f'key: "{key}" value: {{ string_value: "{value}" }}'))
+    return repository
