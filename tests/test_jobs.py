@@ -60,8 +60,8 @@ def test_compare_is_speed_invariant_and_separates_good_from_bad(clip_poses):
                      tracks=None)
     frozen_score = compare_poses(clip, frozen)["score"]
     assert compare_poses(clip, clip)["score"] == pytest.approx(100.0, abs=0.01)
-    assert half >= 95.0 and double >= 95.0  # measured 97.8 and 96.2 (README)
-    assert max(backwards, frozen_score) <= min(half, double) - 8.0  # measured: 14.7 points apart
+    assert half >= 95.0 and double >= 95.0  # measured 100.0 and 99.7 (README)
+    assert max(backwards, frozen_score) <= 70.0  # the calibrated scale's promise; measured 7.5 and 51.1
     # Steps are real frames: every performer frame of the finer-sampled side appears, in order.
     for report, finer in ((double_report, "reference_frame"), (half_report, "attempt_frame")):
         frames = [step[finer] for step in report["steps"]]
