@@ -51,6 +51,12 @@ def _models_export(args) -> int:
     return 0
 
 
+def _event_text(event: dict) -> str:
+    """A supervisor event as a line: ``what: key value, ...``."""
+    detail = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("time", "what"))
+    return f"{event['what']}: {detail}"
+
+
 def _serve(args) -> int:
     """Run the embedded Triton server in the foreground, supervised, until interrupted."""
     import signal
@@ -66,8 +72,7 @@ def _serve(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
     def notify(event):
-        detail = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("time", "what"))
-        print(f"posescore serve: {event['what']}: {detail}", file=sys.stderr, flush=True)
+        print(f"posescore serve: {_event_text(event)}", file=sys.stderr, flush=True)
 
     try:
         server.start()
@@ -162,8 +167,7 @@ def _with_client(args, job):
 
     def notify(event):  # the embedded server's supervisor: what it mended
         if not args.quiet:
-            detail = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("time", "what"))
-            print(f"\nposescore: embedded server: {event['what']}: {detail}", file=sys.stderr, flush=True)
+            print(f"\nposescore: embedded server: {_event_text(event)}", file=sys.stderr, flush=True)
 
     with server_url(args.url, notify=notify) as url, PoseScoreClient(url, timeout=args.timeout) as client:
         return job(client)

@@ -296,13 +296,15 @@ def _performer_rows(performer: Performer, rows: np.ndarray) -> Performer:
 def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | None = None, end: float | None = None,
                threshold: float = 80.0, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
                max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
-               names=("reference", "attempt")) -> dict:
+               names=("reference", "attempt"), performers: tuple[Performer, Performer] | None = None) -> dict:
     """Every repetition of the reference movement (its frames from ``start`` to ``end`` seconds,
     default all) in the attempt (``engine.reps.find_reps``), each with ``compare``'s report of
     that segment against the reference (:func:`compare_poses`: the same score). Returns the
     report dict: ``count``, ``reps`` (number, frames, times, duration, score, parts, worst part,
-    worst moment, ``flagged`` when under ``threshold``, the full ``report``)."""
-    r_perf = _performer(reference, names[0])[1]
+    worst moment, ``flagged`` when under ``threshold``, the full ``report``). ``performers``: the
+    two main performers when already found (``engine.people.main_performer``)."""
+    r_perf, a_perf = performers or (None, None)
+    r_perf = _performer(reference, names[0], r_perf)[1]
     rows = np.arange(len(reference))
     if start is not None or end is not None:
         keep = (reference.times >= (start if start is not None else -np.inf)) & \
@@ -311,7 +313,7 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
     reference, r_perf = reference.select(rows), _performer_rows(r_perf, rows)
     until = "the end" if end is None else f"{end:g} s"
     r_pos, r_perf = _performer(reference, f"{names[0]} (from {start or 0:g} s to {until})", r_perf)
-    a_pos, a_perf = _performer(attempt, names[1])
+    a_pos, a_perf = _performer(attempt, names[1], a_perf)
     found = find_reps(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.times[a_pos],
                       attempt.info.fps, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score, mirror=mirror)
     reps = []
@@ -377,16 +379,18 @@ def reps_job(reference, attempt, client, *, start=None, end=None, threshold=80.0
     step of every repetition."""
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
+    # Tracking runs once per video (in the order and with the checks of reps_poses).
+    performers = _performer(ref, str(reference))[1], _performer(att, str(attempt))[1]
     result = reps_poses(ref, att, start=start, end=end, threshold=threshold, mirror=mirror, min_ratio=min_ratio,
-                        max_ratio=max_ratio, min_score=min_score, names=(str(reference), str(attempt)))
+                        max_ratio=max_ratio, min_score=min_score, names=(str(reference), str(attempt)),
+                        performers=performers)
     if csv:
         formats.write_steps_csv(csv, [(r["rep"], r["report"]) for r in result["reps"]])
         result.setdefault("outputs", {})["csv"] = str(csv)
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        performer = main_performer(att)
-        result.setdefault("outputs", {}).update(render_reps(result, att, performer, out, attempt, fps))
+        result.setdefault("outputs", {}).update(render_reps(result, att, performers[1], out, attempt, fps))
         result["outputs"]["report"] = str(out / "reps.json")
         result["outputs"]["page"] = str(write_reps_page(out / "report.html", result, result["outputs"]["video"]))
         (out / "reps.json").write_text(formats.json_text(result, indent=1))

@@ -58,7 +58,7 @@ def _data_uri(kind: str, data: bytes) -> str:
 
 def _thumbnails(video: Path, times: list[float], width: int = 250) -> list[str]:
     """JPEG data URIs of the frames of ``video`` nearest to ``times`` (seconds)."""
-    wanted = sorted(set(range(len(times))), key=lambda n: times[n])
+    wanted = sorted(range(len(times)), key=lambda n: times[n])
     out: list[str | None] = [None] * len(times)
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
@@ -179,8 +179,9 @@ def _step_plot(report: dict, rate: float) -> str:
              + "<br>".join(f"{k.replace('_', ' ')} {'-' if v is None else f'{v:.0f}'}" for k, v in s["parts"].items())
              for s in steps]
     figure = go.Figure(go.Scatter(x=[s["reference_time"] for s in steps], y=[s["score"] for s in steps],
-                                  mode="lines+markers", marker={"size": 5}, customdata=[n / rate for n in range(len(steps))],
-                                  hovertext=hover, hoverinfo="text"))
+                                  mode="lines+markers", marker={"size": 5},
+                                  customdata=[n / rate for n in range(len(steps))], hovertext=hover,
+                                  hoverinfo="text"))
     figure.add_hline(y=threshold, line_dash="dash", line_color="#c62828")
     figure.update_layout(xaxis={"title": "reference time (s)"})
     return _plot(figure)

@@ -88,8 +88,11 @@ def find_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, 
             continue
         value, first, last = ascend_bounds(fit(direction), lambda a, b: allowed(a, b, taken), first, last, value)
         first, last = _trim(directions[direction], reference_fps, attempt, attempt_fps, first, last, mirror)
-        if allowed(first, last, taken) and fit(direction)(first, last) >= min_score:
-            taken.append(Rep(first, last, fit(0)(first, last), bool(direction)))
+        if not allowed(first, last, taken):
+            continue
+        value = fit(direction)(first, last)
+        if value >= min_score:  # the score against the movement as it is: this fit, unless backwards
+            taken.append(Rep(first, last, fit(0)(first, last) if direction else value, bool(direction)))
     return sorted(taken, key=lambda rep: rep.first)
 
 

@@ -326,12 +326,9 @@ class TritonServer:
             return []
         out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,args="], capture_output=True, text=True).stdout
         pgid = os.getpgid(self.process.pid)
-        found = []
-        for line in out.splitlines():
-            pid, group, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (None, None, "")
-            if pid and int(group) == pgid and "triton_python_backend_stub" in args and f"/{model}/" in args:
-                found.append(int(pid))
-        return found
+        rows = (line.split(None, 2) for line in out.splitlines())
+        return [int(pid) for pid, group, args in (r for r in rows if len(r) == 3)
+                if int(group) == pgid and "triton_python_backend_stub" in args and f"/{model}/" in args]
 
     def __enter__(self) -> "TritonServer":
         return self.start()

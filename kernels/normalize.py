@@ -77,16 +77,14 @@ FACE_SIDE_COST = 1.0
 FACE_MIN_CONFIDENCE = 0.3
 
 
-def _chirality(xp, xy, seen, flip):
-    """Per frame: +1 when the labelled sides say the body faces the camera, -1 away, 0 unknown.
+def _chirality(xp, pts, vis):
+    """Per frame of ``pts [T, 17, 2]`` (visible where ``vis [T, 17]``): +1 when the labelled sides
+    say the body faces the camera, -1 away, 0 unknown.
 
     Facing the camera, the body's left is on the image's right of its up direction (hips to
-    shoulders), whatever the rotation: the sign of cross(up, left - right) over shoulders and hips.
-    ``flip`` swaps the labels first."""
+    shoulders), whatever the rotation: the sign of cross(up, left - right) over shoulders and hips."""
     from .skeleton import KP
 
-    pts = xy[:, flip] if flip is not None else xy
-    vis = seen[:, flip] if flip is not None else seen
     ls, rs, lh, rh = (KP[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
     torso = vis[:, ls] & vis[:, rs] & vis[:, lh] & vis[:, rh]
     up = (pts[:, ls] + pts[:, rs] - pts[:, lh] - pts[:, rh]) / 2
@@ -142,7 +140,7 @@ def consistent_sides(poses, swap_cost: float = SIDE_SWAP_COST, min_confidence: f
     swapped = xp.where(usable, swapped / xp.maximum(n_swapped, 1) / safe, 0.0)
     face = (poses[:, KP["nose"], 2] > FACE_MIN_CONFIDENCE) & (poses[:, KP["left_eye"], 2] > FACE_MIN_CONFIDENCE) \
         & (poses[:, KP["right_eye"], 2] > FACE_MIN_CONFIDENCE)
-    facing = xp.where(face, _chirality(xp, xy, seen, None), 0.0)
+    facing = xp.where(face, _chirality(xp, xy, seen), 0.0)
     # Per frame, the cost of each labelling: (kept, swapped).
     unary = xp.stack([FACE_SIDE_COST * (facing < 0), swap_cost + FACE_SIDE_COST * (facing > 0)], axis=1)
     same, swapped, unary = (np.asarray(a.get() if xp is not np else a, np.float64) for a in (same, swapped, unary))

@@ -76,16 +76,15 @@ def _remove_block(text: str, name: str) -> str:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-class _Restarter(threading.Thread):
-    """Restarts the embedded server ``at`` seconds after the load started, on the same ports,
-    reading the metrics just before (the counters restart from zero)."""
+class _Fault(threading.Thread):
+    """A fault done to the embedded server ``at`` seconds after the load started (``load_started``,
+    set by the runner); ``record`` says when, or the error that stopped it."""
 
-    def __init__(self, server, at: float, started: threading.Event, read_metrics: Callable[[], Any]):
-        super().__init__(name="posescore-loadtest-restart", daemon=True)
-        self.server, self.at, self.started, self.read_metrics = server, at, started, read_metrics
+    def __init__(self, name: str, server, at: float, started: threading.Event):
+        super().__init__(name=name, daemon=True)
+        self.server, self.at, self.started = server, at, started
         self.load_started: float | None = None
         self.record: dict[str, Any] = {}
-        self.metrics_before_stop = None
         self.cancel = threading.Event()
 
     def run(self) -> None:
@@ -93,21 +92,37 @@ class _Restarter(threading.Thread):
         if self.load_started is None or self.cancel.wait(max(0.0, self.load_started + self.at - time.time())):
             return  # the load never started, or is over
         try:
-            self.metrics_before_stop = self.read_metrics()
-            stopping = threading.Event()
-            poller = threading.Thread(target=self._poll_metrics, args=(stopping,), daemon=True)
-            poller.start()
-            self.record["stop_began"] = time.time()
-            try:
-                self.server.stop()
-            finally:
-                stopping.set()
-                poller.join()
-            self.record["stopped"] = time.time()
-            self.server.start()
-            self.record["ready"] = time.time()
+            self.fault()
         except Exception as err:  # noqa: BLE001 - reported with the results
             self.record["error"] = f"{type(err).__name__}: {err}"
+
+    def fault(self) -> None:
+        raise NotImplementedError
+
+
+class _Restarter(_Fault):
+    """Restarts the embedded server on the same ports, reading the metrics just before (the
+    counters restart from zero)."""
+
+    def __init__(self, server, at: float, started: threading.Event, read_metrics: Callable[[], Any]):
+        super().__init__("posescore-loadtest-restart", server, at, started)
+        self.read_metrics = read_metrics
+        self.metrics_before_stop = None
+
+    def fault(self) -> None:
+        self.metrics_before_stop = self.read_metrics()
+        stopping = threading.Event()
+        poller = threading.Thread(target=self._poll_metrics, args=(stopping,), daemon=True)
+        poller.start()
+        self.record["stop_began"] = time.time()
+        try:
+            self.server.stop()
+        finally:
+            stopping.set()
+            poller.join()
+        self.record["stopped"] = time.time()
+        self.server.start()
+        self.record["ready"] = time.time()
 
     def _poll_metrics(self, stopping: threading.Event) -> None:
         """Keep the last metrics the stopping server answers (it finishes its in-flight requests
@@ -122,46 +137,34 @@ class _Restarter(threading.Thread):
             stopping.wait(0.02)
 
 
-class _StubKiller(threading.Thread):
-    """SIGKILLs ``model``'s python stub ``at`` seconds after the load started (as the kernel's OOM
-    killer would), on a server a :class:`engine.supervisor.Supervisor` keeps; the record says when
-    (``stop_began``, ``stopped``: the kill) and when the supervisor had the model answering again
-    (``ready``: its "reloaded" event). The metrics are read just before the kill."""
+class _StubKiller(_Fault):
+    """SIGKILLs ``model``'s python stub (as the kernel's OOM killer would), on a server a
+    :class:`engine.supervisor.Supervisor` keeps; the record says when (``stop_began``,
+    ``stopped``: the kill) and when the supervisor had the model answering again (``ready``: its
+    "reloaded" event, among ``events``). A reloaded model keeps its Triton counters."""
 
-    def __init__(self, server, model: str, at: float, started: threading.Event, read_metrics: Callable[[], Any],
-                 events: list):
-        super().__init__(name="posescore-loadtest-kill-stub", daemon=True)
-        self.server, self.model, self.at, self.started = server, model, at, started
-        self.read_metrics, self.events = read_metrics, events
-        self.load_started: float | None = None
-        self.record: dict[str, Any] = {"kind": f"kill of model {model}'s python stub"}
-        self.metrics_before_stop = None
-        self.cancel = threading.Event()
+    def __init__(self, server, model: str, at: float, started: threading.Event, events: list):
+        super().__init__("posescore-loadtest-kill-stub", server, at, started)
+        self.model, self.events = model, events
+        self.record["kind"] = f"kill of model {model}'s python stub"
 
-    def run(self) -> None:
+    def fault(self) -> None:
         import os
         import signal
 
-        self.started.wait()
-        if self.load_started is None or self.cancel.wait(max(0.0, self.load_started + self.at - time.time())):
-            return
-        try:
-            self.metrics_before_stop = self.read_metrics()
-            pids = self.server.stub_pids(self.model)
-            if not pids:
-                raise RuntimeError(f"no python stub of model {self.model} found")
-            self.record["stop_began"] = time.time()
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)
-            self.record["stopped"] = time.time()
-            while not self.cancel.wait(0.05):
-                done = [e for e in self.events if e["what"] == "reloaded" and e.get("model") == self.model
-                        and e["time"] >= self.record["stop_began"]]
-                if done:
-                    self.record["ready"] = done[0]["time"]
-                    return
-        except Exception as err:  # noqa: BLE001 - reported with the results
-            self.record["error"] = f"{type(err).__name__}: {err}"
+        pids = self.server.stub_pids(self.model)
+        if not pids:
+            raise RuntimeError(f"no python stub of model {self.model} found")
+        self.record["stop_began"] = time.time()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self.record["stopped"] = time.time()
+        while not self.cancel.wait(0.05):
+            done = [e for e in self.events if e["what"] == "reloaded" and e.get("model") == self.model
+                    and e["time"] >= self.record["stop_began"]]
+            if done:
+                self.record["ready"] = done[0]["time"]
+                return
 
 
 def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = None) -> tuple[int, dict]:
@@ -251,7 +254,7 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
 
             events: list = []
             supervisor = Supervisor(server, interval=0.5, notify=events.append).start()
-            restarter = _StubKiller(server, options.kill_stub, options.kill_stub_at, started, read_metrics, events)
+            restarter = _StubKiller(server, options.kill_stub, options.kill_stub_at, started, events)
             restarter.start()
         try:
             child_result = _run_child(config_path, config, options, started, restarter, log)
@@ -350,7 +353,7 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
 
 
 def _run_child(config_path: Path, config: dict, options: LoadTestOptions, started: threading.Event,
-               restarter: _Restarter | None, log: Callable[[str], Any]) -> dict:
+               restarter: _Fault | None, log: Callable[[str], Any]) -> dict:
     """Run loadtests.locust_run; relay its progress; bound its wall time."""
     from engine.server import PROJECT_ROOT
 

@@ -15,10 +15,6 @@ from engine.server import TritonServer
 from engine.supervisor import Supervisor
 
 
-def _stub_pids(server, model):
-    return server.stub_pids(model)
-
-
 def _scores_again(server, deadline_s=90.0):
     """Score one request, retrying until the deadline; the answer."""
     rng = np.random.default_rng(0)
@@ -46,7 +42,7 @@ def supervised(tmp_path):
 def test_a_killed_stub_is_noticed_and_its_model_reloaded(supervised):
     server, supervisor = supervised
     assert _scores_again(server).scores[0] == pytest.approx(100, abs=1e-3)
-    (stub,) = _stub_pids(server, "score")
+    (stub,) = server.stub_pids("score")
     os.kill(stub, signal.SIGKILL)
     result = _scores_again(server)
     assert result.scores[0] == pytest.approx(100, abs=1e-3)
@@ -77,7 +73,7 @@ def test_a_jobs_embedded_server_rides_through_a_killed_stub_and_a_killed_server(
     with server_url(None, models=["score"], notify=events.append) as url, PoseScoreClient(url, timeout=120) as client:
         assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
         server = _server_of(url)
-        (stub,) = _stub_pids(server, "score")
+        (stub,) = server.stub_pids("score")
         os.kill(stub, signal.SIGKILL)
         assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
         assert "reloaded" in [e["what"] for e in events], events
@@ -105,7 +101,7 @@ def test_posescore_probe_sees_a_dead_stub_that_triton_calls_ready():
         ok = subprocess.run([exe, "probe", "--url", server.grpc_url, "--model", "score", "--model", "dtw"],
                             capture_output=True, text=True, timeout=120)
         assert ok.returncode == 0 and "score: alive" in ok.stdout and "dtw: alive" in ok.stdout, ok
-        (stub,) = _stub_pids(server, "score")
+        (stub,) = server.stub_pids("score")
         os.kill(stub, signal.SIGKILL)
         time.sleep(1)
         with PoseScoreClient(server.grpc_url, timeout=10) as client:
