@@ -292,12 +292,16 @@ def dtw_result(result: InferResult, return_path: bool) -> DtwResult:
 
 def search_request(archive: str | os.PathLike, query: Any, k: int, *, fps: float | None = None,
                    min_gap: float | None = None, video: str | None = None, start: float | None = None,
-                   end: float | None = None, min_score: float | None = None) -> list[InferInput]:
+                   end: float | None = None, min_score: float | None = None, shard: str | None = None,
+                   phase: str | None = None, count: int | None = None, candidates: Any = None,
+                   candidate_costs: Any = None) -> list[InferInput]:
     """Inputs of one search request: ``archive`` (a folder under the server's archive root),
     ``query [17, 3]`` (a pose) or ``[M, 17, 3]`` (a movement filmed at ``fps``), ``k >= 1``; a
     pose's hits closer than ``min_gap`` seconds in one video and track are one moment; a
     movement's hits under ``min_score`` are dropped; ``video`` (a glob of names or paths) and
-    ``start`` / ``end`` (seconds) filter the hits."""
+    ``start`` / ``end`` (seconds) filter the hits. A merge over shards (``engine.shards``) also
+    sends ``shard`` ("I/N"), ``phase``, ``count``, and for phase "clip_score" the DTW
+    ``candidates [C, 3]`` (segment, first row, last row) with their ``candidate_costs [C]``."""
     if not isinstance(archive, (str, os.PathLike)) or not os.fspath(archive):
         raise PoseScoreError(f"archive: expected a non-empty path, got {archive!r}")
     query = check_poses(query, "query", (2, 3)).reshape(-1, NUM_KEYPOINTS, 3)
@@ -308,9 +312,47 @@ def search_request(archive: str | os.PathLike, query: Any, k: int, *, fps: float
                         ("min_score", min_score)):
         if value is not None:
             inputs.append(input_tensor(name, np.array([value], np.float32), "FP32"))
-    if video is not None:
-        inputs.append(input_tensor("video", np.array([str(video).encode()], np.object_), "BYTES"))
+    for name, value in (("video", video), ("shard", shard), ("phase", phase)):
+        if value is not None:
+            inputs.append(input_tensor(name, np.array([str(value).encode()], np.object_), "BYTES"))
+    if count is not None:
+        inputs.append(input_tensor("count", np.array([check_int(count, "count", 1)], np.int64), "INT64"))
+    if candidates is not None:
+        rows = np.asarray(candidates, np.int64).reshape(-1, 3)
+        costs = np.asarray(candidate_costs, np.float32).reshape(-1)
+        if costs.shape[0] != rows.shape[0]:
+            raise PoseScoreError(f"candidate_costs: expected one per candidate ({rows.shape[0]}), got {costs.shape[0]}")
+        inputs += [input_tensor("candidates", rows, "INT64"), input_tensor("candidate_costs", costs, "FP32")]
     return inputs
+
+
+@dataclass
+class SearchPart:
+    """What one server answers for a merge of shards: ``hits`` (dicts as ``engine.search`` makes
+    them: ``video_id``, ``video``, ``path``, ``track``, ``start_frame``, ``end_frame``,
+    ``start_time``, ``end_time``, ``score``, and ``segment``, ``row``, ``last_row``, ``key``,
+    ``cost``), the poses it searched (-1: not counted), its ``shard`` ("I/N", "" whole) and the
+    catalog ``generation`` it read."""
+
+    hits: list
+    searched: int
+    shard: str
+    generation: int
+
+
+def search_part(result: InferResult) -> SearchPart:
+    ids, names, paths = (_decode(_output(result, name)) for name in ("video_ids", "video_names", "video_paths"))
+    ints = {name: _output(result, name) for name in ("start_frames", "end_frames", "tracks", "segments", "rows",
+                                                     "last_rows")}
+    floats = {name: _output(result, name) for name in ("start_times", "end_times", "scores", "keys", "costs")}
+    hits = [{"video_id": ids[i], "video": names[i], "path": paths[i] or None, "track": int(ints["tracks"][i]),
+             "start_frame": int(ints["start_frames"][i]), "end_frame": int(ints["end_frames"][i]),
+             "start_time": float(floats["start_times"][i]), "end_time": float(floats["end_times"][i]),
+             "score": float(floats["scores"][i]), "segment": int(ints["segments"][i]), "row": int(ints["rows"][i]),
+             "last_row": int(ints["last_rows"][i]), "key": float(floats["keys"][i]), "cost": float(floats["costs"][i])}
+            for i in range(len(ids))]
+    return SearchPart(hits, int(_output(result, "searched")[0]), _decode(_output(result, "searched_shard"))[0],
+                      int(_output(result, "generation")[0]))
 
 
 def search_result(result: InferResult) -> list[SearchMatch]:

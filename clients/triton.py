@@ -205,6 +205,15 @@ class PoseScoreClient(_ClientBase):
         ``min_gap``, ``video``, ``start``, ``end`` (``clients.protocol.search_request``)."""
         return p.search_result(self._infer_all("search", [p.search_request(archive, query, k, **filters)])[0])
 
+    def search_part(self, archive: str | os.PathLike, query: Any, k: int = 10, *, timeout: float | None = None,
+                    **options) -> p.SearchPart:
+        """One shard's part of a search (``engine.shards``): ``options`` as
+        ``clients.protocol.search_request`` (``shard``, ``phase``, ``count``, ``candidates`` ...),
+        within ``timeout`` seconds (default: the client's)."""
+        inputs = p.search_request(archive, query, k, **options)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        return p.search_part(self._call("search", lambda c, t: c.infer("search", inputs, client_timeout=t), deadline))
+
     # -- server ----------------------------------------------------------------------------------
     def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
         """Whether a server (and each of ``models`` on it) answers ready within ``timeout`` seconds
@@ -322,6 +331,14 @@ class AsyncPoseScoreClient(_ClientBase):
     async def search(self, archive: str | os.PathLike, query: Any, k: int = 10, **filters) -> list[SearchMatch]:
         """As :meth:`PoseScoreClient.search`."""
         return p.search_result((await self._infer_all("search", [p.search_request(archive, query, k, **filters)]))[0])
+
+    async def search_part(self, archive: str | os.PathLike, query: Any, k: int = 10, *, timeout: float | None = None,
+                          **options) -> p.SearchPart:
+        """As :meth:`PoseScoreClient.search_part`."""
+        inputs = p.search_request(archive, query, k, **options)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        return p.search_part(await self._call("search", lambda c, t: c.infer("search", inputs, client_timeout=t),
+                                              deadline))
 
     async def is_ready(self, models: Sequence[str] = (), timeout: float | None = None) -> bool:
         """As :meth:`PoseScoreClient.is_ready`."""

@@ -106,6 +106,31 @@ class ArchiveError(ValueError):
     """An archive that cannot be read or written; the message names the path and the problem."""
 
 
+# -- shards ------------------------------------------------------------------------------------
+
+#: The shard of every archive a search server holds (``posescore serve --archive-shard I/N``).
+ARCHIVE_SHARD_ENV = "POSESCORE_ARCHIVE_SHARD"
+
+
+def parse_shard(text: "str | tuple[int, int] | None") -> tuple[int, int] | None:
+    """A shard ``"I/N"`` (or ``(I, N)``) as ``(I, N)`` with ``0 <= I < N``; None for the whole archive."""
+    if text is None or text == "":
+        return None
+    try:
+        index, count = (int(part) for part in (text.split("/") if isinstance(text, str) else text))
+    except (TypeError, ValueError):
+        raise ArchiveError(f"shard: expected 'I/N' (e.g. '0/3'), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ArchiveError(f"shard: expected 'I/N' with 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def in_shard(segment_id: int, shard: tuple[int, int] | None) -> bool:
+    """Whether a segment belongs to ``shard``: segment ids modulo N (a segment keeps its shard
+    when others are added)."""
+    return shard is None or segment_id % shard[1] == shard[0]
+
+
 # -- the catalog ---------------------------------------------------------------------------------
 
 def _connect(root: Path, write: bool, upgrading: bool = False) -> sqlite3.Connection:
@@ -132,6 +157,7 @@ def _connect(root: Path, write: bool, upgrading: bool = False) -> sqlite3.Connec
         raise ArchiveError(f"{path}: expected {FORMAT} version {VERSION}, got {meta.get('format')!r} "
                            f"version {meta.get('version')!r}")
     return db
+
 
 
 def _read_only(path: Path) -> sqlite3.Connection:

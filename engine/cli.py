@@ -67,7 +67,7 @@ def _serve(args) -> int:
 
     server = TritonServer(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
                           metrics_port=args.metrics_port, archive_root=args.archive_root,
-                          log_verbose=args.log_verbose, http=args.http)
+                          archive_shard=args.archive_shard, log_verbose=args.log_verbose, http=args.http)
     # SIGTERM ends the foreground server like Ctrl-C does, through the same clean stop.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
@@ -77,7 +77,8 @@ def _serve(args) -> int:
     try:
         server.start()
         print(f"gRPC     {server.grpc_url}" + (f"\nHTTP     {server.http_url}" if server.http else "")
-              + f"\nmetrics  {server.metrics_url}\nlog      {server.log_path}", flush=True)
+              + f"\nmetrics  {server.metrics_url}\nlog      {server.log_path}"
+              + (f"\nshard    {server.archive_shard} of every archive" if server.archive_shard else ""), flush=True)
         # Supervised: a dead server is started again, a model whose stub died is reloaded.
         with Supervisor(server, notify=notify):
             while True:
@@ -260,6 +261,8 @@ def _find(args) -> int:
     lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {format_parts(m['parts'])}"
               for m in result["moments"]]
     lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
+    for gone in result.get("shards", {}).get("missing", []):
+        lines.append(f"missing shard {gone['shard']} at {gone['url']}: {gone['error']}")
     _emit(args, result, lines)
     return 0
 
@@ -284,7 +287,8 @@ def _search(args) -> int:
     result = _run_job(args, lambda c: search_job(
         args.archive, c, pose=args.pose, clip=args.clip, k=args.k, fps=args.fps, min_gap=args.min_gap,
         video=args.video, start=args.start, end=args.end, min_score=args.min_score, explain=args.explain,
-        out_dir=args.out), query)
+        out_dir=args.out, shard_urls=args.shard_url, allow_partial=args.allow_partial,
+        timeout=args.timeout), query)
     lines = [f"{'#':>4} {'score':>5}  {'video':24} {'track':>5} {'start':>8} {'end':>8}  frames"]
     lines += [f"{n:4d} {m['score']:5.1f}  {m['video'][:24]:24} {m['track']:5d} {m['start_time']:7.2f}s "
               f"{m['end_time']:7.2f}s  {m['start_frame']}-{m['end_frame']}"
@@ -359,6 +363,9 @@ def add_commands(sub) -> None:
     serve.add_argument("--metrics-port", type=int, default=None, help="default: a free port")
     serve.add_argument("--archive-root", default=None,
                        help="folder under which the search model may load archives (default: .)")
+    serve.add_argument("--archive-shard", default=None, metavar="I/N",
+                       help="search only shard I of N of each archive (its segments whose id is I modulo N), "
+                            "for `posescore search --shard-url` over several servers")
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(func=_serve)
 
@@ -445,6 +452,12 @@ def add_commands(sub) -> None:
     search.add_argument("--explain", type=int, default=None,
                         help="with --clip: compare's full report of hit N (1 = the best)")
     search.add_argument("--out", help="with --explain: folder for its report.json")
+    search.add_argument("--shard-url", action="append", default=None, metavar="HOST:PORT",
+                        help="search on these servers, the i-th answering shard i/N of the archive (a folder "
+                             "under their archive root), and merge their hits exactly; repeat per shard")
+    search.add_argument("--allow-partial", action="store_true",
+                        help="with --shard-url: answer from the shards that answer (each within --timeout), "
+                             "naming those that do not")
     search.set_defaults(func=_search, max_k=SEARCH_MAX_K)
 
     archive = sub.add_parser("archive", help="inspect and maintain an archive")

@@ -30,6 +30,7 @@ from .render import captioned, draw_skeleton, plot_rep_scores, plot_scores, side
 from .report_page import write_compare_page, write_reps_page
 from .reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
 from .search import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, hit_poses, search_archive
+from .shards import ShardedSearch, ShardError
 from .services import movement_score, score_answer
 from .video import iter_frames, read_image
 
@@ -504,11 +505,17 @@ def _index_one(root: Path, video: Path, known: set, client, fps, progress_factor
 
 
 def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None, min_gap=MOMENT_GAP_S,
-               video=None, start=None, end=None, min_score=CLIP_MIN_SCORE, explain=None, out_dir=None) -> dict:
+               video=None, start=None, end=None, min_score=CLIP_MIN_SCORE, explain=None, out_dir=None,
+               shard_urls=None, allow_partial=False, timeout=60.0) -> dict:
     """``posescore search``: the moments most like a pose (``pose``) or the movements most like a
     clip (``clip``) in the archive, filtered by video name/path glob and time range; ``explain``
-    (1-based) adds ``compare``'s full report of that clip hit (and its files under ``out_dir``)."""
-    archive = open_archive(archive_dir)
+    (1-based) adds ``compare``'s full report of that clip hit (and its files under ``out_dir``).
+    With ``shard_urls`` the archive (a folder under every server's archive root) is searched by
+    those servers, server i answering shard i/N, and their parts merged (``engine.shards``);
+    ``allow_partial`` answers without shards that fail (named in ``missing``); ``timeout``: seconds
+    each shard has to answer each request."""
+    if not shard_urls or explain is not None:
+        archive = open_archive(archive_dir)
     where = SearchFilter(video=video, start=start, end=end)
     if pose is not None:
         if explain is not None:
@@ -521,12 +528,24 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
         query, query_fps = performer.poses[performer.present], query_poses.info.fps
         if len(query) < 2:
             raise JobError(f"{clip}: the performer is visible in fewer than 2 frames")
-    matches = search_archive(archive, query, k, query_fps=query_fps, min_gap=min_gap, where=where,
-                             min_score=min_score)
+    missing = None
+    if shard_urls:
+        try:
+            with ShardedSearch(shard_urls, timeout=timeout, allow_partial=allow_partial) as shards:
+                answer = shards.search(str(archive_dir), query, k, query_fps=query_fps, min_gap=min_gap, where=where,
+                                       min_score=min_score)
+        except ShardError as err:
+            raise JobError(str(err)) from None
+        matches, missing = answer.hits, answer.missing
+    else:
+        matches = search_archive(archive, query, k, query_fps=query_fps, min_gap=min_gap, where=where,
+                                 min_score=min_score)
     for hit in matches:
         hit.update(start_time=round(hit["start_time"], 3), end_time=round(hit["end_time"], 3),
                    score=round(hit["score"], 2))
     result = {"archive": str(archive_dir), "query": str(pose or clip), "matches": matches}
+    if missing is not None:
+        result["shards"] = {"servers": list(shard_urls), "missing": missing}
     if explain is not None:
         if not 1 <= explain <= len(matches):
             raise JobError(f"--explain: expected a hit number from 1 to {len(matches)}, got {explain}")

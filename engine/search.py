@@ -5,6 +5,12 @@ answers *moments*: hits of one (video, track) closer than ``min_gap`` seconds co
 best, as ``find`` does. A clip query's candidate segments come from subsequence DTW over every
 (video, track) sequence (``kernels.subsequence_dtw``, pruned by lower bounds); each is then scored
 by ``engine.services.movement_score``, the function ``compare`` scores with: one scale.
+
+Both searches are written as phases that a shard of the archive (its segments ``id % N == I``)
+answers alone, and a merge that is exact: :func:`pose_search` and :func:`clip_search` take the
+phases as functions, so one archive searched here and one archive split over several servers
+(``engine.shards``) run the same merge. Ties are broken by (segment, row), never by the order in
+which parts arrive.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from kernels._backend import cupy_or_none, to_numpy
 from kernels.scoring import distance_for_score
 from kernels.skeleton import NUM_KEYPOINTS
 
-from .archive import Archive, ArchiveError, MappedSegment, expand_confidences
+from .archive import Archive, ArchiveError, MappedSegment, expand_confidences, in_shard
 from .poses import VideoInfo, VideoPoses
 from .services import ascend_bounds, movement_score, score_answer
 
@@ -52,12 +58,15 @@ CLIP_SCORE_MARGIN = 20.0
 MAX_CLIP_CELLS = 4_000_000_000
 
 
-def check_clip_cost(archive: Archive, query_frames: int, where: "SearchFilter", max_cells: int = MAX_CLIP_CELLS) -> int:
-    """The cells a clip search of ``query_frames`` frames over the poses ``where`` keeps costs (its
-    video filter; the time filter is not counted); ``ValueError`` naming the bound when over
-    ``max_cells``, before any work, so that one request cannot hold a server for minutes."""
+def check_clip_cost(archive: Archive, query_frames: int, where: "SearchFilter", max_cells: int = MAX_CLIP_CELLS,
+                    shard: tuple[int, int] | None = None) -> int:
+    """The cells a clip search of ``query_frames`` frames over the poses ``where`` keeps (in
+    ``shard``) costs (its video filter; the time filter is not counted); ``ValueError`` naming
+    the bound when over ``max_cells``, before any work, so that one request cannot hold a server
+    for minutes."""
     rows = where.videos(archive)
-    poses = sum(int(v["poses"]) for v in archive.videos if v["video_row"] in rows)
+    poses = sum(int(v["poses"]) for v in archive.videos
+                if v["video_row"] in rows and in_shard(v["segment"], shard))
     cells = query_frames * poses
     if cells > max_cells:
         raise ValueError(f"clip search: {query_frames} query frames x {poses:,} poses = {cells:,} DTW cells, over "
@@ -104,9 +113,11 @@ class _Run:
         return self.videos[int(np.searchsorted(firsts, row, side="right")) - 1]
 
 
-def _runs(archive: Archive, keep: set[int]) -> list[_Run]:
+def _runs(archive: Archive, keep: set[int], shard: tuple[int, int] | None = None) -> list[_Run]:
     runs = []
     for info in archive.segments.values():
+        if not in_shard(info.id, shard):
+            continue
         chosen = [v for v in info.videos if v["video_row"] in keep and v["poses"]]
         if not chosen:
             continue
@@ -123,14 +134,18 @@ def _runs(archive: Archive, keep: set[int]) -> list[_Run]:
     return runs
 
 
-def _hit(run: _Run, first: int, last: int, score: float) -> dict:
-    """One hit, rows ``first..last`` (inclusive) of ``run``'s segment."""
+def _hit(run: _Run, first: int, last: int, score: float, row: int | None = None) -> dict:
+    """One hit, rows ``first..last`` (inclusive) of ``run``'s segment; ``row``: its candidate's
+    first row (default ``first``), and its segment. Scores are float32 values, as a server sends them, so that a
+    merge of shards' hits orders them as one search does."""
     video = run.video_at(first)
     frames, times = run.segment.column("frames"), run.segment.column("times")
     return {"video_id": video["sha256"], "video": video["name"], "path": video["path"],
             "track": int(run.segment.column("tracks")[first]),
             "start_frame": int(frames[first]), "end_frame": int(frames[last]),
-            "start_time": float(times[first]), "end_time": float(times[last]), "score": float(score)}
+            "start_time": float(times[first]), "end_time": float(times[last]),
+            "score": float(np.float32(score)), "segment": int(run.segment.info.id),
+            "row": int(first if row is None else row)}
 
 
 def check_query(query) -> np.ndarray:
@@ -146,84 +161,119 @@ def check_query(query) -> np.ndarray:
 
 def search_archive(archive: Archive, query, k: int = 10, *, query_fps: float | None = None,
                    min_gap: float = MOMENT_GAP_S, where: SearchFilter = SearchFilter(),
-                   min_score: float = CLIP_MIN_SCORE, prune: bool = True) -> list[dict]:
+                   min_score: float = CLIP_MIN_SCORE, prune: bool = True,
+                   shard: tuple[int, int] | None = None) -> list[dict]:
     """The ``k`` best hits of a pose ``[17, 3]`` / ``[1, 17, 3]`` (:func:`search_poses`) or a
-    movement ``[M, 17, 3]`` filmed at ``query_fps`` (:func:`search_clip`), best first. A hit:
-    ``video_id`` (content SHA-256), ``video`` (name), ``path``, ``track``, ``start_frame`` /
-    ``end_frame`` (inclusive), ``start_time`` / ``end_time`` (s), ``score`` 0-100."""
-    if not 1 <= k <= MAX_K:
-        raise ArchiveError(f"k: expected 1 <= k <= {MAX_K}, got {k}")
+    movement ``[M, 17, 3]`` filmed at ``query_fps`` (:func:`search_clip`), best first, in the
+    archive or one ``shard`` ``(I, N)`` of it. A hit: ``video_id`` (content SHA-256), ``video``
+    (name), ``path``, ``track``, ``start_frame`` / ``end_frame`` (inclusive), ``start_time`` /
+    ``end_time`` (s), ``score`` 0-100."""
+    check_k(k)
     query = check_query(query)
     if query.shape[0] == 1:
-        return search_poses(archive, query[0], k, min_gap=min_gap, where=where)
-    return search_clip(archive, query, k, query_fps=query_fps, where=where, min_score=min_score, prune=prune)
+        hits = search_poses(archive, query[0], k, min_gap=min_gap, where=where, shard=shard)
+    else:
+        hits = search_clip(archive, query, k, query_fps=query_fps, where=where, min_score=min_score, prune=prune,
+                           shard=shard)
+    return [public_hit(h) for h in hits]
 
+
+#: What a merge orders hits by (where a hit lies, its candidate's key), not part of the answer.
+MERGE_FIELDS = ("segment", "row", "key", "cost")
+
+
+def public_hit(hit: dict) -> dict:
+    """A hit as it is answered: without :data:`MERGE_FIELDS`."""
+    return {name: value for name, value in hit.items() if name not in MERGE_FIELDS}
+
+
+def check_k(k: int) -> int:
+    if not 1 <= k <= MAX_K:
+        raise ArchiveError(f"k: expected 1 <= k <= {MAX_K}, got {k}")
+    return k
+
+
+# -- pose queries ----------------------------------------------------------------------------------
 
 def search_poses(archive: Archive, query: np.ndarray, k: int, *, min_gap: float = MOMENT_GAP_S,
-                 where: SearchFilter = SearchFilter()) -> list[dict]:
-    """The ``k`` best moments of a pose ``query [17, 3]``: candidates by inner product of the
-    float16 vectors in place (``kernels.search_topk`` per run of live rows), each scored from its
-    stored pixels by ``score_answer``; hits of one (video, track) within ``min_gap`` seconds of a
-    better one are dropped, and the candidates multiplied by four until k moments stand or none
-    are left."""
-    runs = _runs(archive, where.videos(archive))
+                 where: SearchFilter = SearchFilter(), shard: tuple[int, int] | None = None) -> list[dict]:
+    """The ``k`` best moments of a pose ``query [17, 3]`` (:func:`pose_search` over
+    :func:`pose_candidates` of this archive)."""
+    return pose_search(lambda count: pose_candidates(archive, query, count, where=where, shard=shard),
+                       k, min_gap=min_gap, where=where)
+
+
+def pose_search(fetch, k: int, *, min_gap: float = MOMENT_GAP_S, where: SearchFilter = SearchFilter()) -> list[dict]:
+    """The ``k`` best moments, given ``fetch(count) -> (candidates, poses searched)`` (the
+    :func:`pose_candidates` of an archive, or those of every shard of one, concatenated): the
+    ``count`` best candidates by inner product (:func:`pose_moments`), ``count`` multiplied by
+    four until k moments stand or every pose is a candidate."""
+    count = max(4 * k, 32)
+    while True:
+        candidates, total = fetch(count)
+        moments = pose_moments(candidates, count, k, min_gap, where)
+        if len(moments) >= k or count >= total:
+            return moments[:k]
+        count = min(total, count * 4)
+
+
+def pose_candidates(archive: Archive, query: np.ndarray, count: int, *, where: SearchFilter = SearchFilter(),
+                    shard: tuple[int, int] | None = None) -> tuple[list[dict], int]:
+    """The ``count`` best poses of a pose ``query [17, 3]`` among the videos ``where`` keeps (in
+    ``shard``), by inner product of the float16 vectors in place (``kernels.search_topk`` per run
+    of live rows; ties: lower segment, then row), each a hit scored exactly from its stored
+    pixels by ``score_answer`` with its ``key`` (the inner product, float32); and the number of
+    poses searched."""
+    runs = _runs(archive, where.videos(archive), shard)
     total = sum(r.hi - r.lo for r in runs)
     if total == 0:
-        return []
+        return [], 0
     q_vec, _ = kernels.normalize(query)
-    candidates = min(total, max(4 * k, 32))
-    while True:
-        keys, owners = [], []
-        for number, run in enumerate(runs):
-            c = min(candidates, run.hi - run.lo)
-            scores, idx = (to_numpy(a) for a in kernels.search_topk(
-                _on_device(q_vec[None]), _vectors(run.segment)[run.lo:run.hi], c, "ip"))
-            good = idx[0] >= 0
-            keys.append(scores[0][good])
-            owners.append(np.stack([np.full(good.sum(), number), run.lo + idx[0][good]], 1))
-        keys, owners = np.concatenate(keys), np.concatenate(owners)
-        best = np.argsort(-keys, kind="stable")[:candidates]
-        moments = _moments(runs, owners[best], query, k, min_gap, where)
-        if len(moments) >= k or candidates >= total:
-            return moments[:k]
-        candidates = min(total, candidates * 4)
-
-
-def _moments(runs: list[_Run], rows: np.ndarray, query: np.ndarray, k: int, min_gap: float,
-             where: SearchFilter) -> list[dict]:
-    """Candidates ``rows [C, 2]`` (run number, segment row), best first, scored exactly, filtered by
-    time and collapsed into moments."""
+    keys, owners = [], []
+    for number, run in enumerate(runs):
+        c = min(count, run.hi - run.lo)
+        scores, idx = (to_numpy(a) for a in kernels.search_topk(
+            _on_device(q_vec[None]), _vectors(run.segment)[run.lo:run.hi], c, "ip"))
+        good = idx[0] >= 0
+        keys.append(scores[0][good].astype(np.float32))
+        owners.append(np.stack([np.full(good.sum(), number), run.lo + idx[0][good]], 1))
+    keys, owners = np.concatenate(keys), np.concatenate(owners)
+    segment_ids = np.array([runs[n].segment.info.id for n in owners[:, 0]], np.int64)
+    best = np.lexsort((owners[:, 1], segment_ids, -keys))[:count]
+    rows = owners[best]
     poses = np.empty((len(rows), NUM_KEYPOINTS, 3), np.float32)
-    times = np.empty(len(rows), np.float64)
-    keys = np.empty((len(rows), 2), np.int64)  # (video row, track)
     for number in np.unique(rows[:, 0]):
         at = np.flatnonzero(rows[:, 0] == number)
-        run, picked = runs[number], rows[at, 1]
+        segment, picked = runs[number].segment, rows[at, 1]
         order = np.argsort(picked)  # rows in file order
-        segment, sorted_rows = run.segment, picked[order]
-        poses[at[order], :, :2] = segment.column("xy")[sorted_rows]
-        poses[at[order], :, 2] = expand_confidences(segment.column("conf")[sorted_rows])
-        times[at[order]] = segment.column("times")[sorted_rows]
-        firsts = np.array([v["first_row"] for v in run.videos])
-        owner = np.searchsorted(firsts, picked, side="right") - 1
-        keys[at, 0] = np.array([v["video_row"] for v in run.videos])[owner]
-        keys[at, 1] = segment.column("tracks")[picked]
-    keep = where.times(times)
-    if not keep.any():
-        return []
+        poses[at[order], :, :2] = segment.column("xy")[picked[order]]
+        poses[at[order], :, 2] = expand_confidences(segment.column("conf")[picked[order]])
     scores = score_answer(query, poses).scores
+    hits = []
+    for n, (number, row) in enumerate(rows):
+        hit = _hit(runs[number], int(row), int(row), scores[n])
+        hit["key"] = float(keys[best[n]])
+        hits.append(hit)
+    return hits, total
+
+
+def pose_moments(candidates: list[dict], count: int, k: int, min_gap: float = MOMENT_GAP_S,
+                 where: SearchFilter = SearchFilter()) -> list[dict]:
+    """Of ``candidates`` (hits with ``key``), the ``count`` best by key, those inside the time
+    filter, collapsed into at most ``k`` moments: best score first, a hit of one (video, track)
+    within ``min_gap`` seconds of a better one dropped (ties: lower segment, then row)."""
+    chosen = sorted(candidates, key=lambda h: (-h["key"], h["segment"], h["row"]))[:count]
+    chosen = [h for h in chosen if where.times(np.array([h["start_time"]]))[0]]
     kept: dict[tuple, list[float]] = {}  # each (video, track)'s moment times, sorted
     moments = []
-    for n in np.argsort(-np.where(keep, scores, -np.inf), kind="stable"):
-        if not keep[n]:
-            break
-        nearby = kept.setdefault((int(keys[n, 0]), int(keys[n, 1])), [])
-        at = bisect.bisect_left(nearby, times[n])
-        if (at < len(nearby) and nearby[at] - times[n] < min_gap) or (at and times[n] - nearby[at - 1] < min_gap):
+    for hit in sorted(chosen, key=lambda h: (-h["score"], h["segment"], h["row"])):
+        nearby = kept.setdefault((hit["video_id"], hit["track"]), [])
+        time = hit["start_time"]
+        at = bisect.bisect_left(nearby, time)
+        if (at < len(nearby) and nearby[at] - time < min_gap) or (at and time - nearby[at - 1] < min_gap):
             continue
-        nearby.insert(at, times[n])
-        number, row = rows[n]
-        moments.append(_hit(runs[number], int(row), int(row), scores[n]))
+        nearby.insert(at, time)
+        moments.append(hit)
         if len(moments) == k:
             break
     return moments
@@ -291,40 +341,108 @@ def _sequences(run: _Run) -> np.ndarray:
     return np.diff(bounds)
 
 
+@dataclass(frozen=True)
+class ClipCandidate:
+    """A subsequence-DTW match: rows ``first..last`` (inclusive) of segment ``segment``, its DTW
+    ``cost`` (float32). Candidates order by (cost, segment, first)."""
+
+    cost: float
+    segment: int
+    first: int
+    last: int
+
+    def order(self) -> tuple:
+        return self.cost, self.segment, self.first
+
+
+def clip_wanted(k: int) -> int:
+    """DTW candidates a clip search of ``k`` hits scores with ``movement_score``."""
+    return max(CLIP_CANDIDATES * k, k + 10)
+
+
+def clip_max_cost(min_score: float, query_frames: int) -> float | None:
+    """The DTW cost over which no match can be a hit of ``min_score`` (CLIP_SCORE_MARGIN spared)."""
+    floor = min_score - CLIP_SCORE_MARGIN
+    return None if floor <= 0 else distance_for_score(floor, "cosine") / np.sqrt(query_frames)
+
+
 def search_clip(archive: Archive, query: np.ndarray, k: int, *, query_fps: float | None = None,
                 where: SearchFilter = SearchFilter(), min_score: float = CLIP_MIN_SCORE,
-                prune: bool = True) -> list[dict]:
-    """The ``k`` best matches of a movement ``query [M, 17, 3]`` (filmed at ``query_fps``): the
-    ``CLIP_CANDIDATES * k`` best disjoint subsequence-DTW matches of its normalized frames in every
-    (video, track) sequence (pruned by lower bounds where ``prune``: the same matches), each scored
-    by ``movement_score`` against the segment's stored poses at its video's fps (the query's too
-    when ``query_fps`` is None); the best k, best first, each with its bounds refined to the
-    segment compare scores highest (:func:`_refine`); hits under ``min_score`` are dropped (and
-    DTW matches CLIP_SCORE_MARGIN under it on their own scale are not candidates), so fewer than k
-    may come back. A time filter keeps matches that lie inside ``[start, end]``."""
-    wanted = max(CLIP_CANDIDATES * k, k + 10)
-    floor = min_score - CLIP_SCORE_MARGIN
-    max_cost = None if floor <= 0 else distance_for_score(floor, "cosine") / np.sqrt(len(query))
+                prune: bool = True, shard: tuple[int, int] | None = None) -> list[dict]:
+    """The ``k`` best matches of a movement ``query [M, 17, 3]`` (filmed at ``query_fps``):
+    :func:`clip_search` over this archive's :func:`clip_candidates` and :func:`clip_hits`."""
+    max_cost = clip_max_cost(min_score, len(query))
+    return clip_search(
+        lambda count: clip_candidates(archive, query, count, where=where, prune=prune, max_cost=max_cost,
+                                      shard=shard),
+        lambda chosen: clip_hits(archive, query, chosen, k, query_fps=query_fps, where=where,
+                                 min_score=min_score, shard=shard), k)
+
+
+def clip_search(find, score, k: int) -> list[dict]:
+    """The ``k`` best clip hits, best first, given ``find(count)`` (DTW candidates: an archive's
+    :func:`clip_candidates`, or every shard's, concatenated) and ``score(candidates)`` (their
+    accepted hits, :func:`clip_hits`, per shard): the ``clip_wanted(k)`` best candidates are
+    scored by ``movement_score``, accepted best first (a hit's candidate ``key``: its score
+    before its bounds are refined) and the first k accepted answered, by refined score."""
+    wanted = clip_wanted(k)
+    chosen = sorted(find(wanted), key=ClipCandidate.order)[:wanted]
+    accepted = score(chosen)
+    first = sorted(accepted, key=lambda h: (-h["key"], h["cost"], h["segment"], h["row"]))[:k]
+    return sorted(first, key=lambda h: (-h["score"], h["segment"], h["row"]))
+
+
+def clip_hits(archive: Archive, query: np.ndarray, candidates: list[ClipCandidate], k: int, *,
+              query_fps: float | None = None, where: SearchFilter = SearchFilter(),
+              min_score: float = CLIP_MIN_SCORE, shard: tuple[int, int] | None = None) -> list[dict]:
+    """At most ``k`` hits of DTW ``candidates`` (of this archive, or of its ``shard``), in the order
+    they are accepted: each candidate is scored by ``movement_score`` against the segment's
+    stored poses at its video's fps (the query's too when ``query_fps`` is None), and taken best
+    first (ties: lower cost, segment, row); one that meets a hit taken is skipped, the others
+    get their bounds refined to the segment compare scores highest (:func:`_refine`) and are hits
+    when they score at least ``min_score``. A hit carries ``key`` (its candidate's score) and
+    ``cost``. ``ArchiveError`` for a candidate outside the archive (or shard)."""
+    runs = _runs(archive, where.videos(archive), shard)
     scored = []
-    for _, run, first, last in clip_candidates(archive, query, wanted, where=where, prune=prune,
-                                               max_cost=max_cost):
-        video = run.video_at(first)
+    for candidate in candidates:
+        run = _run_of(runs, candidate)
+        video = run.video_at(candidate.first)
         rate = _video_fps(run.segment, video)
-        score = movement_score(query, query_fps or rate, run.segment.poses(first, last + 1), rate).score
-        scored.append((score, run, first, last))
-    scored.sort(key=lambda item: -item[0])
+        poses = run.segment.poses(candidate.first, candidate.last + 1)
+        score = float(np.float32(movement_score(query, query_fps or rate, poses, rate).score))
+        scored.append((score, candidate, run))
+    scored.sort(key=lambda item: (-item[0],) + item[1].order())
     hits, taken = [], []  # taken: (segment id, first, last) of the hits answered
-    for score, run, first, last in scored:
+    for score, candidate, run in scored:
         if len(hits) == k:
             break
+        first, last = candidate.first, candidate.last
         if _overlaps(taken, run, first, last):
             continue  # a better hit grew over it
-        score, first, last = _refine(query, query_fps, run, first, last, score, taken, where)
-        if score >= min_score:
-            hits.append(_hit(run, first, last, score))
+        refined, first, last = _refine(query, query_fps, run, first, last, score, taken, where)
+        if refined >= min_score:
+            hit = _hit(run, first, last, refined, row=candidate.first)
+            hit.update(key=score, cost=candidate.cost)
+            hits.append(hit)
             taken.append((run.segment.info.id, first, last))
-    hits.sort(key=lambda h: -h["score"])
     return hits
+
+
+def candidate_hit(archive: Archive, candidate: ClipCandidate) -> dict:
+    """A DTW candidate as a hit without a score (NaN): where it lies, ``last_row`` and ``cost`` too."""
+    segment = archive.segment(candidate.segment)
+    hit = _hit(_Run(segment, 0, segment.info.rows, segment.info.videos), candidate.first, candidate.last, np.nan)
+    hit.update(last_row=candidate.last, cost=candidate.cost)
+    return hit
+
+
+def _run_of(runs: list[_Run], candidate: ClipCandidate) -> _Run:
+    """The run holding a candidate's rows."""
+    for run in runs:
+        if run.segment.info.id == candidate.segment and run.lo <= candidate.first <= candidate.last < run.hi:
+            return run
+    raise ArchiveError(f"clip candidate: rows {candidate.first}..{candidate.last} of segment {candidate.segment} "
+                       f"are not searched here (another shard's, or the archive changed)")
 
 
 def _refine(query, query_fps, run: _Run, first: int, last: int, score: float, taken: list,
@@ -371,30 +489,31 @@ def _sequence_of(run: _Run, row: int) -> tuple[int, int]:
 
 
 def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: SearchFilter = SearchFilter(),
-                    prune: bool = True, max_cost: float | None = None) -> list[tuple]:
+                    prune: bool = True, max_cost: float | None = None,
+                    shard: tuple[int, int] | None = None) -> list[ClipCandidate]:
     """The ``count`` best disjoint subsequence-DTW matches of ``query [M, 17, 3]``'s normalized
-    frames (costing at most ``max_cost``) over every (video, track) sequence that ``where`` keeps,
-    by DTW cost: ``(cost, run, first row, last row)``, best first."""
+    frames (costing at most ``max_cost``) over every (video, track) sequence that ``where`` keeps
+    (in ``shard``), best first (ties: lower segment, then row)."""
     q_vec, _ = kernels.normalize(query)
     found = []
-    for run, lo, hi, lengths in _clip_batches(archive, where):
+    for run, lo, hi, lengths in _clip_batches(archive, where, shard):
         vectors = _vectors(run.segment)[lo:hi].astype(np.float32)
         costs, starts, ends = (to_numpy(a) for a in kernels.subsequence_dtw(
             _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=max_cost))
+        times = run.segment.column("times")
         for cost, s, e in zip(costs, starts, ends):
             first, last = lo + int(s), lo + int(e) - 1
-            times = run.segment.column("times")
             if where.times(np.array([times[first], times[last]])).all():
-                found.append((float(cost), run, first, last))
-    found.sort(key=lambda f: f[0])
+                found.append(ClipCandidate(float(np.float32(cost)), int(run.segment.info.id), first, last))
+    found.sort(key=ClipCandidate.order)
     return found[:count]
 
 
-def _clip_batches(archive: Archive, where: SearchFilter):
+def _clip_batches(archive: Archive, where: SearchFilter, shard: tuple[int, int] | None = None):
     """``(run, lo, hi, sequence lengths)``: whole sequences of a run, about SEARCH_BATCH_POSES rows
     a batch; the k best of each batch together hold the k best of the archive (no match spans two
     sequences)."""
-    for run in _runs(archive, where.videos(archive)):
+    for run in _runs(archive, where.videos(archive), shard):
         lengths = _sequences(run)
         start, size, batch = run.lo, 0, []
         for length in lengths:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .archive import ARCHIVE_ROOT_ENV
+from .archive import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -135,7 +135,9 @@ class TritonServer:
 
     Ports left as None are picked free. ``models`` limits loading to the named models (explicit
     model control); by default every model in the repository is loaded. ``archive_root`` is the
-    folder under which the search model may load archives (default: the current directory).
+    folder under which the search model may load archives (default: the current directory);
+    ``archive_shard`` ("I/N") the one shard of each archive its search model answers (default:
+    any shard a request asks for, the whole archive when it asks for none).
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class TritonServer:
         metrics_port: int | None = None,
         models: Sequence[str] | None = None,
         archive_root: str | Path | None = None,
+        archive_shard: str | None = None,
         startup_timeout: float = 180.0,
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
@@ -163,6 +166,11 @@ class TritonServer:
         self.metrics_port = metrics_port or free_port(host)
         self.models = list(models) if models is not None else None
         self.archive_root = Path(archive_root or os.getcwd()).resolve()
+        try:
+            shard = parse_shard(archive_shard)
+        except ArchiveError as err:
+            raise ServerError(f"archive_shard: {err}") from None
+        self.archive_shard = None if shard is None else f"{shard[0]}/{shard[1]}"
         self.startup_timeout = startup_timeout
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
@@ -246,7 +254,8 @@ class TritonServer:
         # The runtime folder's name is unique among live servers: so is the prefix made from it.
         self._shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{self._runtime_dir.name.rsplit('-', 1)[-1]}_"
         _prepare_backends(self._runtime_dir)
-        env = server_environment({ARCHIVE_ROOT_ENV: str(self.archive_root), **self.extra_env})
+        shard = {ARCHIVE_SHARD_ENV: self.archive_shard} if self.archive_shard else {}
+        env = server_environment({ARCHIVE_ROOT_ENV: str(self.archive_root), **shard, **self.extra_env})
         with open(self.log_path, "wb") as log:
             self.process = _LAUNCHER.submit(
                 subprocess.Popen, self.command(), stdout=log, stderr=subprocess.STDOUT,

@@ -67,9 +67,12 @@ def test_clip_candidates_equal_one_call_per_track(many_tracks, batch, prune, mon
     root, query, track, _ = many_tracks
     monkeypatch.setattr(search_module, "SEARCH_BATCH_POSES", batch)
     archive = open_archive(root)
-    got = [(round(c, 5), run.video_at(first)["name"], int(run.segment.column("tracks")[first]),
-            int(run.segment.column("frames")[first]), int(run.segment.column("frames")[last]))
-           for c, run, first, last in search_module.clip_candidates(archive, query, 12, prune=prune)]
+    got = []
+    for c in search_module.clip_candidates(archive, query, 12, prune=prune):
+        segment = archive.segment(c.segment)
+        name = next(v["name"] for v in segment.info.videos if v["first_row"] <= c.first < v["first_row"] + v["poses"])
+        got.append((round(c.cost, 5), name, int(segment.column("tracks")[c.first]),
+                    int(segment.column("frames")[c.first]), int(segment.column("frames")[c.last])))
     assert got == _per_track_reference(root, query, 12)
     hits = search_archive(archive, query, k=8, query_fps=30.0, prune=prune)
     assert (hits[0]["video"], hits[0]["track"], hits[0]["start_frame"], hits[0]["end_frame"]) == ("v1.mp4", track, 5, 16)
