@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def _info(args) -> int:
@@ -270,14 +271,48 @@ def _find(args) -> int:
 def _index(args) -> int:
     from .jobs import index_job
 
+    if args.ray is not None:
+        return _index_on_ray(args)
     result = _with_client(args, lambda c: index_job(
         args.videos, args.archive, c, fps=args.fps,
         progress_factory=lambda video: _Progress(f"indexing {video.name}", args.quiet)))
+    _emit(args, result, _index_lines(result))
+    return 0
+
+
+def _index_lines(result: dict) -> list[str]:
     lines = [f"{v['status']:16} {v['video']}" + (f"  ({v['poses']} poses in {v['frames']} frames)"
                                                   if "poses" in v else "") for v in result["videos"]]
+    lines += [f"failed: {f['video']}: {f['error']}" for f in result.get("failed", [])]
+    if "frames_per_second" in result:
+        lines.append(f"{result['frames']} frames in {result['seconds']:.1f} s ({result['frames_per_second']:.1f}/s)")
     lines.append(f"archive: {result['archive']}")
-    _emit(args, result, lines)
-    return 0
+    return lines
+
+
+def _index_on_ray(args) -> int:
+    """``index --ray``: the Ray Data pipeline (engine.ray_index); exit 1 when a video failed."""
+    from .ray_index import ray_index_job
+
+    bar = _Progress("indexing on Ray", args.quiet)
+    total = {}
+
+    def progress(state):
+        if not total:
+            bar.label = f"indexing {state['videos']} video(s) on Ray"
+        total.update(state)
+        bar(state["frames"])
+        if bar.bar is not None:
+            bar.bar.set_postfix_str(f"{state['videos_done']}/{state['videos']} videos")
+
+    address, videos = (None if args.ray == "local" else args.ray), list(args.videos)
+    if address is not None and Path(address).exists():  # `--ray VIDEO ...`: the option took a video
+        address, videos = None, [address, *videos]
+    result = ray_index_job(videos, args.archive, url=args.url, address=address,
+                           workers=args.workers, fps=args.fps, progress=progress)
+    bar.close()
+    _emit(args, result, _index_lines(result))
+    return 1 if result["failed"] else 0
 
 
 def _search(args) -> int:
@@ -431,6 +466,11 @@ def add_commands(sub) -> None:
     index = job_parser("index", "extract every pose of videos into an archive")
     index.add_argument("videos", nargs="+")
     index.add_argument("--archive", required=True, help="archive folder (created if missing)")
+    index.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="index on a Ray Data pipeline: decoding in CPU tasks, the pose model in --workers "
+                            "actors (each a client of --url, else the model in-process); ADDRESS: a Ray "
+                            "cluster's (default: a local Ray started for the job)")
+    index.add_argument("--workers", type=int, default=1, help="with --ray: pose model actors (default 1)")
     index.set_defaults(func=_index)
 
     from .search import CLIP_MIN_SCORE, MAX_K as SEARCH_MAX_K, MOMENT_GAP_S

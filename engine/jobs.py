@@ -460,11 +460,10 @@ def content_id(path: str | Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -> dict:
-    """``posescore index``: add each video's every detected pose to the archive (one segment and
-    one catalog transaction per video); videos already there (same content) are skipped. Several
-    index processes may write one archive at once."""
-    for video in map(Path, videos):  # every input checked before any inference
+def index_target(videos, archive_dir) -> Path:
+    """The archive ``index`` writes (created if missing), after every input is checked and
+    before any inference: each video exists and is not a pose JSON file; the archive is writable."""
+    for video in map(Path, videos):
         if not video.exists():
             raise JobError(f"{video}: no such file")
         if is_poses_json(video):
@@ -472,6 +471,14 @@ def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -
     root = archive_io.create_archive(archive_dir)
     if not os.access(root, os.W_OK) or not os.access(root / archive_io.SEGMENTS, os.W_OK):
         raise JobError(f"{root}: the archive is not writable")
+    return root
+
+
+def index_job(videos, archive_dir, client, *, fps=None, progress_factory=None) -> dict:
+    """``posescore index``: add each video's every detected pose to the archive (one segment and
+    one catalog transaction per video); videos already there (same content) are skipped. Several
+    index processes may write one archive at once."""
+    root = index_target(videos, archive_dir)
     known = {v["sha256"] for v in archive_io.list_videos(root)}
     done: list[dict] = []
     for video in map(Path, videos):
@@ -491,7 +498,15 @@ def _index_one(root: Path, video: Path, known: set, client, fps, progress_factor
     if vid in known:
         return {"video": str(video), "id": vid, "status": "already indexed"}
     progress = progress_factory(video) if progress_factory else None
-    poses = extract_poses(video, client, fps=fps, progress=progress)
+    entry = commit_video(root, video, vid, extract_poses(video, client, fps=fps, progress=progress))
+    known.add(vid)
+    return entry
+
+
+def commit_video(root: Path, video: Path, vid: str, poses: VideoPoses) -> dict:
+    """A video's poses tracked (``track_people``) and added to the archive at ``root`` in one
+    transaction under content id ``vid`` (the one writer's step of ``index``, with or without
+    Ray); its entry of the index summary."""
     tracks = track_people(poses)
     frame_no, person, keypoints = poses.people()
     added = archive_io.add_video(
@@ -499,7 +514,6 @@ def _index_one(root: Path, video: Path, known: set, client, fps, progress_factor
         tracks[frame_no, person], path=str(video.resolve()), fps=float(poses.info.fps),
         width=int(poses.info.width), height=int(poses.info.height), size=video.stat().st_size,
         frame_count=int(poses.info.frame_count), duration=float(poses.info.duration))
-    known.add(vid)
     return {"video": str(video), "id": vid, "status": "indexed" if added else "already indexed",
             "poses": int(len(frame_no)), "frames": int(poses.keypoints.shape[0])}
 
