@@ -115,8 +115,8 @@ def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, ad
     """``posescore index --ray``: the videos not yet in the archive indexed by a Ray Data pipeline
     (module docstring) on ``address`` (None: the Ray this process already joined, else a local
     one started for the job and stopped after it), ``workers`` pose actors. Returns the summary
-    ``index`` gives, with ``failed`` (each video that failed and why), ``frames``, ``seconds``
-    and ``frames_per_second``. ``progress(state)`` gets ``videos_done``, ``videos``, ``frames``
+    ``index`` gives, with ``failed`` (each video that failed and why), ``frames``, ``seconds``,
+    ``frames_per_second`` and ``first_batch_s`` (the pipeline's start: workers, model loads). ``progress(state)`` gets ``videos_done``, ``videos``, ``frames``
     and ``frames_per_second`` after every batch."""
     import ray
 
@@ -136,7 +136,7 @@ def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, ad
             entries[vid] = {"video": str(video), "id": vid, "status": "pending"}
             todo.append({"id": vid, "path": str(video.resolve())})
     started = time.monotonic()
-    state = {"videos_done": 0, "videos": len(todo), "frames": 0, "frames_per_second": 0.0}
+    state = {"videos_done": 0, "videos": len(todo), "frames": 0, "frames_per_second": 0.0, "first_batch_s": None}
     failed: list[dict] = []
     owned = not ray.is_initialized()
     if owned:
@@ -150,7 +150,8 @@ def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, ad
             ray.shutdown()
     seconds = time.monotonic() - started
     return {"archive": str(root), "videos": list(entries.values()), "failed": failed, "frames": state["frames"],
-            "seconds": round(seconds, 3), "frames_per_second": round(state["frames"] / seconds, 2) if seconds else 0.0}
+            "seconds": round(seconds, 3), "frames_per_second": round(state["frames"] / seconds, 2) if seconds else 0.0,
+            "first_batch_s": state["first_batch_s"]}
 
 
 def _run(ray, todo, entries, failed, state, root, paths, url, workers, fps, batch, progress, started, commit_video):
@@ -169,6 +170,8 @@ def _run(ray, todo, entries, failed, state, root, paths, url, workers, fps, batc
     gathered: dict[str, dict] = {}  # id -> {"info", "parts": {batch: VideoPoses}, "last": int | None}
     path_of = {item["id"]: by_id[item["path"]] for item in todo}
     for row in pipeline.iter_rows():
+        if state["first_batch_s"] is None:
+            state["first_batch_s"] = round(time.monotonic() - started, 3)
         vid = row["id"]
         if entries[vid]["status"] != "pending":
             continue  # a retried task's batch of a video already committed, or failed
