@@ -135,9 +135,9 @@ def _runs(archive: Archive, keep: set[int], shard: tuple[int, int] | None = None
 
 
 def _hit(run: _Run, first: int, last: int, score: float, row: int | None = None) -> dict:
-    """One hit, rows ``first..last`` (inclusive) of ``run``'s segment; ``row``: its candidate's
-    first row (default ``first``), and its segment. Scores are float32 values, as a server sends them, so that a
-    merge of shards' hits orders them as one search does."""
+    """One hit, rows ``first..last`` (inclusive) of ``run``'s segment, with its ``segment`` and
+    ``row`` (its candidate's first row, default ``first``). Scores are float32 values, as a
+    server sends them, so that a merge of shards' hits orders them as one search does."""
     video = run.video_at(first)
     frames, times = run.segment.column("frames"), run.segment.column("times")
     return {"video_id": video["sha256"], "video": video["name"], "path": video["path"],
@@ -179,7 +179,7 @@ def search_archive(archive: Archive, query, k: int = 10, *, query_fps: float | N
 
 
 #: What a merge orders hits by (where a hit lies, its candidate's key), not part of the answer.
-MERGE_FIELDS = ("segment", "row", "key", "cost")
+MERGE_FIELDS = ("segment", "row", "last_row", "key", "cost")
 
 
 def public_hit(hit: dict) -> dict:
@@ -188,6 +188,7 @@ def public_hit(hit: dict) -> dict:
 
 
 def check_k(k: int) -> int:
+    """``k`` when a search may answer that many hits, else ArchiveError naming the bound."""
     if not 1 <= k <= MAX_K:
         raise ArchiveError(f"k: expected 1 <= k <= {MAX_K}, got {k}")
     return k
@@ -263,7 +264,8 @@ def pose_moments(candidates: list[dict], count: int, k: int, min_gap: float = MO
     filter, collapsed into at most ``k`` moments: best score first, a hit of one (video, track)
     within ``min_gap`` seconds of a better one dropped (ties: lower segment, then row)."""
     chosen = sorted(candidates, key=lambda h: (-h["key"], h["segment"], h["row"]))[:count]
-    chosen = [h for h in chosen if where.times(np.array([h["start_time"]]))[0]]
+    inside = where.times(np.array([h["start_time"] for h in chosen], np.float64))
+    chosen = [h for h, keep in zip(chosen, inside) if keep]
     kept: dict[tuple, list[float]] = {}  # each (video, track)'s moment times, sorted
     moments = []
     for hit in sorted(chosen, key=lambda h: (-h["score"], h["segment"], h["row"])):

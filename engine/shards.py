@@ -22,6 +22,7 @@ import numpy as np
 
 from clients import PoseScoreClient, PoseScoreError
 
+from .archive import in_shard
 from .search import (CLIP_MIN_SCORE, MOMENT_GAP_S, ClipCandidate, SearchFilter, check_k, check_query, clip_search,
                      pose_search, public_hit)
 
@@ -110,7 +111,8 @@ class ShardedSearch:
                         for part in parts.values() for h in part.hits]
 
             def score(chosen):
-                held = {i: [c for c in chosen if c.segment % len(self.urls) == i] for i in range(len(self.urls))}
+                n = len(self.urls)
+                held = {i: [c for c in chosen if in_shard(c.segment, (i, n))] for i in range(n)}
                 parts = round_.scatter(lambda i: dict(
                     phase="clip_score", candidates=[(c.segment, c.first, c.last) for c in held[i]],
                     candidate_costs=[c.cost for c in held[i]]), only={i for i, c in held.items() if c})

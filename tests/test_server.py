@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
@@ -295,9 +296,17 @@ def test_small_dtw_requests_are_not_held_behind_a_large_one(triton_server):
     large = np.repeat(_poses(50, seed=3), 140, axis=0)
     large[..., :2] += rng.normal(0, 1, (7000, 17, 2)).astype(np.float32)
     order = []
+    stubs = [psutil.Process(pid) for pid in triton_server.stub_pids("dtw")]
+    assert len(stubs) == 2, "the dtw model runs two instances"
+    before = [sum(s.cpu_times()[:2]) for s in stubs]
     client.async_infer("dtw", [_input("reference", large), _input("attempt", large[::-1].copy())],
                        callback=lambda result, error: order.append(("large", error)), client_timeout=300)
-    time.sleep(0.5)  # the large one is running
+    # Only once one instance is busy with the large one (its stub has used 0.3 s of CPU; a sleep
+    # was not enough on a loaded machine: the large request had not started when the next came).
+    deadline = time.monotonic() + 60
+    while max(sum(s.cpu_times()[:2]) - b for s, b in zip(stubs, before)) < 0.3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not order, "the large request was answered before it could be seen running"
     small = _poses(30, seed=2)
     for n in range(6):
         client.async_infer("dtw", [_input("reference", small), _input("attempt", small[::-1].copy())],
