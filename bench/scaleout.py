@@ -4,9 +4,9 @@ sharded over several Triton servers against one server holding the whole archive
     python -m bench.scaleout [--hours 100] [--index-seconds 8] [--queries 20]
 
 Index: clips of vtest.avi (``--index-videos`` of ``--index-seconds`` each, every frame) indexed
-into fresh archives by the single-process ``index`` (through an embedded server's pose model),
-then by ``index --ray`` on a local Ray with one and two pose actors (clients of the same server)
-and with one actor running the model in-process; the single process runs again last, as the
+into fresh archives by ``index --ray`` on a local Ray with one and two pose actors (clients of an
+embedded server) and with one actor running the model in-process, each compared with the
+single-process ``index`` (through the same server) run just before and just after it, as the
 VM's speed drifts. Search: the cached synthetic archive of ``bench.archive`` (``--hours``),
 served by three embedded servers; pose and clip queries answered by one server alone, then
 merged over one, two and three of them (``engine.shards``), every answer checked equal.
@@ -26,39 +26,42 @@ import numpy as np
 from bench.archive import CLIP_FRAMES, DEFAULT_CACHE, FPS, _warp, build, percentiles, pose_queries, rare_movement, real_tracks
 
 
-def index_figures(videos: list[str], url: str, workers: tuple[int, ...] = (1, 2)) -> list[tuple[str, float, int]]:
-    """(label, frames per second, frames) of each way of indexing ``videos``, in the order run."""
+def index_figures(videos: list[str], url: str, workers: tuple[int, ...] = (1, 2)) -> list[tuple[str, float, float]]:
+    """(label, frames per second, ratio to the single process) of each way of indexing ``videos``
+    on Ray; the single process runs before and after each (the VM's speed drifts within minutes),
+    and each Ray run is compared with the mean of the two single runs beside it."""
     import ray
 
     from clients import PoseScoreClient
     from engine.jobs import index_job
     from engine.ray_index import ray_index_job
 
-    rows = []
-
-    def single(label):
+    def single() -> float:
         with tempfile.TemporaryDirectory() as folder, PoseScoreClient(url, timeout=600) as client:
             start = time.perf_counter()
             result = index_job(videos, Path(folder) / "a", client)
             seconds = time.perf_counter() - start
-        frames = sum(v["frames"] for v in result["videos"])
-        rows.append((label, frames / seconds, frames))
+        return sum(v["frames"] for v in result["videos"]) / seconds
 
-    single("single process (server's pose model)")
+    rows = []
     start = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     print(f"  (ray.init: {time.perf_counter() - start:.1f} s, not counted)")
     try:
+        before = single()
+        rows.append(("single process (server's pose model)", before, 1.0))
         for count, via in [(n, url) for n in workers] + [(1, None)]:
             with tempfile.TemporaryDirectory() as folder:
                 result = ray_index_job(videos, Path(folder) / "a", url=via, workers=count)
+            after = single()
             where = "clients of the server" if via else "model in-process"
-            rows.append((f"Ray, {count} pose actor(s), {where}", result["frames_per_second"], result["frames"]))
             print(f"  (Ray, {count} actor(s), {where}: first batch after {result['first_batch_s']:.1f} s of "
-                  f"{result['seconds']:.1f} s)")
+                  f"{result['seconds']:.1f} s; single process before / after: {before:.2f} / {after:.2f} frames/s)")
+            rate = result["frames_per_second"]
+            rows.append((f"Ray, {count} pose actor(s), {where}", rate, rate / ((before + after) / 2)))
+            before = after
     finally:
         ray.shutdown()
-    single("single process again")
     return rows
 
 
@@ -114,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--index-seconds", type=float, default=8.0)
     parser.add_argument("--servers", type=int, default=3)
     parser.add_argument("--skip-index", action="store_true")
+    parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args(argv)
 
     from engine.archive import open_archive
@@ -139,15 +143,16 @@ def main(argv=None) -> int:
                                            start=5.0 + n * args.index_seconds, duration=args.index_seconds))
                           for n in range(args.index_videos)]
                 rows = index_figures(videos, urls[0])
-            base = rows[0][1]
             print(f"\nindex: {args.index_videos} clips of vtest.avi x {args.index_seconds:g} s, every frame")
-            for label, rate, frames in rows:
-                print(f"  {label:52} {rate:7.2f} frames/s  ({frames} frames)  {rate / base:5.2f}x the first single run")
-        print(f"\nsearch: {root.name}, k=10, {args.queries} pose queries, 2 clip queries (90 frames: rare, everywhere)")
-        rows = search_figures(root, tracks, args.queries, urls)
-        for label, kind, p50, p99 in rows:
-            whole = next(r for r in rows if r[0].startswith("one server") and r[1] == kind)[2]
-            print(f"  {label:34} {kind:5} p50 {p50:7.3f} s  p99 {p99:7.3f} s   {p50 / whole:5.2f}x one server")
+            for label, rate, ratio in rows:
+                print(f"  {label:52} {rate:7.2f} frames/s  {ratio:5.2f}x the single process beside it")
+        if not args.skip_search:
+            print(f"\nsearch: {root.name}, k=10, {args.queries} pose queries, 2 clip queries (90 frames: rare, "
+                  f"everywhere)")
+            rows = search_figures(root, tracks, args.queries, urls)
+            for label, kind, p50, p99 in rows:
+                whole = next(r for r in rows if r[0].startswith("one server") and r[1] == kind)[2]
+                print(f"  {label:34} {kind:5} p50 {p50:7.3f} s  p99 {p99:7.3f} s   {p50 / whole:5.2f}x one server")
     finally:
         for server in servers:
             server.stop()

@@ -309,7 +309,7 @@ def _index_on_ray(args) -> int:
     if address is not None and Path(address).exists():  # `--ray VIDEO ...`: the option took a video
         address, videos = None, [address, *videos]
     result = ray_index_job(videos, args.archive, url=args.url, address=address,
-                           workers=args.workers, fps=args.fps, progress=progress)
+                           workers=args.workers, decoders=args.decoders, fps=args.fps, progress=progress)
     bar.close()
     _emit(args, result, _index_lines(result))
     return 1 if result["failed"] else 0
@@ -471,6 +471,8 @@ def add_commands(sub) -> None:
                             "actors (each a client of --url, else the model in-process); ADDRESS: a Ray "
                             "cluster's (default: a local Ray started for the job)")
     index.add_argument("--workers", type=int, default=1, help="with --ray: pose model actors (default 1)")
+    index.add_argument("--decoders", type=int, default=None,
+                       help="with --ray: videos decoded at once (default: as many as Ray's CPUs allow)")
     index.set_defaults(func=_index)
 
     from .search import CLIP_MIN_SCORE, MAX_K as SEARCH_MAX_K, MOMENT_GAP_S

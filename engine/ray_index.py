@@ -18,8 +18,11 @@ its last committed video left it, and the next run skips what is there.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +35,8 @@ from .server import DEFAULT_MODEL_REPOSITORY
 
 #: CPUs a decode task asks of Ray (PyAV's codec threads share them).
 DECODE_CPUS = 1.0
+#: Largest block of frames Ray Data makes (a batch of 16 Full HD frames is 100 MB: one block each).
+BLOCK_BYTES = 8 << 20
 #: Times Ray runs a decode task again after its worker died (its batches come again: the driver
 #: keeps the first of each). Setting it also keeps Ray Data from fusing decoding into the pose
 #: actors, which must stay a pool of their own.
@@ -110,78 +115,109 @@ def _decode_batches(row: dict, fps: float | None, batch: int):
 
 
 def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, address: str | None = None,
-                  workers: int = 1, fps: float | None = None, batch: int = DEFAULT_BATCH,
-                  progress: Callable[[dict], Any] | None = None) -> dict:
+                  workers: int = 1, decoders: int | None = None, fps: float | None = None,
+                  batch: int = DEFAULT_BATCH, progress: Callable[[dict], Any] | None = None) -> dict:
     """``posescore index --ray``: the videos not yet in the archive indexed by a Ray Data pipeline
     (module docstring) on ``address`` (None: the Ray this process already joined, else a local
-    one started for the job and stopped after it), ``workers`` pose actors. Returns the summary
+    one started for the job and stopped after it), ``workers`` pose actors, at most ``decoders``
+    videos decoded at once (None: as many as the CPUs allow). Returns the summary
     ``index`` gives, with ``failed`` (each video that failed and why), ``frames``, ``seconds``,
     ``frames_per_second`` and ``first_batch_s`` (the pipeline's start: workers, model loads). ``progress(state)`` gets ``videos_done``, ``videos``, ``frames``
     and ``frames_per_second`` after every batch."""
     import ray
 
     from . import archive as archive_io
-    from .jobs import commit_video, content_id, index_target
+    from .jobs import content_id, index_target
 
     root = index_target(videos, archive_dir)
     known = {v["sha256"] for v in archive_io.list_videos(root)}
-    paths = [Path(v) for v in videos]
-    entries: dict[str, dict] = {}
+    job = _Indexing(root, progress)
     todo = []
-    for video in paths:
+    for video in map(Path, videos):
         vid = content_id(video)
-        if vid in known or vid in entries:
-            entries.setdefault(vid, {"video": str(video), "id": vid, "status": "already indexed"})
+        if vid in known or vid in job.entries:
+            job.entries.setdefault(vid, {"video": str(video), "id": vid, "status": "already indexed"})
         else:
-            entries[vid] = {"video": str(video), "id": vid, "status": "pending"}
+            job.entries[vid] = {"video": str(video), "id": vid, "status": "pending"}
+            job.paths[vid] = video
             todo.append({"id": vid, "path": str(video.resolve())})
-    started = time.monotonic()
-    state = {"videos_done": 0, "videos": len(todo), "frames": 0, "frames_per_second": 0.0, "first_batch_s": None}
-    failed: list[dict] = []
+    job.state["videos"] = len(todo)
     owned = not ray.is_initialized()
     if owned:
+        # Ray's core logs its warnings on this process's stderr, among the job's own output.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         if todo:
-            _run(ray, todo, entries, failed, state, root, paths, url, workers, fps, batch, progress, started,
-                 commit_video)
+            _run(ray, job, todo, url=url, workers=workers, decoders=decoders, fps=fps, batch=batch)
     finally:
         if owned:
             ray.shutdown()
-    seconds = time.monotonic() - started
-    return {"archive": str(root), "videos": list(entries.values()), "failed": failed, "frames": state["frames"],
-            "seconds": round(seconds, 3), "frames_per_second": round(state["frames"] / seconds, 2) if seconds else 0.0,
-            "first_batch_s": state["first_batch_s"]}
+    seconds = time.monotonic() - job.started
+    frames = job.state["frames"]
+    return {"archive": str(root), "videos": list(job.entries.values()), "failed": job.failed, "frames": frames,
+            "seconds": round(seconds, 3), "frames_per_second": round(frames / seconds, 2) if seconds else 0.0,
+            "first_batch_s": job.state["first_batch_s"]}
 
 
-def _run(ray, todo, entries, failed, state, root, paths, url, workers, fps, batch, progress, started, commit_video):
-    """The pipeline, consumed here: batches gathered per video, each video committed when whole."""
+def _run(ray, job: "_Indexing", todo: list[dict], *, url, workers: int, decoders: int | None, fps, batch: int) -> None:
+    """The pipeline, its rows handed to ``job`` as they come."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.verbose_progress = False
-    by_id = {str(Path(p).resolve()): p for p in paths}
-    pipeline = (ray.data.from_items(todo, override_num_blocks=len(todo))
-                .flat_map(_decode_batches, fn_kwargs={"fps": fps, "batch": batch}, num_cpus=DECODE_CPUS,
-                          ray_remote_args_fn=_decode_task_args)
-                .map(_PoseWorker, fn_constructor_kwargs={"url": url}, compute=ray.data.ActorPoolStrategy(size=workers),
-                     num_cpus=0.25 if url else 1.0))
-    gathered: dict[str, dict] = {}  # id -> {"info", "parts": {batch: VideoPoses}, "last": int | None}
-    path_of = {item["id"]: by_id[item["path"]] for item in todo}
-    for row in pipeline.iter_rows():
+    settings = ("enable_progress_bars", "target_max_block_size")
+    saved = {name: getattr(ctx, name) for name in settings}
+    # One batch of frames per block: a video streams through the pool batch by batch (Ray Data's
+    # 128 MiB default put a whole short video in one block, inferred and returned at once).
+    ctx.enable_progress_bars, ctx.target_max_block_size = False, BLOCK_BYTES
+    chatter = logging.getLogger("ray.data")
+    level = chatter.level
+    chatter.setLevel(logging.ERROR)  # its per-run INFO lines; the job reports its own progress
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # ray_remote_args_fn: deprecated in 2.60, not gone
+            pipeline = (ray.data.from_items(todo, override_num_blocks=len(todo))
+                        .flat_map(_decode_batches, fn_kwargs={"fps": fps, "batch": batch}, num_cpus=DECODE_CPUS,
+                                  concurrency=decoders, ray_remote_args_fn=_decode_task_args)
+                        .map(_PoseWorker, fn_constructor_kwargs={"url": url},
+                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.25 if url else 1.0))
+        for row in pipeline.iter_rows():
+            job.take(row)
+    finally:
+        chatter.setLevel(level)
+        for name, value in saved.items():
+            setattr(ctx, name, value)
+
+
+class _Indexing:
+    """The one writer: each video's batches gathered (keyed by batch number: a batch that comes
+    again from a retried task counts once), the video committed when whole, progress counted."""
+
+    def __init__(self, root: Path, progress: Callable[[dict], Any] | None):
+        self.root, self.progress = root, progress
+        self.entries: dict[str, dict] = {}
+        self.paths: dict[str, Path] = {}
+        self.failed: list[dict] = []
+        self.gathered: dict[str, dict] = {}  # id -> {"info", "parts": {batch: VideoPoses}, "last": int | None}
+        self.state = {"videos_done": 0, "videos": 0, "frames": 0, "frames_per_second": 0.0, "first_batch_s": None}
+        self.started = time.monotonic()
+
+    def take(self, row: dict) -> None:
+        from .jobs import commit_video
+
+        state, vid = self.state, row["id"]
         if state["first_batch_s"] is None:
-            state["first_batch_s"] = round(time.monotonic() - started, 3)
-        vid = row["id"]
-        if entries[vid]["status"] != "pending":
-            continue  # a retried task's batch of a video already committed, or failed
+            state["first_batch_s"] = round(time.monotonic() - self.started, 3)
+        if self.entries[vid]["status"] != "pending":
+            return  # a retried task's batch of a video already committed, or failed
         if row["error"]:
-            entries[vid].update(status="failed", error=row["error"])
-            failed.append({"video": entries[vid]["video"], "id": vid, "error": row["error"]})
-            gathered.pop(vid, None)
+            self.entries[vid].update(status="failed", error=row["error"])
+            self.failed.append({"video": self.entries[vid]["video"], "id": vid, "error": row["error"]})
+            self.gathered.pop(vid, None)
             state["videos_done"] += 1
         else:
-            video = gathered.setdefault(vid, {"info": VideoInfo(**json.loads(row["info"])), "parts": {}, "last": None})
+            video = self.gathered.setdefault(vid, {"info": VideoInfo(**json.loads(row["info"])), "parts": {},
+                                                   "last": None})
             number = int(row["batch"])
             if number not in video["parts"]:
                 video["parts"][number] = _part(video["info"], row)
@@ -190,13 +226,13 @@ def _run(ray, todo, entries, failed, state, root, paths, url, workers, fps, batc
                 video["last"] = number
             if video["last"] is not None and len(video["parts"]) == video["last"] + 1:
                 poses = VideoPoses.concatenate(video["info"], [video["parts"][n] for n in range(video["last"] + 1)])
-                del gathered[vid]
-                entries[vid].update(commit_video(root, path_of[vid], vid, poses))
+                del self.gathered[vid]
+                self.entries[vid].update(commit_video(self.root, self.paths[vid], vid, poses))
                 state["videos_done"] += 1
-        seconds = time.monotonic() - started
+        seconds = time.monotonic() - self.started
         state["frames_per_second"] = state["frames"] / seconds if seconds else 0.0
-        if progress is not None:
-            progress(dict(state))
+        if self.progress is not None:
+            self.progress(dict(state))
 
 
 def _decode_task_args() -> dict:
