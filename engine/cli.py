@@ -262,8 +262,6 @@ def _find(args) -> int:
     lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {format_parts(m['parts'])}"
               for m in result["moments"]]
     lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
-    for gone in result.get("shards", {}).get("missing", []):
-        lines.append(f"missing shard {gone['shard']} at {gone['url']}: {gone['error']}")
     _emit(args, result, lines)
     return 0
 
@@ -295,12 +293,8 @@ def _index_on_ray(args) -> int:
     from .ray_index import ray_index_job
 
     bar = _Progress("indexing on Ray", args.quiet)
-    total = {}
 
     def progress(state):
-        if not total:
-            bar.label = f"indexing {state['videos']} video(s) on Ray"
-        total.update(state)
         bar(state["frames"])
         if bar.bar is not None:
             bar.bar.set_postfix_str(f"{state['videos_done']}/{state['videos']} videos")
@@ -333,6 +327,8 @@ def _search(args) -> int:
         lines.append(f"hit {result['explain']['hit']}: compare score {report['score']:.1f}, parts "
                      f"{format_parts(report['parts'])}")
     lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
+    lines += [f"missing shard {gone['shard']} at {gone['url']}: {gone['error']}"
+              for gone in result.get("shards", {}).get("missing", [])]
     _emit(args, result, lines)
     return 0
 

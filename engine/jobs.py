@@ -528,6 +528,8 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
     those servers, server i answering shard i/N, and their parts merged (``engine.shards``);
     ``allow_partial`` answers without shards that fail (named in ``missing``); ``timeout``: seconds
     each shard has to answer each request."""
+    if allow_partial and not shard_urls:
+        raise JobError("--allow-partial: takes a search over --shard-url servers")
     if not shard_urls or explain is not None:
         archive = open_archive(archive_dir)
     where = SearchFilter(video=video, start=start, end=end)

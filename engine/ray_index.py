@@ -64,15 +64,14 @@ class _PoseWorker:
 
     def __call__(self, row: dict) -> dict:
         out = {key: row[key] for key in ("id", "batch", "last", "info", "error", "indices", "times", "shape")}
+        nothing = {"keypoints": np.zeros((0, 0, 17, 3), np.float32), "boxes": np.zeros((0, 0, 4), np.float32),
+                   "scores": np.zeros((0, 0), np.float32), "counts": np.zeros(0, np.int32)}
         if row["error"] or len(row["indices"]) == 0:
-            return {**out, "keypoints": np.zeros((0, 0, 17, 3), np.float32), "boxes": np.zeros((0, 0, 4), np.float32),
-                    "scores": np.zeros((0, 0), np.float32), "counts": np.zeros(0, np.int32)}
+            return {**out, **nothing}
         try:
             result = self.detect(np.ascontiguousarray(row["frames"]))
         except Exception as err:  # noqa: BLE001 - this video fails, named; the others go on
-            return {**out, "error": f"pose model: {err}", "keypoints": np.zeros((0, 0, 17, 3), np.float32),
-                    "boxes": np.zeros((0, 0, 4), np.float32), "scores": np.zeros((0, 0), np.float32),
-                    "counts": np.zeros(0, np.int32)}
+            return {**out, **nothing, "error": f"pose model: {err}"}
         counts = np.asarray(result.counts, np.int32).reshape(-1)
         people = max(1, int(counts.max()) if counts.size else 0)  # one padded place: a fixed rank
         return {**out, "keypoints": np.asarray(result.keypoints[:, :people], np.float32),
@@ -120,10 +119,11 @@ def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, ad
     """``posescore index --ray``: the videos not yet in the archive indexed by a Ray Data pipeline
     (module docstring) on ``address`` (None: the Ray this process already joined, else a local
     one started for the job and stopped after it), ``workers`` pose actors, at most ``decoders``
-    videos decoded at once (None: as many as the CPUs allow). Returns the summary
-    ``index`` gives, with ``failed`` (each video that failed and why), ``frames``, ``seconds``,
-    ``frames_per_second`` and ``first_batch_s`` (the pipeline's start: workers, model loads). ``progress(state)`` gets ``videos_done``, ``videos``, ``frames``
-    and ``frames_per_second`` after every batch."""
+    videos decoded at once (None: as many as the CPUs allow). Returns the summary ``index``
+    gives, with ``failed`` (each video that failed and why), ``frames``, ``seconds``,
+    ``frames_per_second`` and ``first_batch_s`` (the pipeline's start: workers, model loads).
+    ``progress(state)`` gets ``videos_done``, ``videos``, ``frames``, ``frames_per_second`` and
+    ``first_batch_s`` after every batch."""
     import ray
 
     from . import archive as archive_io
