@@ -663,18 +663,24 @@ def compact(path: str | os.PathLike, segment_poses: int = SEGMENT_POSES) -> dict
 # -- reading -------------------------------------------------------------------------------------
 
 class _MappedSegments:
-    """The process's mapped segment files, least recently used unmapped first beyond a byte
-    budget, and the (file, column) pairs whose checksum it has verified."""
+    """The process's mapped segment columns (each column of a segment file its own mapping: a
+    query maps what it reads, e.g. the vectors of every segment and the pixels of a few),
+    least recently used unmapped first beyond a byte budget, and the (file, column) pairs whose
+    checksum it has verified."""
 
     def __init__(self, budget: int):
         self.budget = budget
-        self.maps: OrderedDict = OrderedDict()
+        self.maps: OrderedDict = OrderedDict()  # (path, offset, length) -> (identity, buffer)
         self.verified: set = set()
         self.lock = threading.Lock()
 
-    def get(self, path: Path, expected_bytes: int):
+    def get(self, path: Path, expected_bytes: int, offset: int = 0, length: int | None = None):
+        """``(identity, buffer)``: bytes ``[offset, offset + length)`` of the segment file at
+        ``path`` (default: all of it), mapped, the file checked (a regular file of
+        ``expected_bytes``) when it is mapped."""
+        length = expected_bytes - offset if length is None else length
         with self.lock:
-            key = str(path)
+            key = (str(path), offset, length)
             entry = self.maps.get(key)
             if entry is not None:
                 identity, buffer = entry
@@ -685,7 +691,7 @@ class _MappedSegments:
                 except OSError:
                     pass
                 del self.maps[key]
-            identity, buffer = _map_file(path, expected_bytes)
+            identity, buffer = _map_file(path, expected_bytes, offset, length)
             self.maps[key] = (identity, buffer)
             total = sum(len(b) for _, b in self.maps.values())
             while total > self.budget and len(self.maps) > 1:
@@ -698,22 +704,37 @@ def _identity(info: os.stat_result) -> tuple:
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def _map_file(path: Path, expected_bytes: int):
+def _file_identity(path: Path, expected_bytes: int) -> tuple:
+    """A segment file's identity, once it is checked to be a regular file of ``expected_bytes``
+    (never opened: a FIFO in its place cannot hang the reader)."""
     info = _check_regular(path)
+    if info.st_size != expected_bytes:
+        raise ArchiveError(f"{path}: {info.st_size} bytes where the catalog says {expected_bytes}: "
+                           f"truncated or damaged (run `posescore archive verify`)")
+    return _identity(info)
+
+
+def _map_file(path: Path, expected_bytes: int, offset: int = 0, length: int | None = None):
+    """``(identity, buffer)``: bytes ``[offset, offset + length)`` of a regular file of
+    ``expected_bytes`` (default: all of it), mapped read-only."""
+    identity = _file_identity(path, expected_bytes)
+    length = expected_bytes - offset if length is None else length
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode) or _identity(opened) != _identity(info):
+        if not stat.S_ISREG(opened.st_mode) or _identity(opened) != identity:
             raise ArchiveError(f"{path}: changed while being opened")
-        if opened.st_size != expected_bytes:
-            raise ArchiveError(f"{path}: {opened.st_size} bytes where the catalog says {expected_bytes}: "
-                               f"truncated or damaged (run `posescore archive verify`)")
-        buffer = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if expected_bytes else b""
+        if length <= 0:
+            buffer = b""
+        else:
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY  # mmap's offsets are page-aligned
+            mapping = mmap.mmap(fd, length + offset - start, access=mmap.ACCESS_READ, offset=start)
+            buffer = memoryview(mapping)[offset - start:]
     except PermissionError as err:
         raise ArchiveError(f"{path}: not readable ({err.strerror})") from None
     finally:
         os.close(fd)
-    return _identity(opened), buffer
+    return identity, buffer
 
 
 MAPPED = _MappedSegments(MAPPED_BYTES)
@@ -736,13 +757,21 @@ class SegmentInfo:
 
 
 class MappedSegment:
-    """A segment file mapped for reading; :meth:`column` checks a column against its SHA-256 the
-    first time this process reads it."""
+    """A segment file for reading: :meth:`column` maps a column (through :data:`MAPPED`, or from
+    ``buffer``, the whole file mapped) and checks it against its SHA-256 the first time this
+    process reads it."""
 
     def __init__(self, path: Path, info: SegmentInfo, buffer, identity, verify: bool = True):
         self.path, self.info, self.buffer, self.identity, self.verify = path, info, buffer, identity, verify
+        self._columns: dict[str, np.ndarray] = {}
 
     def column(self, name: str) -> np.ndarray:
+        array = self._columns.get(name)
+        if array is None:
+            array = self._columns[name] = self._column(name)
+        return array
+
+    def _column(self, name: str) -> np.ndarray:
         entry = self.info.layout.get(name)
         if entry is None:
             raise ArchiveError(f"{self.path}: the catalog has no column {name!r} for it")
@@ -752,9 +781,16 @@ class MappedSegment:
             raise ArchiveError(f"{self.path}: column {name} is {dtype}{list(shape)} in the catalog, "
                                f"expected {np.dtype(COLUMN_DTYPES[name])}{list(expected)}")
         count = int(np.prod(shape))
-        if entry["offset"] + count * dtype.itemsize > len(self.buffer):
+        nbytes = count * dtype.itemsize
+        if entry["offset"] + nbytes > self.info.bytes:
             raise ArchiveError(f"{self.path}: column {name} runs past the end of the file")
-        array = np.frombuffer(self.buffer, dtype, count, entry["offset"]).reshape(shape)
+        if self.buffer is not None:
+            array = np.frombuffer(self.buffer, dtype, count, entry["offset"]).reshape(shape)
+        else:
+            identity, buffer = MAPPED.get(self.path, self.info.bytes, entry["offset"], nbytes)
+            if identity != self.identity:
+                raise ArchiveError(f"{self.path}: replaced during this search; search again")
+            array = np.frombuffer(buffer, dtype, count).reshape(shape)
         key = (self.identity, name)
         if self.verify and key not in MAPPED.verified:
             self.check(name, array)
@@ -792,8 +828,7 @@ class Archive:
     def segment(self, segment_id: int, verify: bool = True) -> MappedSegment:
         info = self.segments[segment_id]
         path = self.paths[segment_id]
-        identity, buffer = MAPPED.get(path, info.bytes)
-        return MappedSegment(path, info, buffer, identity, verify)
+        return MappedSegment(path, info, None, _file_identity(path, info.bytes), verify)
 
 
 def open_archive(path: str | os.PathLike) -> Archive:
