@@ -130,6 +130,10 @@ def _stop_all() -> None:
         server.stop()
 
 
+#: Seconds a stopping tritonserver waits for the requests in flight (``--exit-timeout-secs``).
+EXIT_TIMEOUT_S = 5
+
+
 class TritonServer:
     """A tritonserver process serving ``model_repository`` on loopback.
 
@@ -236,6 +240,9 @@ class TritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--exit-on-error=true", "--strict-readiness=true",
+            # A stopping server waits this long for requests in flight. Triton's default, 30 s, was
+            # what every stop took after a model's stub had died and been reloaded.
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             f"--log-verbose={self.log_verbose}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]

@@ -77,6 +77,8 @@ def _queries(originals):
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_pose_and_clip_search_over_shards_equal_one_server(sharded_archive, servers, count):
+    """Pose and clip queries, k from 1 to 25, with time and video filters: the merged answer of
+    two or three servers is the one server's (over gRPC) and the in-process search's, exactly."""
     archive, originals = sharded_archive
     urls, _ = servers
     urls = urls[:2] if count == 2 else urls
