@@ -130,6 +130,15 @@ def _stop_all() -> None:
         server.stop()
 
 
+def _accepts(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 #: Seconds a stopping tritonserver waits for the requests in flight (``--exit-timeout-secs``).
 EXIT_TIMEOUT_S = 5
 
@@ -295,7 +304,9 @@ class TritonServer:
                 if self.process.poll() is not None:
                     raise ServerError(f"tritonserver exited with code {self.process.returncode}")
                 with contextlib.suppress(Exception):
-                    if client.is_server_ready():
+                    # gRPC answers ready before Triton has started its HTTP service (a CI run's
+                    # first HTTP request was refused): with HTTP on, wait for both.
+                    if client.is_server_ready() and (not self.http or _accepts(self.host, self._backend_http_port)):
                         return
                 time.sleep(0.2)
             raise ServerError(f"tritonserver not ready after {self.startup_timeout:.0f} s")
