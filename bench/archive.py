@@ -218,11 +218,11 @@ def faiss_times(archive, queries, budget_bytes: int) -> tuple[list[float], int]:
     index = faiss.IndexFlatIP(34)
     held = 0
     for segment_id in archive.segments:
-        vectors = archive.segment(segment_id).column("vectors")
+        segment = archive.segment(segment_id)
         room = budget_bytes // 136 - held
         if room <= 0:
             break
-        part = np.ascontiguousarray(vectors[:room], np.float32)
+        part = np.ascontiguousarray(segment.rows("vectors", 0, min(room, segment.info.rows)), np.float32)
         index.add(part)
         held += len(part)
     from kernels import normalize

@@ -9,7 +9,10 @@ A segment file is the columns of its rows one after the other (each at a 64-byte
 the catalog keeps each column's offset, dtype, shape and SHA-256. Rows are sorted by video, then
 track, then frame, so each video's poses and each (video, track) sequence are contiguous::
 
-    vectors  float16 [n, 34]       kernels.normalize(poses, "bbox"), the search vectors
+    vectors  float16 [t, 34, 64]   kernels.normalize(poses, "bbox"), the search vectors, in tiles
+                                   of 64 rows, each dimension-major (kernels.to_tiles; the last
+                                   tile padded with zeros); segments written before tiles (git
+                                   aae68d9 and earlier) hold them as rows [n, 34], still read
     xy       float32 [n, 17, 2]    pixel keypoints
     conf     uint8   [n, 17]       confidence * 255, rounded so that the visibility decision
                                    (confidence > DEFAULT_MIN_CONFIDENCE) is that of the float
@@ -331,6 +334,7 @@ class _SegmentWriter:
 
     def __init__(self, root: Path, columns: dict[str, np.ndarray]):
         self.root, self.name = root, uuid.uuid4().hex + SEGMENT_SUFFIX
+        columns = dict(columns, vectors=kernels.to_tiles(columns["vectors"], kernels.TILE_ROWS))
         self.layout, self.bytes = _layout(columns)
         self.rows = int(columns["frames"].shape[0])
         folder = root / SEGMENTS
@@ -591,15 +595,19 @@ def remove_videos(path: str | os.PathLike, selectors: list[str]) -> list[dict]:
 
 
 def compact(path: str | os.PathLike, segment_poses: int = SEGMENT_POSES) -> dict:
-    """Rewrite segments with fewer live poses than ``segment_poses`` (or with removed videos' rows)
-    into new segments of about that size, in one transaction; the old files are removed after it
-    commits (a reader that still maps one keeps reading it). Returns before / after counts."""
+    """Rewrite segments with fewer live poses than ``segment_poses`` (or with removed videos' rows,
+    or vectors stored as rows by an older version) into new segments of about that size, in one
+    transaction; the old files are removed after it commits (a reader that still maps one keeps
+    reading it). Returns before / after counts."""
     root = Path(path)
     archive = open_archive(root)
     before = archive_info(root)
-    small = [s for s in archive.segments.values()
-             if s.live_rows < segment_poses or s.live_rows < s.rows]
-    if len(small) < 2 and not any(s.live_rows < s.rows for s in small):
+
+    def stale(s: SegmentInfo) -> bool:
+        return s.live_rows < s.rows or len(s.layout["vectors"]["shape"]) == 2
+
+    small = [s for s in archive.segments.values() if s.live_rows < segment_poses or stale(s)]
+    if len(small) < 2 and not any(stale(s) for s in small):
         return {"before": before, "after": before, "rewritten": 0, "written": 0}
     groups, current, size = [], [], 0
     for segment in sorted(small, key=lambda s: s.id):
@@ -621,7 +629,7 @@ def compact(path: str | os.PathLike, segment_poses: int = SEGMENT_POSES) -> dict
                 for video in segment.videos:
                     lo, hi = video["first_row"], video["first_row"] + video["poses"]
                     for name in COLUMN_DTYPES:
-                        columns[name].append(np.asarray(mapped.column(name)[lo:hi]))
+                        columns[name].append(mapped.rows(name, lo, hi))
                     moves.append((video["video_row"], first))
                     first += video["poses"]
             if first == 0:
@@ -777,6 +785,8 @@ class MappedSegment:
             raise ArchiveError(f"{self.path}: the catalog has no column {name!r} for it")
         dtype, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
         expected = (self.info.rows,) + COLUMN_WIDTHS[name]
+        if name == "vectors" and len(shape) == 3:
+            expected = (-(-self.info.rows // kernels.TILE_ROWS), 2 * NUM_KEYPOINTS, kernels.TILE_ROWS)
         if dtype != np.dtype(COLUMN_DTYPES[name]) or shape != expected:
             raise ArchiveError(f"{self.path}: column {name} is {dtype}{list(shape)} in the catalog, "
                                f"expected {np.dtype(COLUMN_DTYPES[name])}{list(expected)}")
@@ -802,6 +812,14 @@ class MappedSegment:
         if _digest(array) != self.info.layout[name]["sha256"]:
             raise ArchiveError(f"{self.path}: column {name} does not match its checksum: the segment is "
                                f"corrupted (run `posescore archive verify`)")
+
+    def rows(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` of column ``name`` (``COLUMN_WIDTHS``' shape a row): a view of the
+        mapped file, or for tiled vectors a copy."""
+        array = self.column(name)
+        if name == "vectors" and array.ndim == 3:
+            return kernels.from_tiles(array, lo, hi)
+        return array[lo:hi]
 
     def poses(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``[lo, hi)`` as float32 poses ``[n, 17, 3]`` (pixels, confidence)."""

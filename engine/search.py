@@ -233,8 +233,10 @@ def pose_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
     keys, owners = [], []
     for number, run in enumerate(runs):
         c = min(count, run.hi - run.lo)
+        base = _vectors(run.segment)
+        rows = {"rows": (run.lo, run.hi)} if base.ndim == 3 else {}
         scores, idx = (to_numpy(a) for a in kernels.search_topk(
-            _on_device(q_vec[None]), _vectors(run.segment)[run.lo:run.hi], c, "ip"))
+            _on_device(q_vec[None]), base if rows else base[run.lo:run.hi], c, "ip", **rows))
         good = idx[0] >= 0
         keys.append(scores[0][good].astype(np.float32))
         owners.append(np.stack([np.full(good.sum(), number), run.lo + idx[0][good]], 1))
@@ -299,7 +301,7 @@ class _DeviceVectors:
                 return array
             if self.budget is None:
                 self.budget = int(os.environ.get("POSESCORE_DEVICE_BYTES") or cp.cuda.Device().mem_info[0] // 2)
-            host = segment.column("vectors")
+            host = segment.rows("vectors", 0, segment.info.rows)
             while self.arrays and sum(a.nbytes for a in self.arrays.values()) + host.nbytes > self.budget:
                 self.arrays.popitem(last=False)
             array = cp.asarray(host)
@@ -324,9 +326,18 @@ def _gpu():
 
 
 def _vectors(segment: MappedSegment):
-    """A segment's float16 vectors: resident on the GPU where searches run there, else mapped."""
+    """A segment's float16 vectors: resident on the GPU as rows ``[n, 34]`` where searches run
+    there, else mapped as the file holds them (tiles ``[t, 34, 64]``, or rows)."""
     cp = _gpu()
     return segment.column("vectors") if cp is None else DEVICE_VECTORS.get(cp, segment)
+
+
+def _vector_rows(segment: MappedSegment, lo: int, hi: int):
+    """Rows ``[lo, hi)`` of a segment's vectors as float32 ``[hi - lo, 34]``, where searches run."""
+    cp = _gpu()
+    if cp is None:
+        return segment.rows("vectors", lo, hi).astype(np.float32)
+    return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32)
 
 
 def _on_device(array):
@@ -499,7 +510,7 @@ def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
     q_vec, _ = kernels.normalize(query)
     found = []
     for run, lo, hi, lengths in _clip_batches(archive, where, shard):
-        vectors = _vectors(run.segment)[lo:hi].astype(np.float32)
+        vectors = _vector_rows(run.segment, lo, hi)
         costs, starts, ends = (to_numpy(a) for a in kernels.subsequence_dtw(
             _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=max_cost))
         times = run.segment.column("times")

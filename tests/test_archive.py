@@ -17,13 +17,15 @@ import pytest
 
 import kernels
 from engine import archive as archive_io
-from engine.archive import (ArchiveError, VideoRows, add_video, add_videos, archive_info, compact_confidences,
-                            expand_confidences, list_videos, open_archive, verify)
+from engine.archive import (ArchiveError, VideoRows, add_video, add_videos, archive_info, compact,
+                            compact_confidences, expand_confidences, list_videos, open_archive, upgrade, verify)
 from engine.search import search_archive
 from kernels import DEFAULT_MIN_CONFIDENCE
 
 EXE = str(Path(sys.executable).with_name("posescore"))
 V1_FIXTURE = Path(__file__).parent / "data" / "archive-v1"  # written by the format-1 code (git 7fd6ce5)
+#: The same poses upgraded to format 2 by the code that stored vectors as rows [n, 34] (git aae68d9).
+V2_ROWS_FIXTURE = Path(__file__).parent / "data" / "archive-v2-rows"
 
 
 def _poses(rng, n, tracks=1):
@@ -53,10 +55,13 @@ def test_videos_round_trip_sorted_by_track_and_frame(tmp_path):
     np.testing.assert_array_equal(got_frames, frames[order])
     np.testing.assert_array_equal(got[..., :2], poses[order, :, :2])
     assert np.abs(got[..., 2] - poses[order, :, 2]).max() <= 1 / 255
-    # The float16 vectors are the float32 normalization, rounded.
-    vectors = archive.segment(video["segment"]).column("vectors")
+    # The float16 vectors are the float32 normalization, rounded, stored in tiles of 64 rows.
+    segment = archive.segment(video["segment"])
+    vectors = segment.rows("vectors", 0, 60)
     want, _ = kernels.normalize(poses[order])
     assert vectors.dtype == np.float16 and np.abs(vectors - want).max() < 1e-3
+    tiles = segment.column("vectors")
+    assert tiles.shape == (1, 34, 64) and (tiles[0, :, 7] == vectors[7]).all() and not tiles[0, :, 60:].any()
     assert archive_info(tmp_path)["bytes_per_pose"] < 240
 
 
@@ -231,6 +236,38 @@ def test_a_format_1_archive_is_upgraded_with_the_same_poses(tmp_path):
     assert verify(root)["ok"]
     again = subprocess.run([EXE, "archive", "upgrade", str(root), "--json"], capture_output=True, text=True)
     assert json.loads(again.stdout)["already"] is True
+
+
+def test_an_archive_of_row_vectors_answers_as_a_tiled_one_and_compacts_to_tiles(tmp_path):
+    """A format-2 archive written before vectors were tiled opens and answers pose and clip
+    queries exactly as the same poses written today; ``compact`` rewrites its segment into tiles."""
+    rows, tiles = tmp_path / "rows", tmp_path / "tiles"
+    shutil.copytree(V2_ROWS_FIXTURE, rows)
+    shutil.copytree(V1_FIXTURE, tiles)
+    upgrade(tiles)
+    old, new = open_archive(rows), open_archive(tiles)
+    assert [s.layout["vectors"]["shape"] for s in old.segments.values()] == [[70, 34]]
+    assert [s.layout["vectors"]["shape"] for s in new.segments.values()] == [[2, 34, 64]]
+    assert verify(rows)["ok"]
+    segment = old.segment(1)
+    poses = segment.poses(0, 70)
+
+    def answers(archive, query, **options):
+        return [(h["video"], h["track"], h["start_frame"], h["end_frame"], h["score"])
+                for h in search_archive(archive, query, **options)]
+
+    rng = np.random.default_rng(3)
+    for query in (poses[0], poses[37], poses[69] + rng.normal(0, 4, (17, 3)).astype(np.float32) * [1, 1, 0]):
+        for k in (1, 5, 70):
+            assert answers(old, query, k=k, min_gap=0.0) == answers(new, query, k=k, min_gap=0.0)
+    clip = poses[40:60]
+    assert answers(old, clip, k=3, query_fps=10.0) == answers(new, clip, k=3, query_fps=10.0)
+    before = answers(old, clip, k=3, query_fps=10.0)
+    assert compact(rows)["written"] == 1
+    compacted = open_archive(rows)
+    assert [s.layout["vectors"]["shape"] for s in compacted.segments.values()] == [[2, 34, 64]]
+    assert answers(compacted, clip, k=3, query_fps=10.0) == before and verify(rows)["ok"]
+    assert compact(rows)["written"] == 0
 
 
 def test_the_archive_command(two_videos):

@@ -52,7 +52,7 @@ def _per_track_reference(root, query, k):
             rows = np.flatnonzero(tracks == t)
             if len(rows) < 2:
                 continue
-            vectors = np.asarray(segment.column("vectors")[lo + rows], np.float32)
+            vectors = np.asarray(segment.rows("vectors", lo, hi)[rows], np.float32)
             costs, starts, ends = kernels.subsequence_dtw(q_vec, vectors, k=k)
             found += [(round(float(c), 5), video["name"], int(t), int(frames[rows[s]]), int(frames[rows[e - 1]]))
                       for c, s, e in zip(costs, starts, ends)]

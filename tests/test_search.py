@@ -6,7 +6,7 @@ import pytest
 
 import kernels.search as search_module
 from conftest import asnumpy
-from kernels import search_topk
+from kernels import from_tiles, search_topk, to_tiles
 
 
 def _unit_rows(rng, n, d=34):
@@ -85,6 +85,41 @@ def test_selections_are_the_definition(metric, monkeypatch):
             got_keys, got_idx = search_module._search_blocked(queries, base, k, metric == "l2")
             assert got_idx.tolist() == want_idx
             np.testing.assert_array_equal(got_keys, want_keys)
+
+
+@pytest.mark.parametrize("dim", [34, 6])
+def test_tiled_bases_give_the_rows_answers(dim, monkeypatch):
+    """A tiled float16 base (kernels.to_tiles) answers any range of its rows as the stable sort
+    does, exactly: integer data (exact keys, many ties), ranges that cut tiles, chunks of two
+    tiles, one to nine queries (products from the bits, or a conversion and a GEMM), sorted list
+    and heap. D = 34 runs the unrolled tile kernel, D = 6 its plain loops."""
+    rng = np.random.default_rng(8)
+    base = np.round(2 * rng.standard_normal((9_001, dim))).astype(np.float16)
+    tiles = to_tiles(base)
+    assert tiles.shape == (141, dim, search_module.TILE_ROWS) and not tiles[-1, :, 41:].any()
+    np.testing.assert_array_equal(from_tiles(tiles, 63, 4_170), base[63:4_170])
+    monkeypatch.setattr(search_module, "HALF_CHUNK_ROWS", 2 * search_module.TILE_ROWS)
+    for metric in ("ip", "l2"):
+        for n_queries in (1, 3, 9):
+            queries = np.round(2 * rng.standard_normal((n_queries, dim))).astype(np.float32)
+            for lo, hi in ((0, 9_001), (63, 4_170), (4_100, 4_101)):
+                exact = base[lo:hi].astype(np.float64)
+                keys = queries @ exact.T
+                if metric == "l2":
+                    keys = 2 * keys - (exact * exact).sum(axis=1)
+                want = np.argsort(-keys, axis=1, kind="stable")
+                for k in (1, 37, 998):
+                    for heap_from in (1, 10**9):
+                        monkeypatch.setattr(search_module, "HEAP_FROM_K", heap_from)
+                        got_scores, got_idx = search_topk(queries, tiles, k, metric=metric, rows=(lo, hi))
+                        want_scores, want_idx = search_topk(queries, base[lo:hi], k, metric=metric)
+                        kk = min(k, hi - lo)
+                        assert got_idx[:, :kk].tolist() == want[:, :kk].tolist() == want_idx[:, :kk].tolist()
+                        np.testing.assert_array_equal(got_scores, want_scores)
+    with pytest.raises(ValueError, match="rows: expected 0 <= lo <= hi <= 9024"):
+        search_topk(queries, tiles, 3, rows=(0, 9_025))
+    with pytest.raises(ValueError, match="only for a tiled base"):
+        search_topk(queries, base, 3, rows=(0, 10))
 
 
 def test_heap_evicts_the_highest_index_of_tied_keys(monkeypatch):
