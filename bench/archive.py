@@ -93,10 +93,14 @@ def rare_movement(tracks: list[np.ndarray]) -> np.ndarray:
 
 def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
     """Write the archive (cached: a finished one is reused); its build figures."""
+    from engine.archive import VideoRows, add_videos, archive_info
+    from kernels import TILE_ROWS
+
     marker = root / "built.json"
     if marker.exists():
-        return json.loads(marker.read_text())
-    from engine.archive import VideoRows, add_videos, archive_info
+        figures = json.loads(marker.read_text())
+        if figures.get("vector_tiles") == TILE_ROWS:  # else built before vectors were tiled: build anew
+            return figures
 
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(2026)
@@ -123,7 +127,8 @@ def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
               f"archive)", flush=True)
     info = archive_info(root)
     figures = {"hours": hours, "poses": info["poses"], "poses_per_s": poses_written / writing,
-               "bytes_per_pose": info["bytes_per_pose"], "segments": info["segments"], "bytes": info["bytes"]}
+               "bytes_per_pose": info["bytes_per_pose"], "segments": info["segments"], "bytes": info["bytes"],
+               "vector_tiles": TILE_ROWS}
     marker.write_text(json.dumps(figures))
     return figures
 

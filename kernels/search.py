@@ -230,10 +230,66 @@ def _tile_products(queries, tiles, products, sqnorms, acc):
                 sqnorms[t * L + l] = acc[Q, l]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tiles_into(queries, bits, row0, lo, hi, use_l2, keys, idx, scratch, sqnorms, acc, heap):
+    """Fold rows ``[lo, hi)`` of float16 tiles ``bits [T, D, L]`` (uint16, C-contiguous; tile t
+    holds rows ``row0 + t * L ...``) into the running top-k (as :func:`_merge_chunk`), tile by
+    tile: each tile's products go to ``scratch [Q, L]`` (and norms to ``sqnorms [L]`` for l2),
+    in L1, and are merged there. The whole tiles of an archive (D = 34, L = TILE_ROWS, ip) go
+    to :func:`_archive_tiles_into`."""
+    T, D, L = bits.shape
+    norms = sqnorms if use_l2 else sqnorms[:0]
+    whole_from, whole_to = max(0, -(-(lo - row0) // L)), min(T, (hi - row0) // L)
+    if not (D == 34 and L == TILE_ROWS and not use_l2) or whole_from >= whole_to:
+        whole_from = whole_to = T
+    for t in range(T):
+        if t == whole_from:
+            _archive_tiles_into(queries, bits, whole_from, whole_to, row0, keys, idx, scratch, heap)
+        if whole_from <= t < whole_to:
+            continue
+        first = row0 + t * L
+        a, b = max(lo, first) - first, min(hi, first + L) - first
+        if a < b:
+            _tile_products(queries, bits[t:t + 1], scratch, norms, acc)
+            _merge_chunk(scratch[:, a:b], norms[a:b] if use_l2 else norms, first + a, use_l2, keys, idx, heap)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _archive_tiles_into(queries, bits, t0, t1, row0, keys, idx, scratch, heap):
+    """:func:`_tiles_into` of whole tiles ``t0 .. t1 - 1`` of an archive (D = 34, L = TILE_ROWS,
+    ip) by :data:`_tile_dot`. A tight loop on addresses, not slices: a slice's reference counting
+    (atomic), or bounds that vary per tile, cost about as much as a tile's products."""
+    Q, k = queries.shape[0], keys.shape[1]
+    q_addr, bits_addr, out_addr = queries.ctypes.data, bits.ctypes.data, scratch.ctypes.data
+    tile_bytes = 34 * TILE_ROWS * 2
+    for q in range(Q):
+        worst = keys[q, 0] if heap else keys[q, k - 1]
+        for t in range(t0, t1):
+            _tile_dot(q_addr + q * 34 * 4, bits_addr + t * tile_bytes, out_addr)
+            for j in range(TILE_ROWS):
+                v = scratch[0, j]
+                if v > worst:
+                    if heap:
+                        worst = _heap_replace_worst(keys[q], idx[q], k, v, row0 + t * TILE_ROWS + j)
+                    else:
+                        worst = insert_sorted(keys[q], idx[q], k, v, row0 + t * TILE_ROWS + j)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tiles_into_list(queries, bits, row0, lo, hi, use_l2, keys, idx, scratch, sqnorms, acc):
+    _tiles_into(queries, bits, row0, lo, hi, use_l2, keys, idx, scratch, sqnorms, acc, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tiles_into_heap(queries, bits, row0, lo, hi, use_l2, keys, idx, scratch, sqnorms, acc):
+    _tiles_into(queries, bits, row0, lo, hi, use_l2, keys, idx, scratch, sqnorms, acc, True)
+
+
 def _scan_tiles(queries, tiles, start, stop, k, use_l2):
     """Top-k keys and indices ``[Q, k]`` of rows ``[start, stop)`` of float16 ``tiles [T, D, L]``
-    (one thread's share; indices are rows of the base): products straight from the bits
-    (:func:`_tile_products`), or for many queries a conversion and a GEMM per chunk."""
+    (one thread's share; indices are rows of the base): each tile's products straight from its
+    bits and merged while in L1 (:func:`_tiles_into`), or for many queries a conversion and a GEMM
+    per chunk of HALF_CHUNK_ROWS."""
     Q, D = queries.shape
     L = tiles.shape[2]
     per_chunk = max(1, HALF_CHUNK_ROWS // L)
@@ -241,26 +297,19 @@ def _scan_tiles(queries, tiles, start, stop, k, use_l2):
     idx = np.full((Q, k), -1, np.int64)
     heap = k >= HEAP_FROM_K
     direct = Q <= HALF_PRODUCTS_MAX_QUERIES
-    products = np.empty((Q, per_chunk * L), np.float32)
-    sqn_buffer = np.empty(per_chunk * L if use_l2 else 0, np.float32)
-    acc = np.empty((Q + 1, L), np.float32)
+    scratch, sqnorms, acc = np.empty((Q, L), np.float32), np.empty(L, np.float32), np.empty((Q + 1, L), np.float32)
     empty = np.empty(0, np.float32)
-    for first in range(start // L, -(-stop // L), per_chunk):
-        last = min(first + per_chunk, -(-stop // L))
-        row0 = first * L
-        lo, hi = max(start, row0), min(stop, last * L)
-        if direct:
-            _tile_products(queries, np.ascontiguousarray(tiles[first:last]).view(np.uint16),
-                           products[:, :(last - first) * L], sqn_buffer[:(last - first) * L], acc)
-            block_products = products[:, lo - row0:hi - row0]
-            sqn = sqn_buffer[lo - row0:hi - row0] if use_l2 else empty
-        else:
+    first, last = start // L, -(-stop // L)
+    if direct:  # one call: the products never leave L1, so chunks would only add calls
+        (_tiles_into_heap if heap else _tiles_into_list)(queries, tiles.view(np.uint16)[first:last], first * L, start,
+                                                         stop, use_l2, keys, idx, scratch, sqnorms, acc)
+    else:
+        for chunk in range(first, last, per_chunk):
+            lo, hi = max(start, chunk * L), min(stop, min(chunk + per_chunk, last) * L)
             block = np.empty((hi - lo, D), np.float32)
             half_to_float(from_tiles(tiles, lo, hi).view(np.uint16), block)
-            block_products = queries @ block.T
             sqn = np.einsum("ij,ij->i", block, block) if use_l2 else empty
-        (_merge_into_heap if heap else _merge_into_list)(np.ascontiguousarray(block_products), sqn, lo, use_l2,
-                                                         keys, idx)
+            (_merge_into_heap if heap else _merge_into_list)(queries @ block.T, sqn, lo, use_l2, keys, idx)
     if heap:
         keys, idx = _best_first(np, keys, idx, k)
     return keys, idx
