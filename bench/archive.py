@@ -220,6 +220,8 @@ def faiss_times(archive, queries, budget_bytes: int) -> tuple[list[float], int]:
     poses as ``budget_bytes`` of float32 hold: query seconds and the poses it held."""
     import faiss
 
+    from kernels import float32_rows, normalize
+
     index = faiss.IndexFlatIP(34)
     held = 0
     for segment_id in archive.segments:
@@ -227,11 +229,9 @@ def faiss_times(archive, queries, budget_bytes: int) -> tuple[list[float], int]:
         room = budget_bytes // 136 - held
         if room <= 0:
             break
-        part = np.ascontiguousarray(segment.rows("vectors", 0, min(room, segment.info.rows)), np.float32)
+        part = float32_rows(segment.column("vectors"), 0, min(room, segment.info.rows))
         index.add(part)
         held += len(part)
-    from kernels import normalize
-
     times = []
     for query in queries:
         q, _ = normalize(query[None])

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import warnings
 from dataclasses import asdict
@@ -53,12 +52,10 @@ class _PoseWorker:
             self.client = PoseScoreClient(url, timeout=timeout)
             self.detect = self.client.pose
         else:
-            from .services import PoseDetector
+            from .services import pose_detector
 
-            params = pose_model_parameters()
-            detector = PoseDetector(str(DEFAULT_MODEL_REPOSITORY / "pose" / "1" / "model.onnx"),
-                                    image_size=int(params["image_size"]), confidence=float(params["confidence"]),
-                                    iou=float(params["iou"]), max_people=int(params["max_people"]), threads=threads)
+            detector = pose_detector(str(DEFAULT_MODEL_REPOSITORY / "pose" / "1" / "model.onnx"),
+                                     pose_model_parameters(), threads=threads)
             detector.warm_up()
             self.detect = detector.detect
 
@@ -81,8 +78,11 @@ class _PoseWorker:
 
 def pose_model_parameters(repository: Path = DEFAULT_MODEL_REPOSITORY) -> dict[str, str]:
     """The pose model's parameters as its config.pbtxt sets them (what the server's model runs with)."""
-    text = (repository / "pose" / "config.pbtxt").read_text()
-    return dict(re.findall(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"\s*\}', text))
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse((repository / "pose" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    return {key: parameter.string_value for key, parameter in config.parameters.items()}
 
 
 def _decode_batches(row: dict, fps: float | None, batch: int):

@@ -336,7 +336,7 @@ def _vector_rows(segment: MappedSegment, lo: int, hi: int):
     """Rows ``[lo, hi)`` of a segment's vectors as float32 ``[hi - lo, 34]``, where searches run."""
     cp = _gpu()
     if cp is None:
-        return segment.rows("vectors", lo, hi).astype(np.float32)
+        return kernels.float32_rows(segment.column("vectors"), lo, hi)
     return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32)
 
 

@@ -350,6 +350,18 @@ class FramePeopleArrays(NamedTuple):
     counts: Any
 
 
+def pose_detector(onnx_file: str, params: dict[str, str], *, threads: int | None = None, xp=np,
+                  device_id: int | None = None) -> "PoseDetector":
+    """The pose service as the pose model runs it, from its config.pbtxt ``parameters`` (strings,
+    as Triton gives them; absent keys take the defaults): ``threads`` (onnxruntime's intra-op
+    threads) overrides ``intra_op_threads``."""
+    return PoseDetector(onnx_file, image_size=int(params.get("image_size", 640)),
+                        confidence=float(params.get("confidence", 0.25)), iou=float(params.get("iou", 0.7)),
+                        max_people=int(params.get("max_people", 20)),
+                        threads=int(params.get("intra_op_threads", 0)) if threads is None else threads, xp=xp,
+                        device_id=device_id)
+
+
 class PoseDetector:
     """The ``pose`` service: YOLO11n-pose through onnxruntime with our own letterbox, decoding and
     NMS (``kernels.letterbox`` / ``kernels.decode_poses``), matching ultralytics' predictor.

@@ -19,7 +19,7 @@ _EXPORTS = {
     "interpolate_frames": "normalize", "normalize": "normalize",
     "SCORE_SCALES": "scoring", "aligned_part_scores": "scoring", "mirror_vectors": "scoring",
     "part_scores": "scoring", "pose_scores": "scoring", "score_from_distance": "scoring",
-    "search_topk": "search", "to_tiles": "search", "from_tiles": "search", "TILE_ROWS": "search",
+    "search_topk": "search", "to_tiles": "search", "from_tiles": "search", "float32_rows": "search", "TILE_ROWS": "search",
     "KEYPOINT_NAMES": "skeleton", "LIMBS": "skeleton", "PART_NAMES": "skeleton",
     "subsequence_dtw": "subsequence",
     "decode_poses": "detect", "letterbox": "detect",  # the pose model's pre- and post-processing

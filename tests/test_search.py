@@ -6,7 +6,7 @@ import pytest
 
 import kernels.search as search_module
 from conftest import asnumpy
-from kernels import from_tiles, search_topk, to_tiles
+from kernels import float32_rows, from_tiles, search_topk, to_tiles
 
 
 def _unit_rows(rng, n, d=34):
@@ -98,6 +98,11 @@ def test_tiled_bases_give_the_rows_answers(dim, monkeypatch):
     tiles = to_tiles(base)
     assert tiles.shape == (141, dim, search_module.TILE_ROWS) and not tiles[-1, :, 41:].any()
     np.testing.assert_array_equal(from_tiles(tiles, 63, 4_170), base[63:4_170])
+    for lo, hi in ((0, 9_001), (63, 4_170), (4_100, 4_101), (5, 5)):
+        want = base[lo:hi].astype(np.float32)
+        for stored in (tiles, base, tiles.astype(np.float32), base.astype(np.float32)):
+            got = float32_rows(stored, lo, hi)
+            assert got.dtype == np.float32 and got.shape == want.shape and (got == want).all()
     monkeypatch.setattr(search_module, "HALF_CHUNK_ROWS", 2 * search_module.TILE_ROWS)
     for metric in ("ip", "l2"):
         for n_queries in (1, 3, 9):

@@ -6,7 +6,7 @@ our letterbox, the ONNX model in onnxruntime, our decoding and NMS).
 
 import os
 
-from engine.services import PoseDetector
+from engine.services import pose_detector
 from engine.triton_models import RequestError, input_array, instance_xp, output_tensor, parameters, serve_batch
 
 
@@ -17,11 +17,8 @@ class TritonPythonModel:
         onnx_file = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         if not os.path.exists(onnx_file):
             raise RuntimeError(f"{onnx_file} is missing: run `posescore models export`")
-        self.detector = PoseDetector(
-            onnx_file, image_size=int(params.get("image_size", 640)), confidence=float(params.get("confidence", 0.25)),
-            iou=float(params.get("iou", 0.7)), max_people=int(params.get("max_people", 20)),
-            threads=int(params.get("intra_op_threads", 0)), xp=self.xp,
-            device_id=int(args["model_instance_device_id"]) if args.get("model_instance_kind") == "GPU" else None)
+        device_id = int(args["model_instance_device_id"]) if args.get("model_instance_kind") == "GPU" else None
+        self.detector = pose_detector(onnx_file, params, xp=self.xp, device_id=device_id)
         self.detector.warm_up()
 
     def parse(self, request):
