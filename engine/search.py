@@ -41,6 +41,9 @@ MOMENT_GAP_S = 0.5
 MAX_K = 10_000
 #: Vectors per subsequence_dtw call in a clip search (whole sequences; float32 copies, 36 MB).
 SEARCH_BATCH_POSES = 262_144
+#: Relative slack of the running cap on a pruned clip search's costs (clip_candidates): a match's
+#: reported cost and its DP sum round differently (within ~1e-5).
+CLIP_CAP_MARGIN = 1e-4
 #: A clip search scores this many DTW candidates (at least) with ``movement_score`` before it
 #: keeps the k best: the two scales order nearly, not exactly, alike.
 CLIP_CANDIDATES = 3
@@ -506,18 +509,29 @@ def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
                     shard: tuple[int, int] | None = None) -> list[ClipCandidate]:
     """The ``count`` best disjoint subsequence-DTW matches of ``query [M, 17, 3]``'s normalized
     frames (costing at most ``max_cost``) over every (video, track) sequence that ``where`` keeps
-    (in ``shard``), best first (ties: lower segment, then row)."""
+    (in ``shard``), best first (ties: lower segment, then row).
+
+    Pruned, each batch's search is capped by the ``count``-th best cost found so far (no match
+    above it can be among the ``count`` best: batches hold whole sequences, so matches of two
+    batches never overlap, and a later batch's equal cost sorts after), so the bounds of the
+    later batches skip more; the candidates are those of the brute force."""
     q_vec, _ = kernels.normalize(query)
-    found = []
+    found: list[ClipCandidate] = []
+    cap = max_cost
     for run, lo, hi, lengths in _clip_batches(archive, where, shard):
         vectors = _vector_rows(run.segment, lo, hi)
         costs, starts, ends = (to_numpy(a) for a in kernels.subsequence_dtw(
-            _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=max_cost))
+            _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=cap))
         times = run.segment.column("times")
         for cost, s, e in zip(costs, starts, ends):
             first, last = lo + int(s), lo + int(e) - 1
             if where.times(np.array([times[first], times[last]])).all():
                 found.append(ClipCandidate(float(np.float32(cost)), int(run.segment.info.id), first, last))
+        if prune and len(found) >= count:
+            found.sort(key=ClipCandidate.order)
+            del found[count:]
+            running = found[-1].cost * (1 + CLIP_CAP_MARGIN) + 1e-9
+            cap = running if cap is None else min(cap, running)
     found.sort(key=ClipCandidate.order)
     return found[:count]
 

@@ -80,6 +80,34 @@ def test_clip_candidates_equal_one_call_per_track(many_tracks, batch, prune, mon
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
 
+@pytest.mark.parametrize("kind", ["rare", "everywhere"])
+def test_pruned_clip_search_over_many_batches_equals_brute_force(kind, tmp_path, monkeypatch):
+    """Pruned, each batch's search is capped by the k-th best cost found in the batches before it:
+    over many batches of tracks long enough to prune, with a movement planted in three of eight
+    videos or in every track, with and without the min-score cap, the candidates are the brute
+    force's (rows, order; costs to float32 rounding)."""
+    rng = np.random.default_rng(["rare", "everywhere"].index(kind) + 40)
+    query = _walks(rng, 1, 30)
+    for video in range(8):
+        poses = _walks(rng, 4, 900)
+        if kind == "everywhere":
+            poses = np.tile(query, (120, 1, 1)) + rng.normal(0, 2, (3600, 17, 3)).astype(np.float32) * [1, 1, 0]
+        elif video in (1, 4, 6):
+            at = int(rng.integers(0, 860)) + 900 * int(rng.integers(0, 4))
+            poses[at:at + 30] = query + rng.normal(0, 1, (30, 17, 3)).astype(np.float32) * [1, 1, 0]
+        frames = np.tile(np.arange(900), 4)
+        add_video(tmp_path, f"{kind}{video}", f"{video}.mp4", poses, frames, frames / 30.0, np.repeat(np.arange(4), 900),
+                  fps=30.0)
+    monkeypatch.setattr(search_module, "SEARCH_BATCH_POSES", 1_800)  # two tracks a batch: 16 batches
+    archive = open_archive(tmp_path)
+    for max_cost in (None, search_module.clip_max_cost(50.0, 30)):
+        pruned = search_module.clip_candidates(archive, query, 30, prune=True, max_cost=max_cost)
+        brute = search_module.clip_candidates(archive, query, 30, prune=False, max_cost=max_cost)
+        assert [(c.segment, c.first, c.last) for c in pruned] == [(c.segment, c.first, c.last) for c in brute]
+        np.testing.assert_allclose([c.cost for c in pruned], [c.cost for c in brute], rtol=1e-5)
+        assert len(brute) == 30 or max_cost is not None
+
+
 def test_clip_hit_scores_are_movement_score(many_tracks):
     """A clip hit's score is movement_score (compare's) of the query against the hit's stored poses."""
     root, query, _, stored = many_tracks
