@@ -335,12 +335,21 @@ def _vectors(segment: MappedSegment):
     return segment.column("vectors") if cp is None else DEVICE_VECTORS.get(cp, segment)
 
 
-def _vector_rows(segment: MappedSegment, lo: int, hi: int):
-    """Rows ``[lo, hi)`` of a segment's vectors as float32 ``[hi - lo, 34]``, where searches run."""
-    cp = _gpu()
-    if cp is None:
-        return kernels.float32_rows(segment.column("vectors"), lo, hi)
-    return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32)
+class _VectorRows:
+    """Rows ``[lo, hi)`` of a segment's vectors as float32 ``[hi - lo, 34]``, where searches run:
+    on the CPU into one array reused from call to call, grown as needed (a fresh array of a
+    batch's size costs a page fault per 4 KiB)."""
+
+    def __init__(self):
+        self.buffer: np.ndarray | None = None
+
+    def __call__(self, segment: MappedSegment, lo: int, hi: int):
+        cp = _gpu()
+        if cp is not None:
+            return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32)
+        if self.buffer is None or self.buffer.shape[0] < hi - lo:
+            self.buffer = np.empty((hi - lo, 2 * NUM_KEYPOINTS), np.float32)
+        return kernels.float32_rows(segment.column("vectors"), lo, hi, self.buffer)
 
 
 def _on_device(array):
@@ -517,9 +526,9 @@ def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
     later batches skip more; the candidates are those of the brute force."""
     q_vec, _ = kernels.normalize(query)
     found: list[ClipCandidate] = []
-    cap = max_cost
+    cap, vector_rows = max_cost, _VectorRows()
     for run, lo, hi, lengths in _clip_batches(archive, where, shard):
-        vectors = _vector_rows(run.segment, lo, hi)
+        vectors = vector_rows(run.segment, lo, hi)
         costs, starts, ends = (to_numpy(a) for a in kernels.subsequence_dtw(
             _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=cap))
         times = run.segment.column("times")

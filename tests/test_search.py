@@ -103,6 +103,10 @@ def test_tiled_bases_give_the_rows_answers(dim, monkeypatch):
         for stored in (tiles, base, tiles.astype(np.float32), base.astype(np.float32)):
             got = float32_rows(stored, lo, hi)
             assert got.dtype == np.float32 and got.shape == want.shape and (got == want).all()
+            buffer = np.full((9_001, dim), np.nan, np.float32)
+            assert (float32_rows(stored, lo, hi, buffer) == want).all() and (buffer[:hi - lo] == want).all()
+    with pytest.raises(ValueError, match=r"buffer: expected float32 C-contiguous \[>= 9001"):
+        float32_rows(tiles, 0, 9_001, np.empty((100, dim), np.float32))
     monkeypatch.setattr(search_module, "HALF_CHUNK_ROWS", 2 * search_module.TILE_ROWS)
     for metric in ("ip", "l2"):
         for n_queries in (1, 3, 9):
