@@ -335,21 +335,25 @@ def _vectors(segment: MappedSegment):
     return segment.column("vectors") if cp is None else DEVICE_VECTORS.get(cp, segment)
 
 
-class _VectorRows:
-    """Rows ``[lo, hi)`` of a segment's vectors as float32 ``[hi - lo, 34]``, where searches run:
-    on the CPU into one array reused from call to call, grown as needed (a fresh array of a
-    batch's size costs a page fault per 4 KiB)."""
+class _ClipSeries:
+    """Rows ``[lo, hi)`` of a segment's vectors as a ``kernels.subsequence_dtw`` series, where
+    searches run: ``(series, options)``. On the CPU tiles are searched in place (converted to
+    float32 where the DP runs), rows converted; either into one float32 array reused from call to
+    call, grown as needed (a fresh array of a batch's size costs a page fault per 4 KiB)."""
 
     def __init__(self):
         self.buffer: np.ndarray | None = None
 
-    def __call__(self, segment: MappedSegment, lo: int, hi: int):
+    def __call__(self, segment: MappedSegment, lo: int, hi: int) -> tuple:
         cp = _gpu()
         if cp is not None:
-            return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32)
+            return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32), {}
         if self.buffer is None or self.buffer.shape[0] < hi - lo:
             self.buffer = np.empty((hi - lo, 2 * NUM_KEYPOINTS), np.float32)
-        return kernels.float32_rows(segment.column("vectors"), lo, hi, self.buffer)
+        stored = segment.column("vectors")
+        if stored.ndim == 3:
+            return stored, {"rows": (lo, hi), "buffer": self.buffer}
+        return kernels.float32_rows(stored, lo, hi, self.buffer), {}
 
 
 def _on_device(array):
@@ -526,11 +530,11 @@ def clip_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
     later batches skip more; the candidates are those of the brute force."""
     q_vec, _ = kernels.normalize(query)
     found: list[ClipCandidate] = []
-    cap, vector_rows = max_cost, _VectorRows()
+    cap, clip_series = max_cost, _ClipSeries()
     for run, lo, hi, lengths in _clip_batches(archive, where, shard):
-        vectors = vector_rows(run.segment, lo, hi)
+        series, options = clip_series(run.segment, lo, hi)
         costs, starts, ends = (to_numpy(a) for a in kernels.subsequence_dtw(
-            _on_device(q_vec), vectors, k=count, series_lengths=lengths, prune=prune, max_cost=cap))
+            _on_device(q_vec), series, k=count, series_lengths=lengths, prune=prune, max_cost=cap, **options))
         times = run.segment.column("times")
         for cost, s, e in zip(costs, starts, ends):
             first, last = lo + int(s), lo + int(e) - 1

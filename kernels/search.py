@@ -208,11 +208,12 @@ def _untile_half(bits, lo, hi, out):
                 out[row, d] = tile[d, l]
 
 
-def _tile_dot_intrinsic(D: int, L: int):
+def _tile_dot_intrinsic(D: int, L: int, square: bool = False):
     """An intrinsic ``f(query, tile, out)`` (addresses: float32 ``[D]``, float16 ``[D, L]``,
-    float32 ``[L]``) writing ``out[l] = query . tile[:, l]``: the whole tile unrolled into L / 8
-    accumulators of eight float32 lanes (vector registers), each float16 row of 8 converted by
-    one ``fpext`` (F16C's vcvtph2ps). Numba's own loops keep such accumulators in memory."""
+    float32 ``[L]``) writing ``out[l] = query . tile[:, l]`` (``square``: ``tile[:, l] . tile[:, l]``,
+    the query unread): the whole tile unrolled into L / 8 accumulators of eight float32 lanes
+    (vector registers), each float16 row of 8 converted by one ``fpext`` (F16C's vcvtph2ps).
+    Numba's own loops keep such accumulators in memory."""
     @intrinsic
     def tile_dot(typingctx, query, tile, out):
         def codegen(context, builder, signature, args):
@@ -228,12 +229,14 @@ def _tile_dot_intrinsic(D: int, L: int):
             broadcast = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
             accs = [ir.Constant(v8f, [0.0] * 8)] * lanes
             for d in range(D):
-                value = builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4)
-                wide = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef,
-                                              broadcast)
+                if not square:
+                    value = builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4)
+                    wide = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef,
+                                                  broadcast)
                 for j in range(lanes):
                     bits = builder.load(builder.gep(tile_ptr, [ir.Constant(i32, d * lanes + j)]), align=2)
-                    accs[j] = builder.call(fmuladd, [builder.fpext(bits, v8f), wide, accs[j]])
+                    x = builder.fpext(bits, v8f)
+                    accs[j] = builder.call(fmuladd, [x, x if square else wide, accs[j]])
             for j in range(lanes):
                 builder.store(accs[j], builder.gep(out_ptr, [ir.Constant(i32, j)]), align=4)
             return context.get_dummy_value()
@@ -243,6 +246,7 @@ def _tile_dot_intrinsic(D: int, L: int):
 
 #: The vectors of an archive: 17 keypoints' (x, y), TILE_ROWS rows a tile.
 _tile_dot = _tile_dot_intrinsic(34, TILE_ROWS)
+_tile_sqnorms = _tile_dot_intrinsic(34, TILE_ROWS, square=True)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -581,3 +585,28 @@ def _search_tiles(queries, tiles, k: int, metric: str, rows):
     if use_l2:
         keys = np.maximum((queries * queries).sum(axis=1, keepdims=True) - keys, 0.0)
     return keys.astype(np.float32), idx
+
+
+@numba.njit(cache=True, nogil=True)
+def tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorms):
+    """``near[g, b]`` = the least ``|s_j|^2 + c_sq[g] - 2 centres[g] . s_j`` over the frames j of
+    block b (rows ``lo + b * block ...``, ``[lo, hi)``) of float16 tiles ``bits [T, 34, TILE_ROWS]``
+    (uint16, C-contiguous), less a margin for float32 rounding (so it stays at most the exact
+    squared distance); ``centres [G, 34]`` float32 C-contiguous, ``scratch [G, TILE_ROWS]`` and
+    ``sqnorms [TILE_ROWS]`` float32 scratch. Each tile's products by :data:`_tile_dot`."""
+    G, L = centres.shape[0], bits.shape[2]
+    near[:] = np.inf
+    c_addr, bits_addr = centres.ctypes.data, bits.ctypes.data
+    out_addr, sq_addr = scratch.ctypes.data, sqnorms.ctypes.data
+    tile_bytes = 34 * L * 2
+    for t in range(lo // L, -(-hi // L)):
+        for g in range(G):
+            _tile_dot(c_addr + g * 34 * 4, bits_addr + t * tile_bytes, out_addr + g * L * 4)
+        _tile_sqnorms(c_addr, bits_addr + t * tile_bytes, sq_addr)
+        for l in range(max(lo, t * L) - t * L, min(hi, (t + 1) * L) - t * L):
+            b = (t * L + l - lo) // block
+            for g in range(G):
+                total = sqnorms[l] + c_sq[g]
+                d2 = total - np.float32(2.0) * scratch[g, l] - np.float32(1e-5) * total - np.float32(1e-6)
+                if d2 < near[g, b]:
+                    near[g, b] = d2

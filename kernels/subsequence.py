@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
 from ._backend import (array_module, check_array, check_int, check_lengths, check_number, parallel_map,
                        single_threaded_blas, to_numpy)
 from ._dp_cells import subsequence_cell
+from .search import TILE_ROWS, float32_rows, tile_block_minima
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
 #: the chunk's products (2048 x M float32) stay in a core's L2 cache between GEMM and DP.
@@ -261,7 +264,8 @@ def _best_disjoint(values, starts, k, min_length):
 
 
 def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length: int = 2,
-                    series_lengths=None, prune: bool = False, max_cost: float | None = None):
+                    series_lengths=None, prune: bool = False, max_cost: float | None = None,
+                    rows: tuple[int, int] | None = None, buffer: np.ndarray | None = None):
     """The ``k`` best non-overlapping matches of ``query [M, D]`` in ``series [N, D]``.
 
     DTW with a free start and end in ``series``: every frame of the query is matched, any
@@ -290,14 +294,26 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     ``prune`` (CPU, ``penalty > 0``): the same result without running the DP where no match can be
     among the k best (:func:`_pruned_ends`), for series much longer than the query; a ``max_cost``
     makes it prune more (a rare movement's k-th best match is otherwise any frame's).
+    ``series`` may also be float16 tiles ``[T, D, L]`` (``kernels.to_tiles``, NumPy), of which
+    ``rows`` ``(lo, hi)`` are the series (an archive's vectors, in place): the same result, the
+    frames converted to float32 only where the DP runs (all of them unpruned; into ``buffer``,
+    float32 ``[>= hi - lo, D]``, when given), the pruning's bounds read from the tiles.
     """
     k = check_int(k, "k")
     penalty = check_number(penalty, "penalty", minimum=0.0)
     penalty_sq = _penalty_sq(penalty)
     min_length = check_int(min_length, "min_length")
-    xp = array_module(query, series)
+    if getattr(series, "ndim", 0) == 3:
+        s = _TiledSeries(series, rows, buffer)
+        xp = array_module(query)
+        if xp is not np:
+            raise ValueError("series: tiles [T, D, L] are searched on the CPU; give the GPU rows [N, D]")
+    elif rows is not None or buffer is not None:
+        raise ValueError("rows, buffer: only for a series of tiles [T, D, L]; slice a series [N, D] instead")
+    else:
+        xp = array_module(query, series)
+        s = check_array(series, "series", ndim=(2, 2), xp=xp)
     q = check_array(query, "query", ndim=(2, 2), xp=xp)
-    s = check_array(series, "series", ndim=(2, 2), xp=xp)
     if q.shape[1] != s.shape[1]:
         raise ValueError(f"query [M, {q.shape[1]}] and series [N, {s.shape[1]}]: expected frames "
                          f"of the same dimension D")
@@ -313,14 +329,45 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         ends = _best_disjoint(values, end_start, k, min_length)
         picked = xp.asarray(ends)
         return _results(q, s, to_numpy(end_cost[picked]), to_numpy(end_start[picked]), ends, penalty, xp)
-    q, s = to_numpy(q), to_numpy(s)
+    q, s = to_numpy(q), s if isinstance(s, _TiledSeries) else to_numpy(s)
     if prune and penalty_sq > 0 and N >= PRUNE_MIN_RATIO * M:
         end_cost, end_start = _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap)
     else:
-        end_cost, end_start = _all_ends(q, s, penalty_sq, resets)
+        end_cost, end_start = _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
     end_cost = np.where(end_cost <= cap, end_cost, np.float32(np.inf))
     ends = _best_disjoint(np.sqrt(end_cost) / M, end_start, k, min_length)
     return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
+
+
+class _TiledSeries:
+    """Rows ``[lo, hi)`` of float16 tiles ``[T, D, L]`` as a series: float32 frames on demand."""
+
+    def __init__(self, tiles, rows, buffer):
+        if not isinstance(tiles, np.ndarray) or tiles.dtype != np.float16:
+            raise ValueError(f"series: expected float16 tiles [T, D, L] (NumPy), got "
+                             f"{getattr(tiles, 'dtype', type(tiles).__name__)}")
+        T, D, L = tiles.shape
+        lo, hi = rows if rows is not None else (0, T * L)
+        if not 0 <= lo < hi <= T * L:
+            raise ValueError(f"rows: expected 0 <= lo < hi <= {T * L} (the tiles' rows), got {(lo, hi)}")
+        self.tiles, self.lo, self.buffer = tiles, int(lo), buffer
+        self.shape = (int(hi - lo), D)
+
+    def frames(self, a: int, b: int) -> np.ndarray:
+        """Frames ``[a, b)`` of the series as float32 ``[b - a, D]`` (the whole series into the buffer)."""
+        whole = a == 0 and b == self.shape[0]
+        return float32_rows(self.tiles, self.lo + a, self.lo + b, self.buffer if whole else None)
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """Frames ``index`` (int64) as float32 ``[len(index), D]``."""
+        L = self.tiles.shape[2]
+        at = self.lo + np.asarray(index, np.int64)
+        return self.tiles[at // L, :, at % L].astype(np.float32)
+
+
+def _frames(s, a: int, b: int):
+    """Frames ``[a, b)`` of a series (an array ``[N, D]`` or a :class:`_TiledSeries`) as float32 rows."""
+    return s.frames(a, b) if isinstance(s, _TiledSeries) else s[a:b]
 
 
 def _all_ends(q, s, penalty_sq, resets):
@@ -348,7 +395,21 @@ PRUNE_MAX_SHARE = 0.5
 
 def _clusters(q, count):
     """Query frames grouped around ``count`` centres (k-means from farthest-point seeds):
-    ``(centres [G, D] float64, label [M], radius [M])``, radius the frame's distance to its centre."""
+    ``(centres [G, D] float64, label [M], radius [M])``, radius the frame's distance to its centre
+    (read-only: kept for the next call with the same query, as a search's every batch makes)."""
+    return _clusters_of(np.ascontiguousarray(q).tobytes(), q.shape, q.dtype.str, count)
+
+
+@functools.lru_cache(maxsize=16)
+def _clusters_of(data: bytes, shape: tuple, dtype: str, count: int):
+    q = np.frombuffer(data, dtype).reshape(shape)
+    centres, label, radius = _cluster_frames(q, count)
+    for array in (centres, label, radius):
+        array.flags.writeable = False
+    return centres, label, radius
+
+
+def _cluster_frames(q, count):
     q64 = q.astype(np.float64)
     count = min(count, q.shape[0])
     seeds = [0]
@@ -382,13 +443,28 @@ def _block_minima(products, s_sq, c_sq, block, near):
 
 def _block_nearest(s, centres):
     """``[G, blocks]`` float64: at most the least distance from each centre to a frame of each
-    block of PRUNE_BLOCK series frames (a float32 GEMM per piece of the series, then one pass;
+    block of PRUNE_BLOCK series frames (a float32 GEMM per piece of the series, then one pass; an
+    archive's tiles straight from their float16 bits, ``kernels.search.tile_block_minima``;
     pieces in threads)."""
     N = s.shape[0]
-    c32 = centres.astype(np.float32)
+    c32 = np.ascontiguousarray(centres, np.float32)
     c_sq = np.einsum("ij,ij->i", c32, c32)
     near = np.empty((len(centres), -(-N // PRUNE_BLOCK)), np.float32)
     piece = PRUNE_BLOCK << 11
+    if isinstance(s, _TiledSeries) and s.shape[1] == 34 and s.tiles.shape[2] == TILE_ROWS:
+        bits = s.tiles.view(np.uint16)
+
+        def run_tiles(a):
+            b = min(N, a + piece)
+            first = a // PRUNE_BLOCK
+            tile_block_minima(bits, s.lo + a, s.lo + b, c32, c_sq, PRUNE_BLOCK,
+                              near[:, first:first + -(-(b - a) // PRUNE_BLOCK)],
+                              np.empty((len(c32), TILE_ROWS), np.float32), np.empty(TILE_ROWS, np.float32))
+
+        parallel_map(run_tiles, range(0, N, piece))
+        return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)
+    if isinstance(s, _TiledSeries):
+        s = s.frames(0, N)
 
     def run(a):
         part = s[a:a + piece]
@@ -443,6 +519,10 @@ def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
     levels, G, blocks = spans.shape
     out = np.zeros(blocks, np.bool_)
     for b in range(blocks):
+        # No level can pass if the widest span does without its steps: every level's bound is at
+        # least that (a span's minima only fall as it widens; float sums are monotone).
+        if _cluster_sum(spans[levels - 1], label, radius, b) * (1 - 1e-3) > limit:
+            continue
         for j in range(levels):
             # level j covers matches starting w blocks before b, w in [2^(j-1), 2^j - 1] (j = 0: w = 0)
             steps = 0.0
@@ -475,7 +555,7 @@ def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start):
     writing its ends from ``keep_from`` on into the full-length arrays."""
     def run(window):
         lo, hi, keep_from = window
-        cost, start = _all_ends(q, s[lo:hi], penalty_sq, None if resets is None else resets[lo:hi])
+        cost, start = _all_ends(q, _frames(s, lo, hi), penalty_sq, None if resets is None else resets[lo:hi])
         a = keep_from - lo
         end_cost[keep_from:hi] = cost[a:]
         end_start[keep_from:hi] = start[a:] + lo
@@ -539,12 +619,12 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     threshold = min(cap, float(end_cost[ends].max()) if len(ends) == k else np.inf)
     while True:
         if not np.isfinite(threshold):
-            return _all_ends(q, s, penalty_sq, resets)
+            return _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
         reach = M + int(np.ceil(threshold * (1 + 1e-4) / float(penalty_sq))) + 2
         candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label, radius, M,
                                        float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
         if candidates.mean() > PRUNE_MAX_SHARE:  # the movement is everywhere: no window overhead
-            return _all_ends(q, s, penalty_sq, resets)
+            return _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
         end_cost[:] = np.inf
         _window_ends(q, s, penalty_sq, resets, _windows(candidates, reach, N), end_cost, end_start)
         below = np.where(end_cost <= threshold, end_cost, np.float32(np.inf))
@@ -567,7 +647,7 @@ def _results(q, s, sums, starts, ends, penalty, xp):
     lengths = ends + 1 - starts
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-    frames = to_numpy(s[xp.asarray(index)])
+    frames = s.gather(index) if isinstance(s, _TiledSeries) else to_numpy(s[xp.asarray(index)])
     scale = np.einsum("ij,ij->", q, q) + np.add.reduceat(np.einsum("ij,ij->i", frames, frames), offsets[:-1])
     sums = sums.astype(np.float64)
     inexact = np.flatnonzero(sums < EXACT_BELOW * scale)

@@ -8,7 +8,7 @@ from dtaidistance.subsequence.subsequencealignment import subsequence_alignment
 from conftest import asnumpy
 
 import kernels.subsequence as subsequence_module
-from kernels import subsequence_dtw
+from kernels import subsequence_dtw, to_tiles
 
 
 @pytest.mark.parametrize("penalty", [0.0, 0.1, 0.5])
@@ -393,6 +393,42 @@ def test_pruned_search_finds_the_brute_force_matches(kind):
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[2], want[2])
         np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["planted", "everywhere"])
+def test_a_series_of_tiles_gives_the_rows_matches(kind):
+    """A series given as float16 tiles (an archive's vectors, searched in place), rows (lo, hi) of
+    them not on tile bounds: the matches of the same frames as float32 rows, pruned (the bounds
+    read from the tiles) or not, with tracks, into a buffer or not."""
+    rng = np.random.default_rng(["planted", "everywhere"].index(kind) + 20)
+    for trial in range(4):
+        N, M, k = int(rng.integers(3_000, 30_000)), int(rng.integers(5, 60)), int(rng.integers(1, 12))
+        series = _pose_walk(rng, N)
+        query = _pose_walk(rng, M)
+        if kind == "planted":
+            at = int(rng.integers(0, N - M))
+            series[at:at + M] = query + rng.normal(0, 0.003, (M, 34)).astype(np.float32)
+        else:
+            series = np.tile(query, (N // M + 1, 1))[:N] + rng.normal(0, 0.01, (N, 34)).astype(np.float32)
+        stored = np.concatenate([_pose_walk(rng, 37), series, _pose_walk(rng, 50)]).astype(np.float16)
+        tiles = to_tiles(stored)
+        frames = stored[37:37 + N].astype(np.float32)
+        lengths = None
+        if trial % 2:
+            cuts = np.sort(rng.choice(np.arange(1, N), int(rng.integers(1, 20)), replace=False))
+            lengths = np.diff(np.concatenate([[0], cuts, [N]]))
+        for prune in (True, False):
+            options = dict(k=k, series_lengths=lengths, prune=prune)
+            want = subsequence_dtw(query, frames, **options)
+            buffer = np.empty((N + 5, 34), np.float32) if trial < 2 else None
+            got = subsequence_dtw(query, tiles, rows=(37, 37 + N), buffer=buffer, **options)
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[2], want[2])
+            np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"rows: expected 0 <= lo < hi <= \d+"):
+        subsequence_dtw(query, tiles, rows=(10, 10))
+    with pytest.raises(ValueError, match="only for a series of tiles"):
+        subsequence_dtw(query, frames, rows=(0, 10))
 
 
 def test_pruned_search_skips_most_of_a_long_series(monkeypatch):
