@@ -587,13 +587,14 @@ def _search_tiles(queries, tiles, k: int, metric: str, rows):
     return keys.astype(np.float32), idx
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz", "contract"})
 def tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorms):
     """``near[g, b]`` = the least ``|s_j|^2 + c_sq[g] - 2 centres[g] . s_j`` over the frames j of
     block b (rows ``lo + b * block ...``, ``[lo, hi)``) of float16 tiles ``bits [T, 34, TILE_ROWS]``
     (uint16, C-contiguous), less a margin for float32 rounding (so it stays at most the exact
     squared distance); ``centres [G, 34]`` float32 C-contiguous, ``scratch [G, TILE_ROWS]`` and
-    ``sqnorms [TILE_ROWS]`` float32 scratch. Each tile's products by :data:`_tile_dot`."""
+    ``sqnorms [TILE_ROWS]`` float32 scratch. Each tile's products by :data:`_tile_dot`, then each
+    block's share of the tile reduced (contiguous, vectorized) before ``near`` is touched."""
     G, L = centres.shape[0], bits.shape[2]
     near[:] = np.inf
     c_addr, bits_addr = centres.ctypes.data, bits.ctypes.data
@@ -603,10 +604,16 @@ def tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorms
         for g in range(G):
             _tile_dot(c_addr + g * 34 * 4, bits_addr + t * tile_bytes, out_addr + g * L * 4)
         _tile_sqnorms(c_addr, bits_addr + t * tile_bytes, sq_addr)
-        for l in range(max(lo, t * L) - t * L, min(hi, (t + 1) * L) - t * L):
-            b = (t * L + l - lo) // block
+        first, last = max(lo, t * L) - t * L, min(hi, (t + 1) * L) - t * L
+        while first < last:
+            b = (t * L + first - lo) // block
+            end = min(last, lo + (b + 1) * block - t * L)
             for g in range(G):
-                total = sqnorms[l] + c_sq[g]
-                d2 = total - np.float32(2.0) * scratch[g, l] - np.float32(1e-5) * total - np.float32(1e-6)
-                if d2 < near[g, b]:
-                    near[g, b] = d2
+                least = np.float32(np.inf)
+                for l in range(first, end):
+                    total = sqnorms[l] + c_sq[g]
+                    least = min(least, total - np.float32(2.0) * scratch[g, l] - np.float32(1e-5) * total
+                                - np.float32(1e-6))
+                if least < near[g, b]:
+                    near[g, b] = least
+            first = end

@@ -501,14 +501,28 @@ def _cluster_sums(span, label, radius):
 def _spans(near, window_blocks):
     """The least of ``near [G, blocks]`` over the 2^j blocks ending at each block, for j = 0, 1, ...
     up to the first 2^j > window_blocks: ``[levels, G, blocks]`` (by doubling)."""
-    spans = [near]
-    while (1 << (len(spans) - 1)) <= window_blocks:
-        level, last = 1 << (len(spans) - 1), spans[-1]
-        shifted = np.full_like(last, np.inf)
-        if level < last.shape[1]:
-            shifted[:, level:] = last[:, :-level]
-        spans.append(np.minimum(last, shifted))
-    return np.stack(spans)
+    levels = 1
+    while (1 << (levels - 1)) <= window_blocks:
+        levels += 1
+    spans = np.empty((levels,) + near.shape, near.dtype)
+    spans[0] = near
+    _double_spans(spans)
+    return spans
+
+
+@numba.njit(cache=True, nogil=True)
+def _double_spans(spans):
+    """``spans[j, g, b] = min(spans[j - 1, g, b], spans[j - 1, g, b - 2^(j-1)])`` (inf before the
+    first block), level by level."""
+    levels, G, blocks = spans.shape
+    for j in range(1, levels):
+        shift = 1 << (j - 1)
+        for g in range(G):
+            for b in range(blocks):
+                value = spans[j - 1, g, b]
+                if b >= shift:
+                    value = min(value, spans[j - 1, g, b - shift])
+                spans[j, g, b] = value
 
 
 @numba.njit(cache=True, nogil=True)
