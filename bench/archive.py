@@ -241,6 +241,12 @@ def faiss_times(archive, queries, budget_bytes: int) -> tuple[list[float], int]:
     return times, held
 
 
+def print_clip_row(label, pruned, brute, hits, best) -> None:
+    (pruned50, pruned99), (brute50, brute99) = pruned, brute
+    print(f"{'clip ' + label + ' (90 frames, k=10) p50/p99':34} pruned {pruned50:.3f} / {pruned99:.3f} s, brute "
+          f"force {brute50:.3f} / {brute99:.3f} s: {brute50 / pruned50:.2f}x ({hits} hits, best {best:.1f})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=10.0)
@@ -250,6 +256,7 @@ def main(argv=None) -> int:
     parser.add_argument("--faiss-gb", type=float, default=None,
                         help="GB of float32 vectors faiss may hold (default: half the available memory)")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # each figure as it is measured: a 1,000-hour run is long
 
     from engine.archive import open_archive
     from engine.search import search_archive
@@ -278,22 +285,6 @@ def main(argv=None) -> int:
     faiss_s, held = faiss_times(archive, queries, budget)
     faiss_scaled = [t * built["poses"] / held for t in faiss_s]
 
-    rare = rare_movement(tracks)
-    walk = max(tracks, key=len)
-    clips = {"rare": [_warp(rare[::3], s)[:CLIP_FRAMES] for s in (1.0, 0.8, 1.25)][:args.clip_queries],
-             "everywhere": [_warp(walk[o:o + 60], 1.0)[:CLIP_FRAMES] for o in (0, 20, 40)][:args.clip_queries]}
-    clip_rows = []
-    for label, movement in clips.items():
-        timing = {True: [], False: []}
-        for query in movement:
-            answers = {}
-            for prune in (True, False):
-                start = time.perf_counter()
-                answers[prune] = search_archive(archive, query, k=10, query_fps=FPS, prune=prune)
-                timing[prune].append(time.perf_counter() - start)
-            assert answers[True] == answers[False], f"{label}: pruned and brute force differ"
-        clip_rows.append((label, percentiles(timing[True]), percentiles(timing[False]),
-                          len(answers[True]), answers[True][0]["score"] if answers[True] else None))
     p50, p99 = percentiles(ours)
     f50, f99 = percentiles(faiss_scaled)
     print(f"archive: {built['hours']:g} h, {built['poses']:,} poses, {built['segments']} segments, "
@@ -308,9 +299,22 @@ def main(argv=None) -> int:
         print(f"{'float16 vs float32 vectors':34} {effect[0]} of {10 * len(queries)} moments differ, scores "
               f"{effect[1]:.4f} points apart at most (bar 0.1)")
     print(f"{'read every vector once (floor)':34} {floor:8.3f} s   ours {p50 / floor:.2f}x the floor (target <= 2x)")
-    for label, (pruned50, pruned99), (brute50, brute99), hits, best in clip_rows:
-        print(f"{'clip ' + label + ' (90 frames, k=10) p50/p99':34} pruned {pruned50:.3f} / {pruned99:.3f} s, brute "
-              f"force {brute50:.3f} / {brute99:.3f} s: {brute50 / pruned50:.2f}x ({hits} hits, best {best:.1f})")
+
+    rare = rare_movement(tracks)
+    walk = max(tracks, key=len)
+    clips = {"rare": [_warp(rare[::3], s)[:CLIP_FRAMES] for s in (1.0, 0.8, 1.25)][:args.clip_queries],
+             "everywhere": [_warp(walk[o:o + 60], 1.0)[:CLIP_FRAMES] for o in (0, 20, 40)][:args.clip_queries]}
+    for label, movement in clips.items():
+        timing = {True: [], False: []}
+        for query in movement:
+            answers = {}
+            for prune in (True, False):
+                start = time.perf_counter()
+                answers[prune] = search_archive(archive, query, k=10, query_fps=FPS, prune=prune)
+                timing[prune].append(time.perf_counter() - start)
+            assert answers[True] == answers[False], f"{label}: pruned and brute force differ"
+        print_clip_row(label, percentiles(timing[True]), percentiles(timing[False]), len(answers[True]),
+                       answers[True][0]["score"] if answers[True] else None)
     return 0
 
 

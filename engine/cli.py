@@ -501,7 +501,7 @@ def add_commands(sub) -> None:
     archive = sub.add_parser("archive", help="inspect and maintain an archive")
     archive_sub = archive.add_subparsers(dest="archive_command", required=True)
     for name, text in (("info", "counts and sizes"), ("ls", "the videos"), ("rm", "remove videos"),
-                       ("compact", "merge small segments, drop removed videos' rows"),
+                       ("compact", "merge small segments, drop removed videos' rows, tile row-layout vectors"),
                        ("verify", "check every segment against the catalog's checksums"),
                        ("upgrade", "migrate a format-1 archive to format 2")):
         command = archive_sub.add_parser(name, help=text)

@@ -252,17 +252,12 @@ _tile_sqnorms = _tile_dot_intrinsic(34, TILE_ROWS, square=True)
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _tile_products(queries, tiles, products, sqnorms, acc):
     """``products[q, t * L + l] = queries[q] . row`` (and ``sqnorms`` likewise, when it has room)
-    for float16 tiles given as ``bits [T, D, L]`` uint16 (C-contiguous), converted in registers;
-    ``queries`` C-contiguous float32, ``acc [Q + 1, L]`` float32 scratch. D = 34, L = TILE_ROWS
-    without norms run :data:`_tile_dot`, anything else plain loops."""
+    for float16 tiles given as ``bits [T, D, L]`` uint16, converted as they are read; ``acc
+    [Q + 1, L]`` float32 scratch. Plain loops, for any D and L (an archive's tiles take
+    :func:`_archive_tiles_into`)."""
     T, D, L = tiles.shape
     Q = queries.shape[0]
     norms = sqnorms.shape[0] > 0
-    if D == 34 and L == TILE_ROWS and not norms:
-        for t in range(T):
-            for q in range(Q):
-                _tile_dot(queries[q].ctypes.data, tiles[t].ctypes.data, products[q, t * L:].ctypes.data)
-        return
     for t in range(T):
         acc[:] = 0.0
         for d in range(D):
@@ -575,6 +570,7 @@ def _search_tiles(queries, tiles, k: int, metric: str, rows):
         raise ValueError(f"k={k} for {hi - lo} rows: the {queries.shape[0]} x {k} result would be mostly "
                          f"padding (index -1); ask for k <= the rows searched")
     queries = np.ascontiguousarray(queries, np.float32)
+    tiles = np.ascontiguousarray(tiles)  # the tile kernel reads addresses (a mapped column already is)
     if kk:
         keys, idx = _search_cpu(queries, tiles, kk, use_l2, (int(lo), int(hi)))
     else:
@@ -588,7 +584,7 @@ def _search_tiles(queries, tiles, k: int, metric: str, rows):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz", "contract"})
-def tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorms):
+def _tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorms):
     """``near[g, b]`` = the least ``|s_j|^2 + c_sq[g] - 2 centres[g] . s_j`` over the frames j of
     block b (rows ``lo + b * block ...``, ``[lo, hi)``) of float16 tiles ``bits [T, 34, TILE_ROWS]``
     (uint16, C-contiguous), less a margin for float32 rounding (so it stays at most the exact

@@ -10,7 +10,7 @@ import numpy as np
 from ._backend import (array_module, check_array, check_int, check_lengths, check_number, parallel_map,
                        single_threaded_blas, to_numpy)
 from ._dp_cells import subsequence_cell
-from .search import TILE_ROWS, float32_rows, tile_block_minima
+from .search import TILE_ROWS, _tile_block_minima, float32_rows
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
 #: the chunk's products (2048 x M float32) stay in a core's L2 cache between GEMM and DP.
@@ -350,7 +350,8 @@ class _TiledSeries:
         lo, hi = rows if rows is not None else (0, T * L)
         if not 0 <= lo < hi <= T * L:
             raise ValueError(f"rows: expected 0 <= lo < hi <= {T * L} (the tiles' rows), got {(lo, hi)}")
-        self.tiles, self.lo, self.buffer = tiles, int(lo), buffer
+        # the bounds' tile kernel reads addresses (an archive's mapped column already is contiguous)
+        self.tiles, self.lo, self.buffer = np.ascontiguousarray(tiles), int(lo), buffer
         self.shape = (int(hi - lo), D)
 
     def frames(self, a: int, b: int) -> np.ndarray:
@@ -444,7 +445,7 @@ def _block_minima(products, s_sq, c_sq, block, near):
 def _block_nearest(s, centres):
     """``[G, blocks]`` float64: at most the least distance from each centre to a frame of each
     block of PRUNE_BLOCK series frames (a float32 GEMM per piece of the series, then one pass; an
-    archive's tiles straight from their float16 bits, ``kernels.search.tile_block_minima``;
+    archive's tiles straight from their float16 bits, ``kernels.search._tile_block_minima``;
     pieces in threads)."""
     N = s.shape[0]
     c32 = np.ascontiguousarray(centres, np.float32)
@@ -457,7 +458,7 @@ def _block_nearest(s, centres):
         def run_tiles(a):
             b = min(N, a + piece)
             first = a // PRUNE_BLOCK
-            tile_block_minima(bits, s.lo + a, s.lo + b, c32, c_sq, PRUNE_BLOCK,
+            _tile_block_minima(bits, s.lo + a, s.lo + b, c32, c_sq, PRUNE_BLOCK,
                               near[:, first:first + -(-(b - a) // PRUNE_BLOCK)],
                               np.empty((len(c32), TILE_ROWS), np.float32), np.empty(TILE_ROWS, np.float32))
 
