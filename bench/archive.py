@@ -272,11 +272,14 @@ def main(argv=None) -> int:
     queries = pose_queries(rng, tracks, args.queries)
     search_archive(archive, queries[0], k=10)  # maps the segments and checks their checksums once
     before = anon_bytes()
-    ours = []
-    for query in queries:
-        start = time.perf_counter()
-        search_archive(archive, query, k=10)
-        ours.append(time.perf_counter() - start)
+    # Two passes: in the first the queries may still read the vectors back into the page cache
+    # (an archive larger than memory keeps only part of itself there); the second is the steady state.
+    first, ours = [], []
+    for times in (first, ours):
+        for query in queries:
+            start = time.perf_counter()
+            search_archive(archive, query, k=10)
+            times.append(time.perf_counter() - start)
     query_anon = anon_bytes() - before
     floor = min(read_floor(archive) for _ in range(3))
     available = int(next(line for line in open("/proc/meminfo") if line.startswith("MemAvailable")).split()[1]) * 1024
@@ -291,7 +294,8 @@ def main(argv=None) -> int:
           f"{built['bytes'] / 1e9:.1f} GB ({built['bytes_per_pose']:.0f} bytes per pose)")
     print(f"{'build (no model)':34} {built['poses_per_s'] / 1e6:8.2f} M poses/s")
     print(f"{'open':34} {open_s:8.3f} s, {open_anon / 1e6:.1f} MB anonymous (targets < 1 s, < 1 GB)")
-    print(f"{'pose query p50 / p99 (k=10)':34} {p50:8.3f} / {p99:.3f} s, anonymous memory +{query_anon / 1e6:.0f} MB")
+    print(f"{'pose query p50 / p99 (k=10)':34} {p50:8.3f} / {p99:.3f} s, anonymous memory +{query_anon / 1e6:.0f} MB "
+          f"(first pass {percentiles(first)[0]:.3f} / {percentiles(first)[1]:.3f} s)")
     scaled = "" if held == built["poses"] else f" (held {held:,} poses, scaled)"
     print(f"{'faiss IndexFlatIP f32 p50 / p99':34} {f50:8.3f} / {f99:.3f} s{scaled}   ours/faiss {f50 / p50:.2f}x "
           f"(target >= 1x)")
