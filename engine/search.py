@@ -345,12 +345,11 @@ class _ClipSeries:
         self.buffer: np.ndarray | None = None
 
     def __call__(self, segment: MappedSegment, lo: int, hi: int) -> tuple:
-        cp = _gpu()
-        if cp is not None:
-            return DEVICE_VECTORS.get(cp, segment)[lo:hi].astype(np.float32), {}
+        stored = _vectors(segment)
+        if _gpu() is not None:
+            return stored[lo:hi].astype(np.float32), {}
         if self.buffer is None or self.buffer.shape[0] < hi - lo:
             self.buffer = np.empty((hi - lo, 2 * NUM_KEYPOINTS), np.float32)
-        stored = segment.column("vectors")
         if stored.ndim == 3:
             return stored, {"rows": (lo, hi), "buffer": self.buffer}
         return kernels.float32_rows(stored, lo, hi, self.buffer), {}

@@ -517,25 +517,35 @@ def search_topk(queries, base, k: int, metric: str = "ip", rows: tuple[int, int]
     k = check_int(k, "k")
     xp = array_module(queries, base)
     queries = check_array(queries, "queries", ndim=(2, 2), xp=xp)
-    if getattr(base, "ndim", 0) == 3:
-        return _search_tiles(queries, base, k, metric, rows)
-    if rows is not None:
+    tiled = getattr(base, "ndim", 0) == 3
+    if tiled:
+        base, rows = _check_tiles(queries, base, rows)
+        N = rows[1] - rows[0]
+    elif rows is not None:
         raise ValueError("rows: only for a tiled base [T, D, L]; slice a base [N, D] instead")
-    # A float16/float32 base (possibly a memmap of 100M rows) is used as it is, chunk by chunk:
-    # converting or NaN-scanning it up front would cost a full extra pass over it.
-    streamable = (getattr(base, "ndim", 0) == 2 and getattr(base, "dtype", None) in (np.float16, np.float32)
-                  and is_gpu_array(base) == (xp is not np) and base.shape[0] > 0)
-    if not streamable:
-        base = check_array(base, "base", ndim=(2, 2), xp=xp)
-    if base.shape[1] != queries.shape[1]:
-        raise ValueError(f"queries [Q, {queries.shape[1]}] and base [N, {base.shape[1]}]: "
-                         f"expected the same dimension D")
+    else:
+        # A float16/float32 base (possibly a memmap of 100M rows) is used as it is, chunk by chunk:
+        # converting or NaN-scanning it up front would cost a full extra pass over it.
+        streamable = (getattr(base, "ndim", 0) == 2 and getattr(base, "dtype", None) in (np.float16, np.float32)
+                      and is_gpu_array(base) == (xp is not np) and base.shape[0] > 0)
+        if not streamable:
+            base = check_array(base, "base", ndim=(2, 2), xp=xp)
+        if base.shape[1] != queries.shape[1]:
+            raise ValueError(f"queries [Q, {queries.shape[1]}] and base [N, {base.shape[1]}]: "
+                             f"expected the same dimension D")
+        N = base.shape[0]
     use_l2 = metric == "l2"
-    kk = int(min(k, base.shape[0]))
+    kk = int(min(k, N))
     if (k - kk) * queries.shape[0] > MAX_PADDING:
-        raise ValueError(f"k={k} for a base of N={base.shape[0]} rows: the {queries.shape[0]} x {k} result "
+        raise ValueError(f"k={k} for a base of N={N} rows: the {queries.shape[0]} x {k} result "
                          f"would be mostly padding (index -1); ask for k <= N")
-    if is_gpu_array(queries):
+    if tiled:
+        queries = np.ascontiguousarray(queries, np.float32)
+        if kk:
+            keys, idx = _search_cpu(queries, base, kk, use_l2, rows)
+        else:
+            keys, idx = np.empty((queries.shape[0], 0), np.float32), np.empty((queries.shape[0], 0), np.int64)
+    elif is_gpu_array(queries):
         from ._cuda_kernels import GPU_MAX_DIM, GPU_MAX_K
 
         if kk > GPU_MAX_K or queries.shape[1] > GPU_MAX_DIM:
@@ -553,7 +563,9 @@ def search_topk(queries, base, k: int, metric: str = "ip", rows: tuple[int, int]
     return keys.astype(xp.float32), idx
 
 
-def _search_tiles(queries, tiles, k: int, metric: str, rows):
+def _check_tiles(queries, tiles, rows) -> tuple[np.ndarray, tuple[int, int]]:
+    """A tiled base (C-contiguous: the tile kernel reads addresses; a mapped column already is)
+    and its rows ``(lo, hi)``, or ValueError naming what is wrong."""
     if is_gpu_array(queries) or is_gpu_array(tiles):
         raise ValueError("a tiled base is searched on the CPU; give the GPU rows [N, D] (from_tiles)")
     if tiles.dtype != np.float16:
@@ -564,23 +576,7 @@ def _search_tiles(queries, tiles, k: int, metric: str, rows):
         raise ValueError(f"rows: expected 0 <= lo <= hi <= {T * L} (the tiles' rows), got {(lo, hi)}")
     if D != queries.shape[1]:
         raise ValueError(f"queries [Q, {queries.shape[1]}] and tiles [T, {D}, L]: expected the same dimension D")
-    use_l2 = metric == "l2"
-    kk = int(min(k, hi - lo))
-    if (k - kk) * queries.shape[0] > MAX_PADDING:
-        raise ValueError(f"k={k} for {hi - lo} rows: the {queries.shape[0]} x {k} result would be mostly "
-                         f"padding (index -1); ask for k <= the rows searched")
-    queries = np.ascontiguousarray(queries, np.float32)
-    tiles = np.ascontiguousarray(tiles)  # the tile kernel reads addresses (a mapped column already is)
-    if kk:
-        keys, idx = _search_cpu(queries, tiles, kk, use_l2, (int(lo), int(hi)))
-    else:
-        keys, idx = np.empty((queries.shape[0], 0), np.float32), np.empty((queries.shape[0], 0), np.int64)
-    if kk < k:
-        keys = np.concatenate([keys, np.full((keys.shape[0], k - kk), -np.inf, np.float32)], 1)
-        idx = np.concatenate([idx, np.full((idx.shape[0], k - kk), -1, np.int64)], 1)
-    if use_l2:
-        keys = np.maximum((queries * queries).sum(axis=1, keepdims=True) - keys, 0.0)
-    return keys.astype(np.float32), idx
+    return np.ascontiguousarray(tiles), (int(lo), int(hi))
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz", "contract"})
