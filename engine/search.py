@@ -23,10 +23,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 import kernels
-from kernels._backend import cupy_or_none, to_numpy
+from kernels._backend import cupy_or_none, parallel_map, to_numpy
 from kernels.scoring import distance_for_score
 from kernels.skeleton import NUM_KEYPOINTS
 
@@ -233,17 +234,7 @@ def pose_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
     if total == 0:
         return [], 0
     q_vec, _ = kernels.normalize(query)
-    keys, owners = [], []
-    for number, run in enumerate(runs):
-        c = min(count, run.hi - run.lo)
-        base = _vectors(run.segment)
-        rows = {"rows": (run.lo, run.hi)} if base.ndim == 3 else {}
-        scores, idx = (to_numpy(a) for a in kernels.search_topk(
-            _on_device(q_vec[None]), base if rows else base[run.lo:run.hi], c, "ip", **rows))
-        good = idx[0] >= 0
-        keys.append(scores[0][good].astype(np.float32))
-        owners.append(np.stack([np.full(good.sum(), number), run.lo + idx[0][good]], 1))
-    keys, owners = np.concatenate(keys), np.concatenate(owners)
+    keys, owners = _scan_runs(q_vec, runs, count)
     segment_ids = np.array([runs[n].segment.info.id for n in owners[:, 0]], np.int64)
     best = np.lexsort((owners[:, 1], segment_ids, -keys))[:count]
     rows = owners[best]
@@ -261,6 +252,54 @@ def pose_candidates(archive: Archive, query: np.ndarray, count: int, *, where: S
         hit["key"] = float(keys[best[n]])
         hits.append(hit)
     return hits, total
+
+
+#: A CPU pose scan is cut into at least this many pieces a thread (fewer where pieces would be
+#: under PIECE_MIN_ROWS), scanned on the kernels' threads one piece each.
+PIECES_PER_THREAD = 4
+PIECE_MIN_ROWS = 1 << 18
+
+
+def _pieces(runs: list[_Run], threads: int) -> list[tuple[int, int, int]]:
+    """``(run number, lo, hi)`` covering every run's rows, each piece at most an even share of
+    ``PIECES_PER_THREAD x threads`` (at least PIECE_MIN_ROWS rows), cut on tile boundaries."""
+    total = sum(r.hi - r.lo for r in runs)
+    most = max(PIECE_MIN_ROWS, -(-total // (PIECES_PER_THREAD * threads)))
+    most = -(-most // kernels.TILE_ROWS) * kernels.TILE_ROWS
+    pieces = []
+    for number, run in enumerate(runs):
+        lo = run.lo
+        while lo < run.hi:
+            hi = min(run.hi, (lo // kernels.TILE_ROWS * kernels.TILE_ROWS) + most)
+            pieces.append((number, lo, hi))
+            lo = hi
+    return pieces
+
+
+def _scan_runs(q_vec: np.ndarray, runs: list[_Run], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``count`` (at least) inner products of ``q_vec [34]`` in each piece of ``runs``'
+    rows: keys float32 ``[n]`` and owners int64 ``[n, 2]`` (run number, row). On the CPU the
+    pieces (:func:`_pieces`) go to the kernels' threads, each scanned by one thread: one handoff
+    a piece, not one a segment, and no thread idle while another finishes a long segment. On a
+    GPU, one ``search_topk`` a run."""
+    on_gpu = _gpu() is not None
+    query = _on_device(q_vec[None])
+
+    def scan(piece):
+        number, lo, hi = piece
+        base = _vectors(runs[number].segment)
+        rows = {"rows": (lo, hi)} if base.ndim == 3 else {}
+        scores, idx = (to_numpy(a) for a in kernels.search_topk(
+            query, base if rows else base[lo:hi], min(count, hi - lo), "ip", **rows))
+        good = idx[0] >= 0
+        return scores[0][good].astype(np.float32), np.stack([np.full(good.sum(), number), lo + idx[0][good]], 1)
+
+    if on_gpu:
+        parts = [scan((number, run.lo, run.hi)) for number, run in enumerate(runs)]
+    else:
+        threads = numba.get_num_threads()
+        parts = parallel_map(scan, _pieces(runs, threads), threads)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def pose_moments(candidates: list[dict], count: int, k: int, min_gap: float = MOMENT_GAP_S,

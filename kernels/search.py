@@ -209,25 +209,28 @@ def _untile_half(bits, lo, hi, out):
 
 
 def _tile_dot_intrinsic(D: int, L: int, square: bool = False):
-    """An intrinsic ``f(query, tile, out)`` (addresses: float32 ``[D]``, float16 ``[D, L]``,
-    float32 ``[L]``) writing ``out[l] = query . tile[:, l]`` (``square``: ``tile[:, l] . tile[:, l]``,
-    the query unread): the whole tile unrolled into L / 8 accumulators of eight float32 lanes
-    (vector registers), each float16 row of 8 converted by one ``fpext`` (F16C's vcvtph2ps).
-    Numba's own loops keep such accumulators in memory."""
+    """An intrinsic ``f(query, tile, out) -> float32`` (addresses: float32 ``[D]``, float16
+    ``[D, L]``, float32 ``[L]``) writing ``out[l] = query . tile[:, l]`` (``square``: ``tile[:, l] .
+    tile[:, l]``, the query unread) and returning the largest of them: the whole tile unrolled into
+    L / 8 accumulators of eight float32 lanes (vector registers), each float16 row of 8 converted by
+    one ``fpext`` (F16C's vcvtph2ps). Numba's own loops keep such accumulators in memory. The
+    maximum (vector instructions, in registers) lets a caller skip a tile none of whose products
+    can enter its top-k without looking at them one by one."""
     @intrinsic
     def tile_dot(typingctx, query, tile, out):
         def codegen(context, builder, signature, args):
+            width = 8
             f32, i32 = ir.FloatType(), ir.IntType(32)
-            v8f, v8h = ir.VectorType(f32, 8), ir.VectorType(ir.HalfType(), 8)
+            vf, vh = ir.VectorType(f32, width), ir.VectorType(ir.HalfType(), width)
             q_ptr = builder.inttoptr(args[0], f32.as_pointer())
-            tile_ptr = builder.inttoptr(args[1], v8h.as_pointer())
-            out_ptr = builder.inttoptr(args[2], v8f.as_pointer())
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8f, [v8f] * 3),
-                                                     "llvm.fmuladd.v8f32")
-            lanes = L // 8
-            undef = ir.Constant(v8f, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
-            accs = [ir.Constant(v8f, [0.0] * 8)] * lanes
+            tile_ptr = builder.inttoptr(args[1], vh.as_pointer())
+            out_ptr = builder.inttoptr(args[2], vf.as_pointer())
+            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf] * 3),
+                                                     f"llvm.fmuladd.v{width}f32")
+            lanes = L // width
+            undef = ir.Constant(vf, ir.Undefined)
+            broadcast = ir.Constant(ir.VectorType(i32, width), [0] * width)
+            accs = [ir.Constant(vf, [0.0] * width)] * lanes
             for d in range(D):
                 if not square:
                     value = builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4)
@@ -235,18 +238,44 @@ def _tile_dot_intrinsic(D: int, L: int, square: bool = False):
                                                   broadcast)
                 for j in range(lanes):
                     bits = builder.load(builder.gep(tile_ptr, [ir.Constant(i32, d * lanes + j)]), align=2)
-                    x = builder.fpext(bits, v8f)
+                    x = builder.fpext(bits, vf)
                     accs[j] = builder.call(fmuladd, [x, x if square else wide, accs[j]])
             for j in range(lanes):
                 builder.store(accs[j], builder.gep(out_ptr, [ir.Constant(i32, j)]), align=4)
-            return context.get_dummy_value()
-        return numba.types.void(numba.types.uintp, numba.types.uintp, numba.types.uintp), codegen
+            largest = accs[0]
+            for j in range(1, lanes):
+                largest = builder.select(builder.fcmp_ordered(">", accs[j], largest), accs[j], largest)
+            reduce_max = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vf]),
+                                                        f"llvm.vector.reduce.fmax.v{width}f32")
+            return builder.call(reduce_max, [largest])
+        return numba.types.float32(numba.types.uintp, numba.types.uintp, numba.types.uintp), codegen
     return tile_dot
+
+
+def _prefetch_intrinsic(nbytes: int):
+    """An intrinsic ``f(address)`` asking the CPU to bring the ``nbytes`` from ``address`` into its
+    caches (one ``llvm.prefetch`` a 64-byte line; a hint: it never faults, even past a mapping).
+    A scan that prefetches the next tile while it computes this one keeps more reads in flight
+    than the hardware prefetcher does on its own."""
+    @intrinsic
+    def prefetch(typingctx, address):
+        def codegen(context, builder, signature, args):
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            hint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                  "llvm.prefetch.p0i8")
+            start = builder.inttoptr(args[0], i8p)
+            for offset in range(0, nbytes, 64):  # read, keep in all levels, data cache
+                builder.call(hint, [builder.gep(start, [ir.Constant(i32, offset)]), ir.Constant(i32, 0),
+                                    ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+        return numba.types.void(numba.types.uintp), codegen
+    return prefetch
 
 
 #: The vectors of an archive: 17 keypoints' (x, y), TILE_ROWS rows a tile.
 _tile_dot = _tile_dot_intrinsic(34, TILE_ROWS)
 _tile_sqnorms = _tile_dot_intrinsic(34, TILE_ROWS, square=True)
+_prefetch_tile = _prefetch_intrinsic(34 * TILE_ROWS * 2)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -312,7 +341,10 @@ def _archive_tiles_into(queries, bits, t0, t1, row0, keys, idx, scratch, heap):
     for q in range(Q):
         worst = keys[q, 0] if heap else keys[q, k - 1]
         for t in range(t0, t1):
-            _tile_dot(q_addr + q * 34 * 4, bits_addr + t * tile_bytes, out_addr)
+            if t + 1 < t1:
+                _prefetch_tile(bits_addr + (t + 1) * tile_bytes)
+            if _tile_dot(q_addr + q * 34 * 4, bits_addr + t * tile_bytes, out_addr) <= worst:
+                continue
             for j in range(TILE_ROWS):
                 v = scratch[0, j]
                 if v > worst:
@@ -592,7 +624,10 @@ def _tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorm
     c_addr, bits_addr = centres.ctypes.data, bits.ctypes.data
     out_addr, sq_addr = scratch.ctypes.data, sqnorms.ctypes.data
     tile_bytes = 34 * L * 2
-    for t in range(lo // L, -(-hi // L)):
+    last_tile = -(-hi // L)
+    for t in range(lo // L, last_tile):
+        if t + 1 < last_tile:
+            _prefetch_tile(bits_addr + (t + 1) * tile_bytes)
         for g in range(G):
             _tile_dot(c_addr + g * 34 * 4, bits_addr + t * tile_bytes, out_addr + g * L * 4)
         _tile_sqnorms(c_addr, bits_addr + t * tile_bytes, sq_addr)

@@ -148,6 +148,38 @@ def test_pose_hits_are_moments_and_filters_hold(tmp_path):
     assert len(gapless) == 10 and all(29 <= h["start_frame"] <= 90 for h in gapless)
 
 
+@pytest.mark.parametrize("where", [SearchFilter(), SearchFilter(video="v1*")])
+def test_pose_candidates_scanned_in_pieces_equal_brute_force(tmp_path, monkeypatch, where):
+    """Two videos in one segment (the second's rows start inside a tile), a pose scan cut into
+    pieces of 64 rows on the kernels' threads: the same candidates as one piece a run, and the
+    best inner products of the float32 rows, exactly ordered by (key, segment, row)."""
+    rng = np.random.default_rng(12)
+    videos = []
+    for number, length in enumerate((1001, 777)):
+        poses, frames = _walks(rng, 1, length), np.arange(length)
+        videos.append(archive_io.VideoRows(f"{number:032x}", f"v{number}.mp4", poses, frames, frames / 30.0,
+                                           np.zeros(length, np.int32), {"fps": 30.0}))
+    archive_io.add_videos(tmp_path, videos)
+    archive = open_archive(tmp_path)
+    query = videos[1].poses[300] + rng.normal(0, 2, (17, 3)).astype(np.float32) * [1, 1, 0]
+    whole, total = search_module.pose_candidates(archive, query, 200, where=where)
+    monkeypatch.setattr(search_module, "PIECE_MIN_ROWS", 64)
+    monkeypatch.setattr(search_module, "PIECES_PER_THREAD", 1000)
+    runs = search_module._runs(archive, where.videos(archive))
+    assert len(search_module._pieces(runs, 2)) >= total // 64
+    cut, cut_total = search_module.pose_candidates(archive, query, 200, where=where)
+    assert cut == whole and cut_total == total == (1778 if where.video is None else 777)
+
+    q_vec, _ = kernels.normalize(query)
+    segment = archive.segment(runs[0].segment.info.id)
+    lo = runs[0].lo
+    rows = np.asarray(kernels.float32_rows(segment.column("vectors"), lo, lo + total), np.float64)
+    keys = rows @ q_vec.astype(np.float64)
+    best = np.argsort(-keys, kind="stable")[:200]
+    np.testing.assert_allclose([h["key"] for h in cut], keys[best], atol=1e-5)
+    assert len({h["row"] for h in cut} ^ set((lo + best).tolist())) <= 2  # a near-tie at the 200th may swap
+
+
 def test_removed_videos_are_not_found_and_compaction_keeps_answers(many_tracks, tmp_path):
     """Remove a video: its rows stay in its segment, unread; compact: one segment, same answers."""
     _, query, _, stored = many_tracks
