@@ -208,48 +208,91 @@ def _untile_half(bits, lo, hi, out):
                 out[row, d] = tile[d, l]
 
 
+def _tile_accumulators(builder, query, tile, D: int, L: int, square: bool) -> list:
+    """IR: the L / 8 accumulators (``<8 x float>``, in registers) of ``query . tile[:, l]`` for a
+    float16 tile ``[D, L]`` at address ``tile`` and a float32 query ``[D]`` at ``query``
+    (``square``: ``tile[:, l] . tile[:, l]``, the query unread), each float16 run of 8 converted
+    by one ``fpext`` (F16C's vcvtph2ps) and folded in by one fused multiply-add."""
+    f32, i32 = ir.FloatType(), ir.IntType(32)
+    vf, vh = ir.VectorType(f32, 8), ir.VectorType(ir.HalfType(), 8)
+    q_ptr = builder.inttoptr(query, f32.as_pointer())
+    tile_ptr = builder.inttoptr(tile, vh.as_pointer())
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf] * 3), "llvm.fmuladd.v8f32")
+    lanes = L // 8
+    undef = ir.Constant(vf, ir.Undefined)
+    accs = [ir.Constant(vf, [0.0] * 8)] * lanes
+    for d in range(D):
+        if not square:
+            value = builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4)
+            wide = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef,
+                                          ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        for j in range(lanes):
+            x = builder.fpext(builder.load(builder.gep(tile_ptr, [ir.Constant(i32, d * lanes + j)]), align=2), vf)
+            accs[j] = builder.call(fmuladd, [x, x if square else wide, accs[j]])
+    return accs
+
+
+def _least(builder, vectors: list, largest: bool = False):
+    """IR: the least (``largest``: the greatest) float of ``<8 x float>`` vectors."""
+    f32 = ir.FloatType()
+    best = vectors[0]
+    for vector in vectors[1:]:
+        best = builder.select(builder.fcmp_ordered(">" if largest else "<", vector, best), vector, best)
+    reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [ir.VectorType(f32, 8)]),
+                                            "llvm.vector.reduce.fmax.v8f32" if largest else
+                                            "llvm.vector.reduce.fmin.v8f32")
+    return builder.call(reduce, [best])
+
+
 def _tile_dot_intrinsic(D: int, L: int, square: bool = False):
     """An intrinsic ``f(query, tile, out) -> float32`` (addresses: float32 ``[D]``, float16
     ``[D, L]``, float32 ``[L]``) writing ``out[l] = query . tile[:, l]`` (``square``: ``tile[:, l] .
-    tile[:, l]``, the query unread) and returning the largest of them: the whole tile unrolled into
-    L / 8 accumulators of eight float32 lanes (vector registers), each float16 row of 8 converted by
-    one ``fpext`` (F16C's vcvtph2ps). Numba's own loops keep such accumulators in memory. The
-    maximum (vector instructions, in registers) lets a caller skip a tile none of whose products
-    can enter its top-k without looking at them one by one."""
+    tile[:, l]``, the query unread) and returning the largest of them (:func:`_tile_accumulators`;
+    numba's own loops keep such accumulators in memory). The largest lets a caller skip a tile none
+    of whose products can enter its top-k without looking at them one by one."""
     @intrinsic
     def tile_dot(typingctx, query, tile, out):
         def codegen(context, builder, signature, args):
-            width = 8
-            f32, i32 = ir.FloatType(), ir.IntType(32)
-            vf, vh = ir.VectorType(f32, width), ir.VectorType(ir.HalfType(), width)
-            q_ptr = builder.inttoptr(args[0], f32.as_pointer())
-            tile_ptr = builder.inttoptr(args[1], vh.as_pointer())
-            out_ptr = builder.inttoptr(args[2], vf.as_pointer())
-            fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf] * 3),
-                                                     f"llvm.fmuladd.v{width}f32")
-            lanes = L // width
-            undef = ir.Constant(vf, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(i32, width), [0] * width)
-            accs = [ir.Constant(vf, [0.0] * width)] * lanes
-            for d in range(D):
-                if not square:
-                    value = builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4)
-                    wide = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef,
-                                                  broadcast)
-                for j in range(lanes):
-                    bits = builder.load(builder.gep(tile_ptr, [ir.Constant(i32, d * lanes + j)]), align=2)
-                    x = builder.fpext(bits, vf)
-                    accs[j] = builder.call(fmuladd, [x, x if square else wide, accs[j]])
-            for j in range(lanes):
-                builder.store(accs[j], builder.gep(out_ptr, [ir.Constant(i32, j)]), align=4)
-            largest = accs[0]
-            for j in range(1, lanes):
-                largest = builder.select(builder.fcmp_ordered(">", accs[j], largest), accs[j], largest)
-            reduce_max = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vf]),
-                                                        f"llvm.vector.reduce.fmax.v{width}f32")
-            return builder.call(reduce_max, [largest])
+            accs = _tile_accumulators(builder, args[0], args[1], D, L, square)
+            out_ptr = builder.inttoptr(args[2], ir.VectorType(ir.FloatType(), 8).as_pointer())
+            for j, acc in enumerate(accs):
+                builder.store(acc, builder.gep(out_ptr, [ir.Constant(ir.IntType(32), j)]), align=4)
+            return _least(builder, accs, largest=True)
         return numba.types.float32(numba.types.uintp, numba.types.uintp, numba.types.uintp), codegen
     return tile_dot
+
+
+def _tile_half_minima_intrinsic(D: int, L: int):
+    """An intrinsic ``f(centre, tile, sqnorms, c_sq, out)`` (addresses: float32 ``[D]``, float16
+    ``[D, L]``, float32 ``[L]`` (the tile's rows' squared norms), float32 ``[2]``; ``c_sq`` the
+    centre's squared norm) writing to ``out[h]`` the least over the rows l of half h of the tile
+    of ``total - 2 centre . row_l - 1e-5 total - 1e-6``, ``total = sqnorms[l] + c_sq``: a lower
+    bound on the squared distance from the centre to each row (the margin covers float32's
+    rounding), reduced in registers."""
+    @intrinsic
+    def half_minima(typingctx, centre, tile, sqnorms, c_sq, out):
+        def codegen(context, builder, signature, args):
+            f32, i32 = ir.FloatType(), ir.IntType(32)
+            vf = ir.VectorType(f32, 8)
+            accs = _tile_accumulators(builder, args[0], args[1], D, L, False)
+            sq_ptr = builder.inttoptr(args[2], vf.as_pointer())
+            out_ptr = builder.inttoptr(args[4], f32.as_pointer())
+            undef = ir.Constant(vf, ir.Undefined)
+            c_sq = builder.shuffle_vector(builder.insert_element(undef, args[3], ir.Constant(i32, 0)), undef,
+                                          ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            two, relative, absolute = (ir.Constant(vf, [v] * 8) for v in (2.0, 1.0 - 1e-5, 1e-6))
+            bounds = []
+            for j, acc in enumerate(accs):
+                total = builder.fadd(builder.load(builder.gep(sq_ptr, [ir.Constant(i32, j)]), align=4), c_sq)
+                bounds.append(builder.fsub(builder.fsub(builder.fmul(total, relative), builder.fmul(acc, two)),
+                                           absolute))
+            half = len(bounds) // 2
+            for h, part in enumerate((bounds[:half], bounds[half:])):
+                builder.store(_least(builder, part), builder.gep(out_ptr, [ir.Constant(i32, h)]), align=4)
+            return context.get_dummy_value()
+        return numba.types.void(numba.types.uintp, numba.types.uintp, numba.types.uintp, numba.types.float32,
+                                numba.types.uintp), codegen
+    return half_minima
 
 
 def _prefetch_intrinsic(nbytes: int):
@@ -275,6 +318,7 @@ def _prefetch_intrinsic(nbytes: int):
 #: The vectors of an archive: 17 keypoints' (x, y), TILE_ROWS rows a tile.
 _tile_dot = _tile_dot_intrinsic(34, TILE_ROWS)
 _tile_sqnorms = _tile_dot_intrinsic(34, TILE_ROWS, square=True)
+_tile_half_minima = _tile_half_minima_intrinsic(34, TILE_ROWS)
 _prefetch_tile = _prefetch_intrinsic(34 * TILE_ROWS * 2)
 
 
@@ -611,36 +655,38 @@ def _check_tiles(queries, tiles, rows) -> tuple[np.ndarray, tuple[int, int]]:
     return np.ascontiguousarray(tiles), (int(lo), int(hi))
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz", "contract"})
+@numba.njit(cache=True, nogil=True)
 def _tile_block_minima(bits, lo, hi, centres, c_sq, block, near, scratch, sqnorms):
-    """``near[g, b]`` = the least ``|s_j|^2 + c_sq[g] - 2 centres[g] . s_j`` over the frames j of
-    block b (rows ``lo + b * block ...``, ``[lo, hi)``) of float16 tiles ``bits [T, 34, TILE_ROWS]``
-    (uint16, C-contiguous), less a margin for float32 rounding (so it stays at most the exact
-    squared distance); ``centres [G, 34]`` float32 C-contiguous, ``scratch [G, TILE_ROWS]`` and
-    ``sqnorms [TILE_ROWS]`` float32 scratch. Each tile's products by :data:`_tile_dot`, then each
-    block's share of the tile reduced (contiguous, vectorized) before ``near`` is touched."""
+    """``near[g, b]`` at most the least ``|s_j|^2 + c_sq[g] - 2 centres[g] . s_j`` over the frames
+    j of block b (rows ``lo + b * block ...``, within ``[lo, hi)``) of float16 tiles ``bits [T, 34,
+    TILE_ROWS]`` (uint16, C-contiguous), less a margin for float32 rounding (so it stays at most
+    the exact squared distance); ``centres [G, 34]`` float32 C-contiguous, ``scratch [G, 2]`` and
+    ``sqnorms [TILE_ROWS]`` float32 scratch. Each tile's norms by :data:`_tile_sqnorms`, then for
+    each centre the least over each half of the tile (:data:`_tile_half_minima`, in registers),
+    which goes to every block the half overlaps: a block's bound is then the least over the
+    halves that hold its rows, a superset of them where blocks and halves are not aligned (a
+    lower bound still, at most a half wider on each side)."""
     G, L = centres.shape[0], bits.shape[2]
+    half, blocks = L // 2, near.shape[1]
     near[:] = np.inf
     c_addr, bits_addr = centres.ctypes.data, bits.ctypes.data
     out_addr, sq_addr = scratch.ctypes.data, sqnorms.ctypes.data
     tile_bytes = 34 * L * 2
     last_tile = -(-hi // L)
     for t in range(lo // L, last_tile):
+        tile = bits_addr + t * tile_bytes
         if t + 1 < last_tile:
-            _prefetch_tile(bits_addr + (t + 1) * tile_bytes)
+            _prefetch_tile(tile + tile_bytes)
+        _tile_sqnorms(c_addr, tile, sq_addr)
         for g in range(G):
-            _tile_dot(c_addr + g * 34 * 4, bits_addr + t * tile_bytes, out_addr + g * L * 4)
-        _tile_sqnorms(c_addr, bits_addr + t * tile_bytes, sq_addr)
-        first, last = max(lo, t * L) - t * L, min(hi, (t + 1) * L) - t * L
-        while first < last:
-            b = (t * L + first - lo) // block
-            end = min(last, lo + (b + 1) * block - t * L)
-            for g in range(G):
-                least = np.float32(np.inf)
-                for l in range(first, end):
-                    total = sqnorms[l] + c_sq[g]
-                    least = min(least, total - np.float32(2.0) * scratch[g, l] - np.float32(1e-5) * total
-                                - np.float32(1e-6))
-                if least < near[g, b]:
-                    near[g, b] = least
-            first = end
+            _tile_half_minima(c_addr + g * 34 * 4, tile, sq_addr, c_sq[g], out_addr + g * 8)
+        for h in range(2):
+            first = t * L + h * half - lo  # the half's rows from lo, clipped to [lo, hi)
+            first, end = max(0, first), min(first + half, hi - lo)
+            if first >= end:
+                continue
+            for b in range(first // block, min(blocks - 1, (end - 1) // block) + 1):
+                for g in range(G):
+                    value = scratch[g, h]
+                    if value < near[g, b]:
+                        near[g, b] = value

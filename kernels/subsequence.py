@@ -460,7 +460,7 @@ def _block_nearest(s, centres):
             first = a // PRUNE_BLOCK
             _tile_block_minima(bits, s.lo + a, s.lo + b, c32, c_sq, PRUNE_BLOCK,
                               near[:, first:first + -(-(b - a) // PRUNE_BLOCK)],
-                              np.empty((len(c32), TILE_ROWS), np.float32), np.empty(TILE_ROWS, np.float32))
+                              np.empty((len(c32), 2), np.float32), np.empty(TILE_ROWS, np.float32))
 
         parallel_map(run_tiles, range(0, N, piece))
         return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)

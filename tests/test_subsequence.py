@@ -462,3 +462,28 @@ def test_max_cost_keeps_the_greedy_prefix_and_prunes_alike():
         assert sorted(starts.tolist()) == [7_000, 41_000] and (costs <= cap).all()
         np.testing.assert_array_equal(starts, uncapped[1][:2])
     assert subsequence_dtw(query, series, k=3, max_cost=0.0)[0].size == 0
+
+
+@pytest.mark.parametrize("rows", [(0, 5000), (37, 4001), (64, 4101), (5, 6)])
+def test_bounds_from_tiles_are_lower_bounds_at_most_a_half_tile_wider(rows):
+    """The pruning's per-block distances from the query's cluster centres, computed from float16
+    tiles in place, are at most the exact least distance over each block's frames, and at least
+    the least over the block widened to the 32-row halves of tiles that hold it (rows off tile
+    and block boundaries, the zero padding of the last tile included)."""
+    rng = np.random.default_rng(rows[0])
+    stored = rng.normal(0, 1, (5000, 34)).astype(np.float16)
+    tiles = to_tiles(stored)
+    centres = rng.normal(0, 1, (8, 34))
+    lo, hi = rows
+    near = subsequence_module._block_nearest(subsequence_module._TiledSeries(tiles, rows, None), centres)
+    padded = np.zeros((tiles.shape[0] * tiles.shape[2], 34))
+    padded[:5000] = stored
+    distance = np.linalg.norm(padded[:, None, :] - centres.astype(np.float32).astype(np.float64)[None], axis=2)
+    block = subsequence_module.PRUNE_BLOCK
+    assert near.shape == (8, -(-(hi - lo) // block))
+    for b in range(near.shape[1]):
+        first, last = lo + b * block, min(hi, lo + (b + 1) * block)
+        exact = distance[first:last].min(0)
+        wider = distance[first // 32 * 32:-(-last // 32) * 32].min(0)
+        assert (near[:, b] <= exact).all()
+        np.testing.assert_allclose(near[:, b], wider, rtol=1e-4, atol=1e-3)
