@@ -246,18 +246,22 @@ def _best_disjoint(values, starts, k, min_length):
     holds about ``max(64, 4k)`` candidates (twice as many each time), so a small k costs a few
     array passes over N, not a sort of N."""
     xp = array_module(values)
-    N = values.shape[0]
-    valid = ((xp.arange(N, dtype=starts.dtype) - starts + 1) >= min_length) & xp.isfinite(values)
-    stride = max(1, N // SELECTION_SAMPLE)
-    sample = np.sort(to_numpy(values[::stride][valid[::stride]]))
+    # the ends that can count, first: a pruned search leaves most values inf
+    ends = xp.flatnonzero(xp.isfinite(values))
+    starts = starts[ends].astype(xp.int64)
+    keep = (ends - starts + 1) >= min_length
+    ends, starts, values = ends[keep], starts[keep], values[ends][keep]
+    n = values.shape[0]
+    stride = max(1, n // SELECTION_SAMPLE)
+    sample = np.sort(to_numpy(values[::stride]))
     out, taken_start, taken_end = (np.empty(k, np.int64) for _ in range(3))
     found, wanted, below = 0, max(64, 4 * k), -np.inf
     while found < k and below < np.inf:
         rank = int(np.searchsorted(sample, below, side="right")) + -(-wanted // stride)
         upper = sample[rank] if rank < sample.size else np.inf  # > below: the range is never empty
-        batch = xp.flatnonzero(valid & (values > below) & (values <= upper))  # ascending ends
+        batch = xp.flatnonzero((values > below) & (values <= upper))  # ascending ends
         order = np.argsort(to_numpy(values[batch]), kind="stable")  # by value, then by end
-        found = _accept_disjoint(to_numpy(batch)[order], to_numpy(starts[batch])[order].astype(np.int64), k,
+        found = _accept_disjoint(to_numpy(ends[batch])[order], to_numpy(starts[batch])[order], k,
                                  found, out, taken_start, taken_end)
         below, wanted = upper, 2 * wanted
     return out[:found]
@@ -533,9 +537,22 @@ def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
     under the limit decides."""
     levels, G, blocks = spans.shape
     out = np.zeros(blocks, np.bool_)
+    members = np.zeros(G)  # per cluster: its frames, and the widest radius among them
+    widest = np.zeros(G)
+    for i in range(label.shape[0]):
+        members[label[i]] += 1
+        widest[label[i]] = max(widest[label[i]], radius[i])
     for b in range(blocks):
         # No level can pass if the widest span does without its steps: every level's bound is at
-        # least that (a span's minima only fall as it widens; float sums are monotone).
+        # least that (a span's minima only fall as it widens; float sums are monotone). Cheaper
+        # still and below that: each cluster's frames all given its widest radius.
+        quick = 0.0
+        for g in range(G):
+            gap = spans[levels - 1, g, b] - widest[g]
+            if gap > 0:
+                quick += members[g] * gap * gap
+        if quick * (1 - 1e-3) > limit:
+            continue
         if _cluster_sum(spans[levels - 1], label, radius, b) * (1 - 1e-3) > limit:
             continue
         for j in range(levels):
