@@ -494,15 +494,6 @@ def _cluster_sum(span, label, radius, b):
     return total
 
 
-@numba.njit(cache=True, nogil=True)
-def _cluster_sums(span, label, radius):
-    """:func:`_cluster_sum` for every block ``[blocks]``."""
-    bound = np.zeros(span.shape[1])
-    for b in range(span.shape[1]):
-        bound[b] = _cluster_sum(span, label, radius, b)
-    return bound
-
-
 def _spans(near, window_blocks):
     """The least of ``near [G, blocks]`` over the 2^j blocks ending at each block, for j = 0, 1, ...
     up to the first 2^j > window_blocks: ``[levels, G, blocks]`` (by doubling)."""
@@ -574,12 +565,20 @@ def _block_bounds(near, label, radius, window_blocks):
 
     Each query frame i is matched to some frame j of the match, and by the triangle inequality
     ``|q_i - s_j| >= |c_g - s_j| - |q_i - c_g|`` for its cluster centre c_g: over a span of blocks
-    the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``. :func:`_candidate_blocks`
+    the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``, and at least that with each
+    cluster's frames given its widest radius, which is what this returns: it only picks the
+    stretches for the first guess of S, which any bound may do, and costs 8 terms a block, not
+    one a query frame. :func:`_candidate_blocks`
     adds what length costs: a match that starts w >= 1 blocks before its end block covers at least
     ``(w - 1) * PRUNE_BLOCK + 1`` frames, so that many minus M non-diagonal steps of the penalty.
     """
     span = _spans(near, window_blocks)[-1]
-    return _cluster_sums(span, label, radius) * (1 - 1e-3)  # float32 sums of many terms round below
+    G = span.shape[0]
+    members = np.bincount(label, minlength=G).astype(np.float64)
+    widest = np.zeros(G)
+    np.maximum.at(widest, label, radius)
+    gap = np.maximum(0.0, span - widest[:, None])
+    return (members[:, None] * gap * gap).sum(0) * (1 - 1e-3)  # float32 sums of many terms round below
 
 
 def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start):
