@@ -40,8 +40,9 @@ from .services import ascend_bounds, movement_score, score_answer
 MOMENT_GAP_S = 0.5
 #: Most hits one search answers.
 MAX_K = 10_000
-#: Vectors per subsequence_dtw call in a clip search (whole sequences; float32 copies, 36 MB).
-SEARCH_BATCH_POSES = 262_144
+#: Vectors per subsequence_dtw call in a clip search (whole sequences; where the DP runs over all
+#: of them, float32 copies: 143 MB). Fewer, larger batches pay less per batch (bounds, selection).
+SEARCH_BATCH_POSES = 1 << 20
 #: Relative slack of the running cap on a pruned clip search's costs (clip_candidates): a match's
 #: reported cost and its DP sum round differently (within ~1e-5).
 CLIP_CAP_MARGIN = 1e-4
