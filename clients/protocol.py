@@ -46,10 +46,10 @@ def server_error(model: str | None, error: InferenceServerException, note: str =
     return PoseScoreError(message, status=status, model=model)
 
 
-def not_ready(error: InferenceServerException) -> InferenceServerException:
+def not_ready(error: InferenceServerException, why: str = "the server is not ready yet") -> InferenceServerException:
     """A NOT_FOUND answer ("no available versions") from a server that is not ready, i.e. still
-    loading its models: UNAVAILABLE, to be retried."""
-    return InferenceServerException(f"{error.message()} (the server is not ready yet)",
+    loading its models, or about a model it is reloading: UNAVAILABLE, to be retried."""
+    return InferenceServerException(f"{error.message()} ({why})",
                                     status="StatusCode.UNAVAILABLE")
 
 

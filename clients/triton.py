@@ -58,6 +58,9 @@ class _Server:
         self.aio: Any = None  # the asyncio one, made in the running loop (AsyncPoseScoreClient)
         self.outstanding, self.failures, self.answered, self.errors = 0, 0, 0, 0
         self.down_until, self.last_used = 0.0, 0.0
+        # Models this server has answered: one that it later calls unknown is being reloaded
+        # (a supervisor unloads a model whose stub died, then loads it), and is retried.
+        self.models_answered: set[str] = set()
 
 
 class _ClientBase:
@@ -273,8 +276,11 @@ class PoseScoreClient(_ClientBase):
             try:
                 result = rpc(server.client, max(deadline - time.monotonic(), 1e-3))
             except InferenceServerException as error:
-                if p.status_name(error) == "NOT_FOUND" and not self._server_ready(server, (), 1.0):
-                    error = p.not_ready(error)  # the model of a server starting or stopping
+                if p.status_name(error) == "NOT_FOUND":
+                    if model in server.models_answered:
+                        error = p.not_ready(error, "the model is being reloaded")
+                    elif not self._server_ready(server, (), 1.0):
+                        error = p.not_ready(error)  # the model of a server starting or stopping
                 time.sleep(self._failed(server, model, error, previous, attempt, deadline))
                 previous = error
                 continue
@@ -282,6 +288,8 @@ class PoseScoreClient(_ClientBase):
                 self._done(server, unavailable=False)
                 raise
             self._done(server, unavailable=False)
+            if model:
+                server.models_answered.add(model)
             return result
 
     def _infer_all(self, model: str, requests: list[list[InferInput]]) -> list[InferResult]:
@@ -398,8 +406,11 @@ class AsyncPoseScoreClient(_ClientBase):
             try:
                 result = await rpc(self._aio_of(server), max(deadline - time.monotonic(), 1e-3))
             except InferenceServerException as error:
-                if p.status_name(error) == "NOT_FOUND" and not await self._server_ready(server, (), 1.0):
-                    error = p.not_ready(error)  # the model of a server starting or stopping
+                if p.status_name(error) == "NOT_FOUND":
+                    if model in server.models_answered:
+                        error = p.not_ready(error, "the model is being reloaded")
+                    elif not await self._server_ready(server, (), 1.0):
+                        error = p.not_ready(error)  # the model of a server starting or stopping
                 await asyncio.sleep(self._failed(server, model, error, previous, attempt, deadline))
                 previous = error
                 continue
@@ -407,6 +418,8 @@ class AsyncPoseScoreClient(_ClientBase):
                 self._done(server, unavailable=False)
                 raise
             self._done(server, unavailable=False)
+            if model:
+                server.models_answered.add(model)
             return result
 
     async def _infer_all(self, model: str, requests: list[list[InferInput]]) -> list[InferResult]:

@@ -62,6 +62,40 @@ def test_a_killed_server_is_started_again_on_its_port_and_its_log_kept(supervise
     assert any(e["what"] == "restarted" for e in supervisor.events) and supervisor.runs == 2
 
 
+def test_a_client_rides_through_a_reload_and_still_fails_fast_on_a_model_never_loaded():
+    """A supervisor repairs a dead stub by unloading its model and loading it again; between the
+    two the server calls the model unknown, and by the time the client asks whether the server is
+    ready the load may have ended (a race CI met). A client that this server answered for the
+    model retries through that window; a model it never answered is a final error at once."""
+    import threading
+
+    import tritonclient.grpc as grpcclient
+
+    rng = np.random.default_rng(2)
+    poses = random_poses(rng, 5)
+    server = TritonServer(models=["score"]).start()
+    admin = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        with PoseScoreClient(server.grpc_url, timeout=60) as client:
+            assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
+            admin.unload_model("score", headers=server.admin_headers)
+            while admin.is_model_ready("score"):
+                time.sleep(0.05)
+            loader = threading.Timer(1.0, lambda: admin.load_model("score", headers=server.admin_headers))
+            loader.start()
+            start = time.monotonic()
+            assert client.score(poses[0], poses).scores[0] == pytest.approx(100, abs=1e-3)
+            assert time.monotonic() - start > 0.9  # it waited for the load
+            loader.join()
+            start = time.monotonic()
+            with pytest.raises(Exception, match="dtw") as info:
+                client.dtw(poses, poses)
+            assert info.value.status == "NOT_FOUND" and time.monotonic() - start < 1.0
+    finally:
+        admin.close()
+        server.stop()
+
+
 def test_a_jobs_embedded_server_rides_through_a_killed_stub_and_a_killed_server():
     """``server_url(None)`` (every job's embedded server) is supervised, and the client retries
     through the repair within its deadline: the job's calls answer, with no retry of its own."""
