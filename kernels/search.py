@@ -208,6 +208,14 @@ def _untile_half(bits, lo, hi, out):
                 out[row, d] = tile[d, l]
 
 
+def _splat(builder, value):
+    """IR: a float ``value`` in all 8 lanes of a ``<8 x float>``."""
+    i32 = ir.IntType(32)
+    undef = ir.Constant(ir.VectorType(ir.FloatType(), 8), ir.Undefined)
+    return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef,
+                                  ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+
 def _tile_accumulators(builder, query, tile, D: int, L: int, square: bool) -> list:
     """IR: the L / 8 accumulators (``<8 x float>``, in registers) of ``query . tile[:, l]`` for a
     float16 tile ``[D, L]`` at address ``tile`` and a float32 query ``[D]`` at ``query``
@@ -219,13 +227,10 @@ def _tile_accumulators(builder, query, tile, D: int, L: int, square: bool) -> li
     tile_ptr = builder.inttoptr(tile, vh.as_pointer())
     fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf] * 3), "llvm.fmuladd.v8f32")
     lanes = L // 8
-    undef = ir.Constant(vf, ir.Undefined)
     accs = [ir.Constant(vf, [0.0] * 8)] * lanes
     for d in range(D):
         if not square:
-            value = builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4)
-            wide = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(i32, 0)), undef,
-                                          ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            wide = _splat(builder, builder.load(builder.gep(q_ptr, [ir.Constant(i32, d)]), align=4))
         for j in range(lanes):
             x = builder.fpext(builder.load(builder.gep(tile_ptr, [ir.Constant(i32, d * lanes + j)]), align=2), vf)
             accs[j] = builder.call(fmuladd, [x, x if square else wide, accs[j]])
@@ -277,9 +282,7 @@ def _tile_half_minima_intrinsic(D: int, L: int):
             accs = _tile_accumulators(builder, args[0], args[1], D, L, False)
             sq_ptr = builder.inttoptr(args[2], vf.as_pointer())
             out_ptr = builder.inttoptr(args[4], f32.as_pointer())
-            undef = ir.Constant(vf, ir.Undefined)
-            c_sq = builder.shuffle_vector(builder.insert_element(undef, args[3], ir.Constant(i32, 0)), undef,
-                                          ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            c_sq = _splat(builder, args[3])
             two, relative, absolute = (ir.Constant(vf, [v] * 8) for v in (2.0, 1.0 - 1e-5, 1e-6))
             bounds = []
             for j, acc in enumerate(accs):

@@ -494,6 +494,36 @@ def _cluster_sum(span, label, radius, b):
     return total
 
 
+def _cluster_extents(label, radius, G):
+    """Per cluster of query frames: how many frames it holds and the widest radius among them,
+    ``(members [G], widest [G])`` float64."""
+    members = np.bincount(label, minlength=G).astype(np.float64)
+    widest = np.zeros(G)
+    np.maximum.at(widest, label, radius)
+    return members, widest
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _widest_sum(span, members, widest, b):
+    """``sum_g members[g] max(0, span[g, b] - widest[g])^2``: :func:`_cluster_sum` with each
+    cluster's frames given its widest radius, so at most that (8 terms, not one a query frame)."""
+    total = 0.0
+    for g in range(span.shape[0]):
+        gap = span[g, b] - widest[g]
+        if gap > 0:
+            total += members[g] * gap * gap
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _widest_sums(span, members, widest):
+    """:func:`_widest_sum` for every block ``[blocks]``."""
+    bound = np.zeros(span.shape[1])
+    for b in range(span.shape[1]):
+        bound[b] = _widest_sum(span, members, widest, b)
+    return bound
+
+
 def _spans(near, window_blocks):
     """The least of ``near [G, blocks]`` over the 2^j blocks ending at each block, for j = 0, 1, ...
     up to the first 2^j > window_blocks: ``[levels, G, blocks]`` (by doubling)."""
@@ -522,27 +552,17 @@ def _double_spans(spans):
 
 
 @numba.njit(cache=True, nogil=True)
-def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
+def _candidate_blocks(spans, label, radius, members, widest, M, penalty_sq, block, limit):
     """``[blocks]`` bool: the blocks whose bound (:func:`_block_bounds`' plus the penalty steps a
     long span needs) is at most ``limit``; each block's levels are tried in order, and the first
     under the limit decides."""
     levels, G, blocks = spans.shape
     out = np.zeros(blocks, np.bool_)
-    members = np.zeros(G)  # per cluster: its frames, and the widest radius among them
-    widest = np.zeros(G)
-    for i in range(label.shape[0]):
-        members[label[i]] += 1
-        widest[label[i]] = max(widest[label[i]], radius[i])
     for b in range(blocks):
         # No level can pass if the widest span does without its steps: every level's bound is at
         # least that (a span's minima only fall as it widens; float sums are monotone). Cheaper
         # still and below that: each cluster's frames all given its widest radius.
-        quick = 0.0
-        for g in range(G):
-            gap = spans[levels - 1, g, b] - widest[g]
-            if gap > 0:
-                quick += members[g] * gap * gap
-        if quick * (1 - 1e-3) > limit:
+        if _widest_sum(spans[levels - 1], members, widest, b) * (1 - 1e-3) > limit:
             continue
         if _cluster_sum(spans[levels - 1], label, radius, b) * (1 - 1e-3) > limit:
             continue
@@ -559,26 +579,21 @@ def _candidate_blocks(spans, label, radius, M, penalty_sq, block, limit):
     return out
 
 
-def _block_bounds(near, label, radius, window_blocks):
+def _block_bounds(near, members, widest, window_blocks):
     """A lower bound ``[blocks]`` float64 on the DP sum of every match that ends in each block and
     spans at most ``window_blocks`` blocks before it (no length term: :func:`_candidate_blocks`).
 
     Each query frame i is matched to some frame j of the match, and by the triangle inequality
     ``|q_i - s_j| >= |c_g - s_j| - |q_i - c_g|`` for its cluster centre c_g: over a span of blocks
     the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``, and at least that with each
-    cluster's frames given its widest radius, which is what this returns: it only picks the
-    stretches for the first guess of S, which any bound may do, and costs 8 terms a block, not
-    one a query frame. :func:`_candidate_blocks`
+    cluster's frames given its widest radius (``members``, ``widest``: :func:`_cluster_extents`),
+    which is what this returns (:func:`_widest_sums`): it only picks the stretches for the first
+    guess of S, which any bound may do. :func:`_candidate_blocks`
     adds what length costs: a match that starts w >= 1 blocks before its end block covers at least
     ``(w - 1) * PRUNE_BLOCK + 1`` frames, so that many minus M non-diagonal steps of the penalty.
     """
     span = _spans(near, window_blocks)[-1]
-    G = span.shape[0]
-    members = np.bincount(label, minlength=G).astype(np.float64)
-    widest = np.zeros(G)
-    np.maximum.at(widest, label, radius)
-    gap = np.maximum(0.0, span - widest[:, None])
-    return (members[:, None] * gap * gap).sum(0) * (1 - 1e-3)  # float32 sums of many terms round below
+    return _widest_sums(span, members, widest) * (1 - 1e-3)  # float32 sums of many terms round below
 
 
 def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start):
@@ -633,11 +648,12 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     M, N = q.shape[0], s.shape[0]
     centres, label, radius = _clusters(q, PRUNE_CLUSTERS)
     label = label.astype(np.int64)
+    members, widest = _cluster_extents(label, radius, len(centres))
     blocks = -(-N // PRUNE_BLOCK)
     end_cost = np.full(N, np.inf, np.float32)
     end_start = np.zeros(N, start_dtype(N))
     near = _block_nearest(s, centres)
-    guess_bound = _block_bounds(near, label, radius, -(-M // PRUNE_BLOCK) + 1)
+    guess_bound = _block_bounds(near, members, widest, -(-M // PRUNE_BLOCK) + 1)
     stretch = max(1, PRUNE_GUESS_STRETCH // PRUNE_BLOCK)  # blocks per stretch
     padded = np.pad(guess_bound, (0, (-blocks) % stretch), constant_values=np.inf)
     lowest = padded.reshape(-1, stretch).min(1)
@@ -652,8 +668,8 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
         if not np.isfinite(threshold):
             return _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
         reach = M + int(np.ceil(threshold * (1 + 1e-4) / float(penalty_sq))) + 2
-        candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label, radius, M,
-                                       float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
+        candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label, radius, members, widest,
+                                       M, float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
         if candidates.mean() > PRUNE_MAX_SHARE:  # the movement is everywhere: no window overhead
             return _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
         end_cost[:] = np.inf

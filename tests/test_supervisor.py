@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from clients import PoseScoreClient
+from clients import PoseScoreClient, PoseScoreError
 from conftest import random_poses
 from engine.server import TritonServer
 from engine.supervisor import Supervisor
@@ -88,7 +88,7 @@ def test_a_client_rides_through_a_reload_and_still_fails_fast_on_a_model_never_l
             assert time.monotonic() - start > 0.9  # it waited for the load
             loader.join()
             start = time.monotonic()
-            with pytest.raises(Exception, match="dtw") as info:
+            with pytest.raises(PoseScoreError, match="dtw") as info:
                 client.dtw(poses, poses)
             assert info.value.status == "NOT_FOUND" and time.monotonic() - start < 1.0
     finally:
