@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 EXPORT_STAMP := $(VENV)/.export-installed
-# Sample media no one here made (Debian's opencv-doc), named once in engine/media.py.
-SAMPLE_VIDEO := $(shell $(PYTHON) -m engine.media)
+# Sample media no one here made (Debian's opencv-doc), named once in engine/media/samples.py.
+SAMPLE_VIDEO := $(shell $(PYTHON) engine/media/samples.py)
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
 .PHONY: install model media browser test bench demo clean gpu-wheels gpu-check
@@ -36,7 +36,7 @@ model: $(EXPORT_STAMP)
 
 # Sports2D's demo video: fetched once with pip into ~/.cache/posescore-media (fast when there).
 media: $(SAMPLE_VIDEO) $(STAMP)
-	$(PY) -m engine.media fetch >/dev/null
+	$(PY) -m posescore.engine.media.samples fetch >/dev/null
 
 $(SAMPLE_VIDEO):
 	$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq opencv-doc
@@ -53,7 +53,7 @@ bench: model media
 	$(PY) -m bench.serving
 
 demo: model media
-	$(PY) -m engine.demo
+	$(PY) -m posescore.engine.jobs.demo
 
 # The GPU check runs on a lent machine with an NVIDIA GPU (Python 3.12, CuPy, numba-cuda, NumPy 2):
 # `make gpu-wheels` here puts what its image lacks (the tests' oracles) in .whl/, which travels

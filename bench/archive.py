@@ -26,7 +26,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from kernels.skeleton import FLIP_PERMUTATION
+from posescore.kernels.skeleton import FLIP_PERMUTATION
 
 FPS = 30.0
 VIDEO_FRAMES = 18_000  # ten minutes at 30 fps
@@ -42,11 +42,11 @@ def real_tracks(cache: Path) -> list[np.ndarray]:
     if path.exists():
         with np.load(path) as data:
             return [data[key] for key in sorted(data.files, key=int)]
-    from clients import PoseScoreClient
-    from engine.extract import extract_poses
-    from engine.media import SAMPLE_VIDEO
-    from engine.people import track_people
-    from engine.server import TritonServer
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.jobs.extract import extract_poses
+    from posescore.engine.media.samples import SAMPLE_VIDEO
+    from posescore.engine.analysis.people import track_people
+    from posescore.engine.serving.server import TritonServer
 
     with TritonServer(models=["pose"]) as server, PoseScoreClient(server.grpc_url, timeout=600) as client:
         poses = extract_poses(SAMPLE_VIDEO, client)
@@ -93,8 +93,8 @@ def rare_movement(tracks: list[np.ndarray]) -> np.ndarray:
 
 def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
     """Write the archive (cached: a finished one is reused); its build figures."""
-    from engine.archive import VideoRows, add_videos, archive_info
-    from kernels import TILE_ROWS
+    from posescore.engine.archive.store import VideoRows, add_videos, archive_info
+    from posescore.kernels import TILE_ROWS
 
     marker = root / "built.json"
     if marker.exists():
@@ -136,7 +136,7 @@ def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
 _OPEN = """
 import sys, time
 from bench.archive import anon_bytes
-from engine.archive import open_archive
+from posescore.engine.archive.store import open_archive
 before = anon_bytes()
 start = time.perf_counter()
 archive = open_archive(sys.argv[1])
@@ -190,9 +190,9 @@ def float16_effect(archive, queries) -> tuple[int, float]:
     """Pose queries answered from the float16 vectors and from float32 ones (normalized afresh
     from the stored pixels): how many of their top-10 moments differ, and the largest score
     difference between the two answers' i-th moments."""
-    from engine import archive as archive_io
-    from engine.search import search_archive
-    from kernels import normalize
+    from posescore.engine.archive import store as archive_io
+    from posescore.engine.archive.search import search_archive
+    from posescore.kernels import normalize
 
     exact = {}
     for segment_id in archive.segments:
@@ -220,7 +220,7 @@ def faiss_times(archive, queries, budget_bytes: int) -> tuple[list[float], int]:
     poses as ``budget_bytes`` of float32 hold: query seconds and the poses it held."""
     import faiss
 
-    from kernels import float32_rows, normalize
+    from posescore.kernels import float32_rows, normalize
 
     index = faiss.IndexFlatIP(34)
     held = 0
@@ -258,8 +258,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # each figure as it is measured: a 1,000-hour run is long
 
-    from engine.archive import open_archive
-    from engine.search import search_archive
+    from posescore.engine.archive.store import open_archive
+    from posescore.engine.archive.search import search_archive
 
     tracks = real_tracks(args.cache)
     root = args.cache / f"hours-{args.hours:g}"

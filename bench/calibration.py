@@ -5,9 +5,9 @@ re-timed, and for what is not the movement (frozen, played backwards, another mo
 
 Clips of vtest.avi (10 fps pedestrians) and of Sports2D's demo video (30 fps: a man on a box
 raising his arms with a hop; over the whole video, a woman walking past is the main performer)
-are re-timed with PyAV (``engine.encode.retime_video``), their poses come from the pose model on
+are re-timed with PyAV (``engine.media.encode.retime_video``), their poses come from the pose model on
 the embedded server (cached), and each attempt is scored
-by ``engine.services.movement_score`` against its clip. Printed per clip and case: the RMS
+by ``engine.analysis.answers.movement_score`` against its clip. Printed per clip and case: the RMS
 per-step distance, the score on the old linear scale, and the score on the scale of
 ``kernels.score_from_distance``.
 """
@@ -41,15 +41,15 @@ def linear_score(distance: float) -> float:
 
 
 def _source(name: str) -> Path:
-    from engine.media import SAMPLE_VIDEO, fetch_sports2d
+    from posescore.engine.media.samples import SAMPLE_VIDEO, fetch_sports2d
 
     return SAMPLE_VIDEO if name == "vtest" else fetch_sports2d()
 
 
 def clip_poses(cache: Path, client, source: str, start: float, seconds, speed: float):
     """The poses (``VideoPoses``) of a clip re-timed to ``speed``, extracted once and cached."""
-    from engine.encode import retime_video
-    from engine.extract import extract_poses
+    from posescore.engine.media.encode import retime_video
+    from posescore.engine.jobs.extract import extract_poses
 
     key = f"{source}-{start:g}-{seconds}-{speed:g}"
     path = cache / f"{key}.pickle"
@@ -63,7 +63,7 @@ def clip_poses(cache: Path, client, source: str, start: float, seconds, speed: f
 
 def performer_frames(poses):
     """The main performer's pixel poses ``[F, 17, 3]`` (frames where present) and the fps."""
-    from engine.people import main_performer
+    from posescore.engine.analysis.people import main_performer
 
     performer = main_performer(poses)
     return performer.poses[performer.present], float(poses.info.fps)
@@ -73,10 +73,10 @@ def measure(cache: Path) -> list[dict]:
     """One row per (clip, case): ``clip``, ``case``, ``kind`` (``same``: the movement re-timed;
     ``not``: frozen, backwards or another movement; ``walker``: another pedestrian of vtest.avi; ``sparse``: a clip
     whose performer is seen in fewer than MIN_VISIBLE of its frames), ``distance``, ``linear``, ``score``."""
-    from clients import PoseScoreClient
-    from engine.people import main_performer
-    from engine.server import TritonServer
-    from engine.services import movement_score
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.analysis.people import main_performer
+    from posescore.engine.serving.server import TritonServer
+    from posescore.engine.analysis.answers import movement_score
 
     cache.mkdir(parents=True, exist_ok=True)
     poses: dict = {}

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from kernels import dtw, search_topk, subsequence_dtw
-from kernels._backend import cupy_or_none
+from posescore.kernels import dtw, search_topk, subsequence_dtw
+from posescore.kernels import cupy_or_none
 
 
 def best_time(fn, repeat):
@@ -98,7 +98,7 @@ def bench_pose(rng, repeat, rows, n=1_000_000):
     read and written / a copy's bandwidth) and the plain NumPy version (bench.pose_numpy)."""
     from bench import pose_numpy as ref
     from bench.pose_numpy import mirror as ref_mirror
-    from kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
+    from posescore.kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
                          part_scores, pose_scores)
 
     xy = rng.uniform(0, 640, (n, 17, 2))
@@ -170,7 +170,7 @@ def bench_gpu(rng, repeat, rows):
     floor = copy / 2  # a copy reads and writes the base once; the search only reads it
     rows.append(("GPU top-10 in 100M x 34 fp16, s/query", f"{t:.4f}", f"{floor:.4f} (read floor)", floor / t, ">= 0.5x"))
     del base
-    from kernels import normalize, part_scores, pose_scores
+    from posescore.kernels import normalize, part_scores, pose_scores
 
     n = 10_000_000
     poses = cp.concatenate([cp.random.uniform(0, 640, (n, 17, 2), dtype=cp.float32),

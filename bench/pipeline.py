@@ -19,12 +19,12 @@ from pathlib import Path
 
 
 from bench.serving import decode_frames, in_process_fps
-from engine.media import SAMPLE_VIDEO
+from posescore.engine.media.samples import SAMPLE_VIDEO
 
 
 def index_fps(video: Path, url: str, archive: Path) -> tuple[float, int]:
-    from clients import PoseScoreClient
-    from engine.jobs import index_job
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.jobs.core import index_job
 
     with PoseScoreClient(url, timeout=600) as client:
         start = time.perf_counter()
@@ -39,9 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of vtest.avi to index")
     args = parser.parse_args(argv)
 
-    from engine.export import onnx_path
-    from engine.server import TritonServer
-    from engine.encode import retime_video
+    from posescore.engine.serving.export import onnx_path
+    from posescore.engine.serving.server import TritonServer
+    from posescore.engine.media.encode import retime_video
 
     with tempfile.TemporaryDirectory(prefix="posescore-bench-") as tmp:
         tmp = Path(tmp)

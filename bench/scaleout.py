@@ -9,7 +9,7 @@ embedded server) and with one actor running the model in-process, each compared 
 single-process ``index`` (through the same server) run just before and just after it, as the
 VM's speed drifts. Search: the cached synthetic archive of ``bench.archive`` (``--hours``),
 served by three embedded servers; pose and clip queries answered by one server alone, then
-merged over one, two and three of them (``engine.shards``), every answer checked equal.
+merged over one, two and three of them (``engine.archive.sharded``), every answer checked equal.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def index_figures(videos: list[str], url: str, workers: tuple[int, ...] = (1, 2)
     and each Ray run is compared with the mean of the two single runs beside it."""
     import ray
 
-    from clients import PoseScoreClient
-    from engine.jobs import index_job
-    from engine.ray_index import ray_index_job
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.jobs.core import index_job
+    from posescore.engine.jobs.index_ray import ray_index_job
 
     def single() -> float:
         with tempfile.TemporaryDirectory() as folder, PoseScoreClient(url, timeout=600) as client:
@@ -67,8 +67,8 @@ def index_figures(videos: list[str], url: str, workers: tuple[int, ...] = (1, 2)
 
 def search_figures(root: Path, tracks, queries: int, servers: list[str]) -> list[tuple]:
     """(label, kind, p50, p99) of one server and of the merge over 1..len(servers) shards."""
-    from clients import PoseScoreClient
-    from engine.shards import ShardedSearch
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.archive.sharded import ShardedSearch
 
     rng = np.random.default_rng(11)
     poses = pose_queries(rng, tracks, queries)
@@ -120,10 +120,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args(argv)
 
-    from engine.archive import open_archive
-    from engine.encode import retime_video
-    from engine.media import SAMPLE_VIDEO
-    from engine.server import TritonServer
+    from posescore.engine.archive.store import open_archive
+    from posescore.engine.media.encode import retime_video
+    from posescore.engine.media.samples import SAMPLE_VIDEO
+    from posescore.engine.serving.server import TritonServer
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores")
     tracks = real_tracks(args.cache)

@@ -4,7 +4,7 @@ in-process on the same frames, and scoring 1 query vs 1,000 candidates over gRPC
     python -m bench.serving [--frames 96] [--clients 4] [--seconds 10]
 
 Pose: real frames of vtest.avi (Debian's opencv-doc), decoded once with PyAV. In-process runs the
-pose service's own answer (engine.services.PoseDetector: letterbox, ONNX model, decoding) in
+pose service's own answer (engine.analysis.answers.PoseDetector: letterbox, ONNX model, decoding) in
 batches of 16; the server gets the frames from several concurrent clients (batches of 4 frames,
 which Triton's dynamic batcher merges). Scoring: concurrent clients, each sending one request
 after another; latency percentiles over all requests.
@@ -20,21 +20,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from engine.media import SAMPLE_VIDEO
+from posescore.engine.media.samples import SAMPLE_VIDEO
 
 
 
 def decode_frames(path: str, count: int) -> np.ndarray:
     """The first ``count`` frames of ``path`` as RGB uint8 ``[count, H, W, 3]`` (fewer if shorter)."""
-    from engine.video import iter_frames
+    from posescore.engine.media.video import iter_frames
 
     return np.stack([frame.rgb for frame, _ in zip(iter_frames(path), range(count))])
 
 
 def in_process_fps(frames: np.ndarray, onnx_file: str, batch: int = 16, repeat: int = 2) -> float:
-    """Frames per second of the pose service's answer (engine.services.PoseDetector: letterbox,
+    """Frames per second of the pose service's answer (engine.analysis.answers.PoseDetector: letterbox,
     onnxruntime, decoding) in this process."""
-    from engine.services import PoseDetector
+    from posescore.engine.analysis.answers import PoseDetector
 
     detector = PoseDetector(onnx_file)
 
@@ -53,7 +53,7 @@ def in_process_fps(frames: np.ndarray, onnx_file: str, batch: int = 16, repeat: 
 
 def server_fps(url: str, frames: np.ndarray, clients: int, batch: int = 4, repeat: int = 2) -> float:
     """Frames per second through the server from ``clients`` concurrent clients."""
-    from clients import PoseScoreClient
+    from posescore.clients import PoseScoreClient
 
     chunks = [frames[i:i + batch] for i in range(0, len(frames), batch)]
     connections = [PoseScoreClient(url) for _ in range(clients)]
@@ -76,7 +76,7 @@ def server_fps(url: str, frames: np.ndarray, clients: int, batch: int = 4, repea
 
 def scoring_latency(url: str, clients: int, seconds: float, candidates: int = 1000) -> dict:
     """Requests/s and latency percentiles (ms) of scoring 1 query vs ``candidates`` poses."""
-    from clients import PoseScoreClient
+    from posescore.clients import PoseScoreClient
 
     rng = np.random.default_rng(0)
     poses = rng.uniform(0, 500, (candidates, 17, 3)).astype(np.float32)
@@ -106,9 +106,9 @@ def scoring_latency(url: str, clients: int, seconds: float, candidates: int = 10
 
 
 def in_process_scoring(clients: int, seconds: float, candidates: int = 1000) -> dict:
-    """Requests/s of the score service's answer (engine.services.score_answer) computed in this
+    """Requests/s of the score service's answer (engine.analysis.answers.score_answer) computed in this
     process by ``clients`` threads, each one answer after another: the server's ceiling."""
-    from engine.services import score_answer
+    from posescore.engine.analysis.answers import score_answer
 
     rng = np.random.default_rng(0)
     poses = rng.uniform(0, 500, (candidates, 17, 3)).astype(np.float32)
@@ -136,8 +136,8 @@ def main(argv=None) -> int:
     parser.add_argument("--video", default=str(SAMPLE_VIDEO))
     args = parser.parse_args(argv)
 
-    from engine.export import onnx_path
-    from engine.server import TritonServer
+    from posescore.engine.serving.export import onnx_path
+    from posescore.engine.serving.server import TritonServer
 
     frames = decode_frames(args.video, args.frames)
     print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores; "

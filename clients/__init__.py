@@ -4,9 +4,9 @@
 ``PoseScoreError``. See clients/triton.py.
 """
 
-from .protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, FramePeople, PoseResult, PoseScoreError,
+from posescore.clients.protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, FramePeople, PoseResult, PoseScoreError,
                        ScoreResult, SearchMatch)
-from .triton import AsyncPoseScoreClient, PoseScoreClient
+from posescore.clients.triton import AsyncPoseScoreClient, PoseScoreClient
 
 __all__ = [
     "DEFAULT_MAX_CANDIDATES", "POSE_MAX_BATCH", "AsyncPoseScoreClient", "DtwResult", "FramePeople", "PoseResult",

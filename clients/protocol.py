@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 from tritonclient.grpc import InferenceServerException, InferInput, InferResult
 
-from kernels.scoring import METRICS
-from kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS
+from posescore.kernels import METRICS
+from posescore.kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS
 
 #: ``max_batch_size`` of model_repository/pose/config.pbtxt: frames per pose request.
 POSE_MAX_BATCH = 16
@@ -55,7 +55,7 @@ def not_ready(error: InferenceServerException, why: str = "the server is not rea
 
 def stub_died(error: InferenceServerException) -> InferenceServerException | None:
     """An INTERNAL answer saying the model's python stub is not healthy (killed, or out of memory)
-    as UNAVAILABLE, to be retried: a supervised server reloads the model (``engine.supervisor``);
+    as UNAVAILABLE, to be retried: a supervised server reloads the model (``engine.serving.supervisor``);
     None for any other error."""
     message = error.message() or ""
     if status_name(error) == "INTERNAL" and "Stub process" in message and "not healthy" in message:
@@ -299,7 +299,7 @@ def search_request(archive: str | os.PathLike, query: Any, k: int, *, fps: float
     ``query [17, 3]`` (a pose) or ``[M, 17, 3]`` (a movement filmed at ``fps``), ``k >= 1``; a
     pose's hits closer than ``min_gap`` seconds in one video and track are one moment; a
     movement's hits under ``min_score`` are dropped; ``video`` (a glob of names or paths) and
-    ``start`` / ``end`` (seconds) filter the hits. A merge over shards (``engine.shards``) also
+    ``start`` / ``end`` (seconds) filter the hits. A merge over shards (``engine.archive.sharded``) also
     sends ``shard`` ("I/N"), ``phase``, ``count``, and for phase "clip_score" the DTW
     ``candidates [C, 3]`` (segment, first row, last row) with their ``candidate_costs [C]``."""
     if not isinstance(archive, (str, os.PathLike)) or not os.fspath(archive):
@@ -328,7 +328,7 @@ def search_request(archive: str | os.PathLike, query: Any, k: int, *, fps: float
 
 @dataclass
 class SearchPart:
-    """What one server answers for a merge of shards: ``hits`` (dicts as ``engine.search`` makes
+    """What one server answers for a merge of shards: ``hits`` (dicts as ``engine.archive.search`` makes
     them: ``video_id``, ``video``, ``path``, ``track``, ``start_frame``, ``end_frame``,
     ``start_time``, ``end_time``, ``score``, and ``segment``, ``row``, ``last_row``, ``key``,
     ``cost``), the poses it searched (-1: not counted), its ``shard`` ("I/N", "" whole) and the

@@ -32,8 +32,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.grpc import InferenceServerException, InferInput, InferResult
 
-from . import protocol as p
-from .protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, PoseResult, PoseScoreError, ScoreResult,
+from posescore.clients import protocol as p
+from posescore.clients.protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, PoseResult, PoseScoreError, ScoreResult,
                        SearchMatch)
 
 _CHANNEL_ARGS = [
@@ -188,7 +188,7 @@ class PoseScoreClient(_ClientBase):
     def score(self, query: Any, candidates: Any, metric: str = "cosine", mirror: bool = False) -> ScoreResult:
         """Scores of one pose ``query [17, 3]`` against ``candidates [N, 17, 3]`` (pixel keypoints,
         float32-convertible): ``scores [N]`` and ``part_scores [N, 6]`` float32 0-100. ``metric`` is
-        one of ``kernels.scoring.METRICS``; ``mirror`` also tries the mirrored query per candidate.
+        one of ``kernels.METRICS``; ``mirror`` also tries the mirrored query per candidate.
         Sent as requests of at most ``max_candidates_per_request`` candidates."""
         requests = p.score_requests(query, candidates, metric, mirror, self.max_candidates_per_request)
         return p.score_result(self._infer_all("score", requests))
@@ -210,7 +210,7 @@ class PoseScoreClient(_ClientBase):
 
     def search_part(self, archive: str | os.PathLike, query: Any, k: int = 10, *, timeout: float | None = None,
                     **options) -> p.SearchPart:
-        """One shard's part of a search (``engine.shards``): ``options`` as
+        """One shard's part of a search (``engine.archive.sharded``): ``options`` as
         ``clients.protocol.search_request`` (``shard``, ``phase``, ``count``, ``candidates`` ...),
         within ``timeout`` seconds (default: the client's)."""
         inputs = p.search_request(archive, query, k, **options)

@@ -2,7 +2,7 @@
 (:class:`VideoInfo`), and the error every input file raises (:class:`VideoError`).
 
 No decoder and no client here: formats, people, the archive and the jobs depend on these types,
-not on PyAV (``engine.video``) or Triton (``engine.extract``).
+not on PyAV (``engine.media.video``) or Triton (``engine.jobs.extract``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.skeleton import NUM_KEYPOINTS
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: File name extensions read as still images (case-insensitive).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm",
@@ -26,7 +26,7 @@ class VideoError(ValueError):
     Attributes (None when they do not apply):
     ``path``: the file. ``last_good_index`` / ``last_good_time``: the source index and time (seconds)
     of the last frame decoded cleanly before a decode error (None: no good frame at all).
-    ``partial``: set by :func:`engine.extract.extract_poses`: the :class:`VideoPoses` of every frame done before the
+    ``partial``: set by :func:`engine.jobs.extract.extract_poses`: the :class:`VideoPoses` of every frame done before the
     error, so that nothing already computed is lost.
     """
 
@@ -41,7 +41,7 @@ class VideoError(ValueError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What :func:`engine.video.probe` learns about a video or image without decoding it all.
+    """What :func:`engine.media.video.probe` learns about a video or image without decoding it all.
 
     ``width`` / ``height``: pixels of a frame as displayed (after rotation). ``fps``: frames per
     second (float; the stream's average rate, 0.0 for a still image). ``frame_count``: frames in the
@@ -49,7 +49,7 @@ class VideoInfo:
     ``duration``: seconds. ``rotation``: degrees counter-clockwise (0, 90, 180 or 270) by which the
     stored pixels are turned for display (FFmpeg's display matrix, PyAV's ``VideoFrame.rotation``; a
     legacy clockwise ``rotate`` tag of 90 reads as 270). ``orientation``: the pixel operation that
-    turns stored frames into displayed ones, one of :data:`engine.video.ORIENTATION_OPS` (``"none"``: upright;
+    turns stored frames into displayed ones, one of :data:`engine.media.video.ORIENTATION_OPS` (``"none"``: upright;
     it also tells the mirror flips a display matrix may add, e.g. a pure horizontal mirror reads as
     rotation 180 with orientation ``"hflip"``, as in FFmpeg). ``codec``: decoder name (``"image"``
     for a still). ``image``: True for a still image.
@@ -77,7 +77,7 @@ class VideoPoses:
     ``boxes [F, P, 4]`` float32: x1, y1, x2, y2 pixels. ``scores [F, P]`` float32: detection scores
     0-1. ``counts [F]`` int32: real people per row; rows past it are zero padding. ``tracks``:
     ``[F, P]`` int32 person ids when known (read from a JSON file's ``idx``), else None (see
-    :func:`engine.people.track_people`).
+    :func:`engine.analysis.people.track_people`).
     """
 
     info: VideoInfo
@@ -100,7 +100,7 @@ class VideoPoses:
     def frames_people(self, i: int):
         """Row ``i``'s people trimmed to its count: a ``clients.FramePeople`` with ``keypoints
         [n, 17, 3]``, ``boxes [n, 4]``, ``scores [n]``."""
-        from clients import FramePeople
+        from posescore.clients import FramePeople
 
         n = int(self.counts[i])
         return FramePeople(self.keypoints[i, :n], self.boxes[i, :n], self.scores[i, :n])

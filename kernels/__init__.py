@@ -1,28 +1,33 @@
 """posescore kernels: pure array math on NumPy (CPU) or CuPy (GPU) arrays.
 
-One public function per operation; the backend follows the type of the arrays passed in.
+One public function per operation; the backend follows the type of the arrays passed in. The
+implementations live in private modules (``_dtw``, ``_normalize``, ...); this package is their one
+public face.
 
-The submodules load on first use (PEP 562), so that ``kernels.skeleton`` or ``kernels.scoring``'s
-constants cost a client only NumPy, not numba: ``from kernels import dtw`` loads ``kernels.dtw``.
+The private modules load on first use (PEP 562), so that the skeleton or the scoring constants cost a
+client only NumPy, not numba: ``from posescore.kernels import dtw`` loads ``_dtw``.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
-#: Each public name and the submodule that defines it.
+#: Each public name and the private module that defines it.
 _EXPORTS = {
-    "dtw": "dtw", "dtw_path": "dtw", "dtw_score": "dtw", "dtw_step_distance": "dtw",
-    "DEFAULT_MIN_CONFIDENCE": "normalize", "consistent_keypoints": "normalize", "consistent_sides": "normalize",
-    "interpolate_frames": "normalize", "normalize": "normalize",
-    "SCORE_SCALES": "scoring", "aligned_part_scores": "scoring", "mirror_vectors": "scoring",
-    "part_scores": "scoring", "pose_scores": "scoring", "score_from_distance": "scoring",
-    "search_topk": "search", "to_tiles": "search", "from_tiles": "search", "float32_rows": "search", "TILE_ROWS": "search",
+    "dtw": "_dtw", "dtw_path": "_dtw", "dtw_score": "_dtw", "dtw_step_distance": "_dtw",
+    "DEFAULT_MIN_CONFIDENCE": "_normalize", "consistent_keypoints": "_normalize", "consistent_sides": "_normalize",
+    "interpolate_frames": "_normalize", "normalize": "_normalize", "visible_keypoints": "_normalize",
+    "METRICS": "_scoring", "SCORE_SCALES": "_scoring", "aligned_part_scores": "_scoring", "mirror_vectors": "_scoring",
+    "part_scores": "_scoring", "pose_scores": "_scoring", "score_from_distance": "_scoring",
+    "distance_for_score": "_scoring",
+    "search_topk": "_search", "to_tiles": "_search", "from_tiles": "_search", "float32_rows": "_search",
+    "TILE_ROWS": "_search",
     "KEYPOINT_NAMES": "skeleton", "LIMBS": "skeleton", "PART_NAMES": "skeleton",
-    "subsequence_dtw": "subsequence",
-    "decode_poses": "detect", "letterbox": "detect",  # the pose model's pre- and post-processing
+    "subsequence_dtw": "_subsequence",
+    "decode_poses": "_detect", "letterbox": "_detect",  # the pose model's pre- and post-processing
+    # The backend choice, for the engine's own dispatch (no numba imported by these).
+    "array_module": "_backend", "cupy_or_none": "_backend", "to_numpy": "_backend", "parallel_map": "_backend",
+    "MAX_MAGNITUDE": "_backend",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -30,7 +35,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+        raise AttributeError(f"module 'posescore.kernels' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -38,18 +43,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-class _Kernels(types.ModuleType):
-    """``kernels.dtw`` and ``kernels.normalize`` name both a submodule and its public function:
-    when the import system registers the submodule on this package (``setattr(kernels, "dtw",
-    module)``, whoever imports it and whenever), the function is kept. The submodules stay in
-    ``sys.modules`` (``from kernels.dtw import ...`` works)."""
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Kernels

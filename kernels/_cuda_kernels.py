@@ -9,11 +9,11 @@ import math
 
 from numba import boolean, cuda, float32, int32, int64
 
-from . import _pose_cells
-from ._dp_cells import dtw_predecessor as _dtw_predecessor_py
-from ._dp_cells import subsequence_cell as _subsequence_cell_py
-from ._topk import better as _better_py
-from ._topk import insert_sorted as _insert_sorted_py
+from posescore.kernels import _pose_cells
+from posescore.kernels._dp_cells import dtw_predecessor as _dtw_predecessor_py
+from posescore.kernels._dp_cells import subsequence_cell as _subsequence_cell_py
+from posescore.kernels._topk import better as _better_py
+from posescore.kernels._topk import insert_sorted as _insert_sorted_py
 
 THREADS_PER_BLOCK = 128
 #: Largest k of the fused top-k scan (per-thread lists live in registers / local memory).

@@ -1,7 +1,7 @@
 """Launchers of the fused per-pose kernels: the numba CPU loops of kernels._pose_cells for NumPy
 arrays, the numba-CUDA kernels of kernels._cuda_kernels for CuPy arrays, both over the cells of
-kernels._pose_cells (imported on first use: importing kernels.scoring costs no numba). Inputs
-are checked, C-contiguous float32 (the public functions in kernels.normalize and kernels.scoring
+kernels._pose_cells (imported on first use: importing kernels._scoring costs no numba). Inputs
+are checked, C-contiguous float32 (the public functions in kernels._normalize and kernels._scoring
 see to it); outputs are allocated here, on the inputs' backend. ``gpu=True`` with NumPy arrays
 runs the CUDA kernels in numba's simulator (tests)."""
 
@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import array_module
-from .skeleton import NUM_KEYPOINTS, NUM_PARTS
+from posescore.kernels._backend import array_module
+from posescore.kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS
 
 
 def _cells():
-    from . import _pose_cells
+    from posescore.kernels import _pose_cells
 
     return _pose_cells
 
 
 def _cuda():
-    from . import _cuda_kernels
+    from posescore.kernels import _cuda_kernels
 
     return _cuda_kernels
 

@@ -17,7 +17,7 @@ import numpy as np
 from numba import prange
 from numba.extending import register_jitable
 
-from .skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS, part_terms
+from posescore.kernels.skeleton import FLIP_PERMUTATION, NUM_KEYPOINTS, NUM_PARTS, part_terms
 
 
 def _term_table():
@@ -43,7 +43,7 @@ METRIC_CODES = {"cosine": 0, "weighted_l1": 1, "weighted_l2": 2}
 @register_jitable  # callable from the other cells, whatever the target compiling them
 def score_cell(distance, scale):
     """The distance -> score mapping (``kernels.score_from_distance``) of one float32 distance:
-    ``100 * exp(-(distance / scale) ** 4)`` (the power is ``kernels.scoring.SCORE_POWER``)."""
+    ``100 * exp(-(distance / scale) ** 4)`` (the power is ``kernels._scoring.SCORE_POWER``)."""
     r = np.float32(distance) / np.float32(scale)
     if r > np.float32(16.0):  # exp(-65536) is 0 in float32, and r ** 4 would overflow first
         r = np.float32(16.0)

@@ -1,7 +1,7 @@
 """``posescore loadtest``: load-test a posescore deployment with locust over gRPC.
 
 Wire it into the ``posescore`` command line with :func:`add_parser` (``run(args)`` returns the exit
-code); ``python -m loadtests.cli ...`` runs it alone (:func:`main`).
+code); ``python -m posescore.loadtests.cli ...`` runs it alone (:func:`main`).
 
 Exit codes: 0 every SLO met; 1 an SLO missed (printed); 2 bad usage, or the test could not run.
 """
@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from .options import (DEFAULT_MIX, DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, parse_duration, parse_mix,
+from posescore.loadtests.options import (DEFAULT_MIX, DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, parse_duration, parse_mix,
                       parse_slo, parse_user_counts)
 
 HELP = "load-test a deployment with locust over gRPC (headless; CSV and HTML reports)"
@@ -116,8 +116,8 @@ def options_from(args: argparse.Namespace) -> LoadTestOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Run the load test of ``args``; the exit code."""
-    from .report import format_ramp, format_report
-    from .runner import run_loadtest
+    from posescore.loadtests.report import format_ramp, format_report
+    from posescore.loadtests.runner import run_loadtest
 
     options = options_from(args)
     try:

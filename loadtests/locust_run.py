@@ -1,4 +1,4 @@
-"""The locust side of a load test, in its own process: ``python -m loadtests.locust_run CONFIG.json``.
+"""The locust side of a load test, in its own process: ``python -m posescore.loadtests.locust_run CONFIG.json``.
 
 Started by :mod:`loadtests.runner`, which owns the server, the workload and the report. This
 process is gevent's from its first line (locust monkey-patches the standard library, grpc's gevent
@@ -29,9 +29,9 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 
-from .report import Record, step_figures  # noqa: E402
-from .users import Budget, LoadState, make_user_class  # noqa: E402
-from .workload import Workload  # noqa: E402
+from posescore.loadtests.report import Record, step_figures  # noqa: E402
+from posescore.loadtests.users import Budget, LoadState, make_user_class  # noqa: E402
+from posescore.loadtests.workload import Workload  # noqa: E402
 
 
 def _environment(user_class, stop_timeout: float):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from engine import media
+from posescore.engine.media import samples as media
 
 TASKS = ("pose", "score", "dtw", "search")
 SAMPLE_VIDEO = str(media.SAMPLE_VIDEO)

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .options import Slo
-from .workload import FAILURES, OK
+from posescore.loadtests.options import Slo
+from posescore.loadtests.workload import FAILURES, OK
 
 
 class Record(NamedTuple):

@@ -2,7 +2,7 @@
 
 :func:`run_loadtest` is what ``posescore loadtest`` does:
 
-1. use the server at ``url``, or start the embedded one (``engine.server.TritonServer``) on
+1. use the server at ``url``, or start the embedded one (``engine.serving.server.TritonServer``) on
    loopback with the models of the mix (``no_dynamic_batching``: on a copy of the repository whose
    pose config has its ``dynamic_batching`` block removed);
 2. build the workload and its known answers (:mod:`loadtests.workload`), writing the search
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from . import metrics as prom
-from .options import DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, checked_mix, format_mix
-from .report import Record, check_slo, fault_summary, format_ramp, format_report, ramp_missed, read_records, task_summary
-from .workload import WorkloadError, build_workload, check_sizes, remove_archive
+from posescore.loadtests import metrics as prom
+from posescore.loadtests.options import DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, checked_mix, format_mix
+from posescore.loadtests.report import Record, check_slo, fault_summary, format_ramp, format_report, ramp_missed, read_records, task_summary
+from posescore.loadtests.workload import WorkloadError, build_workload, check_sizes, remove_archive
 
 
 # -- the embedded server's repository --------------------------------------------------------------
@@ -139,7 +139,7 @@ class _Restarter(_Fault):
 
 class _StubKiller(_Fault):
     """SIGKILLs ``model``'s python stub (as the kernel's OOM killer would), on a server a
-    :class:`engine.supervisor.Supervisor` keeps; the record says when (``stop_began``,
+    :class:`engine.serving.supervisor.Supervisor` keeps; the record says when (``stop_began``,
     ``stopped``: the kill) and when the supervisor had the model answering again (``ready``: its
     "reloaded" event, among ``events``). A reloaded model keeps its Triton counters."""
 
@@ -170,7 +170,7 @@ class _StubKiller(_Fault):
 def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = None) -> tuple[int, dict]:
     """Run the load test; returns ``(exit code, report)``: 0 all SLOs met, 1 one missed (the report
     says which). Raises LoadTestError when the test cannot run."""
-    from engine.server import DEFAULT_MODEL_REPOSITORY, ServerError, TritonServer
+    from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, ServerError, TritonServer
 
     options = _validated(options)
     log = log or ((lambda _: None) if options.quiet else (lambda m: print(m, flush=True)))
@@ -250,7 +250,7 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
             restarter = _Restarter(server, options.restart_at, started, read_metrics)
             restarter.start()
         elif options.kill_stub_at is not None:
-            from engine.supervisor import Supervisor
+            from posescore.engine.serving.supervisor import Supervisor
 
             events: list = []
             supervisor = Supervisor(server, interval=0.5, notify=events.append).start()
@@ -355,7 +355,7 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
 def _run_child(config_path: Path, config: dict, options: LoadTestOptions, started: threading.Event,
                restarter: _Fault | None, log: Callable[[str], Any]) -> dict:
     """Run loadtests.locust_run; relay its progress; bound its wall time."""
-    from engine.server import PROJECT_ROOT
+    from posescore.engine.serving.server import PROJECT_ROOT
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
@@ -364,7 +364,7 @@ def _run_child(config_path: Path, config: dict, options: LoadTestOptions, starte
         limit = steps * (options.step_duration + options.warmup + options.deadline + 10) + 120
     else:
         limit = options.duration + 2 * options.deadline + 120
-    child = subprocess.Popen([sys.executable, "-m", "loadtests.locust_run", str(config_path)],
+    child = subprocess.Popen([sys.executable, "-m", "posescore.loadtests.locust_run", str(config_path)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                              cwd=str(PROJECT_ROOT))
     timer = threading.Timer(limit, child.kill)

@@ -44,12 +44,12 @@ init_grpc_gevent()
 import tritonclient.grpc as grpcclient  # noqa: E402 - after grpc's gevent support
 from tritonclient.grpc import InferenceServerException  # noqa: E402
 
-from clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
-from clients.protocol import input_tensor, server_error, status_name  # noqa: E402
+from posescore.clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
+from posescore.clients.protocol import input_tensor, server_error, status_name  # noqa: E402
 
-from .options import TASKS  # noqa: E402
-from .report import Record  # noqa: E402
-from .workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
+from posescore.loadtests.options import TASKS  # noqa: E402
+from posescore.loadtests.report import Record  # noqa: E402
+from posescore.loadtests.workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
                        INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
 
 

@@ -6,13 +6,13 @@ every response is checked (a wrong answer is a failure, like an error):
 - ``pose``: real frames sampled evenly over a video (default vtest.avi from Debian's opencv-doc),
   decoded with PyAV; the answer is the server's own first answer at idle, one request per input
   before the load starts (the pose model is deterministic; batching does not change its output).
-- ``score``: one query pose against N candidates; the answer is ``engine.services.score_answer``,
+- ``score``: one query pose against N candidates; the answer is ``engine.analysis.answers.score_answer``,
   the function the score model calls, run here.
 - ``dtw``: a reference movement and a time-warped (sometimes mirrored) attempt; the answer is
-  ``engine.services.dtw_answer``, the function the dtw model calls.
+  ``engine.analysis.answers.dtw_answer``, the function the dtw model calls.
 - ``search``: pose and movement queries into an archive written once under the server's archive
   root (synthetic tracks, plus the poses found in the sampled frames when pose is in the mix); answer from
-  ``engine.search.search_archive`` on the same archive.
+  ``engine.archive.search.search_archive`` on the same archive.
 
 Malformed and oversized requests (:data:`BAD_REQUESTS`) are expected to be refused with gRPC
 ``INVALID_ARGUMENT`` and a message naming the problem.
@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .options import SAMPLE_VIDEO, TASKS
+from posescore.loadtests.options import SAMPLE_VIDEO, TASKS
 
 # Tolerances of the answer checks: the server may run the kernels batched (dtw) or on a GPU.
 SCORE_ATOL = 1e-3
@@ -148,7 +148,7 @@ def time_warped(rng: np.random.Generator, movement: np.ndarray, noise: float = 2
 
 def mirrored(poses: np.ndarray, width: float = 640.0) -> np.ndarray:
     """The mirror image of pixel poses: x flipped, left and right keypoints swapped."""
-    from kernels.skeleton import FLIP_PERMUTATION
+    from posescore.kernels.skeleton import FLIP_PERMUTATION
 
     out = poses[..., list(FLIP_PERMUTATION), :].copy()
     out[..., 0] = width - out[..., 0]
@@ -157,17 +157,17 @@ def mirrored(poses: np.ndarray, width: float = 640.0) -> np.ndarray:
 
 # -- expected answers ------------------------------------------------------------------------------
 def expected_score(query: np.ndarray, candidates: np.ndarray, metric: str, mirror: bool) -> dict:
-    """What the score model answers: ``engine.services.score_answer``, in this process."""
-    from engine.services import score_answer
+    """What the score model answers: ``engine.analysis.answers.score_answer``, in this process."""
+    from posescore.engine.analysis.answers import score_answer
 
     answer = score_answer(query, candidates, metric, mirror)
     return {"scores": np.asarray(answer.scores, np.float32), "part_scores": np.asarray(answer.part_scores, np.float32)}
 
 
 def expected_dtw(reference: np.ndarray, attempt: np.ndarray, window: int | None, mirror: bool) -> dict:
-    """What the dtw model answers: ``engine.services.dtw_answer``, in this process (the server
+    """What the dtw model answers: ``engine.analysis.answers.dtw_answer``, in this process (the server
     may batch several questions into one DTW call: the same answer to float32 rounding)."""
-    from engine.services import dtw_answer
+    from posescore.engine.analysis.answers import dtw_answer
 
     answer = dtw_answer(reference, attempt, window, mirror)
     return {"score": answer.score, "distance": answer.distance,
@@ -175,8 +175,8 @@ def expected_dtw(reference: np.ndarray, attempt: np.ndarray, window: int | None,
 
 
 def expected_search(archive, query: np.ndarray, k: int) -> list[dict]:
-    """What the search model answers, from ``engine.search.search_archive`` on the same archive."""
-    from engine.search import search_archive
+    """What the search model answers, from ``engine.archive.search.search_archive`` on the same archive."""
+    from posescore.engine.archive.search import search_archive
 
     return [{"video_id": m["video_id"], "start_frame": m["start_frame"], "end_frame": m["end_frame"],
              "track": m["track"], "score": m["score"]}
@@ -186,7 +186,7 @@ def expected_search(archive, query: np.ndarray, k: int) -> list[dict]:
 # -- building --------------------------------------------------------------------------------------
 def check_sizes(*, pose_frames: int, pose_batch: int, candidates: int, dtw_length: int) -> None:
     """Raise :class:`WorkloadError` naming the first size :func:`build_workload` cannot use."""
-    from clients import POSE_MAX_BATCH
+    from posescore.clients import POSE_MAX_BATCH
 
     if pose_frames < 1:
         raise WorkloadError(f"pose frames: expected >= 1 frames sampled, got {pose_frames}")
@@ -205,8 +205,8 @@ def build_workload(url: str, *, tasks: Sequence[str] = TASKS, video: str = SAMPL
     """Inputs and known answers for ``tasks``. ``pose`` asks the server at ``url`` once per input
     (its answer at idle is the known answer); ``search`` writes an archive into a new folder under
     ``archive_root`` (the server's archive root), which :func:`remove_archive` deletes."""
-    from clients import PoseScoreClient
-    from kernels.scoring import METRICS
+    from posescore.clients import PoseScoreClient
+    from posescore.kernels import METRICS
 
     check_sizes(pose_frames=pose_frames, pose_batch=pose_batch, candidates=candidates, dtw_length=dtw_length)
     rng = np.random.default_rng(seed)
@@ -274,7 +274,7 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
                   log: Callable[[str], Any]) -> None:
     """The search archive at ``path`` (under the server's archive root ``root``), its queries and
     their known answers."""
-    from engine.archive import add_video, open_archive
+    from posescore.engine.archive.store import add_video, open_archive
 
     tracks = []
     for v in range(archive_videos):
@@ -319,7 +319,7 @@ def verify(url: str, work: Workload, timeout: float = 120.0, log: Callable[[str]
     """Send every score, dtw and search input once and check the answers (raises WorkloadError on
     a wrong one): the known answers are right for this server, and its first-call costs (JIT
     compilation, loading the archive) are paid before the load starts."""
-    from clients import PoseScoreClient
+    from posescore.clients import PoseScoreClient
 
     checked = 0
     with PoseScoreClient(url, timeout=timeout) as client:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine import cli as engine_cli
-from loadtests import cli as loadtest_cli
+from posescore.engine.cli import commands as engine_cli
+from posescore.loadtests import cli as loadtest_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ def archive_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def triton_server(archive_root):
     """The embedded Triton server on free loopback ports, every model loaded; stopped at the end."""
-    from engine.server import TritonServer
+    from posescore.engine.serving.server import TritonServer
 
     with TritonServer(archive_root=archive_root) as server:
         yield server

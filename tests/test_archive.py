@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import kernels
-from engine import archive as archive_io
-from engine.archive import (ArchiveError, VideoRows, add_video, add_videos, archive_info, compact,
+from posescore import kernels
+from posescore.engine.archive import store as archive_io
+from posescore.engine.archive.store import (ArchiveError, VideoRows, add_video, add_videos, archive_info, compact,
                             compact_confidences, expand_confidences, list_videos, open_archive, upgrade, verify)
-from engine.search import search_archive
-from kernels import DEFAULT_MIN_CONFIDENCE
+from posescore.engine.archive.search import search_archive
+from posescore.kernels import DEFAULT_MIN_CONFIDENCE
 
 EXE = str(Path(sys.executable).with_name("posescore"))
 V1_FIXTURE = Path(__file__).parent / "data" / "archive-v1"  # written by the format-1 code (git 7fd6ce5)
@@ -77,7 +77,7 @@ def test_compact_confidences_keep_every_visibility_decision():
 _WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from engine.archive import add_video
+    from posescore.engine.archive.store import add_video
     root, first, count, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     for v in range(first, first + count):
         rng = np.random.default_rng(v)

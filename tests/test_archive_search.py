@@ -4,12 +4,12 @@ not; pose hits are moments; filters; the scale is compare's."""
 import numpy as np
 import pytest
 
-import kernels
-from engine import archive as archive_io
-from engine import search as search_module
-from engine.archive import add_video, open_archive
-from engine.search import SearchFilter, search_archive
-from engine.services import movement_score
+from posescore import kernels
+from posescore.engine.archive import store as archive_io
+from posescore.engine.archive import search as search_module
+from posescore.engine.archive.store import add_video, open_archive
+from posescore.engine.archive.search import SearchFilter, search_archive
+from posescore.engine.analysis.answers import movement_score
 
 
 def _walks(rng, tracks, length):

@@ -7,8 +7,8 @@ import sys
 PROBE = """
 import json
 from threadpoolctl import threadpool_info
-import kernels  # nothing has loaded SciPy's BLAS yet: numba compiles np.dot on first use
-from kernels._backend import single_threaded_blas
+from posescore import kernels  # nothing has loaded SciPy's BLAS yet: numba compiles np.dot on first use
+from posescore.kernels._backend import single_threaded_blas
 
 def blas():
     return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}

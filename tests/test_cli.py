@@ -20,7 +20,7 @@ def test_bad_usage_exits_2():
 
 
 def test_models_export_is_skipped_when_current():
-    from engine.export import is_current, onnx_path
+    from posescore.engine.serving.export import is_current, onnx_path
 
     if not is_current():
         import pytest

@@ -1,5 +1,5 @@
 """The typed clients (clients/) against the real embedded Triton server: results equal the services'
-answers computed in this process (engine.services), splitting, asyncio, search, validation before
+answers computed in this process (engine.analysis.answers), splitting, asyncio, search, validation before
 sending, server errors, retries."""
 
 import asyncio
@@ -11,13 +11,13 @@ import time
 import numpy as np
 import pytest
 
-from clients import (POSE_MAX_BATCH, AsyncPoseScoreClient, DtwResult, PoseResult, PoseScoreClient, PoseScoreError,
+from posescore.clients import (POSE_MAX_BATCH, AsyncPoseScoreClient, DtwResult, PoseResult, PoseScoreClient, PoseScoreError,
                      ScoreResult, SearchMatch)
-from clients.protocol import pose_requests
-from engine.archive import add_video
-from engine.server import DEFAULT_MODEL_REPOSITORY, TritonServer, free_port
-from engine.services import dtw_answer, score_answer
-from loadtests.workload import mirrored
+from posescore.clients.protocol import pose_requests
+from posescore.engine.archive.store import add_video
+from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServer, free_port
+from posescore.engine.analysis.answers import dtw_answer, score_answer
+from posescore.loadtests.workload import mirrored
 from conftest import random_poses
 
 # Scores are 0-100: 1e-3 is 1e-5 of their scale (float32 rounding; the server may run on a GPU).
@@ -411,8 +411,8 @@ def test_an_archive_with_a_non_ascii_name_is_searched_under_the_c_locale(tmp_pat
 def test_the_search_model_answers_an_archive_larger_than_its_mapping_budget(tmp_path):
     """A server whose search model may map 64 KB at once, and an archive of six segments of
     ~100 KB: every segment is mapped in turn, and the answers are the in-process ones."""
-    from engine.archive import open_archive
-    from engine.search import search_archive
+    from posescore.engine.archive.store import open_archive
+    from posescore.engine.archive.search import search_archive
 
     rng = np.random.default_rng(14)
     stored = []

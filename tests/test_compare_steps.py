@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.jobs import _frame_steps
-from engine.services import MAX_ALIGNED_SAMPLES, interpolation_factor
+from posescore.engine.jobs.core import _frame_steps
+from posescore.engine.analysis.answers import MAX_ALIGNED_SAMPLES, interpolation_factor
 
 
 @pytest.mark.parametrize("fps, frames, factor", [

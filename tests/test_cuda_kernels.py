@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from dtaidistance import dtw_ndim
 
-from kernels import dtw, search_topk
-from kernels.dtw import _accumulated, _dtw_cuda
-from kernels.search import _search_cuda
-from kernels.subsequence import _resets, _subsequence_cuda, _subsequence_ends
+from posescore.kernels import dtw, search_topk
+from posescore.kernels._dtw import _accumulated, _dtw_cuda
+from posescore.kernels._search import _search_cuda
+from posescore.kernels._subsequence import _resets, _subsequence_cuda, _subsequence_ends
 
 pytestmark = pytest.mark.cudasim
 

@@ -21,7 +21,7 @@ class SM90:
 
 
 numba.cuda.dispatcher.get_current_device = SM90
-import kernels._cuda_kernels as ck
+import posescore.kernels._cuda_kernels as ck
 f32, i32, i64, b1 = types.float32, types.int32, types.int64, types.boolean
 signatures = {
     "dtw_wavefront": (f32[:, :, ::1], f32[:, :, ::1], i32[::1], i32[::1], i32, f32[:, :, ::1], i32[:, :, ::1],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.server import ADMIN_HEADER, ADMIN_PROTOCOLS, TritonServer, repository_models, DEFAULT_MODEL_REPOSITORY
+from posescore.engine.serving.server import ADMIN_HEADER, ADMIN_PROTOCOLS, TritonServer, repository_models, DEFAULT_MODEL_REPOSITORY
 
 yaml = pytest.importorskip("yaml")
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"

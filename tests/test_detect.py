@@ -12,9 +12,9 @@ import pytest
 
 import oracle_ultralytics  # before ultralytics: offline, private settings folder
 from conftest import asnumpy, cupy
-from engine import media
-from kernels import decode_poses, letterbox
-from kernels.detect import OUTPUT_ROWS, letterbox_geometry
+from posescore.engine.media import samples as media
+from posescore.kernels import decode_poses, letterbox
+from posescore.kernels._detect import OUTPUT_ROWS, letterbox_geometry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -384,7 +384,7 @@ def onnx_session(tmp_path_factory):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("ultralytics", reason="the export needs ultralytics (`make model`)")
     try:
-        from engine.export import export_pose_model
+        from posescore.engine.serving.export import export_pose_model
     except ImportError:
         export_pose_model = None
     if export_pose_model is not None:

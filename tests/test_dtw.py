@@ -7,7 +7,7 @@ import pytest
 from dtaidistance import dtw_ndim
 
 from conftest import asnumpy, random_poses
-from kernels import dtw, dtw_path, dtw_score, dtw_step_distance, normalize, score_from_distance
+from posescore.kernels import dtw, dtw_path, dtw_score, dtw_step_distance, normalize, score_from_distance
 
 
 def _pair(rng, T, U, D=6):
@@ -124,7 +124,7 @@ def test_bad_input(call, exc, words):
 
 
 def test_path_refuses_a_grid_over_its_memory_limit(monkeypatch):
-    dtw_module = sys.modules["kernels.dtw"]
+    dtw_module = sys.modules["posescore.kernels._dtw"]
     rng = np.random.default_rng(2)
     a, b = _pair(rng, 40, 50)
     monkeypatch.setattr(dtw_module, "MAX_PATH_CELLS", 40 * 50 - 1)
@@ -147,7 +147,7 @@ def test_distances_spanning_many_cost_blocks_equal_one_block(monkeypatch):
              lambda w: dtw_score(a, b, window=w, lengths_a=lengths_a, lengths_b=lengths_b)]
     whole = [[call(w) for w in (None, 5)] for call in calls]
     for rows in (2, 4, 6):  # odd T: the last block has one row
-        monkeypatch.setattr(sys.modules["kernels.dtw"], "COST_CHUNK_CELLS", 36 * rows)
+        monkeypatch.setattr(sys.modules["posescore.kernels._dtw"], "COST_CHUNK_CELLS", 36 * rows)
         for call, want in zip(calls, whole):
             for w, expected in zip((None, 5), want):
                 np.testing.assert_allclose(call(w), expected, rtol=2e-6, atol=1e-6)
@@ -158,7 +158,7 @@ def test_distances_spanning_many_cost_blocks_equal_one_block(monkeypatch):
 
 def test_path_spanning_many_cost_blocks_matches_dtaidistance(monkeypatch):
     """The forward pass computes the cost matrix a block of rows at a time."""
-    monkeypatch.setattr(sys.modules["kernels.dtw"], "COST_CHUNK_CELLS", 38 * 7)  # 6 rows a block
+    monkeypatch.setattr(sys.modules["posescore.kernels._dtw"], "COST_CHUNK_CELLS", 38 * 7)  # 6 rows a block
     rng = np.random.default_rng(3)
     a, b = _pair(rng, 45, 38)
     for window in (None, 9):

@@ -1,4 +1,4 @@
-"""engine.formats: AlphaPose / COCO results JSON round trip, the seed's records, OpenPose COCO-18 and
+"""engine.media.pose_files: AlphaPose / COCO results JSON round trip, the seed's records, OpenPose COCO-18 and
 BODY_25 mapped to COCO-17, and errors that name the file, the record and the field."""
 
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from engine.formats import (OPENPOSE_BODY25_TO_COCO17, OPENPOSE_COCO18_TO_COCO17, is_poses_json, load_poses,
+from posescore.engine.media.pose_files import (OPENPOSE_BODY25_TO_COCO17, OPENPOSE_COCO18_TO_COCO17, is_poses_json, load_poses,
                             read_poses_json, records_to_poses, to_alphapose, write_alphapose)
-from engine.poses import VideoError, VideoInfo, VideoPoses
-from kernels.skeleton import KEYPOINT_NAMES
+from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
+from posescore.kernels.skeleton import KEYPOINT_NAMES
 
 COCO18 = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
           "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
@@ -224,15 +224,15 @@ def test_load_poses_takes_json_wherever_media_goes(tmp_path):
 def test_json_text_writes_non_finite_numbers_as_null():
     import json
 
-    from engine.formats import json_text
+    from posescore.engine.media.pose_files import json_text
 
     text = json_text({"score": float("nan"), "steps": [{"d": float("inf")}, 1.5], "n": 3}, indent=1)
     assert json.loads(text) == {"score": None, "steps": [{"d": None}, 1.5], "n": 3}
 
 
 def test_absurd_pose_json_gets_a_clear_error(tmp_path):
-    from engine.formats import read_poses_json
-    from engine.poses import VideoError
+    from posescore.engine.media.pose_files import read_poses_json
+    from posescore.engine.poses import VideoError
 
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from conftest import browser_dom, page_data
-from engine.archive import CATALOG, archive_info, list_videos, verify
-from engine.jobs import compare_poses
-from engine.search import MOMENT_GAP_S
-from engine.media import SAMPLE_VIDEO
-from engine.render import RED, draw_skeleton, red_limbs
-from engine.encode import retime_video
-from engine.extract import extract_poses
-from kernels.skeleton import LIMBS
+from posescore.engine.archive.store import CATALOG, archive_info, list_videos, verify
+from posescore.engine.jobs.core import compare_poses
+from posescore.engine.archive.search import MOMENT_GAP_S
+from posescore.engine.media.samples import SAMPLE_VIDEO
+from posescore.engine.reports.render import RED, draw_skeleton, red_limbs
+from posescore.engine.media.encode import retime_video
+from posescore.engine.jobs.extract import extract_poses
+from posescore.kernels.skeleton import LIMBS
 
 VTEST = SAMPLE_VIDEO
 pytestmark = pytest.mark.skipif(not VTEST.exists(), reason="Debian's opencv-doc is not installed (make media)")
@@ -141,7 +141,7 @@ def test_red_limbs_are_exactly_those_of_parts_under_the_threshold(parts):
 
 
 def _part_of(limb):
-    from kernels.skeleton import LIMB_PARTS
+    from posescore.kernels.skeleton import LIMB_PARTS
 
     return LIMB_PARTS[limb]
 
@@ -163,7 +163,7 @@ def test_pose_cli_writes_alphapose_json(triton_server, tmp_path):
 def test_find_returns_the_frame_a_pose_was_taken_from(clips, clip_poses, triton_server, tmp_path):
     clip = clip_poses["clip"]
     row = len(clip) // 2
-    from engine.formats import to_alphapose, write_alphapose
+    from posescore.engine.media.pose_files import to_alphapose, write_alphapose
 
     pose_file = tmp_path / "pose.json"
     write_alphapose(pose_file, to_alphapose(clip.select([row])))
@@ -273,11 +273,11 @@ def test_archive_search_on_real_video_is_on_compares_scale(clips, clip_poses, tr
     it at half and double speed): a 4 s movement cut from the clip is found where it is, scoring
     >= 98, and in the re-timed copies >= 95; every hit's score is compare's for the same pair; a
     frame of the clip answers that frame first, and no two hits of one person come within the gap."""
-    from clients import PoseScoreClient
-    from engine.archive import open_archive
-    from engine.jobs import index_job
-    from engine.people import main_performer
-    from engine.search import hit_poses, search_archive
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.archive.store import open_archive
+    from posescore.engine.jobs.core import index_job
+    from posescore.engine.analysis.people import main_performer
+    from posescore.engine.archive.search import hit_poses, search_archive
 
     long_clip = retime_video(VTEST, tmp_path / "long.mp4", 1.0, start=CLIP_START - 10.0, duration=20.0)
     archive_dir = tmp_path / "archive"

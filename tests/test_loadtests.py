@@ -14,12 +14,12 @@ import re
 import numpy as np
 import pytest
 
-from engine.server import DEFAULT_MODEL_REPOSITORY
-from loadtests import cli, metrics
-from loadtests.options import LoadTestError, LoadTestOptions, parse_duration, parse_mix, parse_slo
-from loadtests.report import Record, ramp_missed, step_figures
-from loadtests.runner import run_loadtest, strip_dynamic_batching
-from loadtests.workload import check_search
+from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY
+from posescore.loadtests import cli, metrics
+from posescore.loadtests.options import LoadTestError, LoadTestOptions, parse_duration, parse_mix, parse_slo
+from posescore.loadtests.report import Record, ramp_missed, step_figures
+from posescore.loadtests.runner import run_loadtest, strip_dynamic_batching
+from posescore.loadtests.workload import check_search
 
 
 def read_csv(path):
@@ -114,7 +114,7 @@ nv_cpu_utilization 0.5
 
 
 def test_search_check_allows_ties_in_either_order():
-    from clients import SearchMatch
+    from posescore.clients import SearchMatch
 
     want = [{"video_id": "a", "start_frame": f, "end_frame": f, "track": 0, "score": s}
             for f, s in ((1, 99.0), (2, 90.0), (3, 90.0), (4, 80.0))]
@@ -239,7 +239,7 @@ def summary_start(out):
 def test_a_run_over_two_servers_spreads_the_load_and_reports_each(triton_server, tmp_path, capsys):
     """``--url A --url B``: the users' clients balance over both servers (the test's session server
     and a second one), the report says what each answered, Triton's counts of both are summed."""
-    from engine.server import TritonServer
+    from posescore.engine.serving.server import TritonServer
 
     out = tmp_path / "two"
     with TritonServer(models=["score", "dtw"]) as second:

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import asnumpy, random_poses
-from kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, consistent_sides, interpolate_frames,
+from posescore.kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, consistent_sides, interpolate_frames,
                      mirror_vectors, normalize, part_scores, pose_scores, score_from_distance)
-from kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
-from kernels.scoring import distance_for_score
+from posescore.kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
+from posescore.kernels import distance_for_score
 
 METRICS = ["cosine", "weighted_l1", "weighted_l2"]
 
@@ -431,7 +431,7 @@ def test_interpolate_frames_bad_shape():
 def _turning_figure(frames: int) -> np.ndarray:
     """A standing figure facing the camera (its left on the image's right), arms swinging, with a
     visible face: ``[frames, 17, 3]`` pixels."""
-    from kernels.skeleton import KEYPOINT_NAMES
+    from posescore.kernels.skeleton import KEYPOINT_NAMES
 
     base = {"nose": (200, 60), "left_eye": (210, 50), "right_eye": (190, 50), "left_ear": (225, 55),
             "right_ear": (175, 55), "left_shoulder": (240, 110), "right_shoulder": (160, 110),

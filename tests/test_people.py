@@ -1,4 +1,4 @@
-"""engine.people: the tracker keeps identities (synthetic walks with swaps and gaps, and vtest.avi's
+"""engine.analysis.people: the tracker keeps identities (synthetic walks with swaps and gaps, and vtest.avi's
 pedestrians through the real server), the main performer keeps the time axis, the main person of
 an image."""
 
@@ -6,11 +6,11 @@ an image."""
 import numpy as np
 import pytest
 
-from clients import PoseScoreClient
-from engine.media import SAMPLE_VIDEO
-from engine.people import (Performer, box_iou, main_performer, pick_person, image_person, track_people)
-from engine.extract import extract_poses
-from engine.poses import VideoError, VideoInfo, VideoPoses
+from posescore.clients import PoseScoreClient
+from posescore.engine.media.samples import SAMPLE_VIDEO
+from posescore.engine.analysis.people import (Performer, box_iou, main_performer, pick_person, image_person, track_people)
+from posescore.engine.jobs.extract import extract_poses
+from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
 
 VTEST = SAMPLE_VIDEO
 INFO = VideoInfo(path="walk.mp4", width=640, height=480, fps=10.0, frame_count=12, duration=1.2)

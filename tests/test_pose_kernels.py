@@ -7,11 +7,11 @@ import pytest
 
 from bench import pose_numpy as ref
 from conftest import random_poses
-from kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
+from posescore.kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
                      part_scores, pose_scores, score_from_distance)
-from kernels import _per_pose
-from kernels import _pose_cells as cells
-from kernels.scoring import METRICS, SCORE_SCALES
+from posescore.kernels import _per_pose
+from posescore.kernels import _pose_cells as cells
+from posescore.kernels import METRICS, SCORE_SCALES
 
 # Scores are 0-100: float32 sums in another order differ by a few ulps, which the mapping's
 # slope (up to ~330 points per radian of part angle) makes a few 1e-4 points.
@@ -34,8 +34,8 @@ def awkward_poses(seed, n):
 def real_poses():
     """Every person the pose model finds in ultralytics' bus.jpg and zidane.jpg (skipped without
     the exported model)."""
-    from engine.export import onnx_path
-    from engine.services import PoseDetector
+    from posescore.engine.serving.export import onnx_path
+    from posescore.engine.analysis.answers import PoseDetector
     from test_detect import ultralytics_asset
 
     if not onnx_path().exists():

@@ -9,11 +9,11 @@ import numpy as np
 import psutil
 import pytest
 
-from clients import PoseScoreClient
-from engine.archive import open_archive
-from engine.encode import retime_video
-from engine.jobs import index_job
-from engine.media import SAMPLE_VIDEO, fetch_sports2d
+from posescore.clients import PoseScoreClient
+from posescore.engine.archive.store import open_archive
+from posescore.engine.media.encode import retime_video
+from posescore.engine.jobs.core import index_job
+from posescore.engine.media.samples import SAMPLE_VIDEO, fetch_sports2d
 
 ray = pytest.importorskip("ray")
 
@@ -73,7 +73,7 @@ def _same(got, want, atol=0.0):
 
 def test_index_on_ray_through_the_server_is_the_single_process_archive(local_ray, videos, triton_server,
                                                                        single_process, tmp_path):
-    from engine.ray_index import ray_index_job
+    from posescore.engine.jobs.index_ray import ray_index_job
 
     clips, broken = videos
     states = []
@@ -91,7 +91,7 @@ def test_index_on_ray_through_the_server_is_the_single_process_archive(local_ray
 def test_in_process_models_and_a_pose_worker_killed_mid_video(local_ray, videos, single_process, tmp_path):
     """No server: each actor runs the pose model itself, with the server model's parameters; one
     SIGKILLed mid-video is restarted by Ray Data and its batch retried: nothing lost or doubled."""
-    from engine.ray_index import ray_index_job
+    from posescore.engine.jobs.index_ray import ray_index_job
 
     killed = []
 

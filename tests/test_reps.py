@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from conftest import browser_dom, page_data
-from engine.encode import write_repetitions
-from engine.extract import extract_poses
-from engine.formats import write_alphapose
-from engine.people import track_people
-from engine.jobs import compare_poses, reps_poses
-from engine.media import fetch_sports2d
-from kernels.skeleton import JOINT_NAMES
+from posescore.engine.media.encode import write_repetitions
+from posescore.engine.jobs.extract import extract_poses
+from posescore.engine.media.pose_files import write_alphapose
+from posescore.engine.analysis.people import track_people
+from posescore.engine.jobs.core import compare_poses, reps_poses
+from posescore.engine.media.samples import fetch_sports2d
+from posescore.kernels.skeleton import JOINT_NAMES
 
 EXE = str(Path(sys.executable).with_name("posescore"))
 # The repetition: frames 4-30 of the demo (0.13-1.0 s at 30 fps): arms from hanging to overhead.
@@ -152,7 +152,7 @@ def test_reps_reference_cut_from_a_longer_video(videos, poses):
 
 
 def test_joint_angles_golden():
-    from kernels.skeleton import KP, joint_angles
+    from posescore.kernels.skeleton import KP, joint_angles
 
     pose = np.zeros((17, 3), np.float32)
     pose[:, 2] = 1.0
@@ -177,7 +177,7 @@ def test_joint_angles_golden():
 
 
 def test_feedback_says_it_as_a_coach_would():
-    from engine.feedback import clock, joint_remark, moment_feedback
+    from posescore.engine.reports.feedback import clock, joint_remark, moment_feedback
 
     assert clock(4.2) == "0:04.2" and clock(75.25) == "1:15.2"
     knee = {"reference": 80.0, "attempt": 45.0, "difference": -35.0}

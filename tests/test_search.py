@@ -4,9 +4,9 @@ import faiss
 import numpy as np
 import pytest
 
-import kernels.search as search_module
+import posescore.kernels._search as search_module
 from conftest import asnumpy
-from kernels import float32_rows, from_tiles, search_topk, to_tiles
+from posescore.kernels import float32_rows, from_tiles, search_topk, to_tiles
 
 
 def _unit_rows(rng, n, d=34):
@@ -194,7 +194,7 @@ def test_bad_input(kwargs, exc, words):
 
 def test_half_to_float_is_exact_for_every_float16():
     """The float16 base's conversion: all 65,536 bit patterns, as NumPy converts them (NaNs stay NaN)."""
-    from kernels.search import half_to_float
+    from posescore.kernels._search import half_to_float
 
     bits = np.arange(65536, dtype=np.uint16)
     out = np.empty(bits.shape, np.float32)

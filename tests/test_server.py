@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from engine.server import DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer, repository_models
+from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer, repository_models
 
 MODELS = repository_models(DEFAULT_MODEL_REPOSITORY)
 _INPUT_CALL = re.compile(r'(?:input_array|poses_input|input_scalar)\(\s*request,\s*"(\w+)"')
@@ -92,7 +92,7 @@ def test_server_started_from_a_short_lived_thread_keeps_running():
 def test_killed_parent_leaves_no_orphan_server(tmp_path):
     script = textwrap.dedent("""
         import sys, time
-        from engine.server import TritonServer
+        from posescore.engine.serving.server import TritonServer
         server = TritonServer(models=["score"]).start()
         print(server.process.pid, flush=True)
         time.sleep(600)
@@ -276,7 +276,7 @@ def test_a_killed_serve_leaves_a_runtime_folder_the_next_server_removes():
 def test_the_score_model_refuses_more_candidates_than_its_bound(tmp_path):
     """A repository whose score model takes at most 50 candidates a request: 51 get a clear error
     naming the bound, 50 are answered, and the server keeps serving."""
-    from clients import PoseScoreClient, PoseScoreError
+    from posescore.clients import PoseScoreClient, PoseScoreError
 
     repository = _repository_with(tmp_path, "score", "max_candidates", "1000000", "50")
     rng = np.random.default_rng(21)
@@ -327,7 +327,7 @@ def test_http_on_survives_the_request_that_aborts_tritonserver():
     input; the server stays up, and good HTTP requests are answered through the front."""
     import http.client
 
-    from engine.server import TritonServer
+    from posescore.engine.serving.server import TritonServer
 
     def post(port, path, payload):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -379,9 +379,9 @@ def test_search_refuses_a_clip_search_over_its_cells_bound(tmp_path):
     """A repository whose search model takes at most 100 DTW cells a clip search: a 6-frame clip
     over 70 poses (420 cells) is refused before any work, naming the bound and what narrows it;
     the same clip over one video of 15 poses (90 cells) and a pose query are answered."""
-    from clients import PoseScoreClient, PoseScoreError
+    from posescore.clients import PoseScoreClient, PoseScoreError
     from conftest import random_poses
-    from engine.archive import add_video
+    from posescore.engine.archive.store import add_video
 
     repository = _repository_with(tmp_path, "search", "max_clip_cells", "4000000000", "100")
     root = tmp_path / "archives"

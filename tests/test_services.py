@@ -1,14 +1,14 @@
-"""engine.services: each service's one answer, as the models, the load-test oracle and the jobs
+"""engine.analysis.answers: each service's one answer, as the models, the load-test oracle and the jobs
 get it, on real and random poses, in process (no server)."""
 
 import numpy as np
 import pytest
 
 from conftest import random_poses
-from engine.export import onnx_path
-from engine.services import DtwQuestion, PoseDetector, dtw_answer, dtw_answers, score_answer, score_answers
-from kernels.skeleton import PART_NAMES
-from loadtests.workload import mirrored
+from posescore.engine.serving.export import onnx_path
+from posescore.engine.analysis.answers import DtwQuestion, PoseDetector, dtw_answer, dtw_answers, score_answer, score_answers
+from posescore.kernels.skeleton import PART_NAMES
+from posescore.loadtests.workload import mirrored
 from test_detect import ultralytics_asset
 
 

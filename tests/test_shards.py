@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from clients import PoseScoreClient, PoseScoreError
-from engine.archive import add_video, open_archive
-from engine.search import SearchFilter, clip_candidates, pose_candidates, pose_search, public_hit, search_archive
-from engine.server import TritonServer
-from engine.shards import ShardedSearch, ShardError
+from posescore.clients import PoseScoreClient, PoseScoreError
+from posescore.engine.archive.store import add_video, open_archive
+from posescore.engine.archive.search import SearchFilter, clip_candidates, pose_candidates, pose_search, public_hit, search_archive
+from posescore.engine.serving.server import TritonServer
+from posescore.engine.archive.sharded import ShardedSearch, ShardError
 
 ARCHIVE = "sharded"
 #: Copied videos: number -> the number of the video copied (segment ids differ by 1 or 5).

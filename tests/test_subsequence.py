@@ -7,8 +7,8 @@ from dtaidistance.subsequence.subsequencealignment import subsequence_alignment
 
 from conftest import asnumpy
 
-import kernels.subsequence as subsequence_module
-from kernels import subsequence_dtw, to_tiles
+import posescore.kernels._subsequence as subsequence_module
+from posescore.kernels import subsequence_dtw, to_tiles
 
 
 @pytest.mark.parametrize("penalty", [0.0, 0.1, 0.5])

@@ -1,4 +1,4 @@
-"""engine.supervisor against the real server: a killed python stub is noticed by a real probe and
+"""engine.serving.supervisor against the real server: a killed python stub is noticed by a real probe and
 its model reloaded; a killed tritonserver is started again on its port, the dead run's log kept."""
 
 import os
@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from clients import PoseScoreClient, PoseScoreError
+from posescore.clients import PoseScoreClient, PoseScoreError
 from conftest import random_poses
-from engine.server import TritonServer
-from engine.supervisor import Supervisor
+from posescore.engine.serving.server import TritonServer
+from posescore.engine.serving.supervisor import Supervisor
 
 
 def _scores_again(server, deadline_s=90.0):
@@ -99,7 +99,7 @@ def test_a_client_rides_through_a_reload_and_still_fails_fast_on_a_model_never_l
 def test_a_jobs_embedded_server_rides_through_a_killed_stub_and_a_killed_server():
     """``server_url(None)`` (every job's embedded server) is supervised, and the client retries
     through the repair within its deadline: the job's calls answer, with no retry of its own."""
-    from engine.server import server_url
+    from posescore.engine.serving.server import server_url
 
     rng = np.random.default_rng(1)
     poses = random_poses(rng, 5)

@@ -1,4 +1,4 @@
-"""engine.video on real media: PyAV decoding (counts, true times under sampling, resizing, rotation
+"""engine.media.video on real media: PyAV decoding (counts, true times under sampling, resizing, rotation
 metadata, truncated and fake files), images, encoding and re-timing, and extract_poses through the
 real embedded Triton server (keypoints in original pixels, partial results kept on errors)."""
 
@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from clients import PoseResult, PoseScoreClient, PoseScoreError
-from engine.media import BASKETBALL, SAMPLE_VIDEO, ultralytics_asset
-from engine.people import box_iou
-from engine.encode import retime_video, video_codec, write_video
-from engine.extract import extract_poses
-from engine.poses import VideoError, VideoInfo, VideoPoses
-from engine.video import apply_orientation, decode_size, expected_frames, is_image, iter_frames, probe, read_image
+from posescore.clients import PoseResult, PoseScoreClient, PoseScoreError
+from posescore.engine.media.samples import BASKETBALL, SAMPLE_VIDEO, ultralytics_asset
+from posescore.engine.analysis.people import box_iou
+from posescore.engine.media.encode import retime_video, video_codec, write_video
+from posescore.engine.jobs.extract import extract_poses
+from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
+from posescore.engine.media.video import apply_orientation, decode_size, expected_frames, is_image, iter_frames, probe, read_image
 
 VTEST = SAMPLE_VIDEO
 BUS = ultralytics_asset("bus.jpg")
@@ -112,7 +112,7 @@ def test_a_huge_fps_keeps_every_frame_without_stepping_through_its_ticks():
     import subprocess
     import sys
 
-    code = ("from engine.video import iter_frames; "
+    code = ("from posescore.engine.media.video import iter_frames; "
             f"print([f.index for f in iter_frames({str(VTEST)!r}, fps=1e9, duration=1.0, max_side=32)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

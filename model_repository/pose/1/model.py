@@ -1,13 +1,13 @@
 """Pose estimation: RGB frames UINT8 [H, W, 3] -> keypoints [P, 17, 3], boxes [P, 4], scores [P], count.
 
-Frames of all requests in a batch are grouped by size and run together (engine.services.PoseDetector:
+Frames of all requests in a batch are grouped by size and run together (engine.analysis.answers.PoseDetector:
 our letterbox, the ONNX model in onnxruntime, our decoding and NMS).
 """
 
 import os
 
-from engine.services import pose_detector
-from engine.triton_models import RequestError, input_array, instance_xp, output_tensor, parameters, serve_batch
+from posescore.engine.analysis.answers import pose_detector
+from posescore.engine.serving.plumbing import RequestError, input_array, instance_xp, output_tensor, parameters, serve_batch
 
 
 class TritonPythonModel:

@@ -1,11 +1,11 @@
 """Pose scoring: one query pose vs N candidates -> scores [N], part scores [N, 6] (0-100).
 
 Each request is one question with a batch dimension of 1; the questions of a batch are scored
-together (engine.services.score_answers), a question that cannot be scored failing alone.
+together (engine.analysis.answers.score_answers), a question that cannot be scored failing alone.
 """
 
-from engine.services import MAX_SCORE_CANDIDATES, score_answers, warm_up_score
-from engine.triton_models import (RequestError, input_scalar, instance_xp, output_tensor, parameters, poses_input,
+from posescore.engine.analysis.answers import MAX_SCORE_CANDIDATES, score_answers, warm_up_score
+from posescore.engine.serving.plumbing import (RequestError, input_scalar, instance_xp, output_tensor, parameters, poses_input,
                                   serve_batch)
 
 

@@ -1,8 +1,8 @@
-"""Pose / movement search in archives opened under the archive root (engine.archive, engine.search).
+"""Pose / movement search in archives opened under the archive root (engine.archive, engine.archive.search).
 
 A request searches the whole archive, or one shard of it (``shard`` "I/N": the segments whose id
 is I modulo N; the server's ``archive_shard`` when the request names none). ``phase`` selects
-what a shard answers for a merge over several servers (engine.shards): "" the hits,
+what a shard answers for a merge over several servers (engine.archive.sharded): "" the hits,
 "pose_candidates" its ``count`` best poses by inner product, "clip_candidates" its ``count`` best
 DTW matches, "clip_score" the hits of the DTW ``candidates`` sent back to it.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import archive as archive_io
-from engine import search as search_io
-from engine.search import (CLIP_MIN_SCORE, MAX_CLIP_CELLS, MOMENT_GAP_S, ClipCandidate, SearchFilter,
+from posescore.engine.archive import store as archive_io
+from posescore.engine.archive import search as search_io
+from posescore.engine.archive.search import (CLIP_MIN_SCORE, MAX_CLIP_CELLS, MOMENT_GAP_S, ClipCandidate, SearchFilter,
                            check_clip_cost)
-from engine.triton_models import (RequestError, input_array, input_scalar, output_tensor, parameters, poses_input,
+from posescore.engine.serving.plumbing import (RequestError, input_array, input_scalar, output_tensor, parameters, poses_input,
                                   serve_batch)
 
 PHASES = ("", "pose_candidates", "clip_candidates", "clip_score")
@@ -117,7 +117,7 @@ class TritonPythonModel:
                     phase=phase, shard=shard, count=count, candidates=candidates)
 
     def answer(self, q):
-        """A request's hits (dicts of engine.search, merge fields included) and poses searched."""
+        """A request's hits (dicts of engine.archive.search, merge fields included) and poses searched."""
         archive, query, where = q["archive"], q["query"], q["where"]
         if q["phase"] == "pose_candidates":
             return search_io.pose_candidates(archive, search_io.check_query(query)[0], q["count"], where=where,

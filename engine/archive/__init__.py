@@ -1,0 +1,1 @@
+"""The keypoint archive: catalog, segments, ingest, maintenance, search in place, shards."""

@@ -1,0 +1,1 @@
+"""The engine's commands of the ``posescore`` command line."""

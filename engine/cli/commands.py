@@ -1,0 +1,572 @@
+"""The engine's commands of the ``posescore`` command line (registered by ``posescore.cli``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _info(args) -> int:
+    """Print the versions and the backends the kernels can use on this machine."""
+    import numba
+    import numpy as np
+
+    from posescore.kernels import cupy_or_none
+
+    cp = cupy_or_none()
+    gpu = None
+    if cp is not None:
+        try:
+            gpu = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        except Exception:  # noqa: BLE001 - CuPy present but no usable device
+            gpu = None
+    info = {
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "cupy": getattr(cp, "__version__", None),
+        "gpu": gpu,
+        "backend": "GPU (CuPy arrays) and CPU (NumPy arrays)" if gpu else "CPU (NumPy + numba)",
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:14} {value}")
+    return 0
+
+
+def _models_export(args) -> int:
+    """Export the pose model to ONNX unless it is current; print where it is."""
+    from posescore.engine.serving.export import ExportError, export_pose_model, is_current, onnx_path
+
+    try:
+        current = not args.force and is_current(args.model_repository)
+        path = onnx_path(args.model_repository) if current else export_pose_model(
+            args.model_repository, force=args.force)
+    except ExportError as err:
+        print(f"posescore: {err}", file=sys.stderr)
+        return 1
+    print(f"{path} ({'up to date' if current else 'exported'})")
+    return 0
+
+
+def _event_text(event: dict) -> str:
+    """A supervisor event as a line: ``what: key value, ...``."""
+    detail = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("time", "what"))
+    return f"{event['what']}: {detail}"
+
+
+def _serve(args) -> int:
+    """Run the embedded Triton server in the foreground, supervised, until interrupted."""
+    import signal
+    import time
+
+    from posescore.engine.serving.server import ServerError, TritonServer
+    from posescore.engine.serving.supervisor import Supervisor
+
+    server = TritonServer(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
+                          metrics_port=args.metrics_port, archive_root=args.archive_root,
+                          archive_shard=args.archive_shard, log_verbose=args.log_verbose, http=args.http)
+    # SIGTERM ends the foreground server like Ctrl-C does, through the same clean stop.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    def notify(event):
+        print(f"posescore serve: {_event_text(event)}", file=sys.stderr, flush=True)
+
+    try:
+        server.start()
+        print(f"gRPC     {server.grpc_url}" + (f"\nHTTP     {server.http_url}" if server.http else "")
+              + f"\nmetrics  {server.metrics_url}\nlog      {server.log_path}"
+              + (f"\nshard    {server.archive_shard} of every archive" if server.archive_shard else ""), flush=True)
+        # Supervised: a dead server is started again, a model whose stub died is reloaded.
+        with Supervisor(server, notify=notify):
+            while True:
+                time.sleep(3600)
+    except ServerError as err:
+        print(f"posescore: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def _probe(args) -> int:
+    """Send each model its tiny real request (what the supervisor asks): exit 0 when every one
+    answered, 1 naming those that did not. A liveness check that sees a dead python stub, which
+    Triton's ready endpoints do not."""
+    from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, repository_models
+    from posescore.engine.serving.supervisor import probe_model
+
+    failing = []
+    for model in args.model or repository_models(DEFAULT_MODEL_REPOSITORY):
+        state, problem = probe_model(args.url, model, args.timeout)
+        print(f"{model}: {state}" + (f" ({problem})" if problem else ""))
+        if state != "alive":
+            failing.append(model)
+    if failing:
+        print(f"posescore probe: {', '.join(failing)} not answering at {args.url}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Progress:
+    """A progress bar on stderr (tqdm: frames done, rate, time left) for decoding and inference;
+    none with --quiet or when stderr is not a terminal (CI logs, pipes). One callback serves
+    several videos in turn: a count that goes back (the next video) starts a new bar."""
+
+    def __init__(self, label: str, quiet: bool):
+        self.label, self.bar = label, None
+        self.enabled = not quiet and sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is not None and done < self.bar.n:
+            self.close()
+        if self.bar is not None and total and self.bar.total != total:  # the frame count was an estimate
+            self.bar.total = total
+        if self.bar is None:
+            self.bar = tqdm(total=total or None, desc=self.label, unit="frame", file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+        if total and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _emit(args, result, lines) -> None:
+    """Print ``result`` as JSON with --json, else the human-readable ``lines``."""
+    if args.json:
+        from posescore.engine.media.pose_files import json_text
+
+        print(json_text(result, indent=1))
+    else:
+        for line in lines:
+            print(line)
+
+
+def format_parts(parts: dict) -> str:
+    """``head 98  torso 97 ...``: part scores rounded, ``-`` for a part not scored."""
+    return "  ".join(f"{name} {'-' if v is None else f'{v:.0f}'}" for name, v in parts.items())
+
+
+def _with_client(args, job):
+    """Run ``job(client)`` against --url, or an embedded server started for the job."""
+    from posescore.clients import PoseScoreClient
+
+    from posescore.engine.serving.server import server_url
+
+    if not args.url and not args.quiet:
+        print("starting the embedded Triton server ...", file=sys.stderr, flush=True)
+
+    def notify(event):  # the embedded server's supervisor: what it mended
+        if not args.quiet:
+            print(f"\nposescore: embedded server: {_event_text(event)}", file=sys.stderr, flush=True)
+
+    with server_url(args.url, notify=notify) as url, PoseScoreClient(url, timeout=args.timeout) as client:
+        return job(client)
+
+
+def _needs_server(*paths) -> bool:
+    from posescore.engine.media.pose_files import is_poses_json
+
+    return not all(p is None or is_poses_json(p) for p in paths)
+
+
+def _run_job(args, job, *inputs):
+    """``job(client)`` with a server only when an input is not a pose JSON file."""
+    if _needs_server(*inputs):
+        return _with_client(args, job)
+    return job(None)
+
+
+def _pose(args) -> int:
+    from posescore.engine.jobs.core import pose_job
+
+    records = _run_job(args, lambda c: pose_job(args.input, c, args.output, args.fps,
+                                                _Progress("decoded and inferred", args.quiet)), args.input)
+    if args.output:
+        frames = len({r["image_id"] for r in records})
+        _emit(args, {"output": args.output, "records": len(records)},
+              [f"{len(records)} poses in {frames} frame(s) written to {args.output}"])
+    else:
+        from posescore.engine.media.pose_files import json_text
+
+        print(json_text(records))
+    return 0
+
+
+def _compare(args) -> int:
+    from posescore.engine.reports.feedback import moment_feedback
+    from posescore.engine.jobs.core import compare_job
+
+    report = _run_job(args, lambda c: compare_job(
+        args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
+        fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet)),
+        args.reference, args.attempt)
+    lines = [f"score {report['score']:.1f}  (DTW distance {report['distance']:.3f}, "
+             f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
+             f"parts  {format_parts(report['parts'])}"]
+    if report["parts_under_threshold"]:
+        lines.append(f"under {report['threshold']:g}: {', '.join(report['parts_under_threshold'])}")
+    lines.append("worst moments:")
+    for m in report["worst_moments"]:
+        lines.append(f"  reference {m['reference_time']:7.2f}s  attempt {m['attempt_time']:7.2f}s  "
+                     f"score {m['score']:5.1f}  {m['worst_part'] or '-'} "
+                     f"({m['worst_part_score'] if m['worst_part_score'] is not None else '-'}; "
+                     f"~{m['angle_difference_deg']} deg off)  {moment_feedback(m)}")
+    for name, path in report.get("outputs", {}).items():
+        lines.append(f"{name:7} {path}")
+    _emit(args, report, lines)
+    return 0
+
+
+def _reps(args) -> int:
+    from posescore.engine.reports.feedback import moment_feedback
+    from posescore.engine.jobs.core import reps_job
+
+    result = _run_job(args, lambda c: reps_job(
+        args.reference, args.attempt, c, start=args.start, end=args.end, threshold=args.threshold,
+        mirror=args.mirror, fps=args.fps, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
+        min_score=args.min_score, out_dir=args.out, csv=args.csv,
+        progress=_Progress("decoded and inferred", args.quiet)), args.reference, args.attempt)
+    lines = [f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
+    for r in result["reps"]:
+        mark = "  <- under " + f"{result['threshold']:g}" if r["flagged"] else ""
+        lines.append(f"{r['rep']:3d}  {r['start_time']:6.2f}-{r['end_time']:6.2f}s  {r['duration']:7.2f}s  "
+                     f"{r['score']:5.1f}  {r['worst_part'] or '-':10}  {moment_feedback(r['worst_moment'])}{mark}")
+    flagged = f", {len(result['flagged'])} under {result['threshold']:g}" if result["flagged"] else ""
+    lines.append(f"{result['count']} repetition(s){flagged}")
+    for name, path in result.get("outputs", {}).items():
+        lines.append(f"{name:7} {path}")
+    _emit(args, result, lines)
+    return 0
+
+
+def _find(args) -> int:
+    from posescore.engine.jobs.core import find_job
+
+    result = _run_job(args, lambda c: find_job(args.pose, args.video, c, k=args.k, mirror=args.mirror,
+                                               out_dir=args.out, fps=args.fps,
+                                               progress=_Progress("decoded and inferred", args.quiet)),
+                      args.pose, args.video)
+    lines = [f"{'time':>8}  {'frame':>6}  {'score':>5}  parts"]
+    lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {format_parts(m['parts'])}"
+              for m in result["moments"]]
+    lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
+    _emit(args, result, lines)
+    return 0
+
+
+def _index(args) -> int:
+    from posescore.engine.jobs.core import index_job
+
+    if args.ray is not None:
+        return _index_on_ray(args)
+    result = _with_client(args, lambda c: index_job(
+        args.videos, args.archive, c, fps=args.fps,
+        progress_factory=lambda video: _Progress(f"indexing {video.name}", args.quiet)))
+    _emit(args, result, _index_lines(result))
+    return 0
+
+
+def _index_lines(result: dict) -> list[str]:
+    lines = [f"{v['status']:16} {v['video']}" + (f"  ({v['poses']} poses in {v['frames']} frames)"
+                                                  if "poses" in v else "") for v in result["videos"]]
+    lines += [f"failed: {f['video']}: {f['error']}" for f in result.get("failed", [])]
+    if "frames_per_second" in result:
+        lines.append(f"{result['frames']} frames in {result['seconds']:.1f} s ({result['frames_per_second']:.1f}/s)")
+    lines.append(f"archive: {result['archive']}")
+    return lines
+
+
+def _index_on_ray(args) -> int:
+    """``index --ray``: the Ray Data pipeline (engine.jobs.index_ray); exit 1 when a video failed."""
+    from posescore.engine.jobs.index_ray import ray_index_job
+
+    bar = _Progress("indexing on Ray", args.quiet)
+
+    def progress(state):
+        bar(state["frames"])
+        if bar.bar is not None:
+            bar.bar.set_postfix_str(f"{state['videos_done']}/{state['videos']} videos")
+
+    address, videos = (None if args.ray == "local" else args.ray), list(args.videos)
+    if address is not None and Path(address).exists():  # `--ray VIDEO ...`: the option took a video
+        address, videos = None, [address, *videos]
+    result = ray_index_job(videos, args.archive, url=args.url, address=address,
+                           workers=args.workers, decoders=args.decoders, fps=args.fps, progress=progress)
+    bar.close()
+    _emit(args, result, _index_lines(result))
+    return 1 if result["failed"] else 0
+
+
+def _search(args) -> int:
+    from posescore.engine.jobs.core import search_job
+
+    query = args.pose or args.clip
+    result = _run_job(args, lambda c: search_job(
+        args.archive, c, pose=args.pose, clip=args.clip, k=args.k, fps=args.fps, min_gap=args.min_gap,
+        video=args.video, start=args.start, end=args.end, min_score=args.min_score, explain=args.explain,
+        out_dir=args.out, shard_urls=args.shard_url, allow_partial=args.allow_partial,
+        timeout=args.timeout), query)
+    lines = [f"{'#':>4} {'score':>5}  {'video':24} {'track':>5} {'start':>8} {'end':>8}  frames"]
+    lines += [f"{n:4d} {m['score']:5.1f}  {m['video'][:24]:24} {m['track']:5d} {m['start_time']:7.2f}s "
+              f"{m['end_time']:7.2f}s  {m['start_frame']}-{m['end_frame']}"
+              for n, m in enumerate(result["matches"], 1)]
+    if "explain" in result:
+        report = result["explain"]["report"]
+        lines.append(f"hit {result['explain']['hit']}: compare score {report['score']:.1f}, parts "
+                     f"{format_parts(report['parts'])}")
+    lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
+    lines += [f"missing shard {gone['shard']} at {gone['url']}: {gone['error']}"
+              for gone in result.get("shards", {}).get("missing", [])]
+    _emit(args, result, lines)
+    return 0
+
+
+def _archive(args) -> int:
+    """``posescore archive info | ls | rm | compact | verify | upgrade DIR``."""
+    from posescore.engine.archive import store as archive
+
+    command = args.archive_command
+    if command == "info":
+        result = archive.archive_info(args.dir)
+        lines = [f"{key:15} {value}" for key, value in result.items()]
+    elif command == "ls":
+        videos = archive.list_videos(args.dir)
+        result = {"archive": args.dir, "videos": [{k: v[k] for k in archive.VIDEO_FIELDS + ("segment_file",)}
+                                                 for v in videos]}
+        lines = [f"{'id':16} {'poses':>9} {'duration':>9}  name"]
+        lines += [f"{v['sha256'][:16]} {v['poses']:9d} {(v['duration'] or 0):8.1f}s  {v['name']}" for v in videos]
+    elif command == "rm":
+        removed = archive.remove_videos(args.dir, args.videos)
+        result = {"archive": args.dir, "removed": [{"id": v["sha256"], "name": v["name"]} for v in removed]}
+        lines = [f"removed {v['sha256'][:16]} {v['name']}" for v in removed]
+    elif command == "compact":
+        result = archive.compact(args.dir)
+        lines = [f"segments {result['before']['segments']} -> {result['after']['segments']}, "
+                 f"dead rows {result['before']['dead_rows']} -> {result['after']['dead_rows']}"]
+    elif command == "verify":
+        result = archive.verify(args.dir)
+        lines = [f"{p['file']}: {p['problem']}" for p in result["problems"]]
+        lines += [f"not in the catalog: {name}" for name in result["unnamed_files"]]
+        lines.append(f"{result['segments']} segments: " + ("ok" if result["ok"] else
+                                                          f"{len(result['problems'])} damaged"))
+    else:
+        result = archive.upgrade(args.dir)
+        lines = ["already format 2" if result["already"] else
+                 f"upgraded {result['upgraded']} of {result['videos']} videos to format {archive.VERSION}"]
+    _emit(args, result, lines)
+    return 0 if result.get("ok", True) else 1
+
+
+def add_commands(sub) -> None:
+    """Register the engine's commands (info, models, serve, pose, compare, find, index, search,
+    archive) on the ``posescore`` subparsers; each sets ``func``, run by :func:`run`."""
+    info = sub.add_parser("info", help="versions and available compute backends")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=_info)
+
+    from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY
+
+    models = sub.add_parser("models", help="manage the model repository")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    export = models_sub.add_parser("export", help="export the pose model to ONNX (skipped when current)")
+    export.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
+    export.add_argument("--force", action="store_true", help="export even when the file is current")
+    export.set_defaults(func=_models_export)
+
+    serve = sub.add_parser("serve", help="run the embedded Triton server in the foreground")
+    serve.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY))
+    serve.add_argument("--grpc-port", type=int, default=None, help="default: a free port")
+    serve.add_argument("--http", action="store_true",
+                       help="also serve Triton's HTTP/REST endpoint (off: gRPC is the product's protocol)")
+    serve.add_argument("--http-port", type=int, default=None, help="with --http; default: a free port")
+    serve.add_argument("--metrics-port", type=int, default=None, help="default: a free port")
+    serve.add_argument("--archive-root", default=None,
+                       help="folder under which the search model may load archives (default: .)")
+    serve.add_argument("--archive-shard", default=None, metavar="I/N",
+                       help="search only shard I of N of each archive (its segments whose id is I modulo N), "
+                            "for `posescore search --shard-url` over several servers")
+    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.set_defaults(func=_serve)
+
+    probe = sub.add_parser("probe", help="send each model a tiny real request (a liveness check); exit 1 if one fails")
+    probe.add_argument("--url", required=True, help="HOST:PORT of the server's gRPC endpoint")
+    probe.add_argument("--model", action="append", default=None,
+                       help="a model to probe (repeat; default: every model of model_repository/)")
+    probe.add_argument("--timeout", type=float, default=20.0, help="seconds per model")
+    probe.set_defaults(func=_probe)
+
+    def job_parser(name, help_text):
+        job = sub.add_parser(name, help=help_text)
+        job.add_argument("--json", action="store_true", help="print one JSON object")
+        job.add_argument("--quiet", action="store_true", help="no progress output")
+        job.add_argument("--fps", type=float, default=None, help="sample videos at this frame rate")
+        job.add_argument("--url", default=None, help="HOST:PORT of a running server "
+                         "(default: start an embedded one for the job)")
+        job.add_argument("--timeout", type=float, default=120.0, help="seconds per server call")
+        return job
+
+    pose = job_parser("pose", "keypoints of an image or video as AlphaPose / COCO results JSON")
+    pose.add_argument("input", help="image, video or pose JSON")
+    pose.add_argument("-o", "--output", help="write the JSON here (default: stdout)")
+    pose.set_defaults(func=_pose)
+
+    compare = job_parser("compare", "score an attempt against a reference movement (DTW-aligned)")
+    compare.add_argument("reference", help="video or pose JSON")
+    compare.add_argument("attempt", help="video or pose JSON")
+    compare.add_argument("--out", help="folder for report.json, side_by_side.mp4 and scores.png")
+    compare.add_argument("--threshold", type=float, default=80.0, help="parts under it are drawn red")
+    compare.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    compare.add_argument("--window", type=int, default=None, help="DTW window in frames")
+    compare.add_argument("--csv", help="write per-step scores and joint angles to this CSV file")
+    compare.set_defaults(func=_compare)
+
+    from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
+
+    reps = job_parser("reps", "find and score every repetition of a reference movement in an attempt")
+    reps.add_argument("reference", help="video or pose JSON of one repetition")
+    reps.add_argument("attempt", help="video or pose JSON of any number of repetitions")
+    reps.add_argument("--from", dest="start", type=float, default=None,
+                      help="seconds: the repetition starts here in REFERENCE")
+    reps.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
+    reps.add_argument("--out", help="folder for reps.json, reps.mp4, reps.png and report.html")
+    reps.add_argument("--csv", help="write per-step scores and joint angles of every repetition to this CSV file")
+    reps.add_argument("--threshold", type=float, default=80.0, help="repetitions and parts under it are flagged")
+    reps.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    reps.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
+                      help="segments scoring under this are not repetitions (rests, other movements)")
+    reps.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
+                      help="a repetition lasts at least this times the reference")
+    reps.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
+    reps.set_defaults(func=_reps)
+
+    find = job_parser("find", "the moments of a video most similar to a pose")
+    find.add_argument("pose", help="image (its main person) or pose JSON")
+    find.add_argument("video", help="video or pose JSON")
+    find.add_argument("--k", type=int, default=5)
+    find.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    find.add_argument("--out", help="folder for best_match.png")
+    find.set_defaults(func=_find)
+
+    index = job_parser("index", "extract every pose of videos into an archive")
+    index.add_argument("videos", nargs="+")
+    index.add_argument("--archive", required=True, help="archive folder (created if missing)")
+    index.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="index on a Ray Data pipeline: decoding in CPU tasks, the pose model in --workers "
+                            "actors (each a client of --url, else the model in-process); ADDRESS: a Ray "
+                            "cluster's (default: a local Ray started for the job)")
+    index.add_argument("--workers", type=int, default=1, help="with --ray: pose model actors (default 1)")
+    index.add_argument("--decoders", type=int, default=None,
+                       help="with --ray: videos decoded at once (default: as many as Ray's CPUs allow)")
+    index.set_defaults(func=_index)
+
+    from posescore.engine.archive.search import CLIP_MIN_SCORE, MAX_K as SEARCH_MAX_K, MOMENT_GAP_S
+
+    search = job_parser("search", "the moments most like a pose (--pose) or the movements most like a clip "
+                                  "(--clip) in an archive")
+    search.add_argument("--archive", required=True)
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--pose", help="image or pose JSON")
+    query.add_argument("--clip", help="video or pose JSON of a movement")
+    search.add_argument("--k", type=int, default=10, help=f"hits to answer (at most {SEARCH_MAX_K:,})")
+    search.add_argument("--min-gap", type=float, default=MOMENT_GAP_S,
+                        help="seconds: hits of one video and person closer than this are one moment")
+    search.add_argument("--video", default=None, help="only videos whose name or path matches this glob")
+    search.add_argument("--from", dest="start", type=float, default=None, help="seconds: only from this time on")
+    search.add_argument("--to", dest="end", type=float, default=None, help="seconds: only up to this time")
+    search.add_argument("--min-score", type=float, default=CLIP_MIN_SCORE,
+                        help="with --clip: hits scoring under this (compare's scale) are not answered")
+    search.add_argument("--explain", type=int, default=None,
+                        help="with --clip: compare's full report of hit N (1 = the best)")
+    search.add_argument("--out", help="with --explain: folder for its report.json")
+    search.add_argument("--shard-url", action="append", default=None, metavar="HOST:PORT",
+                        help="search on these servers, the i-th answering shard i/N of the archive (a folder "
+                             "under their archive root), and merge their hits exactly; repeat per shard")
+    search.add_argument("--allow-partial", action="store_true",
+                        help="with --shard-url: answer from the shards that answer (each within --timeout), "
+                             "naming those that do not")
+    search.set_defaults(func=_search, max_k=SEARCH_MAX_K)
+
+    archive = sub.add_parser("archive", help="inspect and maintain an archive")
+    archive_sub = archive.add_subparsers(dest="archive_command", required=True)
+    for name, text in (("info", "counts and sizes"), ("ls", "the videos"), ("rm", "remove videos"),
+                       ("compact", "merge small segments, drop removed videos' rows, tile row-layout vectors"),
+                       ("verify", "check every segment against the catalog's checksums"),
+                       ("upgrade", "migrate a format-1 archive to format 2")):
+        command = archive_sub.add_parser(name, help=text)
+        command.add_argument("dir", help="archive folder")
+        command.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "rm":
+            command.add_argument("videos", nargs="+", help="names or content ids (a prefix of 8+ characters)")
+        command.set_defaults(func=_archive)
+
+
+#: Most matches ``find`` and ``search`` answer (a larger ``--k`` is a mistake, not a query).
+MAX_K = 100_000
+
+
+def check_args(args) -> str | None:
+    """The usage error of the options every command shares, if any (the CLI exits 2 with it):
+    ``--k`` in 1..MAX_K, ``--threshold`` a score in 0..100, ``--window`` >= 1 frame, ``--fps`` a
+    finite rate > 0."""
+    import math
+
+    k, threshold = getattr(args, "k", None), getattr(args, "threshold", None)
+    window, fps = getattr(args, "window", None), getattr(args, "fps", None)
+    max_k = getattr(args, "max_k", MAX_K)
+    if k is not None and not 1 <= k <= max_k:
+        return f"--k: expected an integer from 1 to {max_k:,}, got {k}"
+    min_gap = getattr(args, "min_gap", None)
+    if min_gap is not None and not (math.isfinite(min_gap) and min_gap >= 0):
+        return f"--min-gap: expected seconds >= 0, got {min_gap:g}"
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    for name, value in (("--from", start), ("--to", end)):
+        if value is not None and not math.isfinite(value):
+            return f"{name}: expected seconds, got {value:g}"
+    if start is not None and end is not None and start > end:
+        return f"--from {start:g} is after --to {end:g}"
+    min_score = getattr(args, "min_score", None)
+    if min_score is not None and not 0 <= min_score <= 100:
+        return f"--min-score: expected a score from 0 to 100, got {min_score:g}"
+    explain = getattr(args, "explain", None)
+    if explain is not None and explain < 1:
+        return f"--explain: expected a hit number >= 1, got {explain}"
+    lo, hi = getattr(args, "min_ratio", None), getattr(args, "max_ratio", None)
+    if lo is not None and not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        return f"--min-ratio {lo:g} / --max-ratio {hi:g}: expected 0 < min <= max"
+    if threshold is not None and not 0 <= threshold <= 100:  # also false for NaN
+        return f"--threshold: expected a score from 0 to 100, got {threshold:g}"
+    if window is not None and window < 1:
+        return f"--window: expected a number of frames >= 1, got {window}"
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        return f"--fps: expected frames per second > 0, got {fps:g}"
+    return None
+
+
+def run(args) -> int:
+    """Run the parsed command; a failure prints one line naming the problem and exits 1."""
+    from posescore.clients import PoseScoreError
+
+    from posescore.engine.archive.store import ArchiveError
+    from posescore.engine.serving.export import ExportError
+    from posescore.engine.serving.server import ServerError
+
+    try:
+        return args.func(args)
+    except (ValueError, OSError, PoseScoreError, ArchiveError, ExportError, ServerError) as err:
+        print(f"posescore: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("posescore: interrupted", file=sys.stderr)
+        return 130

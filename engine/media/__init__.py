@@ -1,0 +1,1 @@
+"""Media in and out: decoding, encoding, keypoint files, sample media."""

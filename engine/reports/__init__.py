@@ -1,0 +1,1 @@
+"""Reports: the page, drawings and plots, feedback as a coach says it."""
