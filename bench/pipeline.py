@@ -24,7 +24,7 @@ from posescore.engine.media.samples import SAMPLE_VIDEO
 
 def index_fps(video: Path, url: str, archive: Path) -> tuple[float, int]:
     from posescore.clients import PoseScoreClient
-    from posescore.engine.jobs.core import index_job
+    from posescore.engine.jobs.index import index_job
 
     with PoseScoreClient(url, timeout=600) as client:
         start = time.perf_counter()

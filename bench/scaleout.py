@@ -33,7 +33,7 @@ def index_figures(videos: list[str], url: str, workers: tuple[int, ...] = (1, 2)
     import ray
 
     from posescore.clients import PoseScoreClient
-    from posescore.engine.jobs.core import index_job
+    from posescore.engine.jobs.index import index_job
     from posescore.engine.jobs.index_ray import ray_index_job
 
     def single() -> float:

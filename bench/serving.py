@@ -34,7 +34,7 @@ def decode_frames(path: str, count: int) -> np.ndarray:
 def in_process_fps(frames: np.ndarray, onnx_file: str, batch: int = 16, repeat: int = 2) -> float:
     """Frames per second of the pose service's answer (engine.analysis.answers.PoseDetector: letterbox,
     onnxruntime, decoding) in this process."""
-    from posescore.engine.analysis.answers import PoseDetector
+    from posescore.engine.serving.detector import PoseDetector
 
     detector = PoseDetector(onnx_file)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -18,6 +18,14 @@ from posescore.kernels.skeleton import NUM_KEYPOINTS
 #: File name extensions read as still images (case-insensitive).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm",
                               ".ppm", ".pnm"})
+
+
+class PeopleInFrame(NamedTuple):
+    """The people of one frame: ``keypoints [n, 17, 3]`` float32, ``boxes [n, 4]``, ``scores [n]``."""
+
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
 
 
 class VideoError(ValueError):
@@ -97,13 +105,10 @@ class VideoPoses:
         """P, the padded number of people per row."""
         return int(self.keypoints.shape[1])
 
-    def frames_people(self, i: int):
-        """Row ``i``'s people trimmed to its count: a ``clients.FramePeople`` with ``keypoints
-        [n, 17, 3]``, ``boxes [n, 4]``, ``scores [n]``."""
-        from posescore.clients import FramePeople
-
+    def frames_people(self, i: int) -> "PeopleInFrame":
+        """Row ``i``'s people trimmed to its count."""
         n = int(self.counts[i])
-        return FramePeople(self.keypoints[i, :n], self.boxes[i, :n], self.scores[i, :n])
+        return PeopleInFrame(self.keypoints[i, :n], self.boxes[i, :n], self.scores[i, :n])
 
     def people(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every real detection, flattened in (row, person) order: ``(rows [N] int64, person [N]

@@ -20,11 +20,13 @@ _EXPORTS = {
     "METRICS": "_scoring", "SCORE_SCALES": "_scoring", "aligned_part_scores": "_scoring", "mirror_vectors": "_scoring",
     "part_scores": "_scoring", "pose_scores": "_scoring", "score_from_distance": "_scoring",
     "distance_for_score": "_scoring",
-    "search_topk": "_search", "to_tiles": "_search", "from_tiles": "_search", "float32_rows": "_search",
-    "TILE_ROWS": "_search",
+    "search_topk": "_search",
+    "to_tiles": "_tiles", "from_tiles": "_tiles", "float32_rows": "_tiles", "TILE_ROWS": "_tiles",
     "KEYPOINT_NAMES": "skeleton", "LIMBS": "skeleton", "PART_NAMES": "skeleton",
     "subsequence_dtw": "_subsequence",
     "decode_poses": "_detect", "letterbox": "_detect",  # the pose model's pre- and post-processing
+    "DETECT_IMAGE_SIZE": "_detect", "DETECT_CONFIDENCE": "_detect", "DETECT_IOU": "_detect", "DETECT_MAX_PEOPLE": "_detect",
+    "SCORE_THRESHOLD": "_scoring",
     # The backend choice, for the engine's own dispatch (no numba imported by these).
     "array_module": "_backend", "cupy_or_none": "_backend", "to_numpy": "_backend", "parallel_map": "_backend",
     "MAX_MAGNITUDE": "_backend",

@@ -171,8 +171,8 @@ def single_threaded_blas():
 
     Those are NumPy's (``@`` and ``np.matmul``) and SciPy's (numba's ``np.dot`` calls it through
     ``scipy.linalg.cython_blas``). Both are loaded before the one scan of the process's libraries,
-    which is then reused: entering costs ~30 us instead of the ~1 ms of a fresh scan, which
-    dominated a kernel call on a short series.
+    which is then reused: entering costs far less than a fresh scan, which dominated a kernel call
+    on a short series (timings in docs/BENCHMARKS.md).
     """
     global _blas_controller
     if _blas_controller is None:
@@ -190,8 +190,8 @@ _in_pool = threading.local()
 
 def parallel_map(fn, items, workers: int | None = None) -> list:
     """``[fn(item) for item in items]`` on up to ``workers`` threads (default: numba's thread
-    count) of a pool kept for the process: starting threads per call cost ~3 ms each on this VM,
-    more than a query's scan of a million poses. Runs inline for a single item or when called from
+    count) of a pool kept for the process: starting threads per call cost more than a query's scan
+    of a million poses (docs/BENCHMARKS.md). Runs inline for a single item or when called from
     one of the pool's own threads (so nested calls cannot wait on themselves)."""
     items = list(items)
     if workers is None:

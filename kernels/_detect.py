@@ -19,6 +19,13 @@ from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: Rows of the raw model output: box cx, cy, w, h, person score, then 17 x (x, y, confidence).
 OUTPUT_ROWS = 5 + 3 * NUM_KEYPOINTS
+#: The pose model's defaults (YOLO11n-pose as ultralytics predicts): input side in pixels, the least
+#: person confidence kept, the IoU over which NMS drops a box, and the most people kept a frame.
+#: model_repository/pose/config.pbtxt sets the served values.
+DETECT_IMAGE_SIZE = 640
+DETECT_CONFIDENCE = 0.25
+DETECT_IOU = 0.7
+DETECT_MAX_PEOPLE = 20
 #: Grey level of the letterbox border (ultralytics' ``padding_value``).
 PAD_VALUE = 114
 #: At most this many candidates (best scores first) enter NMS, as ultralytics' ``max_nms``.
@@ -29,7 +36,7 @@ MAX_NMS = 30000
 # letterbox
 
 
-def letterbox_geometry(height: int, width: int, size: int = 640, stride: int = 32):
+def letterbox_geometry(height: int, width: int, size: int = DETECT_IMAGE_SIZE, stride: int = 32):
     """ultralytics' ``LetterBox(new_shape=size, auto=True, stride=stride)`` geometry for one frame.
 
     Returns ``(gain, (new_h, new_w), (top, bottom, left, right))``: the scale ratio, the resized
@@ -152,7 +159,7 @@ def _letterbox_gpu(cp, frames, taps, top, left, h, w):
     return out
 
 
-def letterbox(frames, size: int = 640, stride: int = 32):
+def letterbox(frames, size: int = DETECT_IMAGE_SIZE, stride: int = 32):
     """Letterbox uint8 RGB frames ``[B, H, W, 3]`` (all of one size) for the pose model.
 
     Returns ``(images [B, 3, h, w] float32 RGB in 0..1, gains [B] float32, pads [B, 2] float32)``
@@ -253,8 +260,8 @@ def _check_batch(x, name: str, B: int, want: str):
                          f"got shape {list(x.shape)}")
 
 
-def decode_poses(output, gains, pads, image_shapes, conf: float = 0.25, iou: float = 0.7,
-                 max_people: int = 20):
+def decode_poses(output, gains, pads, image_shapes, conf: float = DETECT_CONFIDENCE, iou: float = DETECT_IOU,
+                 max_people: int = DETECT_MAX_PEOPLE):
     """Decode raw YOLO11n-pose output ``[B, 56, A]`` float32 into people per frame.
 
     ``output`` rows: box cx, cy, w, h and 17 x (x, y, confidence) keypoints in letterboxed

@@ -20,8 +20,8 @@ def subsequence_cell(up, up_start, diag, diag_start, left, left_start, cost, cos
 
     Returns (accumulated cost, accumulated cost + penalty for the next cell up, match start).
     Ties prefer the diagonal, then left, then up. The value passed up is ``min + (cost +
-    penalty)``: one min and one add from cell to cell (with ``(min + cost) + penalty`` the chain
-    is 1.5x slower); the two differ by rounding only.
+    penalty)``: one min and one add from cell to cell (``(min + cost) + penalty`` makes the chain
+    longer, and slower: docs/BENCHMARKS.md); the two differ by rounding only.
     """
     left_wins = left < diag
     side = min(diag, left)

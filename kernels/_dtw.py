@@ -43,10 +43,11 @@ def _sq_norms(x, n):
 def _cost_matrix(a, b, T, U):
     """Squared Euclidean distances ``[T, U]`` float32 of ``a[:T]`` and ``b[:U]``.
 
-    |a|^2 + |b|^2 - 2 a.b with one float32 GEMM, 4x faster than the direct sum. Cancellation
-    leaves ~1e-7 (|a|^2 + |b|^2) on identical frames, which the square root of a path-normalized
-    cost would show as a score below 100: costs under 1% of |a|^2 + |b|^2 are marked -1 here (a
-    vectorized select) and recomputed directly by :func:`_exact_cost` when the DP reaches them.
+    |a|^2 + |b|^2 - 2 a.b with one float32 GEMM, faster than the direct sum (docs/BENCHMARKS.md).
+    Cancellation leaves ~1e-7 (|a|^2 + |b|^2) on identical frames, which the square root of a
+    path-normalized cost would show as a score below 100: costs under 1% of |a|^2 + |b|^2 are
+    marked -1 here (a vectorized select) and recomputed directly by :func:`_exact_cost` when the
+    DP reaches them.
     """
     g = np.dot(a[:T], np.ascontiguousarray(b[:U].T))
     na = _sq_norms(a, T)

@@ -31,6 +31,9 @@ SCORE_SCALES: dict[str, float] = {
     "angle": math.radians(26.2),
 }
 METRICS = ("cosine", "weighted_l1", "weighted_l2")
+#: The scale's pass mark: a repetition or a part scoring under it is flagged (drawn red, listed as
+#: under the threshold) unless the user sets another.
+SCORE_THRESHOLD = 80.0
 
 
 def score_from_distance(distance, kind: str):

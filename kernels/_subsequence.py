@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-
 import numba
 import numpy as np
 
 from posescore.kernels._backend import (array_module, check_array, check_int, check_lengths, check_number, parallel_map,
                        single_threaded_blas, to_numpy)
 from posescore.kernels._dp_cells import subsequence_cell
-from posescore.kernels._search import TILE_ROWS, _tile_block_minima, float32_rows
+from posescore.kernels._pruning import (PRUNE_BLOCK, PRUNE_CLUSTERS, PRUNE_GUESS_MATCHES, PRUNE_GUESS_STRETCH,
+                                        PRUNE_MAX_SHARE, PRUNE_MIN_RATIO, block_bounds, block_nearest, block_spans,
+                                        candidate_blocks, candidate_windows, cluster_extents, query_clusters)
+from posescore.kernels._tiles import TiledSeries
 
 #: Series frames per GEMM chunk of the cost matrix: bounded memory for any series length, and
 #: the chunk's products (2048 x M float32) stay in a core's L2 cache between GEMM and DP.
@@ -21,9 +22,9 @@ SERIES_CHUNK = 2048
 #: column equals the exact one, which is checked, and recomputed where it does not.
 MIN_SEGMENT = 8192
 #: Segments one thread runs in lockstep, one per SIMD lane: the DP's lane loop is contiguous in
-#: memory, so LLVM vectorizes it. Measured on the 2-core AVX-512 VM: 1.4 ns/cell at 32 lanes
-#: against 2.7 for the scalar pair kernel in the same run; 8 or 16 lanes were not vectorized.
-#: Costs in float32 and starts in int32 (8 lanes per 256-bit instruction, not 4): 0.81-0.87.
+#: memory, so LLVM vectorizes it (8 or 16 lanes were not vectorized), and a cell costs less than
+#: in the scalar pair kernel (timings in docs/BENCHMARKS.md). Costs in float32 and starts in int32:
+#: 8 lanes per 256-bit instruction, not 4.
 LANES = 32
 #: Lockstep steps per GEMM chunk: the products [M, LANE_CHUNK, LANES] float32 stay in L2.
 LANE_CHUNK = 64
@@ -308,7 +309,7 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     penalty_sq = _penalty_sq(penalty)
     min_length = check_int(min_length, "min_length")
     if getattr(series, "ndim", 0) == 3:
-        s = _TiledSeries(series, rows, buffer)
+        s = TiledSeries(series, rows, buffer)
         xp = array_module(query)
         if xp is not np:
             raise ValueError("series: tiles [T, D, L] are searched on the CPU; give the GPU rows [N, D]")
@@ -333,7 +334,7 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
         ends = _best_disjoint(values, end_start, k, min_length)
         picked = xp.asarray(ends)
         return _results(q, s, to_numpy(end_cost[picked]), to_numpy(end_start[picked]), ends, penalty, xp)
-    q, s = to_numpy(q), s if isinstance(s, _TiledSeries) else to_numpy(s)
+    q, s = to_numpy(q), s if isinstance(s, TiledSeries) else to_numpy(s)
     if prune and penalty_sq > 0 and N >= PRUNE_MIN_RATIO * M:
         end_cost, end_start = _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap)
     else:
@@ -343,36 +344,9 @@ def subsequence_dtw(query, series, k: int = 1, penalty: float = 0.1, min_length:
     return _results(q, s, end_cost[ends], end_start[ends], ends, penalty, xp)
 
 
-class _TiledSeries:
-    """Rows ``[lo, hi)`` of float16 tiles ``[T, D, L]`` as a series: float32 frames on demand."""
-
-    def __init__(self, tiles, rows, buffer):
-        if not isinstance(tiles, np.ndarray) or tiles.dtype != np.float16:
-            raise ValueError(f"series: expected float16 tiles [T, D, L] (NumPy), got "
-                             f"{getattr(tiles, 'dtype', type(tiles).__name__)}")
-        T, D, L = tiles.shape
-        lo, hi = rows if rows is not None else (0, T * L)
-        if not 0 <= lo < hi <= T * L:
-            raise ValueError(f"rows: expected 0 <= lo < hi <= {T * L} (the tiles' rows), got {(lo, hi)}")
-        # the bounds' tile kernel reads addresses (an archive's mapped column already is contiguous)
-        self.tiles, self.lo, self.buffer = np.ascontiguousarray(tiles), int(lo), buffer
-        self.shape = (int(hi - lo), D)
-
-    def frames(self, a: int, b: int) -> np.ndarray:
-        """Frames ``[a, b)`` of the series as float32 ``[b - a, D]`` (the whole series into the buffer)."""
-        whole = a == 0 and b == self.shape[0]
-        return float32_rows(self.tiles, self.lo + a, self.lo + b, self.buffer if whole else None)
-
-    def gather(self, index: np.ndarray) -> np.ndarray:
-        """Frames ``index`` (int64) as float32 ``[len(index), D]``."""
-        L = self.tiles.shape[2]
-        at = self.lo + np.asarray(index, np.int64)
-        return self.tiles[at // L, :, at % L].astype(np.float32)
-
-
 def _frames(s, a: int, b: int):
-    """Frames ``[a, b)`` of a series (an array ``[N, D]`` or a :class:`_TiledSeries`) as float32 rows."""
-    return s.frames(a, b) if isinstance(s, _TiledSeries) else s[a:b]
+    """Frames ``[a, b)`` of a series (an array ``[N, D]`` or a :class:`TiledSeries`) as float32 rows."""
+    return s.frames(a, b) if isinstance(s, TiledSeries) else s[a:b]
 
 
 def _all_ends(q, s, penalty_sq, resets):
@@ -383,217 +357,6 @@ def _all_ends(q, s, penalty_sq, resets):
     groups = min(threads, N // (LANES * 2 * warm_up))  # lane segments at least twice the warm-up
     segments, lanes = (groups, LANES) if groups >= 1 else (max(1, min(threads, N // MIN_SEGMENT)), 1)
     return _subsequence_ends(q, s, penalty_sq, segments, warm_up, resets, lanes)
-
-
-#: Pruning runs for series at least this many times the query's length.
-PRUNE_MIN_RATIO = 16
-#: Series frames per block of the pruning's lower bounds, and query frame clusters they use.
-PRUNE_BLOCK = 32
-PRUNE_CLUSTERS = 8
-#: The first, guessing pass runs the DP over the stretches of PRUNE_GUESS_STRETCH frames that
-#: hold the lowest bounds, this many matches' lengths (M frames) for each of the k wanted.
-PRUNE_GUESS_STRETCH = 2048
-PRUNE_GUESS_MATCHES = 2
-#: Beyond this share of candidate blocks the DP runs over the whole series at once.
-PRUNE_MAX_SHARE = 0.5
-
-
-def _clusters(q, count):
-    """Query frames grouped around ``count`` centres (k-means from farthest-point seeds):
-    ``(centres [G, D] float64, label [M], radius [M])``, radius the frame's distance to its centre
-    (read-only: kept for the next call with the same query, as a search's every batch makes)."""
-    return _clusters_of(np.ascontiguousarray(q).tobytes(), q.shape, q.dtype.str, count)
-
-
-@functools.lru_cache(maxsize=16)
-def _clusters_of(data: bytes, shape: tuple, dtype: str, count: int):
-    q = np.frombuffer(data, dtype).reshape(shape)
-    centres, label, radius = _cluster_frames(q, count)
-    for array in (centres, label, radius):
-        array.flags.writeable = False
-    return centres, label, radius
-
-
-def _cluster_frames(q, count):
-    q64 = q.astype(np.float64)
-    count = min(count, q.shape[0])
-    seeds = [0]
-    gap = np.linalg.norm(q64 - q64[0], axis=1)
-    for _ in range(count - 1):
-        seeds.append(int(np.argmax(gap)))
-        gap = np.minimum(gap, np.linalg.norm(q64 - q64[seeds[-1]], axis=1))
-    centres = q64[seeds]
-    for _ in range(8):
-        label = np.argmin(((q64[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        centres = np.stack([q64[label == g].mean(0) if (label == g).any() else centres[g] for g in range(len(centres))])
-    label = np.argmin(((q64[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-    return centres, label, np.linalg.norm(q64 - centres[label], axis=1)
-
-
-@numba.njit(cache=True, nogil=True)
-def _block_minima(products, s_sq, c_sq, block, near):
-    """``near[g, b]`` = the least ``s_sq[j] + c_sq[g] - 2 products[j, g]`` over the frames j of
-    block b, less a margin for float32 rounding (so it stays at most the exact squared distance)."""
-    N, G = products.shape
-    for b in range(near.shape[1]):
-        for g in range(G):
-            near[g, b] = np.inf
-        for j in range(b * block, min(N, (b + 1) * block)):
-            for g in range(G):
-                total = s_sq[j] + c_sq[g]
-                d2 = total - np.float32(2.0) * products[j, g] - np.float32(1e-5) * total - np.float32(1e-6)
-                if d2 < near[g, b]:
-                    near[g, b] = d2
-
-
-def _block_nearest(s, centres):
-    """``[G, blocks]`` float64: at most the least distance from each centre to a frame of each
-    block of PRUNE_BLOCK series frames (a float32 GEMM per piece of the series, then one pass; an
-    archive's tiles straight from their float16 bits, ``kernels._search._tile_block_minima``;
-    pieces in threads)."""
-    N = s.shape[0]
-    c32 = np.ascontiguousarray(centres, np.float32)
-    c_sq = np.einsum("ij,ij->i", c32, c32)
-    near = np.empty((len(centres), -(-N // PRUNE_BLOCK)), np.float32)
-    piece = PRUNE_BLOCK << 11
-    if isinstance(s, _TiledSeries) and s.shape[1] == 34 and s.tiles.shape[2] == TILE_ROWS:
-        bits = s.tiles.view(np.uint16)
-
-        def run_tiles(a):
-            b = min(N, a + piece)
-            first = a // PRUNE_BLOCK
-            _tile_block_minima(bits, s.lo + a, s.lo + b, c32, c_sq, PRUNE_BLOCK,
-                              near[:, first:first + -(-(b - a) // PRUNE_BLOCK)],
-                              np.empty((len(c32), 2), np.float32), np.empty(TILE_ROWS, np.float32))
-
-        parallel_map(run_tiles, range(0, N, piece))
-        return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)
-    if isinstance(s, _TiledSeries):
-        s = s.frames(0, N)
-
-    def run(a):
-        part = s[a:a + piece]
-        first = a // PRUNE_BLOCK
-        _block_minima(part @ c32.T, np.einsum("ij,ij->i", part, part), c_sq, PRUNE_BLOCK,
-                      near[:, first:first + -(-part.shape[0] // PRUNE_BLOCK)])
-
-    with single_threaded_blas():
-        parallel_map(run, range(0, N, piece))
-    return np.sqrt(np.maximum(near, 0.0)).astype(np.float64)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _cluster_sum(span, label, radius, b):
-    """``sum_i max(0, span[label[i], b] - radius[i])^2``: the least DP sum a match over the span
-    behind ``span [G, blocks]``'s column b can have."""
-    total = 0.0
-    for i in range(label.shape[0]):
-        gap = span[label[i], b] - radius[i]
-        if gap > 0:
-            total += gap * gap
-    return total
-
-
-def _cluster_extents(label, radius, G):
-    """Per cluster of query frames: how many frames it holds and the widest radius among them,
-    ``(members [G], widest [G])`` float64."""
-    members = np.bincount(label, minlength=G).astype(np.float64)
-    widest = np.zeros(G)
-    np.maximum.at(widest, label, radius)
-    return members, widest
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _widest_sum(span, members, widest, b):
-    """``sum_g members[g] max(0, span[g, b] - widest[g])^2``: :func:`_cluster_sum` with each
-    cluster's frames given its widest radius, so at most that (8 terms, not one a query frame)."""
-    total = 0.0
-    for g in range(span.shape[0]):
-        gap = span[g, b] - widest[g]
-        if gap > 0:
-            total += members[g] * gap * gap
-    return total
-
-
-@numba.njit(cache=True, nogil=True)
-def _widest_sums(span, members, widest):
-    """:func:`_widest_sum` for every block ``[blocks]``."""
-    bound = np.zeros(span.shape[1])
-    for b in range(span.shape[1]):
-        bound[b] = _widest_sum(span, members, widest, b)
-    return bound
-
-
-def _spans(near, window_blocks):
-    """The least of ``near [G, blocks]`` over the 2^j blocks ending at each block, for j = 0, 1, ...
-    up to the first 2^j > window_blocks: ``[levels, G, blocks]`` (by doubling)."""
-    levels = 1
-    while (1 << (levels - 1)) <= window_blocks:
-        levels += 1
-    spans = np.empty((levels,) + near.shape, near.dtype)
-    spans[0] = near
-    _double_spans(spans)
-    return spans
-
-
-@numba.njit(cache=True, nogil=True)
-def _double_spans(spans):
-    """``spans[j, g, b] = min(spans[j - 1, g, b], spans[j - 1, g, b - 2^(j-1)])`` (inf before the
-    first block), level by level."""
-    levels, G, blocks = spans.shape
-    for j in range(1, levels):
-        shift = 1 << (j - 1)
-        for g in range(G):
-            for b in range(blocks):
-                value = spans[j - 1, g, b]
-                if b >= shift:
-                    value = min(value, spans[j - 1, g, b - shift])
-                spans[j, g, b] = value
-
-
-@numba.njit(cache=True, nogil=True)
-def _candidate_blocks(spans, label, radius, members, widest, M, penalty_sq, block, limit):
-    """``[blocks]`` bool: the blocks whose bound (:func:`_block_bounds`' plus the penalty steps a
-    long span needs) is at most ``limit``; each block's levels are tried in order, and the first
-    under the limit decides."""
-    levels, G, blocks = spans.shape
-    out = np.zeros(blocks, np.bool_)
-    for b in range(blocks):
-        # No level can pass if the widest span does without its steps: every level's bound is at
-        # least that (a span's minima only fall as it widens; float sums are monotone). Cheaper
-        # still and below that: each cluster's frames all given its widest radius.
-        if _widest_sum(spans[levels - 1], members, widest, b) * (1 - 1e-3) > limit:
-            continue
-        if _cluster_sum(spans[levels - 1], label, radius, b) * (1 - 1e-3) > limit:
-            continue
-        for j in range(levels):
-            # level j covers matches starting w blocks before b, w in [2^(j-1), 2^j - 1] (j = 0: w = 0)
-            steps = 0.0
-            if j >= 2:
-                shortest = ((1 << (j - 1)) - 1) * block + 1
-                steps = max(0, shortest - M) * penalty_sq
-            total = steps + _cluster_sum(spans[j], label, radius, b)
-            if total * (1 - 1e-3) <= limit:
-                out[b] = True
-                break
-    return out
-
-
-def _block_bounds(near, members, widest, window_blocks):
-    """A lower bound ``[blocks]`` float64 on the DP sum of every match that ends in each block and
-    spans at most ``window_blocks`` blocks before it (no length term: :func:`_candidate_blocks`).
-
-    Each query frame i is matched to some frame j of the match, and by the triangle inequality
-    ``|q_i - s_j| >= |c_g - s_j| - |q_i - c_g|`` for its cluster centre c_g: over a span of blocks
-    the sum is at least ``sum_i max(0, min_j |c_g - s_j| - r_i)^2``, and at least that with each
-    cluster's frames given its widest radius (``members``, ``widest``: :func:`_cluster_extents`),
-    which is what this returns (:func:`_widest_sums`): it only picks the stretches for the first
-    guess of S, which any bound may do. :func:`_candidate_blocks`
-    adds what length costs: a match that starts w >= 1 blocks before its end block covers at least
-    ``(w - 1) * PRUNE_BLOCK + 1`` frames, so that many minus M non-diagonal steps of the penalty.
-    """
-    span = _spans(near, window_blocks)[-1]
-    return _widest_sums(span, members, widest) * (1 - 1e-3)  # float32 sums of many terms round below
 
 
 def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start):
@@ -613,22 +376,6 @@ def _window_ends(q, s, penalty_sq, resets, windows, end_cost, end_start):
             run(window)
 
 
-def _windows(candidates, reach, N):
-    """``(lo, hi, keep_from)`` DP windows covering the candidate end blocks (a bool mask), each
-    starting ``reach`` frames before its first candidate end (the longest match that can count),
-    overlapping ones merged."""
-    windows = []
-    marks = np.flatnonzero(np.diff(np.concatenate([[0], candidates.astype(np.int8), [0]])))
-    for first, last in zip(marks[::2], marks[1::2]):
-        keep_from, hi = first * PRUNE_BLOCK, min(N, last * PRUNE_BLOCK)
-        lo = max(0, keep_from - reach)
-        if windows and lo <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], hi, windows[-1][2])
-            continue
-        windows.append((lo, hi, keep_from))
-    return windows
-
-
 def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     """The DP's last row where it matters: ``(cost [N], start [N])`` as :func:`_all_ends` at
     every end whose match could cost less than the k-th best, inf elsewhere.
@@ -636,7 +383,7 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     A guess of the k-th best sum S comes from the DP over the few stretches of the series that
     hold the lowest bounds (for matches about the query's length). A match of sum < S is shorter
     than ``M + S / penalty^2`` frames (each extra series frame is a non-diagonal step), which
-    bounds the span the blocks' lower bounds minimize over (:func:`_candidate_blocks`, a longer
+    bounds the span the blocks' lower bounds minimize over (:func:`candidate_blocks`, a longer
     span paying for its steps); blocks whose bound is above S are skipped, and the DP runs over
     windows that start that far before the others, from an infinite column: a match of sum < S
     ends there as in the whole series (its path, and every better one, start inside the window).
@@ -646,14 +393,14 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     products differently by its place in the GEMM.
     """
     M, N = q.shape[0], s.shape[0]
-    centres, label, radius = _clusters(q, PRUNE_CLUSTERS)
+    centres, label, radius = query_clusters(q, PRUNE_CLUSTERS)
     label = label.astype(np.int64)
-    members, widest = _cluster_extents(label, radius, len(centres))
+    members, widest = cluster_extents(label, radius, len(centres))
     blocks = -(-N // PRUNE_BLOCK)
     end_cost = np.full(N, np.inf, np.float32)
     end_start = np.zeros(N, start_dtype(N))
-    near = _block_nearest(s, centres)
-    guess_bound = _block_bounds(near, members, widest, -(-M // PRUNE_BLOCK) + 1)
+    near = block_nearest(s, centres)
+    guess_bound = block_bounds(near, members, widest, -(-M // PRUNE_BLOCK) + 1)
     stretch = max(1, PRUNE_GUESS_STRETCH // PRUNE_BLOCK)  # blocks per stretch
     padded = np.pad(guess_bound, (0, (-blocks) % stretch), constant_values=np.inf)
     lowest = padded.reshape(-1, stretch).min(1)
@@ -661,19 +408,19 @@ def _pruned_ends(q, s, penalty_sq, resets, k, min_length, cap=np.inf):
     chosen = np.zeros(len(lowest) * stretch, bool)
     for number in np.argsort(lowest, kind="stable")[:wanted]:
         chosen[number * stretch:(number + 1) * stretch] = True
-    _window_ends(q, s, penalty_sq, resets, _windows(chosen[:blocks], M, N), end_cost, end_start)
+    _window_ends(q, s, penalty_sq, resets, candidate_windows(chosen[:blocks], M, N), end_cost, end_start)
     ends = _best_disjoint(end_cost, end_start, k, min_length)
     threshold = min(cap, float(end_cost[ends].max()) if len(ends) == k else np.inf)
     while True:
         if not np.isfinite(threshold):
             return _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
         reach = M + int(np.ceil(threshold * (1 + 1e-4) / float(penalty_sq))) + 2
-        candidates = _candidate_blocks(_spans(near, -(-reach // PRUNE_BLOCK) + 1), label, radius, members, widest,
-                                       M, float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
+        candidates = candidate_blocks(block_spans(near, -(-reach // PRUNE_BLOCK) + 1), label, radius, members,
+                                      widest, M, float(penalty_sq), PRUNE_BLOCK, threshold * (1 + 1e-4))
         if candidates.mean() > PRUNE_MAX_SHARE:  # the movement is everywhere: no window overhead
             return _all_ends(q, _frames(s, 0, N), penalty_sq, resets)
         end_cost[:] = np.inf
-        _window_ends(q, s, penalty_sq, resets, _windows(candidates, reach, N), end_cost, end_start)
+        _window_ends(q, s, penalty_sq, resets, candidate_windows(candidates, reach, N), end_cost, end_start)
         below = np.where(end_cost <= threshold, end_cost, np.float32(np.inf))
         if threshold >= cap or len(_best_disjoint(below, end_start, k, min_length)) == k:
             return below, end_start
@@ -694,7 +441,7 @@ def _results(q, s, sums, starts, ends, penalty, xp):
     lengths = ends + 1 - starts
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-    frames = s.gather(index) if isinstance(s, _TiledSeries) else to_numpy(s[xp.asarray(index)])
+    frames = s.gather(index) if isinstance(s, TiledSeries) else to_numpy(s[xp.asarray(index)])
     scale = np.einsum("ij,ij->", q, q) + np.add.reduceat(np.einsum("ij,ij->i", frames, frames), offsets[:-1])
     sums = sums.astype(np.float64)
     inexact = np.flatnonzero(sums < EXACT_BELOW * scale)

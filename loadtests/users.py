@@ -46,6 +46,7 @@ from tritonclient.grpc import InferenceServerException  # noqa: E402
 
 from posescore.clients import POSE_MAX_BATCH, PoseScoreClient, PoseScoreError  # noqa: E402
 from posescore.clients.protocol import input_tensor, server_error, status_name  # noqa: E402
+from posescore.kernels.skeleton import NUM_KEYPOINTS  # noqa: E402
 
 from posescore.loadtests.options import TASKS  # noqa: E402
 from posescore.loadtests.report import Record  # noqa: E402
@@ -240,7 +241,7 @@ class PoseScoreUser(User):
     def _bad(self, bad: BadRequest, task: str) -> None:
         work, rng = self.state.workload, self.rng
         name = f"{bad.model}/{bad.kind}"
-        pose = np.ones((17, 3), np.float32) * 100 + np.arange(17, dtype=np.float32)[:, None] * 7
+        pose = np.ones((NUM_KEYPOINTS, 3), np.float32) * 100 + np.arange(NUM_KEYPOINTS, dtype=np.float32)[:, None] * 7
         poses = np.repeat(pose[None], 6, 0)
         call: Callable[[], Any]
         if bad.kind == "oversized-batch":
@@ -273,8 +274,8 @@ class PoseScoreUser(User):
             given = rng.choice(work.dtw_inputs) if work.dtw_inputs else {"reference": poses, "attempt": poses}
             reference, attempt = given["reference"].copy(), given["attempt"].copy()
             if bad.kind == "over-max-cells":  # 9,000 x 9,000 frames: 81M cells, over the default 64M
-                reference = np.resize(reference, (9000, 17, 3))
-                attempt = np.resize(attempt, (9000, 17, 3))
+                reference = np.resize(reference, (9000, NUM_KEYPOINTS, 3))
+                attempt = np.resize(attempt, (9000, NUM_KEYPOINTS, 3))
                 call = lambda: self.client.dtw(reference, attempt)  # noqa: E731
             elif bad.kind == "nan-attempt":
                 attempt[rng.randrange(len(attempt)), rng.randrange(17), 1] = np.nan

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from posescore.loadtests.options import SAMPLE_VIDEO, TASKS
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 # Tolerances of the answer checks: the server may run the kernels batched (dtw) or on a GPU.
 SCORE_ATOL = 1e-3
@@ -217,7 +218,7 @@ def build_workload(url: str, *, tasks: Sequence[str] = TASKS, video: str = SAMPL
         frames, work.frames_index = decode_sample(video, pose_frames)
         log(f"decoded {len(frames)} frames of {video} ({frames.shape[2]}x{frames.shape[1]}), "
             f"frames {work.frames_index}")
-    detected = np.zeros((0, 17, 3), np.float32)
+    detected = np.zeros((0, NUM_KEYPOINTS, 3), np.float32)
     if frames is not None:
         units = [np.stack([frames[(i + j) % len(frames)] for j in range(pose_batch)]) for i in range(len(frames))]
         with PoseScoreClient(url, timeout=timeout) as client:
@@ -279,7 +280,7 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
     tracks = []
     for v in range(archive_videos):
         track_a, track_b = synthetic_movement(rng, archive_frames), synthetic_movement(rng, archive_frames)
-        poses = np.stack([track_a, track_b], 1).reshape(-1, 17, 3)
+        poses = np.stack([track_a, track_b], 1).reshape(-1, NUM_KEYPOINTS, 3)
         frame = np.repeat(np.arange(archive_frames), 2)
         add_video(path, f"synthetic-{v:02d}", f"synthetic-{v:02d}.mp4", poses, frames=frame, times=frame / 30.0,
                   tracks=np.tile([0, 1], archive_frames), fps=30.0)

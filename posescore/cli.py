@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from posescore.engine.cli import commands as engine_cli
+from posescore.engine.cli import commands, parser as engine_parser
 from posescore.loadtests import cli as loadtest_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="posescore", description="Score human movement.")
     sub = parser.add_subparsers(dest="command", required=True)
-    engine_cli.add_commands(sub)
+    engine_parser.add_commands(sub)
     loadtest_cli.add_parser(sub)  # imports locust only when a load test runs
     return parser
 
@@ -21,10 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = engine_cli.check_args(args)
+    problem = engine_parser.check_args(args)
     if problem:
         parser.error(problem)  # exit code 2
-    return engine_cli.run(args)  # one line naming the problem on failure, exit code 1
+    return commands.run(args)  # one line naming the problem on failure, exit code 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import browser_dom, page_data
 from posescore.engine.archive.store import CATALOG, archive_info, list_videos, verify
-from posescore.engine.jobs.core import compare_poses
+from posescore.engine.jobs.compare import compare_poses
 from posescore.engine.archive.search import MOMENT_GAP_S
 from posescore.engine.media.samples import SAMPLE_VIDEO
 from posescore.engine.reports.render import RED, draw_skeleton, red_limbs
@@ -275,7 +275,7 @@ def test_archive_search_on_real_video_is_on_compares_scale(clips, clip_poses, tr
     frame of the clip answers that frame first, and no two hits of one person come within the gap."""
     from posescore.clients import PoseScoreClient
     from posescore.engine.archive.store import open_archive
-    from posescore.engine.jobs.core import index_job
+    from posescore.engine.jobs.index import index_job
     from posescore.engine.analysis.people import main_performer
     from posescore.engine.archive.search import hit_poses, search_archive
 

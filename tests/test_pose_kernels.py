@@ -35,7 +35,7 @@ def real_poses():
     """Every person the pose model finds in ultralytics' bus.jpg and zidane.jpg (skipped without
     the exported model)."""
     from posescore.engine.serving.export import onnx_path
-    from posescore.engine.analysis.answers import PoseDetector
+    from posescore.engine.serving.detector import PoseDetector
     from test_detect import ultralytics_asset
 
     if not onnx_path().exists():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import posescore.kernels._search as search_module
+import posescore.kernels._tiles as tiles_module
 from conftest import asnumpy
 from posescore.kernels import float32_rows, from_tiles, search_topk, to_tiles
 
@@ -96,7 +97,7 @@ def test_tiled_bases_give_the_rows_answers(dim, monkeypatch):
     rng = np.random.default_rng(8)
     base = np.round(2 * rng.standard_normal((9_001, dim))).astype(np.float16)
     tiles = to_tiles(base)
-    assert tiles.shape == (141, dim, search_module.TILE_ROWS) and not tiles[-1, :, 41:].any()
+    assert tiles.shape == (141, dim, tiles_module.TILE_ROWS) and not tiles[-1, :, 41:].any()
     np.testing.assert_array_equal(from_tiles(tiles, 63, 4_170), base[63:4_170])
     for lo, hi in ((0, 9_001), (63, 4_170), (4_100, 4_101), (5, 5)):
         want = base[lo:hi].astype(np.float32)
@@ -107,7 +108,7 @@ def test_tiled_bases_give_the_rows_answers(dim, monkeypatch):
             assert (float32_rows(stored, lo, hi, buffer) == want).all() and (buffer[:hi - lo] == want).all()
     with pytest.raises(ValueError, match=r"buffer: expected float32 C-contiguous \[>= 9001"):
         float32_rows(tiles, 0, 9_001, np.empty((100, dim), np.float32))
-    monkeypatch.setattr(search_module, "HALF_CHUNK_ROWS", 2 * search_module.TILE_ROWS)
+    monkeypatch.setattr(search_module, "HALF_CHUNK_ROWS", 2 * tiles_module.TILE_ROWS)
     for metric in ("ip", "l2"):
         for n_queries in (1, 3, 9):
             queries = np.round(2 * rng.standard_normal((n_queries, dim))).astype(np.float32)
@@ -194,7 +195,7 @@ def test_bad_input(kwargs, exc, words):
 
 def test_half_to_float_is_exact_for_every_float16():
     """The float16 base's conversion: all 65,536 bit patterns, as NumPy converts them (NaNs stay NaN)."""
-    from posescore.kernels._search import half_to_float
+    from posescore.kernels._tiles import half_to_float
 
     bits = np.arange(65536, dtype=np.uint16)
     out = np.empty(bits.shape, np.float32)

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import random_poses
 from posescore.engine.serving.export import onnx_path
-from posescore.engine.analysis.answers import DtwQuestion, PoseDetector, dtw_answer, dtw_answers, score_answer, score_answers
+from posescore.engine.analysis.answers import DtwQuestion, dtw_answer, dtw_answers, score_answer, score_answers
+from posescore.engine.serving.detector import PoseDetector
 from posescore.kernels.skeleton import PART_NAMES
 from posescore.loadtests.workload import mirrored
 from test_detect import ultralytics_asset

@@ -7,7 +7,9 @@ from dtaidistance.subsequence.subsequencealignment import subsequence_alignment
 
 from conftest import asnumpy
 
+import posescore.kernels._pruning as pruning_module
 import posescore.kernels._subsequence as subsequence_module
+import posescore.kernels._tiles as tiles_module
 from posescore.kernels import subsequence_dtw, to_tiles
 
 
@@ -475,11 +477,11 @@ def test_bounds_from_tiles_are_lower_bounds_at_most_a_half_tile_wider(rows):
     tiles = to_tiles(stored)
     centres = rng.normal(0, 1, (8, 34))
     lo, hi = rows
-    near = subsequence_module._block_nearest(subsequence_module._TiledSeries(tiles, rows, None), centres)
+    near = pruning_module.block_nearest(tiles_module.TiledSeries(tiles, rows, None), centres)
     padded = np.zeros((tiles.shape[0] * tiles.shape[2], 34))
     padded[:5000] = stored
     distance = np.linalg.norm(padded[:, None, :] - centres.astype(np.float32).astype(np.float64)[None], axis=2)
-    block = subsequence_module.PRUNE_BLOCK
+    block = pruning_module.PRUNE_BLOCK
     assert near.shape == (8, -(-(hi - lo) // block))
     for b in range(near.shape[1]):
         first, last = lo + b * block, min(hi, lo + (b + 1) * block)

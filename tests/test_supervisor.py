@@ -99,7 +99,7 @@ def test_a_client_rides_through_a_reload_and_still_fails_fast_on_a_model_never_l
 def test_a_jobs_embedded_server_rides_through_a_killed_stub_and_a_killed_server():
     """``server_url(None)`` (every job's embedded server) is supervised, and the client retries
     through the repair within its deadline: the job's calls answer, with no retry of its own."""
-    from posescore.engine.serving.server import server_url
+    from posescore.engine.serving.supervisor import server_url
 
     rng = np.random.default_rng(1)
     poses = random_poses(rng, 5)

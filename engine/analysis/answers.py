@@ -3,11 +3,11 @@
 The Triton models (``model_repository/*/1/model.py``), the load-test oracle
 (``loadtests.workload``), the jobs (``engine.jobs``) and the benchmarks call these functions, so
 that a server's answer and the answer it is checked against cannot drift apart. Nothing here
-imports Triton; onnxruntime is imported only by :class:`PoseDetector`.
+imports Triton or onnxruntime.
 
 - ``score``: :func:`score_answer`, one query pose against N candidates.
 - ``dtw``: :func:`dtw_answers` (a batch, as the model runs it) and :func:`dtw_answer` (one).
-- ``pose``: :class:`PoseDetector`, letterbox -> ONNX model -> decoding and NMS.
+- ``pose``: ``engine.serving.detector.PoseDetector``, letterbox -> ONNX model -> decoding and NMS.
 - ``search``: :func:`engine.archive.search.search_archive`; a movement's score, ``compare``'s too:
   :func:`movement_score`.
 
@@ -39,8 +39,8 @@ def normalized(poses, name: str):
 
 #: A movement is aligned at no fewer samples per second than this, interpolating between frames
 #: (at most MAX_INTERPOLATION samples per frame and MAX_ALIGNED_SAMPLES per performance: the
-#: warping path keeps one byte per cell, 64 MB at 8000 x 8000; path and score then take ~0.6 s and
-#: ~1.1 s on one core).
+#: warping path keeps one byte per cell, 64 MB at 8000 x 8000: the bound keeps one comparison's
+#: memory and time within what a request may take; docs/BENCHMARKS.md has its cost).
 ALIGN_RATE_HZ = 40.0
 MAX_INTERPOLATION = 4
 MAX_ALIGNED_SAMPLES = 8000
@@ -335,90 +335,3 @@ def warm_up_dtw(xp=np) -> None:
     """As :func:`warm_up_score` for the dtw service (with and without a window, batched)."""
     poses = _warm_up_poses(xp, 12)
     dtw_answers([DtwQuestion(poses[:6], poses[6:], None, True, True), DtwQuestion(poses[:5], poses[4:], 2)])
-
-
-# -- pose ----------------------------------------------------------------------------------------
-
-class FramePeopleArrays(NamedTuple):
-    """The people of B frames: ``keypoints [B, P, 17, 3]``, ``boxes [B, P, 4]``, ``scores [B, P]``
-    float32 (padded to ``max_people`` P), ``counts [B]`` int."""
-
-    keypoints: Any
-    boxes: Any
-    scores: Any
-    counts: Any
-
-
-def pose_detector(onnx_file: str, params: dict[str, str], *, threads: int | None = None, xp=np,
-                  device_id: int | None = None) -> "PoseDetector":
-    """The pose service as the pose model runs it, from its config.pbtxt ``parameters`` (strings,
-    as Triton gives them; absent keys take the defaults): ``threads`` (onnxruntime's intra-op
-    threads) overrides ``intra_op_threads``."""
-    return PoseDetector(onnx_file, image_size=int(params.get("image_size", 640)),
-                        confidence=float(params.get("confidence", 0.25)), iou=float(params.get("iou", 0.7)),
-                        max_people=int(params.get("max_people", 20)),
-                        threads=int(params.get("intra_op_threads", 0)) if threads is None else threads, xp=xp,
-                        device_id=device_id)
-
-
-class PoseDetector:
-    """The ``pose`` service: YOLO11n-pose through onnxruntime with our own letterbox, decoding and
-    NMS (``kernels.letterbox`` / ``kernels.decode_poses``), matching ultralytics' predictor.
-
-    ``xp`` is NumPy or CuPy (CuPy frames stay on the GPU except for the onnxruntime call, which
-    uses its CUDA provider when it has one and ``device_id`` is given).
-    """
-
-    def __init__(self, onnx_file: str, *, image_size: int = 640, confidence: float = 0.25,
-                 iou: float = 0.7, max_people: int = 20, threads: int = 0, xp=np,
-                 device_id: int | None = None):
-        import onnxruntime as ort
-
-        self.image_size, self.confidence, self.iou, self.max_people = image_size, confidence, iou, max_people
-        self.xp = xp
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        providers: list = ["CPUExecutionProvider"]
-        if xp is not np and device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
-        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-
-    def _infer(self, images):
-        """Raw model output ``[B, 56, anchors]`` for letterboxed images ``[B, 3, h, w]``."""
-        if self.xp is np:
-            return self.session.run(None, {self.input_name: images})[0]
-        return self.xp.asarray(self.session.run(None, {self.input_name: self.xp.asnumpy(images)})[0])
-
-    def detect(self, frames) -> FramePeopleArrays:
-        """Every person in uint8 RGB ``frames [B, H, W, 3]`` (one size)."""
-        xp = self.xp
-        height, width = frames.shape[1:3]
-        images, gains, pads = kernels.letterbox(frames, size=self.image_size)
-        shapes = xp.asarray(np.tile(np.array([height, width], np.int32), (len(frames), 1)))
-        return FramePeopleArrays(*kernels.decode_poses(self._infer(images), gains, pads, shapes,
-                                                       conf=self.confidence, iou=self.iou,
-                                                       max_people=self.max_people))
-
-    def warm_up(self) -> None:
-        """Run the model once on two grey frames: numba compiles (or loads) the letterbox and the
-        decoding, onnxruntime allocates, before the first real request."""
-        self.detect(self.xp.full((2, 96, 128, 3), 114, dtype=self.xp.uint8))
-
-    def detect_many(self, batches: Sequence) -> list[FramePeopleArrays]:
-        """:meth:`detect` for several frame batches, of any sizes: the batches of one frame size
-        go through the model together; one answer per batch, in order."""
-        xp = self.xp
-        results: list = [None] * len(batches)
-        by_size: dict = {}
-        for n, frames in enumerate(batches):
-            by_size.setdefault(tuple(frames.shape[1:3]), []).append(n)
-        for owners in by_size.values():
-            frames = xp.concatenate([batches[n] for n in owners]) if len(owners) > 1 else batches[owners[0]]
-            people = self.detect(frames)
-            start = 0
-            for n in owners:
-                stop = start + len(batches[n])
-                results[n] = FramePeopleArrays(*(array[start:stop] for array in people))
-                start = stop
-        return results

@@ -19,6 +19,7 @@ import numpy as np
 
 from posescore.engine.poses import VideoError, VideoPoses
 from posescore.kernels import DEFAULT_MIN_CONFIDENCE
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: Rows a track may go unseen and still be continued (default of :func:`track_people`).
 DEFAULT_MAX_GAP = 10
@@ -226,7 +227,7 @@ def pick_person(people_keypoints: Any, people_boxes: Any, people_scores: Any, in
     keypoints = np.asarray(people_keypoints, np.float32)
     boxes = np.asarray(people_boxes, np.float32)
     scores = np.asarray(people_scores, np.float32)
-    if keypoints.ndim != 3 or keypoints.shape[1:] != (17, 3):
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
         raise ValueError(f"people_keypoints: expected [n, 17, 3], got {list(keypoints.shape)}")
     n = keypoints.shape[0]
     if boxes.shape != (n, 4) or scores.shape != (n,):

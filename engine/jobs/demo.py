@@ -33,10 +33,14 @@ def main(argv=None) -> int:
 
     from posescore.clients import PoseScoreClient
 
-    from posescore.engine.cli.commands import format_parts
+    from posescore.engine.reports.feedback import format_parts
     from posescore.engine.media.pose_files import to_alphapose, write_alphapose
-    from posescore.engine.jobs.core import compare_job, compare_poses, find_job, index_job, pose_job, search_job
-    from posescore.engine.serving.server import server_url
+    from posescore.engine.jobs.compare import compare_job, compare_poses
+    from posescore.engine.jobs.find import find_job
+    from posescore.engine.jobs.index import index_job
+    from posescore.engine.jobs.pose import pose_job
+    from posescore.engine.jobs.search import search_job
+    from posescore.engine.serving.supervisor import server_url
     from posescore.engine.media.encode import retime_video
     from posescore.engine.jobs.extract import extract_poses
 
@@ -83,7 +87,7 @@ def main(argv=None) -> int:
         print(f"[search]  pose -> {top['video']} {top['start_time']:.2f}s score {top['score']:.1f}")
 
         from posescore.engine.media.encode import write_repetitions
-        from posescore.engine.jobs.core import reps_job
+        from posescore.engine.jobs.reps import reps_job
         from posescore.engine.media.samples import fetch_sports2d
 
         demo = fetch_sports2d()
@@ -92,7 +96,7 @@ def main(argv=None) -> int:
         result = reps_job(reference, attempt, client, out_dir=out / "reps")
         scores = " ".join(f"{r['score']:.0f}" for r in result["reps"])
         print(f"[reps]    {result['count']} repetitions (made: {len(bounds)}), scores {scores}, "
-              f"under 80: rep {result['flagged']} -> {result['outputs']['page']}")
+              f"under {result['threshold']:g}: rep {result['flagged']} -> {result['outputs']['page']}")
     summary = out / "summary.json"
     summary.write_text(json.dumps({k: {"score": v["score"], "parts": v["parts"]} for k, v in results.items()},
                                   indent=1))

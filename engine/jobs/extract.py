@@ -17,7 +17,7 @@ import numpy as np
 from posescore.clients.protocol import POSE_MAX_BATCH
 
 from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
-from posescore.engine.media.video import Frame, _check_options, _iter_frames, expected_frames, probe
+from posescore.engine.media.video import Frame, check_decode_options, iter_probed_frames, expected_frames, probe
 
 #: Frames per request to the pose model by default (its max_batch_size).
 DEFAULT_BATCH = POSE_MAX_BATCH
@@ -25,7 +25,7 @@ DEFAULT_BATCH = POSE_MAX_BATCH
 _END = object()
 
 
-def _batch_poses(info: VideoInfo, frames: list[Frame], result: Any) -> VideoPoses:
+def batch_poses(info: VideoInfo, frames: list[Frame], result: Any) -> VideoPoses:
     """One batch's VideoPoses: trimmed to its largest count, scaled back to the original pixels."""
     counts = np.asarray(result.counts, np.int32).reshape(-1)
     people = int(counts.max()) if counts.size else 0
@@ -65,7 +65,7 @@ def extract_poses(source: str | os.PathLike, client: Any, *, fps: float | None =
     """
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise VideoError(f"batch: expected an integer >= 1, got {batch!r}")
-    _check_options(fps, max_side, start, duration)
+    check_decode_options(fps, max_side, start, duration)
     if isinstance(client, str):
         from posescore.clients import PoseScoreClient
 
@@ -74,7 +74,7 @@ def extract_poses(source: str | os.PathLike, client: Any, *, fps: float | None =
                                  start=start, duration=duration)
     info = probe(source)
     total = expected_frames(info, fps, float(start), duration)
-    frames = _iter_frames(info, fps=fps, max_side=max_side, start=float(start),
+    frames = iter_probed_frames(info, fps=fps, max_side=max_side, start=float(start),
                           end=None if duration is None else float(start) + float(duration))
     pending: queue.Queue = queue.Queue(maxsize=2 * batch)
     stop = threading.Event()
@@ -121,7 +121,7 @@ def extract_poses(source: str | os.PathLike, client: Any, *, fps: float | None =
                 chunk.append(item)
             if chunk:
                 result = client.pose(np.stack([f.rgb for f in chunk]))
-                done.append(_batch_poses(info, chunk, result))
+                done.append(batch_poses(info, chunk, result))
                 count += len(chunk)
                 if progress is not None:
                     progress(count, max(total, count))

@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from posescore.engine.jobs.extract import DEFAULT_BATCH, _batch_poses
+from posescore.engine.jobs.extract import DEFAULT_BATCH, batch_poses
 from posescore.engine.poses import VideoInfo, VideoPoses
 from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: CPUs a decode task asks of Ray (PyAV's codec threads share them).
 DECODE_CPUS = 1.0
@@ -52,7 +53,7 @@ class _PoseWorker:
             self.client = PoseScoreClient(url, timeout=timeout)
             self.detect = self.client.pose
         else:
-            from posescore.engine.analysis.answers import pose_detector
+            from posescore.engine.serving.detector import pose_detector
 
             detector = pose_detector(str(DEFAULT_MODEL_REPOSITORY / "pose" / "1" / "model.onnx"),
                                      pose_model_parameters(), threads=threads)
@@ -61,7 +62,7 @@ class _PoseWorker:
 
     def __call__(self, row: dict) -> dict:
         out = {key: row[key] for key in ("id", "batch", "last", "info", "error", "indices", "times", "shape")}
-        nothing = {"keypoints": np.zeros((0, 0, 17, 3), np.float32), "boxes": np.zeros((0, 0, 4), np.float32),
+        nothing = {"keypoints": np.zeros((0, 0, NUM_KEYPOINTS, 3), np.float32), "boxes": np.zeros((0, 0, 4), np.float32),
                    "scores": np.zeros((0, 0), np.float32), "counts": np.zeros(0, np.int32)}
         if row["error"] or len(row["indices"]) == 0:
             return {**out, **nothing}
@@ -90,7 +91,7 @@ def _decode_batches(row: dict, fps: float | None, batch: int):
     (its number), ``last`` (the video's last batch), ``frames`` uint8 ``[B, H, W, 3]``,
     ``indices``, ``times`` and ``info`` (the VideoInfo as JSON); a decode error ends the video
     with a row whose ``error`` names it."""
-    from posescore.engine.media.video import _iter_frames, probe
+    from posescore.engine.media.video import iter_probed_frames, probe
 
     def emit(number, frames, last, error=""):
         return {"id": row["id"], "batch": number, "last": last, "error": error, "info": info_json,
@@ -103,7 +104,7 @@ def _decode_batches(row: dict, fps: float | None, batch: int):
     try:
         info = probe(row["path"])
         info_json = json.dumps(asdict(info))
-        for frame in _iter_frames(info, fps=fps, max_side=None, start=0.0, end=None):
+        for frame in iter_probed_frames(info, fps=fps, max_side=None, start=0.0, end=None):
             chunk.append(frame)
             if len(chunk) == batch:
                 yield emit(number, chunk, False)
@@ -127,7 +128,7 @@ def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, ad
     import ray
 
     from posescore.engine.archive import store as archive_io
-    from posescore.engine.jobs.core import content_id, index_target
+    from posescore.engine.jobs.index import content_id, index_target
 
     root = index_target(videos, archive_dir)
     known = {v["sha256"] for v in archive_io.list_videos(root)}
@@ -203,7 +204,7 @@ class _Indexing:
         self.started = time.monotonic()
 
     def take(self, row: dict) -> None:
-        from posescore.engine.jobs.core import commit_video
+        from posescore.engine.jobs.index import commit_video
 
         state, vid = self.state, row["id"]
         if state["first_batch_s"] is None:
@@ -240,7 +241,7 @@ def _decode_task_args() -> dict:
 
 
 class _Result:
-    """A pose batch's keypoints as ``engine.jobs.extract._batch_poses`` reads a client's answer."""
+    """A pose batch's keypoints as ``engine.jobs.extract.batch_poses`` reads a client's answer."""
 
     def __init__(self, row: dict):
         self.keypoints, self.boxes, self.scores, self.counts = row["keypoints"], row["boxes"], row["scores"], row["counts"]
@@ -258,6 +259,6 @@ def _part(info: VideoInfo, row: dict) -> VideoPoses:
     """One batch's VideoPoses, as the single-process ``index`` makes it."""
     if len(row["indices"]) == 0:
         return VideoPoses.concatenate(info, [])
-    height, width = (int(n) for n in row["shape"])  # as decoded: _batch_poses scales to the video's pixels
+    height, width = (int(n) for n in row["shape"])  # as decoded: batch_poses scales to the video's pixels
     frames = [_FrameStub(int(i), float(t), height, width) for i, t in zip(row["indices"], row["times"])]
-    return _batch_poses(info, frames, _Result(row))
+    return batch_poses(info, frames, _Result(row))

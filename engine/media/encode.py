@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from posescore.engine.poses import VideoError
-from posescore.engine.media.video import _describe, iter_frames, probe
+from posescore.engine.media.video import describe_error, iter_frames, probe
 
 
 def video_codec() -> str:
@@ -86,7 +86,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                 container.mux(packet)
         os.replace(tmp, target)
     except av.error.FFmpegError as err:
-        raise VideoError(f"{name}: cannot write the video ({_describe(err)})", path=name) from None
+        raise VideoError(f"{name}: cannot write the video ({describe_error(err)})", path=name) from None
     finally:
         if tmp.exists():
             tmp.unlink()

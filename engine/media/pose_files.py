@@ -398,28 +398,6 @@ def is_poses_json(path: str | os.PathLike) -> bool:
     return target.suffix.lower() == ".json" or (target.is_dir() and any(target.glob("*.json")))
 
 
-def load_poses(source: str | os.PathLike, client: Any = None, *, fps: float | None = None,
-               max_side: int | None = None, batch: int | None = None, progress: Any = None, start: float = 0.0,
-               duration: float | None = None) -> VideoPoses:
-    """The poses of ``source`` whatever it is: a keypoint JSON file or folder (:func:`is_poses_json`,
-    read with :func:`read_poses_json`, rows kept where ``start <= time < start + duration``; ``fps``,
-    ``max_side``, ``batch`` and ``progress`` do not apply), else a video or image run through the pose
-    model with :func:`engine.jobs.extract.extract_poses` and ``client`` (required then)."""
-    from posescore.engine.jobs.extract import DEFAULT_BATCH, extract_poses
-
-    if is_poses_json(source):
-        poses = read_poses_json(source)
-        if start > 0 or duration is not None:
-            end = np.inf if duration is None else start + duration
-            poses = poses.select((poses.times >= start - 1e-6) & (poses.times < end - 1e-6))
-        return poses
-    if client is None:
-        raise VideoError(f"{os.fspath(source)}: a video or image needs a pose model client (or server URL)",
-                         path=source)
-    return extract_poses(source, client, fps=fps, max_side=max_side, batch=batch or DEFAULT_BATCH,
-                         progress=progress, start=start, duration=duration)
-
-
 def write_steps_csv(path: str | os.PathLike, reports: list[tuple[int | None, dict]]) -> Path:
     """One CSV row per aligned step of each ``(repetition number or None, compare report)``: times
     and frames of both, the score, the six part scores, and each joint's flexion for the

@@ -164,7 +164,8 @@ def _frame_orientation(frame: Any, stream: Any) -> tuple[int, str]:
 
 
 # -- opening and probing -------------------------------------------------------------------------
-def _describe(err: BaseException) -> str:
+def describe_error(err: BaseException) -> str:
+    """A decoding error's reason, without the path FFmpeg repeats in it."""
     text = getattr(err, "strerror", None) or str(err)
     return text.split(": '", 1)[0] if isinstance(text, str) else str(err)
 
@@ -176,7 +177,7 @@ def _open(name: str) -> Any:
     try:
         container = av.open(name, mode="r", metadata_errors="replace")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
-        raise VideoError(f"{name}: not a video, or a damaged one (FFmpeg cannot read it: {_describe(err)})",
+        raise VideoError(f"{name}: not a video, or a damaged one (FFmpeg cannot read it: {describe_error(err)})",
                          path=name) from None
     if not container.streams.video:
         container.close()
@@ -266,7 +267,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         try:
             first = next(container.decode(stream), None)
         except (av.error.FFmpegError, OSError) as err:
-            raise VideoError(f"{name}: no frame can be decoded ({_describe(err)})", path=name) from None
+            raise VideoError(f"{name}: no frame can be decoded ({describe_error(err)})", path=name) from None
         if first is None:
             raise VideoError(f"{name}: the video stream holds no frame", path=name)
         rotation, op = _frame_orientation(first, stream)
@@ -288,7 +289,8 @@ def decode_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
-def _check_options(fps: Any, max_side: Any, start: Any, duration: Any) -> None:
+def check_decode_options(fps: Any, max_side: Any, start: Any, duration: Any) -> None:
+    """Raise a ``VideoError`` naming the first bad decoding option (as :func:`iter_frames` takes them)."""
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0
                             or not math.isfinite(fps)):
         raise VideoError(f"fps: expected frames per second > 0 or None, got {fps!r}")
@@ -325,14 +327,16 @@ def iter_frames(path: str | os.PathLike, *, fps: float | None = None, max_side: 
     then raises VideoError naming the file and that last good frame (``last_good_index`` /
     ``last_good_time`` attributes). Decoding stops at the first such problem.
     """
-    _check_options(fps, max_side, start, duration)
+    check_decode_options(fps, max_side, start, duration)
     info = probe(path)
-    return _iter_frames(info, fps=fps, max_side=max_side, start=float(start),
+    return iter_probed_frames(info, fps=fps, max_side=max_side, start=float(start),
                         end=None if duration is None else float(start) + float(duration))
 
 
-def _iter_frames(info: VideoInfo, *, fps: float | None, max_side: int | None, start: float,
+def iter_probed_frames(info: VideoInfo, *, fps: float | None, max_side: int | None, start: float,
                  end: float | None) -> Iterator[Frame]:
+    """The frames of an already probed video or image (:func:`iter_frames` after its checks), from
+    ``start`` to ``end`` seconds."""
     if info.image:
         if start <= 0.0 and (end is None or end > 0.0):
             rgb = read_image(info.path)
@@ -394,7 +398,7 @@ def _decode_video(info: VideoInfo, *, fps: float | None, max_side: int | None, s
             try:
                 frame = next(frames, None)
             except (av.error.FFmpegError, OSError) as err:
-                raise failure(f"decoding failed after {decoded} frame(s) ({_describe(err)})") from None
+                raise failure(f"decoding failed after {decoded} frame(s) ({describe_error(err)})") from None
             if frame is None:
                 break
             index = decoded

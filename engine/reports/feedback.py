@@ -38,3 +38,8 @@ def moment_feedback(moment: dict | None) -> str:
     if moment.get("worst_part"):
         return f"{moment['worst_part'].replace('_', ' ')} off at {clock(moment['attempt_time'])}"
     return "-"
+
+
+def format_parts(parts: dict) -> str:
+    """``head 98  torso 97 ...``: part scores rounded, ``-`` for a part not scored."""
+    return "  ".join(f"{name} {'-' if v is None else f'{v:.0f}'}" for name, v in parts.items())

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posescore.kernels import DEFAULT_MIN_CONFIDENCE
+from posescore.kernels import DEFAULT_MIN_CONFIDENCE, SCORE_THRESHOLD
 from posescore.kernels import visible_keypoints
 from posescore.kernels.skeleton import LIMB_PARTS, LIMBS, PART_NAMES
 
@@ -21,7 +21,7 @@ GREEN = (40, 200, 70)
 GREY = (160, 160, 160)
 
 
-def limb_colours(part_scores, threshold: float | None = 80.0) -> list[tuple[int, int, int]]:
+def limb_colours(part_scores, threshold: float | None = SCORE_THRESHOLD) -> list[tuple[int, int, int]]:
     """RGB colour of each drawn limb: red where its part scores under ``threshold``, else green;
     ``threshold=None`` ramps red (0) to green (100). No scores: grey."""
     if part_scores is None:
@@ -42,7 +42,7 @@ def red_limbs(part_scores, threshold: float) -> list[int]:
     return [n for n, part in enumerate(LIMB_PARTS) if float(part_scores[part]) < threshold]
 
 
-def draw_skeleton(frame: np.ndarray, pose: np.ndarray, part_scores=None, threshold: float | None = 80.0,
+def draw_skeleton(frame: np.ndarray, pose: np.ndarray, part_scores=None, threshold: float | None = SCORE_THRESHOLD,
                   min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> np.ndarray:
     """A copy of ``frame`` with ``pose [17, 3]`` (pixels) drawn; limbs coloured by part score."""
     out = np.ascontiguousarray(frame).copy()
@@ -85,7 +85,7 @@ def captioned(frame: np.ndarray, caption: str, scale: float = 0.7) -> np.ndarray
     return frame
 
 
-def plot_rep_scores(path: str | Path, scores, threshold: float = 80.0, title: str = "") -> Path:
+def plot_rep_scores(path: str | Path, scores, threshold: float = SCORE_THRESHOLD, title: str = "") -> Path:
     """PNG: one bar per repetition (its score), red under ``threshold``, the threshold dashed."""
     import matplotlib
 
@@ -114,7 +114,7 @@ def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     return path
 
 
-def plot_scores(path: str | Path, times, scores, path_pairs, threshold: float = 80.0,
+def plot_scores(path: str | Path, times, scores, path_pairs, threshold: float = SCORE_THRESHOLD,
                 title: str = "") -> Path:
     """PNG: the score of each aligned step over the reference's time (top) and the warping path
     (bottom, reference frame vs attempt frame)."""

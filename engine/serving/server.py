@@ -29,7 +29,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from posescore.engine.archive.store import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard
 
@@ -397,18 +397,3 @@ def remove_abandoned_runtimes() -> list[Path]:
 def repository_models(repository: str | Path) -> list[str]:
     """The models of a Triton model repository: its folders holding a ``config.pbtxt``, sorted."""
     return sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
-
-
-@contextlib.contextmanager
-def server_url(url: str | None, *, notify=None, **server_options) -> Iterator[str]:
-    """Yield ``url`` when given; otherwise start an embedded server for the block, supervised as
-    ``posescore serve``'s is (``engine.serving.supervisor.Supervisor``: a dead tritonserver started again,
-    a model whose stub died reloaded; ``notify(event)`` hears of it), and yield its URL. The
-    clients retry through either while their deadline lasts, so a job rides through them."""
-    if url:
-        yield url
-        return
-    from posescore.engine.serving.supervisor import Supervisor
-
-    with TritonServer(**server_options) as server, Supervisor(server, notify=notify):
-        yield server.grpc_url

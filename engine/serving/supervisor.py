@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -193,3 +193,17 @@ class Supervisor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+
+@contextlib.contextmanager
+def server_url(url: str | None, *, notify=None, **server_options) -> Iterator[str]:
+    """Yield ``url`` when given; otherwise start an embedded server for the block, supervised as
+    ``posescore serve``'s is (``engine.serving.supervisor.Supervisor``: a dead tritonserver started again,
+    a model whose stub died reloaded; ``notify(event)`` hears of it), and yield its URL. The
+    clients retry through either while their deadline lasts, so a job rides through them."""
+    if url:
+        yield url
+        return
+    with TritonServer(**server_options) as server, Supervisor(server, notify=notify):
+        yield server.grpc_url

@@ -1,0 +1,204 @@
+"""``posescore compare``: two performances DTW-aligned and scored, part by part, step by step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from posescore import kernels
+from posescore.kernels import distance_for_score
+from posescore.kernels.skeleton import FLIP_PERMUTATION, JOINT_NAMES, PART_NAMES, joint_angles
+
+from posescore.engine.analysis.answers import movement_score
+from posescore.engine.analysis.people import Performer
+from posescore.engine.archive.search import MOMENT_GAP_S
+from posescore.engine.jobs.inputs import FrameCursor, Progress, load_poses, performer_frames, source_summary
+from posescore.engine.media import pose_files as formats
+from posescore.engine.media.encode import write_video
+from posescore.engine.poses import VideoPoses
+from posescore.engine.reports.page import write_compare_page
+from posescore.engine.reports.render import draw_skeleton, plot_scores, side_by_side
+from posescore.kernels import SCORE_THRESHOLD
+
+
+def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = SCORE_THRESHOLD,
+                  mirror: bool = False, window: int | None = None, names=("reference", "attempt"),
+                  performers: tuple[Performer, Performer] | None = None) -> dict:
+    """DTW-align the main performers of two performances and score them.
+
+    Frames without the performer are left out of the alignment (their times stay true in the
+    report); the score is ``engine.analysis.answers.movement_score`` (one stable keypoint set, each
+    performance interpolated to its alignment rate, DTW), the one a clip search hit gets too.
+    ``window`` is in frames. ``performers``: the two main performers when
+    already found (``engine.analysis.people.main_performer``).
+
+    Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
+    scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (a step for
+    every real frame on the path, paired with the nearest real frame of the other performance:
+    frames, times, score, part scores) and the worst moments with the part that is most off.
+    """
+    r_perf, a_perf = performers or (None, None)
+    r_pos, r_perf = performer_frames(reference, names[0], r_perf)
+    a_pos, a_perf = performer_frames(attempt, names[1], a_perf)
+    scored = movement_score(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.info.fps,
+                            mirror=mirror, window=window)
+    score, mirrored, window, (fr, fa) = scored.score, scored.mirrored, scored.window, scored.factors
+    r_vec, r_w, a_vec, a_w = (scored.reference_vectors, scored.reference_weights, scored.attempt_vectors,
+                              scored.attempt_weights)
+    path, distance = kernels.dtw_path(r_vec, a_vec, window=window)
+    # Overall part scores over the whole path; per-step values only for the steps reported.
+    step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
+    chosen, r_at, a_at = _frame_steps(path, fr, fa)
+    step_parts, valid = step_parts[chosen], valid[chosen]
+    i, j = path[chosen, 0], path[chosen, 1]
+    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[i] - a_vec[j], axis=1), "cosine")
+    r_frames, a_frames = reference.frame_indices[r_pos[r_at]], attempt.frame_indices[a_pos[a_at]]
+    r_times, a_times = reference.times[r_pos[r_at]], attempt.times[a_pos[a_at]]
+    r_angles, a_angles = _step_angles(r_perf.poses[r_pos], a_perf.poses[a_pos], r_at, a_at, mirrored)
+    steps = [{"reference_frame": int(rf), "reference_time": round(float(rt), 3),
+              "attempt_frame": int(af), "attempt_time": round(float(at), 3),
+              "score": round(float(s), 2),
+              "parts": {name: (round(float(p), 2) if ok else None) for name, p, ok in zip(PART_NAMES, sp, sv)},
+              "angles": _angle_entries(ra, aa)}
+             for rf, rt, af, at, s, sp, sv, ra, aa in zip(r_frames, r_times, a_frames, a_times, step_scores,
+                                                          step_parts, valid, r_angles, a_angles)]
+    return {
+        "reference": source_summary(reference, r_perf, names[0]),
+        "attempt": source_summary(attempt, a_perf, names[1]),
+        "score": round(float(score), 2),
+        "distance": round(float(distance), 4),
+        "mirrored": bool(mirrored),
+        "threshold": threshold,
+        "samples_per_frame": {"reference": fr, "attempt": fa},
+        # None: a part never visible in both performances cannot be scored.
+        "parts": {name: round(float(p), 2) if seen else None
+                  for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))},
+        "parts_under_threshold": [name for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))
+                                  if seen and p < threshold],
+        "worst_moments": _worst_moments(steps, step_scores),
+        "steps": steps,
+    }
+
+
+def _step_angles(reference: np.ndarray, attempt: np.ndarray, r_at: np.ndarray, a_at: np.ndarray,
+                 mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Joint angles ``[S, 8]`` (``kernels.skeleton.joint_angles``, degrees) of both performers at
+    each step: performer frames ``[R, 17, 3]`` / ``[A, 17, 3]``, with the pose model's left/right
+    flicker undone, and the attempt's sides swapped when it matched mirrored (its left knee is
+    then compared with the reference's right)."""
+    r_poses, a_poses = kernels.consistent_sides(reference), kernels.consistent_sides(attempt)
+    if mirrored:
+        a_poses = a_poses[:, list(FLIP_PERMUTATION)]
+    return joint_angles(r_poses[r_at]), joint_angles(a_poses[a_at])
+
+
+def _angle_entries(reference: np.ndarray, attempt: np.ndarray) -> dict:
+    """``{joint: {"reference": deg, "attempt": deg, "difference": attempt - reference}}`` rounded to
+    0.1 degree; None where a keypoint of the joint is missing."""
+    def value(x):
+        return None if not np.isfinite(x) else round(float(x), 1)
+
+    return {name: {"reference": value(r), "attempt": value(a), "difference": value(a - r)}
+            for name, r, a in zip(JOINT_NAMES, reference, attempt)}
+
+
+def _frame_steps(path: np.ndarray, fr: int, fa: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of a warping path over interpolated samples that the report lists as steps.
+
+    An entry where either side is a real frame (sample index a multiple of its factor) becomes
+    the step of its pair of nearest real frames (halves round up); of the entries with one pair,
+    the first where both sides are real frames, else the first where the reference is, else the
+    first. Returns (path rows [S], reference frames [S], attempt frames [S]), in path order.
+    """
+    i, j = path[:, 0], path[:, 1]
+    real_i, real_j = i % fr == 0, j % fa == 0
+    ri, aj = (i + fr // 2) // fr, (j + fa // 2) // fa
+    rank = np.where(real_i & real_j, 0, np.where(real_i, 1, 2))
+    rows: list[int] = []
+    for n in np.flatnonzero(real_i | real_j):
+        if rows and ri[rows[-1]] == ri[n] and aj[rows[-1]] == aj[n]:
+            if rank[n] < rank[rows[-1]]:
+                rows[-1] = n
+            continue
+        rows.append(n)
+    chosen = np.asarray(rows, dtype=np.int64)
+    return chosen, ri[chosen], aj[chosen]
+
+
+def _worst_moments(steps: list[dict], step_scores: np.ndarray, count: int = 5) -> list[dict]:
+    """The lowest-scoring steps, at least MOMENT_GAP_S of reference time apart, each with the part
+    that is most off and its mean limb/joint angle difference (the inverse of the angle scale),
+    every joint angle of both, and the joint whose flexion differs most (``joint``,
+    ``joint_angles``)."""
+    chosen: list[dict] = []
+    for n in np.argsort(step_scores, kind="stable"):
+        step = steps[n]
+        if any(abs(step["reference_time"] - c["reference_time"]) < MOMENT_GAP_S for c in chosen):
+            continue
+        scored_parts = {k: v for k, v in step["parts"].items() if v is not None}
+        worst = min(scored_parts, key=scored_parts.get) if scored_parts else None
+        angle = None if worst is None else min(180.0, np.degrees(distance_for_score(scored_parts[worst], "angle")))
+        joints = {k: v for k, v in step["angles"].items() if v["difference"] is not None}
+        joint = max(joints, key=lambda k: abs(joints[k]["difference"])) if joints else None
+        chosen.append({**{k: step[k] for k in ("reference_frame", "reference_time", "attempt_frame",
+                                               "attempt_time", "score")},
+                       "worst_part": worst, "worst_part_score": scored_parts.get(worst),
+                       "angle_difference_deg": None if angle is None else round(float(angle), 1),
+                       "joint": joint, "joint_angles": None if joint is None else joints[joint],
+                       "angles": step["angles"]})
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
+                      performers: tuple[Performer, Performer], out_dir: Path, sources: tuple,
+                      fps: float | None = None) -> dict:
+    """Write ``side_by_side.mp4`` (both skeletons per aligned step, limbs of parts under the
+    threshold red) and ``scores.png`` into ``out_dir``; returns their paths."""
+    threshold = report["threshold"]
+    r_perf, a_perf = performers
+    r_at = {int(f): n for n, f in enumerate(reference.frame_indices)}
+    a_at = {int(f): n for n, f in enumerate(attempt.frame_indices)}
+    r_cursor = FrameCursor(sources[0], reference.info, fps)
+    a_cursor = FrameCursor(sources[1], attempt.info, fps)
+
+    def frames():
+        for step in report["steps"]:
+            parts = np.array([100.0 if p is None else p for p in step["parts"].values()])
+            rf, af = step["reference_frame"], step["attempt_frame"]
+            left = draw_skeleton(r_cursor.get(rf), r_perf.poses[r_at[rf]], parts, threshold)
+            right = draw_skeleton(a_cursor.get(af), a_perf.poses[a_at[af]], parts, threshold)
+            yield side_by_side(left, right, captions=(f"reference {step['reference_time']:.2f}s",
+                                                      f"attempt {step['attempt_time']:.2f}s  score {step['score']:.0f}"))
+
+    video = write_video(out_dir / "side_by_side.mp4", frames(), fps or reference.info.fps or 25.0)
+    steps = report["steps"]
+    plot = plot_scores(out_dir / "scores.png", [s["reference_time"] for s in steps], [s["score"] for s in steps],
+                       [(s["reference_frame"], s["attempt_frame"]) for s in steps], threshold,
+                       title=f"score {report['score']:.1f}")
+    return {"video": str(video), "plot": str(plot)}
+
+
+def compare_job(reference, attempt, client, *, out_dir=None, threshold=SCORE_THRESHOLD, mirror=False,
+                fps=None, window=None, csv=None, progress: Progress | None = None) -> dict:
+    """``posescore compare``: the report dict; with ``out_dir``, also report.json, the
+    side-by-side video and the score plot there; with ``csv``, one row per aligned step."""
+    ref = load_poses(reference, client, fps=fps, progress=progress)
+    att = load_poses(attempt, client, fps=fps, progress=progress)
+    # Tracking runs once per video (in the order and with the checks of compare_poses).
+    performers = performer_frames(ref, str(reference))[1], performer_frames(att, str(attempt))[1]
+    report = compare_poses(ref, att, threshold=threshold, mirror=mirror, window=window,
+                           names=(str(reference), str(attempt)), performers=performers)
+    if csv:
+        report["outputs"] = {"csv": str(formats.write_steps_csv(csv, [(None, report)]))}
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report.setdefault("outputs", {}).update(render_comparison(report, ref, att, performers, out,
+                                                                  (reference, attempt), fps))
+        report["outputs"]["report"] = str(out / "report.json")
+        report["outputs"]["page"] = str(write_compare_page(out / "report.html", report, report["outputs"]["video"]))
+        (out / "report.json").write_text(formats.json_text(report, indent=1))
+    return report

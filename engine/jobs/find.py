@@ -1,0 +1,69 @@
+"""``posescore find``: the moments of a video most like a pose, whoever performs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from posescore.kernels.skeleton import PART_NAMES
+
+from posescore.engine.analysis.answers import score_answer
+from posescore.engine.archive.search import MOMENT_GAP_S
+from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, single_pose
+from posescore.engine.media.pose_files import is_poses_json
+from posescore.engine.media.video import read_image
+from posescore.engine.poses import VideoPoses
+from posescore.engine.reports.render import draw_skeleton, side_by_side, write_image
+
+#: Most moments ``find`` answers (a larger ``--k`` is a mistake, not a query).
+MAX_MOMENTS = 100_000
+
+
+def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool = False) -> list[dict]:
+    """The ``k`` moments of ``poses`` (every person) most similar to ``query [17, 3]``, best first,
+    at least MOMENT_GAP_S apart: frame, time, person, score and part scores (the score service's
+    answer, ``engine.analysis.answers.score_answer``, over every pose)."""
+    frame_no, person, keypoints = poses.people()
+    if len(frame_no) == 0:
+        raise JobError(f"{poses.info.path}: no person detected in any frame")
+    scores, parts, mirrored, scored = score_answer(query, keypoints, mirror=mirror)
+    found: list[dict] = []
+    for n in np.argsort(-scores, kind="stable"):
+        time = float(poses.times[frame_no[n]])
+        if any(abs(time - f["time"]) < MOMENT_GAP_S for f in found):
+            continue
+        found.append({"frame": int(poses.frame_indices[frame_no[n]]), "time": round(time, 3),
+                      "person": int(person[n]), "score": round(float(scores[n]), 2),
+                      "parts": {name: round(float(p), 2) if ok else None
+                                for name, p, ok in zip(PART_NAMES, parts[n], scored[n])},
+                      "mirrored": bool(mirrored[n])})
+        if len(found) == k:
+            break
+    return found
+
+
+def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps=None,
+             progress: Progress | None = None) -> dict:
+    """``posescore find``: the k best moments; with ``out_dir`` also ``best_match.png`` (the query
+    and the best frame side by side, skeletons coloured by part score)."""
+    query = single_pose(pose_source, client)
+    poses = load_poses(video, client, fps=fps, progress=progress)
+    moments = find_moments(query, poses, k=k, mirror=mirror)
+    result = {"pose": str(pose_source), "video": str(video), "moments": moments}
+    if out_dir and moments:
+        best = moments[0]
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        parts = np.array([100.0 if p is None else p for p in best["parts"].values()])
+        if is_poses_json(pose_source):
+            left = np.full((poses.info.height or 480, poses.info.width or 640, 3), 40, np.uint8)
+        else:
+            left = read_image(pose_source)
+        frame = FrameCursor(video, poses.info, fps).get(best["frame"])
+        row = int(np.flatnonzero(poses.frame_indices == best["frame"])[0])
+        image = side_by_side(draw_skeleton(left, query, parts, None),
+                             draw_skeleton(frame, poses.keypoints[row, best["person"]], parts, None),
+                             captions=("pose", f"{best['time']:.2f}s  score {best['score']:.0f}"))
+        result["outputs"] = {"best_match": str(write_image(out / "best_match.png", image))}
+    return result

@@ -1,0 +1,125 @@
+"""``posescore reps``: every repetition of a reference movement in a performance, each scored as
+``compare`` scores it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from posescore.engine.analysis.people import Performer
+from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
+from posescore.engine.jobs.compare import compare_poses
+from posescore.engine.jobs.inputs import (FrameCursor, Progress, load_poses, performer_frames, performer_rows,
+                                         source_summary)
+from posescore.engine.media import pose_files as formats
+from posescore.engine.media.encode import write_video
+from posescore.engine.poses import VideoPoses
+from posescore.engine.reports.page import write_reps_page
+from posescore.engine.reports.render import captioned, draw_skeleton, plot_rep_scores
+from posescore.kernels import SCORE_THRESHOLD
+
+
+def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | None = None, end: float | None = None,
+               threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
+               max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
+               names=("reference", "attempt"), performers: tuple[Performer, Performer] | None = None) -> dict:
+    """Every repetition of the reference movement (its frames from ``start`` to ``end`` seconds,
+    default all) in the attempt (``engine.analysis.reps.find_reps``), each with ``compare``'s report of
+    that segment against the reference (:func:`compare_poses`: the same score). Returns the
+    report dict: ``count``, ``reps`` (number, frames, times, duration, score, parts, worst part,
+    worst moment, ``flagged`` when under ``threshold``, the full ``report``). ``performers``: the
+    two main performers when already found (``engine.analysis.people.main_performer``)."""
+    r_perf, a_perf = performers or (None, None)
+    r_perf = performer_frames(reference, names[0], r_perf)[1]
+    rows = np.arange(len(reference))
+    if start is not None or end is not None:
+        keep = (reference.times >= (start if start is not None else -np.inf)) & \
+               (reference.times <= (end if end is not None else np.inf))
+        rows = np.flatnonzero(keep)
+    reference, r_perf = reference.select(rows), performer_rows(r_perf, rows)
+    until = "the end" if end is None else f"{end:g} s"
+    r_pos, r_perf = performer_frames(reference, f"{names[0]} (from {start or 0:g} s to {until})", r_perf)
+    a_pos, a_perf = performer_frames(attempt, names[1], a_perf)
+    found = find_reps(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.times[a_pos],
+                      attempt.info.fps, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score, mirror=mirror)
+    reps = []
+    for number, rep in enumerate(found, 1):
+        span = np.arange(a_pos[rep.first], a_pos[rep.last] + 1)
+        report = compare_poses(reference, attempt.select(span), threshold=threshold, mirror=mirror,
+                               names=(names[0], f"{names[1]} rep {number}"),
+                               performers=(r_perf, performer_rows(a_perf, span)))
+        scored = {k: v for k, v in report["parts"].items() if v is not None}
+        first, last = int(span[0]), int(span[-1])
+        reps.append({"rep": number, "start_frame": int(attempt.frame_indices[first]),
+                     "end_frame": int(attempt.frame_indices[last]),
+                     "start_time": round(float(attempt.times[first]), 3),
+                     "end_time": round(float(attempt.times[last]), 3),
+                     "duration": round(float(attempt.times[last] - attempt.times[first]), 3),
+                     "score": report["score"], "flagged": report["score"] < threshold,
+                     "backwards": rep.backwards,
+                     "parts": report["parts"], "worst_part": min(scored, key=scored.get) if scored else None,
+                     "worst_moment": report["worst_moments"][0] if report["worst_moments"] else None,
+                     "report": report})
+    times = reference.times[r_pos]
+    return {"reference": {**source_summary(reference, r_perf, names[0]),
+                          "start_time": round(float(times[0]), 3), "end_time": round(float(times[-1]), 3)},
+            "attempt": source_summary(attempt, a_perf, names[1]),
+            "threshold": threshold, "min_score": min_score, "count": len(reps),
+            "flagged": [r["rep"] for r in reps if r["flagged"]], "reps": reps}
+
+
+def render_reps(result: dict, attempt: VideoPoses, performer: Performer, out_dir: Path, source,
+                fps: float | None = None) -> dict:
+    """Write ``reps.mp4`` (the attempt, the performer's skeleton coloured by its repetition's part
+    scores, each repetition's number and score drawn) and ``reps.png`` (score per repetition)."""
+    threshold = result["threshold"]
+    cursor = FrameCursor(source, attempt.info, fps)
+    spans = [(r["start_frame"], r["end_frame"], r) for r in result["reps"]]
+    scale = min(1.0, 720 / max(1, attempt.info.height or 720))
+
+    def frames():
+        for row, frame_index in enumerate(attempt.frame_indices.tolist()):
+            rep = next((r for lo, hi, r in spans if lo <= frame_index <= hi), None)
+            frame = cursor.get(frame_index)
+            if performer.present[row]:
+                parts = None if rep is None else np.array([100.0 if p is None else p for p in rep["parts"].values()])
+                frame = draw_skeleton(frame, performer.poses[row], parts, threshold if rep else None)
+            if scale < 1:
+                frame = cv2.resize(frame, (int(frame.shape[1] * scale) // 2 * 2, int(frame.shape[0] * scale) // 2 * 2),
+                                   interpolation=cv2.INTER_AREA)
+            text = (f"rep {rep['rep']}/{result['count']}  score {rep['score']:.0f}" if rep else
+                    f"{attempt.times[row]:.1f}s")
+            yield captioned(frame.copy(), text, 0.9)
+
+    video = write_video(out_dir / "reps.mp4", frames(), fps or attempt.info.fps or 25.0)
+    plot = plot_rep_scores(out_dir / "reps.png", [r["score"] for r in result["reps"]], threshold,
+                           title=f"{result['count']} repetitions")
+    return {"video": str(video), "plot": str(plot)}
+
+
+def reps_job(reference, attempt, client, *, start=None, end=None, threshold=SCORE_THRESHOLD, mirror=False, fps=None,
+             min_ratio=REP_MIN_RATIO, max_ratio=REP_MAX_RATIO, min_score=REP_MIN_SCORE, out_dir=None,
+             csv=None, progress: Progress | None = None) -> dict:
+    """``posescore reps``: :func:`reps_poses` of two videos or pose JSON files; with ``out_dir``
+    also reps.json, reps.mp4, reps.png and report.html there; with ``csv`` one row per aligned
+    step of every repetition."""
+    ref = load_poses(reference, client, fps=fps, progress=progress)
+    att = load_poses(attempt, client, fps=fps, progress=progress)
+    # Tracking runs once per video (in the order and with the checks of reps_poses).
+    performers = performer_frames(ref, str(reference))[1], performer_frames(att, str(attempt))[1]
+    result = reps_poses(ref, att, start=start, end=end, threshold=threshold, mirror=mirror, min_ratio=min_ratio,
+                        max_ratio=max_ratio, min_score=min_score, names=(str(reference), str(attempt)),
+                        performers=performers)
+    if csv:
+        formats.write_steps_csv(csv, [(r["rep"], r["report"]) for r in result["reps"]])
+        result.setdefault("outputs", {})["csv"] = str(csv)
+    if out_dir:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        result.setdefault("outputs", {}).update(render_reps(result, att, performers[1], out, attempt, fps))
+        result["outputs"]["report"] = str(out / "reps.json")
+        result["outputs"]["page"] = str(write_reps_page(out / "report.html", result, result["outputs"]["video"]))
+        (out / "reps.json").write_text(formats.json_text(result, indent=1))
+    return result
