@@ -93,7 +93,7 @@ def rare_movement(tracks: list[np.ndarray]) -> np.ndarray:
 
 def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
     """Write the archive (cached: a finished one is reused); its build figures."""
-    from posescore.engine.archive.store import VideoRows, add_videos, archive_info
+    from posescore.engine.archive import VideoRows, add_videos, archive_info
     from posescore.kernels import TILE_ROWS
 
     marker = root / "built.json"
@@ -136,7 +136,7 @@ def build(root: Path, hours: float, tracks: list[np.ndarray]) -> dict:
 _OPEN = """
 import sys, time
 from bench.archive import anon_bytes
-from posescore.engine.archive.store import open_archive
+from posescore.engine.archive import open_archive
 before = anon_bytes()
 start = time.perf_counter()
 archive = open_archive(sys.argv[1])
@@ -190,8 +190,8 @@ def float16_effect(archive, queries) -> tuple[int, float]:
     """Pose queries answered from the float16 vectors and from float32 ones (normalized afresh
     from the stored pixels): how many of their top-10 moments differ, and the largest score
     difference between the two answers' i-th moments."""
-    from posescore.engine.archive import store as archive_io
-    from posescore.engine.archive.search import search_archive
+    from posescore.engine import archive as archive_io
+    from posescore.engine.archive import search_archive
     from posescore.kernels import normalize
 
     exact = {}
@@ -258,8 +258,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # each figure as it is measured: a 1,000-hour run is long
 
-    from posescore.engine.archive.store import open_archive
-    from posescore.engine.archive.search import search_archive
+    from posescore.engine.archive import open_archive
+    from posescore.engine.archive import search_archive
 
     tracks = real_tracks(args.cache)
     root = args.cache / f"hours-{args.hours:g}"

@@ -68,7 +68,7 @@ def index_figures(videos: list[str], url: str, workers: tuple[int, ...] = (1, 2)
 def search_figures(root: Path, tracks, queries: int, servers: list[str]) -> list[tuple]:
     """(label, kind, p50, p99) of one server and of the merge over 1..len(servers) shards."""
     from posescore.clients import PoseScoreClient
-    from posescore.engine.archive.sharded import ShardedSearch
+    from posescore.engine.archive import ShardedSearch
 
     rng = np.random.default_rng(11)
     poses = pose_queries(rng, tracks, queries)
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args(argv)
 
-    from posescore.engine.archive.store import open_archive
+    from posescore.engine.archive import open_archive
     from posescore.engine.media.encode import retime_video
     from posescore.engine.media.samples import SAMPLE_VIDEO
     from posescore.engine.serving.server import TritonServer

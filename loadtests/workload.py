@@ -12,7 +12,7 @@ every response is checked (a wrong answer is a failure, like an error):
   ``engine.analysis.answers.dtw_answer``, the function the dtw model calls.
 - ``search``: pose and movement queries into an archive written once under the server's archive
   root (synthetic tracks, plus the poses found in the sampled frames when pose is in the mix); answer from
-  ``engine.archive.search.search_archive`` on the same archive.
+  ``engine.archive.service.search_archive`` on the same archive.
 
 Malformed and oversized requests (:data:`BAD_REQUESTS`) are expected to be refused with gRPC
 ``INVALID_ARGUMENT`` and a message naming the problem.
@@ -176,8 +176,8 @@ def expected_dtw(reference: np.ndarray, attempt: np.ndarray, window: int | None,
 
 
 def expected_search(archive, query: np.ndarray, k: int) -> list[dict]:
-    """What the search model answers, from ``engine.archive.search.search_archive`` on the same archive."""
-    from posescore.engine.archive.search import search_archive
+    """What the search model answers, from ``engine.archive.service.search_archive`` on the same archive."""
+    from posescore.engine.archive import search_archive
 
     return [{"video_id": m["video_id"], "start_frame": m["start_frame"], "end_frame": m["end_frame"],
              "track": m["track"], "score": m["score"]}
@@ -275,7 +275,7 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
                   log: Callable[[str], Any]) -> None:
     """The search archive at ``path`` (under the server's archive root ``root``), its queries and
     their known answers."""
-    from posescore.engine.archive.store import add_video, open_archive
+    from posescore.engine.archive import add_video, open_archive
 
     tracks = []
     for v in range(archive_videos):

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from posescore import kernels
-from posescore.engine.archive import store as archive_io
-from posescore.engine.archive.store import (ArchiveError, VideoRows, add_video, add_videos, archive_info, compact,
-                            compact_confidences, expand_confidences, list_videos, open_archive, upgrade, verify)
-from posescore.engine.archive.search import search_archive
+from posescore.engine import archive as archive_io
+from posescore.engine.archive import (ArchiveError, VideoRows, add_video, add_videos, archive_info, compact,
+                                      compact_confidences, expand_confidences, list_videos, open_archive, upgrade,
+                                      verify)
+from posescore.engine.archive import search_archive
 from posescore.kernels import DEFAULT_MIN_CONFIDENCE
 
 EXE = str(Path(sys.executable).with_name("posescore"))
@@ -77,7 +78,7 @@ def test_compact_confidences_keep_every_visibility_decision():
 _WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from posescore.engine.archive.store import add_video
+    from posescore.engine.archive import add_video
     root, first, count, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     for v in range(first, first + count):
         rng = np.random.default_rng(v)
@@ -198,7 +199,7 @@ def test_files_outside_the_archive_fifos_and_symlinks_are_refused(two_videos, tm
         search_archive(open_archive(root), poses[3], k=3)
     first.unlink()
     shutil.move(outside / first.name, first)
-    db = archive_io._connect(root, write=True)
+    db = archive_io.connect(root, write=True)
     for name in ("../escape.seg", "/etc/passwd.seg", ".partial-x.seg"):
         db.execute("UPDATE segments SET file = ? WHERE file = ?", (name, second.name))
         with pytest.raises(ArchiveError, match="is not a plain name"):
@@ -316,7 +317,7 @@ def test_a_reader_that_cannot_write_the_folder_opens_it(two_videos, monkeypatch)
 
     root, poses = two_videos
     real_access = os.access
-    monkeypatch.setattr(archive_io.os, "access",
+    monkeypatch.setattr(os, "access",
                         lambda path, mode: False if Path(path) == root else real_access(path, mode))
     assert not (root / (archive_io.CATALOG + "-wal")).exists()
     assert [v["name"] for v in open_archive(root).videos] == ["v0.mp4", "v1.mp4"]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from posescore import kernels
-from posescore.engine.archive import store as archive_io
-from posescore.engine.archive import search as search_module
-from posescore.engine.archive.store import add_video, open_archive
-from posescore.engine.archive.search import SearchFilter, search_archive
+from posescore.engine import archive as archive_io
+from posescore.engine.archive import clip_search as clip_module, search as search_module
+from posescore.engine.archive import add_video, open_archive
+from posescore.engine.archive import SearchFilter, search_archive
 from posescore.engine.analysis.answers import movement_score
 
 
@@ -65,10 +65,10 @@ def test_clip_candidates_equal_one_call_per_track(many_tracks, batch, prune, mon
     """A clip search's DTW candidates (tracks batched into few calls, pruned or not) are those of
     one subsequence_dtw call per (video, track); its hits are the exact segment first."""
     root, query, track, _ = many_tracks
-    monkeypatch.setattr(search_module, "SEARCH_BATCH_POSES", batch)
+    monkeypatch.setattr(clip_module, "SEARCH_BATCH_POSES", batch)
     archive = open_archive(root)
     got = []
-    for c in search_module.clip_candidates(archive, query, 12, prune=prune):
+    for c in clip_module.clip_candidates(archive, query, 12, prune=prune):
         segment = archive.segment(c.segment)
         name = next(v["name"] for v in segment.info.videos if v["first_row"] <= c.first < v["first_row"] + v["poses"])
         got.append((round(c.cost, 5), name, int(segment.column("tracks")[c.first]),
@@ -98,11 +98,11 @@ def test_pruned_clip_search_over_many_batches_equals_brute_force(kind, tmp_path,
         frames = np.tile(np.arange(900), 4)
         add_video(tmp_path, f"{kind}{video}", f"{video}.mp4", poses, frames, frames / 30.0, np.repeat(np.arange(4), 900),
                   fps=30.0)
-    monkeypatch.setattr(search_module, "SEARCH_BATCH_POSES", 1_800)  # two tracks a batch: 16 batches
+    monkeypatch.setattr(clip_module, "SEARCH_BATCH_POSES", 1_800)  # two tracks a batch: 16 batches
     archive = open_archive(tmp_path)
-    for max_cost in (None, search_module.clip_max_cost(50.0, 30)):
-        pruned = search_module.clip_candidates(archive, query, 30, prune=True, max_cost=max_cost)
-        brute = search_module.clip_candidates(archive, query, 30, prune=False, max_cost=max_cost)
+    for max_cost in (None, clip_module.clip_max_cost(50.0, 30)):
+        pruned = clip_module.clip_candidates(archive, query, 30, prune=True, max_cost=max_cost)
+        brute = clip_module.clip_candidates(archive, query, 30, prune=False, max_cost=max_cost)
         assert [(c.segment, c.first, c.last) for c in pruned] == [(c.segment, c.first, c.last) for c in brute]
         np.testing.assert_allclose([c.cost for c in pruned], [c.cost for c in brute], rtol=1e-5)
         assert len(brute) == 30 or max_cost is not None
@@ -165,7 +165,7 @@ def test_pose_candidates_scanned_in_pieces_equal_brute_force(tmp_path, monkeypat
     whole, total = search_module.pose_candidates(archive, query, 200, where=where)
     monkeypatch.setattr(search_module, "PIECE_MIN_ROWS", 64)
     monkeypatch.setattr(search_module, "PIECES_PER_THREAD", 1000)
-    runs = search_module._runs(archive, where.videos(archive))
+    runs = search_module.live_runs(archive, where.videos(archive))
     assert len(search_module._pieces(runs, 2)) >= total // 64
     cut, cut_total = search_module.pose_candidates(archive, query, 200, where=where)
     assert cut == whole and cut_total == total == (1778 if where.video is None else 777)

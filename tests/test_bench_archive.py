@@ -24,8 +24,8 @@ def test_the_archive_benchmark_runs_on_a_small_archive(tmp_path):
     assert bench.build(tmp_path / "h", 0.6, tracks) == built  # cached
     seconds, anon = bench.open_figures(tmp_path / "h")
     assert seconds < 5 and anon < 50e6
-    from posescore.engine.archive.store import open_archive
-    from posescore.engine.archive.search import search_archive
+    from posescore.engine.archive import open_archive
+    from posescore.engine.archive import search_archive
 
     archive = open_archive(tmp_path / "h")
     queries = bench.pose_queries(rng, tracks, 4)

@@ -14,7 +14,7 @@ import pytest
 from posescore.clients import (POSE_MAX_BATCH, AsyncPoseScoreClient, DtwResult, PoseResult, PoseScoreClient, PoseScoreError,
                      ScoreResult, SearchMatch)
 from posescore.clients.protocol import pose_requests
-from posescore.engine.archive.store import add_video
+from posescore.engine.archive import add_video
 from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServer, free_port
 from posescore.engine.analysis.answers import dtw_answer, score_answer
 from posescore.loadtests.workload import mirrored
@@ -411,8 +411,8 @@ def test_an_archive_with_a_non_ascii_name_is_searched_under_the_c_locale(tmp_pat
 def test_the_search_model_answers_an_archive_larger_than_its_mapping_budget(tmp_path):
     """A server whose search model may map 64 KB at once, and an archive of six segments of
     ~100 KB: every segment is mapped in turn, and the answers are the in-process ones."""
-    from posescore.engine.archive.store import open_archive
-    from posescore.engine.archive.search import search_archive
+    from posescore.engine.archive import open_archive
+    from posescore.engine.archive import search_archive
 
     rng = np.random.default_rng(14)
     stored = []

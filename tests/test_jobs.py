@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import browser_dom, page_data
-from posescore.engine.archive.store import CATALOG, archive_info, list_videos, verify
+from posescore.engine.archive import CATALOG, archive_info, list_videos, verify
 from posescore.engine.jobs.compare import compare_poses
-from posescore.engine.archive.search import MOMENT_GAP_S
+from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.media.samples import SAMPLE_VIDEO
 from posescore.engine.reports.render import RED, draw_skeleton, red_limbs
 from posescore.engine.media.encode import retime_video
@@ -274,10 +274,10 @@ def test_archive_search_on_real_video_is_on_compares_scale(clips, clip_poses, tr
     >= 98, and in the re-timed copies >= 95; every hit's score is compare's for the same pair; a
     frame of the clip answers that frame first, and no two hits of one person come within the gap."""
     from posescore.clients import PoseScoreClient
-    from posescore.engine.archive.store import open_archive
+    from posescore.engine.archive import open_archive
     from posescore.engine.jobs.index import index_job
     from posescore.engine.analysis.people import main_performer
-    from posescore.engine.archive.search import hit_poses, search_archive
+    from posescore.engine.archive import hit_poses, search_archive
 
     long_clip = retime_video(VTEST, tmp_path / "long.mp4", 1.0, start=CLIP_START - 10.0, duration=20.0)
     archive_dir = tmp_path / "archive"

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from posescore.clients import PoseScoreClient
-from posescore.engine.archive.store import open_archive
+from posescore.engine.archive import open_archive
 from posescore.engine.media.encode import retime_video
 from posescore.engine.jobs.index import index_job
 from posescore.engine.media.samples import SAMPLE_VIDEO, fetch_sports2d

@@ -381,7 +381,7 @@ def test_search_refuses_a_clip_search_over_its_cells_bound(tmp_path):
     the same clip over one video of 15 poses (90 cells) and a pose query are answered."""
     from posescore.clients import PoseScoreClient, PoseScoreError
     from conftest import random_poses
-    from posescore.engine.archive.store import add_video
+    from posescore.engine.archive import add_video
 
     repository = _repository_with(tmp_path, "search", "max_clip_cells", "4000000000", "100")
     root = tmp_path / "archives"

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from posescore.clients import PoseScoreClient, PoseScoreError
-from posescore.engine.archive.store import add_video, open_archive
-from posescore.engine.archive.search import SearchFilter, clip_candidates, pose_candidates, pose_search, public_hit, search_archive
+from posescore.engine.archive import add_video, open_archive
+from posescore.engine.archive import SearchFilter, public_hit, search_archive
+from posescore.engine.archive.clip_search import clip_candidates
+from posescore.engine.archive.search import pose_candidates, pose_search
 from posescore.engine.serving.server import TritonServer
-from posescore.engine.archive.sharded import ShardedSearch, ShardError
+from posescore.engine.archive import ShardedSearch, ShardError
 
 ARCHIVE = "sharded"
 #: Copied videos: number -> the number of the video copied (segment ids differ by 1 or 5).

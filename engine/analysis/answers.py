@@ -8,7 +8,7 @@ imports Triton or onnxruntime.
 - ``score``: :func:`score_answer`, one query pose against N candidates.
 - ``dtw``: :func:`dtw_answers` (a batch, as the model runs it) and :func:`dtw_answer` (one).
 - ``pose``: ``engine.serving.detector.PoseDetector``, letterbox -> ONNX model -> decoding and NMS.
-- ``search``: :func:`engine.archive.search.search_archive`; a movement's score, ``compare``'s too:
+- ``search``: :func:`engine.archive.service.search_archive`; a movement's score, ``compare``'s too:
   :func:`movement_score`.
 
 Bad input raises ``ValueError`` naming the input (``query``, ``candidates``, ``reference``, ...);

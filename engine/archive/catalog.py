@@ -1,4 +1,4 @@
-"""The archive's catalog (format 2, SQLite): its layout and constants, connections, transactions, creation and listing.
+"""The archive's catalog (SQLite): folder layout and constants, connect, transactions, create, list, info.
 
 Layout of an archive folder::
 

@@ -1,4 +1,4 @@
-"""Clip search in place: the movements of an archive most like a query clip, by subsequence DTW then compare's score.
+"""Clip search in place: the movements most like a query clip, by subsequence DTW, then compare's score.
 
 A clip query's candidate segments come from subsequence DTW over every (video, track) sequence
 (``kernels.subsequence_dtw``, pruned by lower bounds); each is then scored by

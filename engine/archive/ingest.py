@@ -1,4 +1,4 @@
-"""Adding videos to an archive: VideoRows, their columns and catalog fields, one segment and one transaction a call.
+"""Adding videos to an archive: VideoRows and add_video(s), one segment and one transaction a call.
 
 A call writes its new videos' rows as one segment file (engine.archive.segments.SegmentWriter),
 then names it and them in the catalog in one transaction, which re-checks which videos are new:

@@ -166,8 +166,8 @@ def verify(path: str | os.PathLike) -> dict:
 def upgrade(path: str | os.PathLike) -> dict:
     """Migrate a format-1 archive (``manifest.json`` and ``shards/``) to format 2 in place: its
     poses are written to new segments and named in the catalog (one transaction per SEGMENT_POSES
-    poses, the same ids), then the old files are removed. A run killed before the commit leaves the format-1 archive as it was; one
-    killed after it is completed by the next run."""
+    poses, the same ids), then the old files are removed. A run killed before the commit leaves
+    the format-1 archive as it was; one killed after it is completed by the next run."""
     root = Path(path)
     manifest_path = root / V1_MANIFEST
     if not manifest_path.exists():

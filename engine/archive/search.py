@@ -1,4 +1,4 @@
-"""Search an archive in place, the parts every search shares (filters, runs of rows, hits, vectors on the GPU) and pose search.
+"""Search in place: the parts every search shares (filters, runs, hits, vectors on the GPU) and pose search.
 
 A pose query is scored by the ``score`` service's answer (``engine.analysis.answers.score_answer``) and
 answers *moments*: hits of one (video, track) closer than ``min_gap`` seconds collapse into the
@@ -360,5 +360,6 @@ def hit_poses(archive: Archive, hit: dict) -> VideoPoses:
     count = len(rows)
     return VideoPoses(info=info, frame_indices=segment.column("frames")[rows].astype(np.int64),
                       times=segment.column("times")[rows].astype(np.float32), keypoints=keypoints[:, None],
-                      boxes=np.where(np.isfinite(boxes), boxes, 0.0)[:, None].astype(np.float32), scores=np.ones((count, 1), np.float32),
+                      boxes=np.where(np.isfinite(boxes), boxes, 0.0)[:, None].astype(np.float32),
+                      scores=np.ones((count, 1), np.float32),
                       counts=np.ones(count, np.int32), tracks=np.zeros((count, 1), np.int32))

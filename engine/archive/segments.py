@@ -1,4 +1,4 @@
-"""Segment files: their column layout, the writer, orphan removal, the process's mapped-segment cache and MappedSegment.
+"""Segment files: column layout, writer, orphan removal, the process's mapped-segment cache, MappedSegment.
 
 A segment file is the columns of its rows one after the other (each at a 64-byte aligned offset);
 the catalog keeps each column's offset, dtype, shape and SHA-256. Rows are sorted by video, then

@@ -1,4 +1,4 @@
-"""The search service's answer: search_archive, and SearchService (archives under a root, kept open; a request checked, then answered).
+"""The search service's answer: search_archive, and SearchService (archives under a root, requests checked).
 
 The search model (``model_repository/search``) only unpacks a request's tensors, asks
 :class:`SearchService` for the answer and packs it; the load test's oracle and the jobs call

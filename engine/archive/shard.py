@@ -1,4 +1,4 @@
-"""The archive's lightest layer: its error, its server environment variables and shards (standard library only).
+"""ArchiveError, the search server's environment variables and shards: the standard library only.
 
 The server imports this module to check and pass on ``--archive-root`` / ``--archive-shard``
 without loading NumPy, SQLite or the kernels; every other module of the archive builds on it.

@@ -1,8 +1,10 @@
-"""One archive searched over several servers, each answering one shard of it (``posescore serve
---archive-shard I/N``, or any server when the request names the shard): the query is scattered
-to every shard at once and their parts merged exactly, by the functions a search of one archive
-runs (``engine.archive.search.pose_search`` and ``clip_search``), so the answer is the one server holding
-everything would give, ties included.
+"""One archive searched over several servers, one shard each: ShardedSearch, its scatter and exact merge.
+
+Each server answers one shard (``posescore serve --archive-shard I/N``, or any server when the
+request names the shard): the query is scattered to every shard at once and their parts merged
+exactly, by the functions a search of one archive runs (``engine.archive.search.pose_search`` and
+``engine.archive.clip_search.clip_search``), so the answer is the one server holding everything
+would give, ties included.
 
     with ShardedSearch(["10.0.0.1:8001", "10.0.0.2:8001"]) as shards:
         answer = shards.search("archives/sports", query, k=10)   # answer.hits, answer.missing
@@ -22,9 +24,9 @@ import numpy as np
 
 from posescore.clients import PoseScoreClient, PoseScoreError
 
-from posescore.engine.archive.store import in_shard
-from posescore.engine.archive.search import (CLIP_MIN_SCORE, MOMENT_GAP_S, ClipCandidate, SearchFilter, check_k, check_query, clip_search,
-                     pose_search, public_hit)
+from posescore.engine.archive.clip_search import CLIP_MIN_SCORE, ClipCandidate, clip_search
+from posescore.engine.archive.search import MOMENT_GAP_S, SearchFilter, check_k, check_query, pose_search, public_hit
+from posescore.engine.archive.shard import in_shard
 
 #: Seconds each shard has to answer each request of a search, by default.
 DEFAULT_TIMEOUT_S = 60.0
@@ -40,7 +42,7 @@ class ShardError(RuntimeError):
 
 @dataclass
 class ShardedAnswer:
-    """Hits (as ``engine.archive.search.search_archive``'s), best first, and the shards that did not
+    """Hits (as ``engine.archive.service.search_archive``'s), best first, and the shards that did not
     answer (with ``allow_partial``): ``{"shard", "url", "error"}`` each."""
 
     hits: list[dict]
@@ -91,7 +93,7 @@ class ShardedSearch:
                min_score: float = CLIP_MIN_SCORE) -> ShardedAnswer:
         """The ``k`` best hits of a pose ``[17, 3]`` or a movement ``[M, 17, 3]`` (filmed at
         ``query_fps``) in ``archive`` (a folder under every server's archive root), as
-        ``engine.archive.search.search_archive`` answers them for the whole archive."""
+        ``engine.archive.service.search_archive`` answers them for the whole archive."""
         check_k(k)
         query = check_query(query)
         # The filters as every server reads them (FP32 inputs), so that the merge applies the same.

@@ -333,7 +333,7 @@ def search_command(args) -> int:
 
 def archive_command(args) -> int:
     """``posescore archive info | ls | rm | compact | verify | upgrade DIR``."""
-    from posescore.engine.archive import store as archive
+    from posescore.engine import archive
 
     command = args.archive_command
     if command == "info":
@@ -371,7 +371,7 @@ def run(args) -> int:
     """Run the parsed command; a failure prints one line naming the problem and exits 1."""
     from posescore.clients import PoseScoreError
 
-    from posescore.engine.archive.store import ArchiveError
+    from posescore.engine.archive import ArchiveError
     from posescore.engine.serving.export import ExportError
     from posescore.engine.serving.server import ServerError
 

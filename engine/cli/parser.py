@@ -126,7 +126,7 @@ def add_job_commands(sub) -> None:
                        help="with --ray: videos decoded at once (default: as many as Ray's CPUs allow)")
     index.set_defaults(func=commands.index_command)
 
-    from posescore.engine.archive.search import CLIP_MIN_SCORE, MAX_K as SEARCH_MAX_K, MOMENT_GAP_S
+    from posescore.engine.archive import CLIP_MIN_SCORE, MAX_K as SEARCH_MAX_K, MOMENT_GAP_S
 
     search = _job_parser(sub, "search", "the moments most like a pose (--pose) or the movements most like a clip "
                                   "(--clip) in an archive")

@@ -12,7 +12,7 @@ from posescore.kernels.skeleton import FLIP_PERMUTATION, JOINT_NAMES, PART_NAMES
 
 from posescore.engine.analysis.answers import movement_score
 from posescore.engine.analysis.people import Performer
-from posescore.engine.archive.search import MOMENT_GAP_S
+from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.jobs.inputs import FrameCursor, Progress, load_poses, performer_frames, source_summary
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video

@@ -9,7 +9,7 @@ import numpy as np
 from posescore.kernels.skeleton import PART_NAMES
 
 from posescore.engine.analysis.answers import score_answer
-from posescore.engine.archive.search import MOMENT_GAP_S
+from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, single_pose
 from posescore.engine.media.pose_files import is_poses_json
 from posescore.engine.media.video import read_image

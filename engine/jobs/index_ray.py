@@ -127,7 +127,7 @@ def ray_index_job(videos, archive_dir, *, url: str | list[str] | None = None, ad
     ``first_batch_s`` after every batch."""
     import ray
 
-    from posescore.engine.archive import store as archive_io
+    from posescore.engine import archive as archive_io
     from posescore.engine.jobs.index import content_id, index_target
 
     root = index_target(videos, archive_dir)
