@@ -74,6 +74,15 @@ def _write_records(path: Path, records: list) -> None:
             writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in row])
 
 
+def _hold_until(done_file: Path) -> float:
+    """When a fault run may end: the time its fault's thread wrote (recovery and a hold after it),
+    or never (inf) while the fault is not over."""
+    try:
+        return float(json.loads(done_file.read_text())["hold_until"])
+    except FileNotFoundError:
+        return float("inf")
+
+
 def run_load(config: dict, workload: Workload) -> dict:
     from locust.html import get_html_report
     from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter, stats_history, update_stats_history
@@ -92,7 +101,8 @@ def run_load(config: dict, workload: Workload) -> dict:
     print(f"@@started {started:.6f}", flush=True)
     end = started + config["duration"]
     reason = "duration"
-    while time.time() < end:
+    done_file = Path(config["fault_done_file"]) if config.get("fault_done_file") else None
+    while time.time() < end or (done_file is not None and time.time() < _hold_until(done_file)):
         if state.budget.exhausted and state.in_flight == 0:
             reason = "max-requests"
             break

@@ -76,25 +76,39 @@ def _remove_block(text: str, name: str) -> str:
 
 
 # -- the run ----------------------------------------------------------------------------------------
+#: After a fault, the load goes on at least this long once the server answers again, whatever the
+#: run's duration: recovery is measured on a slow or busy machine too.
+RECOVERY_HOLD_S = 3.0
+
+
 class _Fault(threading.Thread):
     """A fault done to the embedded server ``at`` seconds after the load started (``load_started``,
-    set by the runner); ``record`` says when, or the error that stopped it."""
+    set by the runner); ``record`` says when, or the error that stopped it. When it is over
+    (recovered, failed or cancelled), the time the load may end is written to ``done_file``: the
+    locust process keeps the load on until then (``RECOVERY_HOLD_S`` after recovery)."""
 
-    def __init__(self, name: str, server, at: float, started: threading.Event):
+    def __init__(self, name: str, server, at: float, started: threading.Event, done_file: Path):
         super().__init__(name=name, daemon=True)
-        self.server, self.at, self.started = server, at, started
+        self.server, self.at, self.started, self.done_file = server, at, started, done_file
         self.load_started: float | None = None
         self.record: dict[str, Any] = {}
         self.cancel = threading.Event()
 
     def run(self) -> None:
-        self.started.wait()
-        if self.load_started is None or self.cancel.wait(max(0.0, self.load_started + self.at - time.time())):
-            return  # the load never started, or is over
         try:
-            self.fault()
-        except Exception as err:  # noqa: BLE001 - reported with the results
-            self.record["error"] = f"{type(err).__name__}: {err}"
+            self.started.wait()
+            if self.load_started is None or self.cancel.wait(max(0.0, self.load_started + self.at - time.time())):
+                return  # the load never started, or is over
+            try:
+                self.fault()
+            except Exception as err:  # noqa: BLE001 - reported with the results
+                self.record["error"] = f"{type(err).__name__}: {err}"
+        finally:
+            ready = self.record.get("ready")
+            until = ready + RECOVERY_HOLD_S if ready is not None else time.time()
+            partial = self.done_file.with_suffix(".partial")
+            partial.write_text(json.dumps({"hold_until": until}))
+            partial.replace(self.done_file)
 
     def fault(self) -> None:
         raise NotImplementedError
@@ -104,8 +118,9 @@ class _Restarter(_Fault):
     """Restarts the embedded server on the same ports, reading the metrics just before (the
     counters restart from zero)."""
 
-    def __init__(self, server, at: float, started: threading.Event, read_metrics: Callable[[], Any]):
-        super().__init__("posescore-loadtest-restart", server, at, started)
+    def __init__(self, server, at: float, started: threading.Event, read_metrics: Callable[[], Any],
+                 done_file: Path):
+        super().__init__("posescore-loadtest-restart", server, at, started, done_file)
         self.read_metrics = read_metrics
         self.metrics_before_stop = None
 
@@ -143,8 +158,8 @@ class _StubKiller(_Fault):
     ``stopped``: the kill) and when the supervisor had the model answering again (``ready``: its
     "reloaded" event, among ``events``). A reloaded model keeps its Triton counters."""
 
-    def __init__(self, server, model: str, at: float, started: threading.Event, events: list):
-        super().__init__("posescore-loadtest-kill-stub", server, at, started)
+    def __init__(self, server, model: str, at: float, started: threading.Event, events: list, done_file: Path):
+        super().__init__("posescore-loadtest-kill-stub", server, at, started, done_file)
         self.model, self.events = model, events
         self.record["kind"] = f"kill of model {model}'s python stub"
 
@@ -237,6 +252,9 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
             "malformed": options.malformed, "seed": options.seed, "ramp_users": list(options.ramp_users),
             "step_duration": options.step_duration, "warmup": options.warmup,
             "ramp_all_steps": options.ramp_all_steps,
+            # a fault run holds the load until the fault's thread says (see _Fault)
+            "fault_done_file": str(scratch / "fault.done")
+            if options.restart_at is not None or options.kill_stub_at is not None else None,
             "slo_p99_ms": {task: options.slo.limit(task, 99) or DEFAULT_RAMP_P99_MS for task in tasks},
         }
         config_path = scratch / "config.json"
@@ -247,14 +265,15 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
         started = threading.Event()
         restarter = supervisor = None
         if options.restart_at is not None:
-            restarter = _Restarter(server, options.restart_at, started, read_metrics)
+            restarter = _Restarter(server, options.restart_at, started, read_metrics, Path(config["fault_done_file"]))
             restarter.start()
         elif options.kill_stub_at is not None:
             from posescore.engine.serving.supervisor import Supervisor
 
             events: list = []
             supervisor = Supervisor(server, interval=0.5, notify=events.append).start()
-            restarter = _StubKiller(server, options.kill_stub, options.kill_stub_at, started, events)
+            restarter = _StubKiller(server, options.kill_stub, options.kill_stub_at, started, events,
+                                    Path(config["fault_done_file"]))
             restarter.start()
         try:
             child_result = _run_child(config_path, config, options, started, restarter, log)
@@ -358,12 +377,13 @@ def _run_child(config_path: Path, config: dict, options: LoadTestOptions, starte
     from posescore.engine.serving.server import PROJECT_ROOT
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if options.ramp:
         steps = len(options.ramp_users) * len(options.mix)
         limit = steps * (options.step_duration + options.warmup + options.deadline + 10) + 120
     else:
         limit = options.duration + 2 * options.deadline + 120
+        if config.get("fault_done_file"):
+            limit += 300  # the hold after a fault: a server restarted on a busy machine
     child = subprocess.Popen([sys.executable, "-m", "posescore.loadtests.locust_run", str(config_path)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                              cwd=str(PROJECT_ROOT))
