@@ -59,6 +59,10 @@ def test_a_killed_server_is_started_again_on_its_port_and_its_log_kept(supervise
     assert result.scores[0] == pytest.approx(100, abs=1e-3) and server.grpc_port == port
     restarting = next(e for e in supervisor.events if e["what"] == "restarting")
     assert "exited" in restarting["reason"] and "Started GRPCInferenceService" in open(restarting["log"]).read()
+    # The server answers a moment before the supervisor's thread records that it restarted it.
+    deadline = time.monotonic() + 30
+    while not any(e["what"] == "restarted" for e in supervisor.events) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert any(e["what"] == "restarted" for e in supervisor.events) and supervisor.runs == 2
 
 

@@ -23,7 +23,7 @@ servers is built from (``pose_candidates``, ``clip_candidates``, ``pose_search``
 
 from __future__ import annotations
 
-import importlib
+from posescore.lazy import lazy_exports
 
 #: Each public name and the module that defines it.
 _EXPORTS = {
@@ -46,15 +46,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'posescore.engine.archive' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
