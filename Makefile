@@ -46,7 +46,7 @@ browser:
 	command -v chromium >/dev/null || ($(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium)
 
 test: model media browser
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 bench: model media
 	$(PY) -m bench.kernels

@@ -179,7 +179,7 @@ def test_smoke_run_writes_reports_and_the_counts_add_up(triton_server, archive_r
 @pytest.mark.fault
 def test_fault_server_restart_mid_run_drops_nothing_and_recovers(tmp_path, capsys):
     out = tmp_path / "fault"
-    code = cli.main(["--users", "3", "--duration", "15s", "--restart-at", "3s", "--deadline", "60s",
+    code = cli.main(["--users", "3", "--duration", "8s", "--restart-at", "3s", "--deadline", "60s",
                      "--mix", "score=2,dtw=1,search=1", "--slo", "errors=0", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed

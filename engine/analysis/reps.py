@@ -1,7 +1,7 @@
 """Every repetition of a movement in a performance: found with subsequence DTW, bounded and scored
 by the function ``compare`` scores with (``engine.analysis.answers.movement_score``).
 
-No I/O here: :func:`find_reps` takes performer frames; ``engine.jobs.reps_job`` loads the videos
+No I/O here: :func:`find_reps` takes performer frames; ``engine.jobs.reps.reps_job`` loads the videos
 and reports each repetition with ``compare``'s report.
 """
 

@@ -69,6 +69,7 @@ def performer_rows(performer: Performer, rows: np.ndarray) -> Performer:
 
 
 def source_summary(poses: VideoPoses, performer, name) -> dict:
+    """A report's summary of one input: path, fps, frames, the performer's track and frames."""
     return {"path": str(name), "fps": round(float(poses.info.fps), 3), "frames": int(poses.keypoints.shape[0]),
             "performer_track": int(performer.track), "frames_with_performer": int(performer.present.sum())}
 
