@@ -29,6 +29,17 @@ except Exception:  # noqa: BLE001 - any failure means no usable CuPy
     cupy = None
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, the controller first starts and stops one embedded server: its python
+    stubs compile the models' numba kernels into numba's cache (a fresh clone has none), once,
+    rather than every worker's server compiling the same kernels at the same time."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from posescore.engine.serving.server import TritonServer
+
+        with TritonServer():
+            pass
+
+
 @pytest.fixture(params=["numpy", "cupy"])
 def xp(request):
     """Run a test body once on NumPy (CPU path) and once on CuPy (GPU path)."""
