@@ -13,8 +13,7 @@ import time
 
 import numpy as np
 
-from posescore.kernels import dtw, search_topk, subsequence_dtw
-from posescore.kernels import cupy_or_none
+from posescore.kernels import cupy_or_none, dtw, search_topk, subsequence_dtw
 
 
 def best_time(fn, repeat):
@@ -98,8 +97,8 @@ def bench_pose(rng, repeat, rows, n=1_000_000):
     read and written / a copy's bandwidth) and the plain NumPy version (bench.pose_numpy)."""
     from bench import pose_numpy as ref
     from bench.pose_numpy import mirror as ref_mirror
-    from posescore.kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
-                         part_scores, pose_scores)
+    from posescore.kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors,
+                                   normalize, part_scores, pose_scores)
 
     xy = rng.uniform(0, 640, (n, 17, 2))
     conf = rng.uniform(0.0, 1.0, (n, 17, 1))  # ~30% under the threshold: missing

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from posescore.kernels._normalize import (DEFAULT_MIN_CONFIDENCE, MIN_TORSO_SHARE, consistent_keypoints_arrays,
-                               interpolate_frames_arrays)
+                                          interpolate_frames_arrays)
 from posescore.kernels import SCORE_SCALES
 from posescore.kernels.skeleton import FLIP_PERMUTATION, KP, NUM_KEYPOINTS, NUM_PARTS, part_terms
 

@@ -4,8 +4,8 @@
 ``PoseScoreError``. See clients/triton.py.
 """
 
-from posescore.clients.protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, FramePeople, PoseResult, PoseScoreError,
-                       ScoreResult, SearchMatch)
+from posescore.clients.protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, FramePeople, PoseResult,
+                                        PoseScoreError, ScoreResult, SearchMatch)
 from posescore.clients.triton import AsyncPoseScoreClient, PoseScoreClient
 
 __all__ = [

@@ -33,8 +33,8 @@ import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.grpc import InferenceServerException, InferInput, InferResult
 
 from posescore.clients import protocol as p
-from posescore.clients.protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, PoseResult, PoseScoreError, ScoreResult,
-                       SearchMatch)
+from posescore.clients.protocol import (DEFAULT_MAX_CANDIDATES, POSE_MAX_BATCH, DtwResult, PoseResult, PoseScoreError,
+                                        ScoreResult, SearchMatch)
 
 _CHANNEL_ARGS = [
     ("grpc.max_send_message_length", 2**31 - 1),

@@ -25,7 +25,8 @@ _EXPORTS = {
     "KEYPOINT_NAMES": "skeleton", "LIMBS": "skeleton", "PART_NAMES": "skeleton",
     "subsequence_dtw": "_subsequence",
     "decode_poses": "_detect", "letterbox": "_detect",  # the pose model's pre- and post-processing
-    "DETECT_IMAGE_SIZE": "_detect", "DETECT_CONFIDENCE": "_detect", "DETECT_IOU": "_detect", "DETECT_MAX_PEOPLE": "_detect",
+    "DETECT_IMAGE_SIZE": "_detect", "DETECT_CONFIDENCE": "_detect", "DETECT_IOU": "_detect",
+    "DETECT_MAX_PEOPLE": "_detect",
     "SCORE_THRESHOLD": "_scoring",
     # The backend choice, for the engine's own dispatch (no numba imported by these).
     "array_module": "_backend", "cupy_or_none": "_backend", "to_numpy": "_backend", "parallel_map": "_backend",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from posescore.kernels._backend import (array_module, check_array, check_int, check_lengths, is_gpu_array, single_threaded_blas,
-                       to_numpy)
+from posescore.kernels._backend import (array_module, check_array, check_int, check_lengths, is_gpu_array,
+                                        single_threaded_blas, to_numpy)
 from posescore.kernels._dp_cells import dtw_predecessor
 from posescore.kernels._scoring import score_from_distance
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from posescore.kernels._backend import array_module, check_array, check_int, is_gpu_array, parallel_map, single_threaded_blas
+from posescore.kernels._backend import (array_module, check_array, check_int, is_gpu_array, parallel_map,
+                                        single_threaded_blas)
 from posescore.kernels._tiles import (TILE_ROWS, from_tiles, half_products, half_to_float, prefetch_tile, tile_dot,
                                       tile_products)
 from posescore.kernels._topk import insert_sorted as _insert_sorted_py

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from posescore.kernels._backend import (array_module, check_array, check_int, check_lengths, check_number, parallel_map,
-                       single_threaded_blas, to_numpy)
+                                        single_threaded_blas, to_numpy)
 from posescore.kernels._dp_cells import subsequence_cell
 from posescore.kernels._pruning import (PRUNE_BLOCK, PRUNE_CLUSTERS, PRUNE_GUESS_MATCHES, PRUNE_GUESS_STRETCH,
                                         PRUNE_MAX_SHARE, PRUNE_MIN_RATIO, block_bounds, block_nearest, block_spans,

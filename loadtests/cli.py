@@ -12,8 +12,8 @@ import argparse
 import dataclasses
 import sys
 
-from posescore.loadtests.options import (DEFAULT_MIX, DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, parse_duration, parse_mix,
-                      parse_slo, parse_user_counts)
+from posescore.loadtests.options import (DEFAULT_MIX, DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions,
+                                         parse_duration, parse_mix, parse_slo, parse_user_counts)
 
 HELP = "load-test a deployment with locust over gRPC (headless; CSV and HTML reports)"
 

@@ -1,8 +1,8 @@
 """The options of ``posescore loadtest``: their defaults, parsers and the :class:`LoadTestOptions`
 that :func:`loadtests.runner.run_loadtest` takes.
 
-Only the standard library (and the constants of engine.media) here: every ``posescore`` command builds the loadtest parser, and this
-module is all that costs it (the runner, the workload and locust load when a load test runs).
+Only the standard library (and the constants of engine.media.samples) here: every ``posescore``
+command builds the loadtest parser, and this module is all that costs it (the runner, the workload and locust load when a load test runs).
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 from posescore.loadtests import metrics as prom
 from posescore.loadtests.options import DEFAULT_RAMP_P99_MS, LoadTestError, LoadTestOptions, checked_mix, format_mix
-from posescore.loadtests.report import Record, check_slo, fault_summary, format_ramp, format_report, ramp_missed, read_records, task_summary
+from posescore.loadtests.report import (Record, check_slo, fault_summary, format_ramp, format_report, ramp_missed,
+                                        read_records, task_summary)
 from posescore.loadtests.workload import WorkloadError, build_workload, check_sizes, remove_archive
 
 

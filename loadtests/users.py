@@ -50,8 +50,8 @@ from posescore.kernels.skeleton import NUM_KEYPOINTS  # noqa: E402
 
 from posescore.loadtests.options import TASKS  # noqa: E402
 from posescore.loadtests.report import Record  # noqa: E402
-from posescore.loadtests.workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR, EXPECTED_ERROR,  # noqa: E402
-                       INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
+from posescore.loadtests.workload import (BAD_ACCEPTED, BAD_REQUESTS, BAD_WRONG_ERROR, CHECKS, ERROR,  # noqa: E402
+                                          EXPECTED_ERROR, INTERRUPTED, OK, WRONG, BadRequest, Workload, call_task)
 
 
 class WrongAnswer(Exception):

@@ -31,8 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from posescore.loadtests.options import SAMPLE_VIDEO, TASKS
 from posescore.kernels.skeleton import NUM_KEYPOINTS
+from posescore.loadtests.options import SAMPLE_VIDEO, TASKS
 
 # Tolerances of the answer checks: the server may run the kernels batched (dtw) or on a GPU.
 SCORE_ATOL = 1e-3

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from posescore.clients import (POSE_MAX_BATCH, AsyncPoseScoreClient, DtwResult, PoseResult, PoseScoreClient, PoseScoreError,
-                     ScoreResult, SearchMatch)
+from posescore.clients import (POSE_MAX_BATCH, AsyncPoseScoreClient, DtwResult, PoseResult, PoseScoreClient,
+                               PoseScoreError, ScoreResult, SearchMatch)
 from posescore.clients.protocol import pose_requests
 from posescore.engine.archive import add_video
 from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServer, free_port

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from posescore.engine.serving.server import ADMIN_HEADER, ADMIN_PROTOCOLS, TritonServer, repository_models, DEFAULT_MODEL_REPOSITORY
+from posescore.engine.serving.server import (ADMIN_HEADER, ADMIN_PROTOCOLS, TritonServer, repository_models,
+                                             DEFAULT_MODEL_REPOSITORY)
 
 yaml = pytest.importorskip("yaml")
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"

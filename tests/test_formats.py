@@ -8,7 +8,7 @@ import pytest
 
 from posescore.engine.jobs.inputs import load_poses
 from posescore.engine.media.pose_files import (OPENPOSE_BODY25_TO_COCO17, OPENPOSE_COCO18_TO_COCO17, is_poses_json,
-                            read_poses_json, records_to_poses, to_alphapose, write_alphapose)
+                                               read_poses_json, records_to_poses, to_alphapose, write_alphapose)
 from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
 from posescore.kernels.skeleton import KEYPOINT_NAMES
 

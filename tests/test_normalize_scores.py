@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from conftest import asnumpy, random_poses
-from posescore.kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, consistent_sides, interpolate_frames,
-                     mirror_vectors, normalize, part_scores, pose_scores, score_from_distance)
+from posescore.kernels import (SCORE_SCALES, aligned_part_scores, consistent_keypoints, consistent_sides,
+                               interpolate_frames, mirror_vectors, normalize, part_scores, pose_scores,
+                               score_from_distance)
 from posescore.kernels.skeleton import FLIP_PERMUTATION, KP, PART_NAMES
 from posescore.kernels import distance_for_score
 

@@ -41,7 +41,8 @@ def test_the_wheel_installs_one_top_level_name_and_imports_from_its_own_files(tm
             "v, w = k.normalize(np.random.default_rng(0).uniform(1, 100, (4, 17, 3)).astype(np.float32))\n"
             "print(k.__file__); print(posescore.cli.__file__); print(v.shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin",
+                              "NUMBA_CACHE_DIR": str(tmp_path / "numba")})
     assert out.returncode == 0, out.stderr
     kernels_file, cli_file, shape = out.stdout.splitlines()
     assert Path(kernels_file).is_relative_to(target) and Path(cli_file).is_relative_to(target)

@@ -8,7 +8,7 @@ import pytest
 
 from posescore.clients import PoseScoreClient
 from posescore.engine.media.samples import SAMPLE_VIDEO
-from posescore.engine.analysis.people import (Performer, box_iou, main_performer, pick_person, image_person, track_people)
+from posescore.engine.analysis.people import Performer, box_iou, main_performer, pick_person, image_person, track_people
 from posescore.engine.jobs.extract import extract_poses
 from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
 

@@ -8,7 +8,7 @@ import pytest
 from bench import pose_numpy as ref
 from conftest import random_poses
 from posescore.kernels import (aligned_part_scores, consistent_keypoints, interpolate_frames, mirror_vectors, normalize,
-                     part_scores, pose_scores, score_from_distance)
+                               part_scores, pose_scores, score_from_distance)
 from posescore.kernels import _per_pose
 from posescore.kernels import _pose_cells as cells
 from posescore.kernels import METRICS, SCORE_SCALES

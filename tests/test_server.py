@@ -18,7 +18,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer, repository_models
+from posescore.engine.serving.server import (DEFAULT_MODEL_REPOSITORY, SHM_DIR, SHM_PREFIX, TritonServer,
+                                             repository_models)
 
 MODELS = repository_models(DEFAULT_MODEL_REPOSITORY)
 _INPUT_CALL = re.compile(r'(?:input_array|poses_input|input_scalar)\(\s*request,\s*"(\w+)"')

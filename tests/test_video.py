@@ -15,7 +15,8 @@ from posescore.engine.analysis.people import box_iou
 from posescore.engine.media.encode import retime_video, video_codec, write_video
 from posescore.engine.jobs.extract import extract_poses
 from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
-from posescore.engine.media.video import apply_orientation, decode_size, expected_frames, is_image, iter_frames, probe, read_image
+from posescore.engine.media.video import (apply_orientation, decode_size, expected_frames, is_image, iter_frames, probe,
+                                          read_image)
 
 VTEST = SAMPLE_VIDEO
 BUS = ultralytics_asset("bus.jpg")

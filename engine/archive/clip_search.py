@@ -16,15 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from posescore import kernels
-from posescore.kernels import distance_for_score, to_numpy
-from posescore.kernels.skeleton import NUM_KEYPOINTS
-
+from posescore.engine.analysis.answers import ascend_bounds, movement_score
 from posescore.engine.archive.reader import Archive
 from posescore.engine.archive.search import (Run, SearchFilter, live_runs, on_device, run_hit, search_gpu,
                                              stored_vectors, video_fps)
 from posescore.engine.archive.segments import MappedSegment
 from posescore.engine.archive.shard import ArchiveError, in_shard
-from posescore.engine.analysis.answers import ascend_bounds, movement_score
+from posescore.kernels import distance_for_score, to_numpy
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: Vectors per subsequence_dtw call in a clip search (whole sequences; where the DP runs over all
 #: of them, float32 copies: 143 MB). Fewer, larger batches pay less per batch (bounds, selection).

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from posescore import kernels
-from posescore.kernels.skeleton import NUM_KEYPOINTS
-
 from posescore.engine.archive.catalog import NORMALIZATION, VIDEO_FIELDS, connect, create_archive, transaction
 from posescore.engine.archive.segments import COLUMN_DTYPES, SegmentWriter, compact_confidences, remove_orphans
 from posescore.engine.archive.shard import ArchiveError
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 
 @dataclass

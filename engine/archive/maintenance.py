@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from posescore.engine.archive.catalog import (CATALOG, FORMAT, SEGMENTS, V1_COLUMNS, V1_MANIFEST, archive_info,
-                                              connect, init_catalog, list_videos, transaction)
+from posescore.engine.archive.catalog import (CATALOG, FORMAT, SEGMENTS, V1_COLUMNS, V1_MANIFEST, archive_info, connect,
+                                              init_catalog, list_videos, transaction)
 from posescore.engine.archive.ingest import VideoRows, write_videos
 from posescore.engine.archive.reader import open_archive
 from posescore.engine.archive.segments import COLUMN_DTYPES, MappedSegment, SegmentInfo, SegmentWriter, map_file

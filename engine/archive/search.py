@@ -24,14 +24,13 @@ import numba
 import numpy as np
 
 from posescore import kernels
-from posescore.kernels import cupy_or_none, parallel_map, to_numpy
-from posescore.kernels.skeleton import NUM_KEYPOINTS
-
+from posescore.engine.analysis.answers import score_answer
 from posescore.engine.archive.reader import Archive
 from posescore.engine.archive.segments import MappedSegment, expand_confidences
 from posescore.engine.archive.shard import ArchiveError, in_shard
 from posescore.engine.poses import VideoInfo, VideoPoses
-from posescore.engine.analysis.answers import score_answer
+from posescore.kernels import cupy_or_none, parallel_map, to_numpy
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: Hits of one (video, track) closer than this (seconds) are one moment; ``find``'s moments and
 #: ``compare``'s worst moments are at least this far apart too.

@@ -47,12 +47,11 @@ from pathlib import Path
 import numpy as np
 
 from posescore import kernels
-from posescore.kernels import DEFAULT_MIN_CONFIDENCE
-from posescore.kernels.skeleton import NUM_KEYPOINTS
-
 from posescore.engine.archive.catalog import (CATALOG, PARTIAL_PREFIX, SEGMENT_SUFFIX, SEGMENTS, check_regular,
                                               group_shared)
 from posescore.engine.archive.shard import ArchiveError
+from posescore.kernels import DEFAULT_MIN_CONFIDENCE
+from posescore.kernels.skeleton import NUM_KEYPOINTS
 
 #: Bytes of segment files one process keeps mapped at once (POSESCORE_MAPPED_BYTES overrides):
 #: a larger archive is searched segment by segment, mapping and unmapping in turn.

@@ -26,8 +26,8 @@ from posescore.engine.archive.clip_search import (CLIP_MIN_SCORE, MAX_CLIP_CELLS
                                                   check_clip_cost, clip_candidates, clip_hits, clip_max_cost,
                                                   search_clip)
 from posescore.engine.archive.reader import Archive, open_archive
-from posescore.engine.archive.search import (MAX_K, MOMENT_GAP_S, SearchFilter, check_k, check_query,
-                                             pose_candidates, public_hit, search_poses)
+from posescore.engine.archive.search import (MAX_K, MOMENT_GAP_S, SearchFilter, check_k, check_query, pose_candidates,
+                                             public_hit, search_poses)
 from posescore.engine.archive.segments import MAPPED
 from posescore.engine.archive.shard import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard, shard_text
 

@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from posescore.clients import PoseScoreClient, PoseScoreError
-
 from posescore.engine.archive.clip_search import CLIP_MIN_SCORE, ClipCandidate, clip_search
 from posescore.engine.archive.search import MOMENT_GAP_S, SearchFilter, check_k, check_query, pose_search, public_hit
 from posescore.engine.archive.shard import in_shard

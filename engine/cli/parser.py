@@ -53,7 +53,6 @@ def add_server_commands(sub) -> None:
     probe.set_defaults(func=commands.probe_command)
 
 
-
 def _job_parser(sub, name: str, help_text: str):
     """A job's parser with the options every job shares."""
     job = sub.add_parser(name, help=help_text)
@@ -95,7 +94,8 @@ def add_job_commands(sub) -> None:
     reps.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
     reps.add_argument("--out", help="folder for reps.json, reps.mp4, reps.png and report.html")
     reps.add_argument("--csv", help="write per-step scores and joint angles of every repetition to this CSV file")
-    reps.add_argument("--threshold", type=float, default=SCORE_THRESHOLD, help="repetitions and parts under it are flagged")
+    reps.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
+                      help="repetitions and parts under it are flagged")
     reps.add_argument("--mirror", action="store_true", help="also match the mirror image")
     reps.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
                       help="segments scoring under this are not repetitions (rests, other movements)")
@@ -154,7 +154,6 @@ def add_job_commands(sub) -> None:
     search.set_defaults(func=commands.search_command, max_k=SEARCH_MAX_K)
 
 
-
 def add_archive_commands(sub) -> None:
     """``archive info|ls|rm|compact|verify|upgrade``."""
     archive = sub.add_parser("archive", help="inspect and maintain an archive")
@@ -171,12 +170,10 @@ def add_archive_commands(sub) -> None:
         command.set_defaults(func=commands.archive_command)
 
 
-
-
 def check_args(args) -> str | None:
     """The usage error of the options every command shares, if any (the CLI exits 2 with it):
-    ``--k`` in 1..``args.max_k`` (each command's own bound), ``--threshold`` a score in 0..100, ``--window`` >= 1 frame, ``--fps`` a
-    finite rate > 0."""
+    ``--k`` in 1..``args.max_k`` (each command's own bound), ``--threshold`` a score in 0..100,
+    ``--window`` >= 1 frame, ``--fps`` a finite rate > 0."""
     import math
 
     k, threshold = getattr(args, "k", None), getattr(args, "threshold", None)

@@ -7,9 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from posescore import kernels
-from posescore.kernels import distance_for_score
-from posescore.kernels.skeleton import FLIP_PERMUTATION, JOINT_NAMES, PART_NAMES, joint_angles
-
 from posescore.engine.analysis.answers import movement_score
 from posescore.engine.analysis.people import Performer
 from posescore.engine.archive import MOMENT_GAP_S
@@ -19,7 +16,8 @@ from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_compare_page
 from posescore.engine.reports.render import draw_skeleton, plot_scores, side_by_side
-from posescore.kernels import SCORE_THRESHOLD
+from posescore.kernels import SCORE_THRESHOLD, distance_for_score
+from posescore.kernels.skeleton import FLIP_PERMUTATION, JOINT_NAMES, PART_NAMES, joint_angles
 
 
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = SCORE_THRESHOLD,

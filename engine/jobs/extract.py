@@ -15,9 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from posescore.clients.protocol import POSE_MAX_BATCH
-
-from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
 from posescore.engine.media.video import Frame, check_decode_options, iter_probed_frames, expected_frames, probe
+from posescore.engine.poses import VideoError, VideoInfo, VideoPoses
 
 #: Frames per request to the pose model by default (its max_batch_size).
 DEFAULT_BATCH = POSE_MAX_BATCH

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from posescore.kernels.skeleton import PART_NAMES
-
 from posescore.engine.analysis.answers import score_answer
 from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, single_pose
@@ -15,6 +13,7 @@ from posescore.engine.media.pose_files import is_poses_json
 from posescore.engine.media.video import read_image
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.render import draw_skeleton, side_by_side, write_image
+from posescore.kernels.skeleton import PART_NAMES
 
 #: Most moments ``find`` answers (a larger ``--k`` is a mistake, not a query).
 MAX_MOMENTS = 100_000

@@ -6,8 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from posescore.engine.analysis.people import track_people
 from posescore.engine import archive as archive_io
+from posescore.engine.analysis.people import track_people
 from posescore.engine.jobs.extract import extract_poses
 from posescore.engine.jobs.inputs import JobError
 from posescore.engine.media.pose_files import is_poses_json

@@ -62,7 +62,8 @@ class _PoseWorker:
 
     def __call__(self, row: dict) -> dict:
         out = {key: row[key] for key in ("id", "batch", "last", "info", "error", "indices", "times", "shape")}
-        nothing = {"keypoints": np.zeros((0, 0, NUM_KEYPOINTS, 3), np.float32), "boxes": np.zeros((0, 0, 4), np.float32),
+        nothing = {"keypoints": np.zeros((0, 0, NUM_KEYPOINTS, 3), np.float32),
+                   "boxes": np.zeros((0, 0, 4), np.float32),
                    "scores": np.zeros((0, 0), np.float32), "counts": np.zeros(0, np.int32)}
         if row["error"] or len(row["indices"]) == 0:
             return {**out, **nothing}

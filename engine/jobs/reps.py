@@ -12,7 +12,7 @@ from posescore.engine.analysis.people import Performer
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
 from posescore.engine.jobs.compare import compare_poses
 from posescore.engine.jobs.inputs import (FrameCursor, Progress, load_poses, performer_frames, performer_rows,
-                                         source_summary)
+                                          source_summary)
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses

@@ -10,8 +10,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from posescore.engine.poses import VideoError
 from posescore.engine.media.video import describe_error, iter_frames, probe
+from posescore.engine.poses import VideoError
 
 
 def video_codec() -> str:

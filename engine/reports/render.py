@@ -12,8 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posescore.kernels import DEFAULT_MIN_CONFIDENCE, SCORE_THRESHOLD
-from posescore.kernels import visible_keypoints
+from posescore.kernels import DEFAULT_MIN_CONFIDENCE, SCORE_THRESHOLD, visible_keypoints
 from posescore.kernels.skeleton import LIMB_PARTS, LIMBS, PART_NAMES
 
 RED = (230, 30, 30)

@@ -1,7 +1,8 @@
 """DTW of two movements -> distance, 0-100 score, part scores along the path, the path on request."""
 
 from posescore.engine.analysis.answers import MAX_DTW_CELLS, DtwQuestion, check_dtw_cost, dtw_answers, warm_up_dtw
-from posescore.engine.serving.plumbing import input_scalar, instance_xp, output_tensor, parameters, poses_input, serve_batch
+from posescore.engine.serving.plumbing import (input_scalar, instance_xp, output_tensor, parameters, poses_input,
+                                               serve_batch)
 
 
 class TritonPythonModel:

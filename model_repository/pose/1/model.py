@@ -7,7 +7,8 @@ our letterbox, the ONNX model in onnxruntime, our decoding and NMS).
 import os
 
 from posescore.engine.serving.detector import pose_detector
-from posescore.engine.serving.plumbing import RequestError, input_array, instance_xp, output_tensor, parameters, serve_batch
+from posescore.engine.serving.plumbing import (RequestError, input_array, instance_xp, output_tensor, parameters,
+                                               serve_batch)
 
 
 class TritonPythonModel:

@@ -5,8 +5,8 @@ together (engine.analysis.answers.score_answers), a question that cannot be scor
 """
 
 from posescore.engine.analysis.answers import MAX_SCORE_CANDIDATES, score_answers, warm_up_score
-from posescore.engine.serving.plumbing import (RequestError, input_scalar, instance_xp, output_tensor, parameters, poses_input,
-                                  serve_batch)
+from posescore.engine.serving.plumbing import (RequestError, input_scalar, instance_xp, output_tensor, parameters,
+                                               poses_input, serve_batch)
 
 
 class TritonPythonModel:
