@@ -47,3 +47,19 @@ def test_the_wheel_installs_one_top_level_name_and_imports_from_its_own_files(tm
     kernels_file, cli_file, shape = out.stdout.splitlines()
     assert Path(kernels_file).is_relative_to(target) and Path(cli_file).is_relative_to(target)
     assert shape == "(4, 34)"
+
+
+def test_a_source_checkout_imports_its_own_folders_without_an_install(tmp_path):
+    """A copy of the tree on sys.path (as the GPU check runs it, nothing installed): the
+    subpackages are the checkout's top-level folders."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in SOURCES[2:]:
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import posescore.kernels.skeleton as s, posescore.engine.archive.shard as a\n"
+            "print(s.__file__); print(a.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=source,
+                         env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(source / "kernels" / "skeleton.py"),
+                                  str(source / "engine" / "archive" / "shard.py")]
