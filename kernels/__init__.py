@@ -27,7 +27,8 @@ _EXPORTS = {
     "decode_poses": "_detect", "letterbox": "_detect",  # the pose model's pre- and post-processing
     "DETECT_IMAGE_SIZE": "_detect", "DETECT_CONFIDENCE": "_detect", "DETECT_IOU": "_detect",
     "DETECT_MAX_PEOPLE": "_detect",
-    "SCORE_THRESHOLD": "_scoring",
+    "SCORE_THRESHOLD": "_scoring", "SCORE_DECIMALS": "_scoring", "SCORE_BANDS": "_scoring",
+    "under_threshold": "_scoring", "score_band": "_scoring",
     # The backend choice, for the engine's own dispatch (no numba imported by these).
     "array_module": "_backend", "cupy_or_none": "_backend", "to_numpy": "_backend", "parallel_map": "_backend",
     "MAX_MAGNITUDE": "_backend",

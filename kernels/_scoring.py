@@ -34,6 +34,24 @@ METRICS = ("cosine", "weighted_l1", "weighted_l2")
 #: The scale's pass mark: a repetition or a part scoring under it is flagged (drawn red, listed as
 #: under the threshold) unless the user sets another.
 SCORE_THRESHOLD = 80.0
+#: Decimals a score is shown with; a verdict against a threshold is made on the number shown.
+SCORE_DECIMALS = 1
+#: What a movement's score means, from the calibration above (re-timed copies of one movement
+#: >= 97.1; a frozen pose, the movement backwards or another movement <= 66.5): (lowest score, words).
+SCORE_BANDS: tuple[tuple[float, str], ...] = ((95.0, "the same movement"), (70.0, "close, with differences"),
+                                              (0.0, "a different movement"))
+
+
+def under_threshold(score: float | None, threshold: float) -> bool:
+    """True when ``score`` (0-100), as shown (:data:`SCORE_DECIMALS`), is under ``threshold``: a
+    part shown as 80.0 is not under 80. ``None`` (not scored) is never under."""
+    return score is not None and round(float(score), SCORE_DECIMALS) < threshold
+
+
+def score_band(score: float) -> str:
+    """The words of :data:`SCORE_BANDS` for a movement's score, e.g. ``"the same movement"``."""
+    shown = round(float(score), SCORE_DECIMALS)
+    return next(words for lowest, words in SCORE_BANDS if shown >= lowest)
 
 
 def score_from_distance(distance, kind: str):

@@ -109,6 +109,30 @@ JOINT_ANGLES: dict[str, tuple[int, int, int]] = {
 JOINT_NAMES: tuple[str, ...] = tuple(JOINT_ANGLES)
 #: The joints whose angle is an elevation (the rest are flexions: 180 minus the angle).
 ELEVATION_JOINTS = frozenset({"left_shoulder", "right_shoulder"})
+#: Segments without a joint angle, measured by their tilt from the image's vertical, each
+#: (keypoints averaged at its base, keypoints averaged at its tip): the trunk from the hips to the
+#: shoulders, the head from the shoulders to the nose and ears.
+TILTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "trunk_tilt": ((KP["left_hip"], KP["right_hip"]), (KP["left_shoulder"], KP["right_shoulder"])),
+    "head_tilt": ((KP["left_shoulder"], KP["right_shoulder"]), (KP["nose"], KP["left_ear"], KP["right_ear"])),
+}
+#: Lines across the body, measured by their direction in the image (degrees from the image's x
+#: axis, (-180, 180]): the shoulders' (left to right) and the eyes' (left to right). A body or head
+#: turned to face another way turns its line: facing away from the camera turns it by 180.
+LINES: dict[str, tuple[int, int]] = {
+    "shoulder_line": (KP["left_shoulder"], KP["right_shoulder"]),
+    "eye_line": (KP["left_eye"], KP["right_eye"]),
+}
+TILT_NAMES: tuple[str, ...] = tuple(TILTS) + tuple(LINES)
+#: Every angle a report gives per step: the joints' flexions, then the segments' tilts and lines.
+ANGLE_NAMES: tuple[str, ...] = JOINT_NAMES + TILT_NAMES
+#: The angles that tell how a part is off: a limb by its joints, the torso and head by their tilt
+#: and line.
+PART_ANGLES: dict[str, tuple[str, ...]] = {
+    "head": ("head_tilt", "eye_line"), "torso": ("trunk_tilt", "shoulder_line"),
+    "left_arm": ("left_elbow", "left_shoulder"), "right_arm": ("right_elbow", "right_shoulder"),
+    "left_leg": ("left_knee", "left_hip"), "right_leg": ("right_knee", "right_hip"),
+}
 
 
 def joint_angles(poses, min_confidence: float = 0.3) -> np.ndarray:
@@ -127,3 +151,39 @@ def joint_angles(poses, min_confidence: float = 0.3) -> np.ndarray:
     flexion = np.where(elevation, angle, 180.0 - angle)
     seen = (p[..., a, 2] > min_confidence) & (p[..., b, 2] > min_confidence) & (p[..., c, 2] > min_confidence)
     return np.where(seen & (norms > 0) & np.isfinite(flexion), flexion, np.nan).astype(np.float32)
+
+
+def angle_difference(name: str, attempt, reference):
+    """``attempt - reference`` in degrees for the angle ``name`` of :data:`ANGLE_NAMES`; a line's
+    direction wraps around, so its difference is taken in (-180, 180]."""
+    diff = np.asarray(attempt, np.float64) - np.asarray(reference, np.float64)
+    if name in LINES:
+        diff = 180.0 - np.mod(180.0 - diff, 360.0)
+    return diff
+
+
+def tilts(poses, min_confidence: float = 0.3) -> np.ndarray:
+    """Each of :data:`TILT_NAMES` in degrees, of pixel poses ``[..., 17, 3]``: ``[..., 4]``
+    float32. A tilt (:data:`TILTS`) is from the image's vertical, 0 upright, positive leaning
+    toward the image's right (x grows); every keypoint of its base must be seen, and of its tip
+    those seen are averaged. A line (:data:`LINES`) is its direction from the image's x axis,
+    positive turning clockwise on screen. NaN where a keypoint is missing."""
+    p = np.asarray(poses, np.float64)
+    if p.shape[-2:] != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"poses: expected shape [..., 17, 3], got {list(p.shape)}")
+    out = []
+    for name, (base, tip) in TILTS.items():
+        seen_base = (p[..., base, 2] > min_confidence).all(-1)
+        tip_seen = p[..., tip, 2] > min_confidence
+        with np.errstate(invalid="ignore", divide="ignore"):
+            b = p[..., base, :2].mean(-2)
+            t = (p[..., tip, :2] * tip_seen[..., None]).sum(-2) / tip_seen.sum(-1)[..., None]
+        dx, dy = t[..., 0] - b[..., 0], b[..., 1] - t[..., 1]  # y grows downwards in an image
+        angle = np.degrees(np.arctan2(dx, dy))
+        ok = seen_base & tip_seen.any(-1) & ((dx != 0) | (dy != 0))
+        out.append(np.where(ok, angle, np.nan))
+    for a, b in LINES.values():
+        dx, dy = p[..., b, 0] - p[..., a, 0], p[..., b, 1] - p[..., a, 1]
+        ok = (p[..., a, 2] > min_confidence) & (p[..., b, 2] > min_confidence) & ((dx != 0) | (dy != 0))
+        out.append(np.where(ok, np.degrees(np.arctan2(dy, dx)), np.nan))
+    return np.stack(out, -1).astype(np.float32)

@@ -59,7 +59,14 @@ def test_compare_is_speed_invariant_and_separates_good_from_bad(clip_poses):
     frozen = replace(clip, **{k: getattr(clip, k)[[row] * len(clip)] for k in ("keypoints", "boxes", "scores", "counts")},
                      tracks=None)
     frozen_score = compare_poses(clip, frozen)["score"]
-    assert compare_poses(clip, clip)["score"] == pytest.approx(100.0, abs=0.01)
+    itself = compare_poses(clip, clip)
+    assert itself["score"] == pytest.approx(100.0, abs=0.01)
+    # Feedback agrees with the score: a movement against itself has no worst moment; a re-timed
+    # copy's steps read on the parts' scale (no step of a 99 movement reads 0); backwards has some.
+    assert itself["worst_moments"] == [] and itself["matches_throughout"]
+    for report in (half_report, double_report, compare_poses(clip, clip.reversed())):
+        check_worst_moments(report)
+    assert min(s["score"] for s in half_report["steps"] + double_report["steps"]) >= 60.0  # measured 85.9 / 76.5
     assert half >= 95.0 and double >= 95.0  # measured 100.0 and 99.7 (README)
     assert max(backwards, frozen_score) <= 70.0  # the calibrated scale's promise; measured 7.5 and 51.1
     # Steps are real frames: every performer frame of the finer-sampled side appears, in order.
@@ -70,12 +77,21 @@ def test_compare_is_speed_invariant_and_separates_good_from_bad(clip_poses):
 
 
 def check_worst_moments(report):
-    """What the worst moments promise: the lowest-scoring steps, best-first greedy at least
-    MOMENT_GAP_S of reference time apart, each with the part of its step that is most off."""
+    """What the worst moments promise: the lowest-scoring steps under the threshold, best-first
+    greedy at least MOMENT_GAP_S of reference time apart, each with the part of its step that is
+    most off and, of that part's angles, the one that differs most (so the feedback's joint is the
+    part's); none, and "matches throughout", when no step is under the threshold."""
+    from posescore.kernels import under_threshold
+    from posescore.kernels.skeleton import PART_ANGLES
+
     moments, steps = report["worst_moments"], report["steps"]
-    assert moments
+    under = [s for s in steps if under_threshold(s["score"], report["threshold"])]
+    assert bool(moments) == bool(under) and report["matches_throughout"] == (not moments)
+    if not moments:
+        return
     scores = [m["score"] for m in moments]
     assert scores == sorted(scores) and scores[0] == min(s["score"] for s in steps)
+    assert all(under_threshold(s, report["threshold"]) for s in scores)
     times = [m["reference_time"] for m in moments]
     assert all(abs(a - b) >= MOMENT_GAP_S for i, a in enumerate(times) for b in times[:i])
     # Every step scoring lower than the last moment is within the gap of a moment chosen before it.
@@ -88,6 +104,9 @@ def check_worst_moments(report):
                  if v is not None}
         assert moment["worst_part"] == min(parts, key=parts.get)
         assert moment["worst_part_score"] == min(parts.values())
+        measured = {k: moment["angles"][k] for k in PART_ANGLES[moment["worst_part"]]
+                    if moment["angles"][k]["difference"] is not None}
+        assert moment["joint"] == (max(measured, key=lambda k: abs(measured[k]["difference"])) if measured else None)
 
 
 def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path):

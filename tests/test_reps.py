@@ -69,9 +69,14 @@ def test_reps_finds_every_repetition_and_flags_the_backwards_one(videos, poses):
     rep = result["reps"][2]
     rows = np.flatnonzero((attempt.frame_indices >= rep["start_frame"]) & (attempt.frame_indices <= rep["end_frame"]))
     assert compare_poses(reference, attempt.select(rows))["score"] == rep["score"]
-    # Every worst moment carries both performers' joint angles and their difference.
-    moment = rep["worst_moment"]
-    assert set(moment["angles"]) == set(JOINT_NAMES) and moment["joint"] in JOINT_NAMES
+    # A worst moment is a step under the threshold: the flagged (backwards) repetition has one, and
+    # it carries both performers' angles and their difference, for an angle of the part it names.
+    from posescore.kernels.skeleton import ANGLE_NAMES, PART_ANGLES
+
+    for r in result["reps"]:
+        assert (r["worst_moment"] is None) == r["report"]["matches_throughout"]
+    moment = result["reps"][backwards]["worst_moment"]
+    assert set(moment["angles"]) == set(ANGLE_NAMES) and moment["joint"] in PART_ANGLES[moment["worst_part"]]
     a = moment["joint_angles"]
     assert a["difference"] == pytest.approx(a["attempt"] - a["reference"], abs=0.11)
 
@@ -185,6 +190,49 @@ def test_feedback_says_it_as_a_coach_would():
     assert joint_remark("left_knee", knee, 4.2) == "left knee 35° less bent than the reference at 0:04.2"
     arm = {"reference": 10.0, "attempt": 60.0, "difference": 50.0}
     assert joint_remark("right_shoulder", arm) == "right arm raised 50° higher than the reference"
+    trunk = {"reference": 2.0, "attempt": -10.5, "difference": -12.5}
+    assert joint_remark("trunk_tilt", trunk) == "trunk leaning 12° more to the picture's left than the reference"
+    turned = {"reference": 0.0, "attempt": 170.0, "difference": 170.0}
+    assert joint_remark("shoulder_line", turned) == "shoulders turned 170° from the reference's, facing another way"
+    # A moment names its part, the part's angle most off (in words, with its direction), and both times.
+    moment = {"worst_part": "left_leg", "joint": "left_knee", "joint_angles": knee, "attempt_time": 4.2,
+              "reference_time": 3.9}
+    assert moment_feedback(moment) == ("left leg: left knee 35° less bent than the reference "
+                                       "(attempt 0:04.2, reference 0:03.9)")
     small = {"joint": "left_hip", "joint_angles": {"reference": 5.0, "attempt": 9.0, "difference": 4.0},
-             "worst_part": "torso", "attempt_time": 1.0}
-    assert moment_feedback(small) == "torso off at 0:01.0" and moment_feedback(None) == "-"
+             "worst_part": "left_leg", "attempt_time": 1.0, "reference_time": 1.5}
+    assert moment_feedback(small) == ("left leg off, though its left hip is within 10° of the reference "
+                                      "(attempt 0:01.0, reference 0:01.5)")
+    assert moment_feedback(None) == "-"
+
+
+def test_a_verdict_is_made_on_the_number_shown():
+    from posescore.kernels import SCORE_THRESHOLD, score_band, under_threshold
+
+    assert not under_threshold(79.99, SCORE_THRESHOLD) and under_threshold(79.94, SCORE_THRESHOLD)
+    assert not under_threshold(None, SCORE_THRESHOLD)
+    assert [score_band(s) for s in (99.0, 94.96, 70.0, 69.9)] == ["the same movement", "the same movement",
+                                                                  "close, with differences", "a different movement"]
+
+
+def test_tilts_and_lines_golden():
+    from posescore.kernels.skeleton import KP, TILT_NAMES, angle_difference, tilts
+
+    pose = np.zeros((17, 3), np.float32)
+    pose[:, 2] = 1.0
+    for name, xy in {"left_hip": (90, 200), "right_hip": (110, 200), "left_shoulder": (90, 100),
+                     "right_shoulder": (110, 100), "nose": (100, 60), "left_ear": (95, 55), "right_ear": (105, 55),
+                     "left_eye": (97, 57), "right_eye": (103, 57)}.items():
+        pose[KP[name], :2] = xy
+    assert dict(zip(TILT_NAMES, tilts(pose).tolist())) == {"trunk_tilt": 0.0, "head_tilt": 0.0,
+                                                          "shoulder_line": 0.0, "eye_line": 0.0}
+    leaning = pose.copy()
+    leaning[[KP["left_shoulder"], KP["right_shoulder"]], 0] += 100  # the shoulders 100 px right of the hips
+    assert tilts(leaning)[0] == pytest.approx(45.0)
+    away = pose.copy()
+    away[[KP["left_shoulder"], KP["right_shoulder"]]] = away[[KP["right_shoulder"], KP["left_shoulder"]]]
+    assert tilts(away)[2] == pytest.approx(180.0)
+    assert angle_difference("shoulder_line", 170.0, -170.0) == pytest.approx(-20.0)
+    missing = pose.copy()
+    missing[KP["left_hip"], 2] = 0.0
+    assert np.isnan(tilts(missing)[0]) and not np.isnan(tilts(missing)[1])

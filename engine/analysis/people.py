@@ -4,6 +4,10 @@
     performer = main_performer(video_poses, tracks)
     performer.poses, performer.present            # [F, 17, 3] float32, [F] bool: the time axis stays
     i = pick_person(kps, boxes, scores)           # index of the main (largest x most confident) person
+    spec = parse_person("120,340@1.5")            # whom the user names: a track id, a point, a box, auto
+    chosen = person_by_spec(video_poses, tracks, spec)   # that track's Performer (errors list who is there)
+    best = best_fit_performer(video_poses, tracks, fit)  # auto: the candidate track ``fit`` scores highest
+    ref = most_moving_performer(video_poses, tracks)     # auto on a reference: who moves the most
 
 "Largest, most confident" is measured everywhere by the same weight: box area (pixels²) times the
 detection score. Missing frames are never dropped: a performer absent from a frame has that row
@@ -12,8 +16,10 @@ marked (``present`` False) with an all-zero pose (confidence 0 = missing keypoin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 
@@ -155,7 +161,9 @@ class Performer:
     ``poses [F, 17, 3]`` float32 pixel keypoints, all zeros (confidence 0) where absent;
     ``present [F]`` bool; ``track`` the track id; ``boxes [F, 4]`` float32 (zeros where absent);
     ``scores [F]`` float32 detection scores (0 where absent); ``frame_indices [F]`` int64 and
-    ``times [F]`` float32 seconds, as in the VideoPoses.
+    ``times [F]`` float32 seconds, as in the VideoPoses. ``choice``: how this track was chosen, as a
+    report says it ("auto: best fit of 3 tracks", "track 3 (--person 3)"); ``candidates``: what an
+    automatic choice weighed, ``({"track": id, "frames": n, <measure>: value}, ...)`` best first.
     """
 
     poses: np.ndarray
@@ -165,6 +173,8 @@ class Performer:
     scores: np.ndarray
     frame_indices: np.ndarray
     times: np.ndarray
+    choice: str = ""
+    candidates: tuple = ()
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -202,7 +212,7 @@ def main_performer(video_poses: VideoPoses, tracks: np.ndarray | None = None) ->
                          f"frame(s)", path=video_poses.info.path)
     weight = box_areas(video_poses.boxes) * video_poses.scores
     totals = np.bincount(tracks[valid], weights=weight[valid])
-    return performer_of(video_poses, tracks, int(np.argmax(totals)))
+    return replace(performer_of(video_poses, tracks, int(np.argmax(totals))), choice=MAIN_PERFORMER_CHOICE)
 
 
 @dataclass(frozen=True)
@@ -255,3 +265,270 @@ def image_person(video_poses: VideoPoses, index: int | None = None, row: int = 0
     chosen = pick_person(people.keypoints, people.boxes, people.scores, index, source=video_poses.info.path)
     return Person(index=chosen, pose=np.asarray(people.keypoints[chosen], np.float32),
                   box=np.asarray(people.boxes[chosen], np.float32), score=float(people.scores[chosen]))
+
+
+# -- whom to follow: a person the user names, or auto -----------------------------------------------
+#: How :func:`main_performer` chose (the library's default when nobody names a person).
+MAIN_PERFORMER_CHOICE = "main performer (largest, most confident, most continuous track)"
+#: ``auto``'s candidates: tracks present in at least 2 rows and this share of the video's rows ...
+AUTO_MIN_SHARE = 0.25
+#: ... at most this many of them, the longest (each costs the candidate's fit: one alignment).
+AUTO_MAX_CANDIDATES = 8
+#: ``auto`` on a reference: its candidates are the tracks present in at least this share of its
+#: rows ("most of the video"; all tracks in 2 rows or more when none is) ...
+REFERENCE_MIN_SHARE = 0.5
+#: ... and it is ambiguous when the second most moving one moves at least this share as much as
+#: the most moving one (within 25%): the user must say whom with ``--reference-person``.
+REFERENCE_AMBIGUOUS_RATIO = 0.75
+#: The forms of a person spec, as an error message names them.
+PERSON_FORMS = ("a track id (an integer: the `idx` that `posescore pose` writes), a point X,Y@T, a box "
+                "X0,Y0,X1,Y1@T (pixels of the video, in the frame nearest T seconds), or auto")
+
+
+class PersonError(ValueError):
+    """A person spec that names no one, or an automatic choice that cannot be made: the message
+    names the option, the source and the problem (and who is there)."""
+
+
+@dataclass(frozen=True)
+class PersonSpec:
+    """Whom to follow (:func:`parse_person`): ``track`` (a track id of :func:`track_people`, the
+    ``idx`` ``posescore pose`` writes), or the person whose box contains ``point (x, y)`` / overlaps
+    ``box (x0, y0, x1, y1)`` most (IoU) in the frame nearest ``time`` seconds; none of them: auto.
+    ``text``: the spec as the user wrote it."""
+
+    text: str = "auto"
+    track: int | None = None
+    point: tuple[float, float] | None = None
+    box: tuple[float, float, float, float] | None = None
+    time: float | None = None
+
+    @property
+    def auto(self) -> bool:
+        return self.track is None and self.point is None and self.box is None
+
+
+def parse_person(spec: Any, option: str = "--person") -> PersonSpec:
+    """A :class:`PersonSpec` from ``spec``: ``"auto"`` (or None), a track id (``"3"`` or an int),
+    a point ``"X,Y@T"`` or a box ``"X0,Y0,X1,Y1@T"`` (pixels; T seconds). A PersonSpec passes
+    through. Raises :class:`PersonError` naming ``option`` and what is wrong."""
+    if isinstance(spec, PersonSpec):
+        return spec
+    if spec is None:
+        return PersonSpec()
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec < 0:
+            raise PersonError(f"{option} {spec}: a track id is an integer >= 0")
+        return PersonSpec(str(int(spec)), track=int(spec))
+    text = str(spec).strip()
+    if text.lower() == "auto":
+        return PersonSpec()
+    if re.fullmatch(r"[+-]?\d+", text):
+        if int(text) < 0:
+            raise PersonError(f"{option} {text}: a track id is an integer >= 0")
+        return PersonSpec(text, track=int(text))
+    numbers, at, when = text.partition("@")
+    if "," not in numbers:
+        raise PersonError(f"{option}: expected {PERSON_FORMS}; got {text!r}")
+    if not at:
+        raise PersonError(f"{option} {text}: a point or a box needs the time of its frame: {text}@T (T in seconds)")
+    try:
+        values = [float(v) for v in numbers.split(",")]
+        time = float(when)
+    except ValueError:
+        raise PersonError(f"{option} {text}: expected numbers: X,Y@T or X0,Y0,X1,Y1@T") from None
+    if len(values) not in (2, 4):
+        raise PersonError(f"{option} {text}: expected 2 numbers before @ (a point X,Y) or 4 (a box X0,Y0,X1,Y1), "
+                          f"got {len(values)}")
+    if not all(map(math.isfinite, values)):
+        raise PersonError(f"{option} {text}: coordinates must be finite numbers (pixels)")
+    if not (math.isfinite(time) and time >= 0):
+        raise PersonError(f"{option} {text}: the time after @ must be seconds >= 0")
+    if len(values) == 2:
+        return PersonSpec(text, point=(values[0], values[1]), time=time)
+    x0, y0, x1, y1 = values
+    if not (x0 < x1 and y0 < y1):
+        raise PersonError(f"{option} {text}: a box X0,Y0,X1,Y1 needs X0 < X1 and Y0 < Y1")
+    return PersonSpec(text, box=(x0, y0, x1, y1), time=time)
+
+
+def track_frames(tracks: np.ndarray, rows: np.ndarray | None = None) -> dict[int, int]:
+    """``{track id: rows it is present in}`` of ``tracks [F, P]`` (only ``rows`` when given), by id."""
+    tracks = np.asarray(tracks)
+    if rows is not None:
+        tracks = tracks[rows]
+    ids, counts = np.unique(tracks[tracks >= 0], return_counts=True)  # at most one detection a row
+    return {int(i): int(n) for i, n in zip(ids, counts)}
+
+
+def describe_tracks(tracks: np.ndarray, limit: int = 20) -> str:
+    """``"0 (27 frames), 1 (25 frames)"``: the track ids of ``tracks [F, P]`` (the ``limit`` longest
+    when there are more, said so), for an error message."""
+    frames = track_frames(tracks)
+    if not frames:
+        return "none (no person detected)"
+    ids = sorted(frames)
+    if len(ids) > limit:
+        ids = sorted(sorted(frames, key=lambda t: -frames[t])[:limit])
+    text = ", ".join(f"{t} ({frames[t]} frame{'s' if frames[t] != 1 else ''})" for t in ids)
+    return text + (f", ... ({len(frames)} tracks in all)" if len(frames) > limit else "")
+
+
+def _row_at(video_poses: VideoPoses, spec: PersonSpec, option: str, source: str) -> int:
+    """The row nearest ``spec.time``; PersonError when the time is outside the video."""
+    times = np.asarray(video_poses.times, np.float64)
+    if not len(times):
+        raise PersonError(f"{option} {spec.text}: {source} has no frames")
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    if not times[0] - step - 1e-3 <= spec.time <= times[-1] + step + 1e-3:
+        raise PersonError(f"{option} {spec.text}: {source} has frames from {times[0]:.2f} to {times[-1]:.2f} s, "
+                          f"none at {spec.time:g} s")
+    return int(np.argmin(np.abs(times - spec.time)))
+
+
+def person_by_spec(video_poses: VideoPoses, tracks: np.ndarray, spec: Any, *, option: str = "--person",
+                   source: str | None = None) -> Performer:
+    """The Performer of the track ``spec`` names (:func:`parse_person`; not auto): a track id, or
+    the track whose box contains the point (the smallest such box) / overlaps the box most (IoU)
+    in the row nearest the spec's time. Its ``choice`` says so. Raises :class:`PersonError` naming
+    ``option``, ``source`` and the problem: an unknown track id (the ids present listed), a time
+    outside the video, a frame with no one, a point inside no box / a box overlapping none (the
+    people of that frame listed with their boxes)."""
+    spec = parse_person(spec, option)
+    if spec.auto:
+        raise ValueError("person_by_spec: auto is chosen by best_fit_performer or most_moving_performer")
+    source = source or str(video_poses.info.path)
+    tracks = np.asarray(tracks)
+    choice = f"track {{}} ({option} {spec.text})"
+    if spec.track is not None:
+        if spec.track not in track_frames(tracks):
+            raise PersonError(f"{option} {spec.text}: {source} has no track {spec.track}; its tracks: "
+                              f"{describe_tracks(tracks)} (the `idx` of `posescore pose`)")
+        return replace(performer_of(video_poses, tracks, spec.track), choice=choice.format(spec.track))
+    row = _row_at(video_poses, spec, option, source)
+    n = int(video_poses.counts[row])
+    at = f"the frame at {float(video_poses.times[row]):.2f} s"
+    if n == 0:
+        raise PersonError(f"{option} {spec.text}: {source}: no person detected in {at}")
+    boxes = np.asarray(video_poses.boxes[row, :n], np.float64)
+    there = "; ".join(f"track {int(tracks[row, d])} box {[round(float(v)) for v in boxes[d]]}" for d in range(n))
+    if spec.point is not None:
+        x, y = spec.point
+        inside = np.flatnonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
+        if not len(inside):
+            raise PersonError(f"{option} {spec.text}: {source}: the point ({x:g}, {y:g}) is inside no person's box "
+                              f"in {at}; there: {there}")
+        d = int(inside[np.argmin(box_areas(boxes[inside]))])
+    else:
+        iou = box_iou(np.asarray(spec.box, np.float64), boxes)[0]
+        if not iou.max() > 0:
+            raise PersonError(f"{option} {spec.text}: {source}: the box overlaps no person's box in {at}; "
+                              f"there: {there}")
+        d = int(np.argmax(iou))
+    track = int(tracks[row, d])
+    return replace(performer_of(video_poses, tracks, track), choice=choice.format(track))
+
+
+def candidate_tracks(video_poses: VideoPoses, tracks: np.ndarray, min_share: float = AUTO_MIN_SHARE,
+                     limit: int = AUTO_MAX_CANDIDATES, rows: np.ndarray | None = None) -> list[int]:
+    """The track ids present in at least 2 rows and ``min_share`` of the rows (of ``rows`` when
+    given), the ``limit`` longest, longest first (ties: the larger box area × score first)."""
+    tracks = np.asarray(tracks)
+    frames = track_frames(tracks, rows)
+    total = len(tracks) if rows is None else len(np.arange(len(tracks))[rows])
+    valid = tracks >= 0
+    weight = np.bincount(tracks[valid], weights=(box_areas(video_poses.boxes) * video_poses.scores)[valid]) \
+        if valid.any() else np.zeros(0)
+    ids = [t for t, n in frames.items() if n >= 2 and n >= min_share * total]
+    return sorted(ids, key=lambda t: (-frames[t], -weight[t], t))[:limit]
+
+
+def best_fit_performer(video_poses: VideoPoses, tracks: np.ndarray, fit: Callable[[Performer], float], *,
+                       limit: int = AUTO_MAX_CANDIDATES, min_share: float = AUTO_MIN_SHARE) -> Performer:
+    """``auto`` on an attempt: of the candidate tracks (:func:`candidate_tracks`: in 2 rows and
+    ``min_share`` of the video, the ``limit`` longest; every track in 2 rows when none is), the one
+    whose Performer ``fit`` scores highest (ties: the longer). ``fit`` is the job's own score of a
+    performer against the reference (compare's ``movement_score``; a repetition's best
+    subsequence); a ValueError from it counts as no fit. With no track in 2 rows, the
+    :func:`main_performer` (which raises when no one is detected)."""
+    tracks = np.asarray(tracks)
+    ids = candidate_tracks(video_poses, tracks, min_share, limit) or candidate_tracks(video_poses, tracks, 0.0, limit)
+    if not ids:
+        return main_performer(video_poses, tracks)
+    frames = track_frames(tracks)
+    scored = []
+    for track in ids:
+        performer = performer_of(video_poses, tracks, track)
+        try:
+            value = float(fit(performer))
+        except ValueError:
+            value = -math.inf
+        scored.append((value, track, performer))
+    order = sorted(range(len(scored)), key=lambda n: -scored[n][0])  # stable: the longer first on ties
+    best = scored[order[0]][2]
+    candidates = tuple({"track": scored[n][1], "frames": frames[scored[n][1]],
+                        "fit": round(scored[n][0], 2) if math.isfinite(scored[n][0]) else None} for n in order)
+    return replace(best, choice=f"auto: best fit of {len(ids)} track{'s' if len(ids) != 1 else ''}",
+                   candidates=candidates)
+
+
+def movement_amount(performer: Performer, rows: np.ndarray | None = None) -> float:
+    """How much a performer moves: the mean over pairs of consecutive rows where they are present
+    (of ``rows`` when given) of the mean displacement of the keypoints seen in both (left/right
+    flicker undone, ``kernels.consistent_sides``), each pose taken relative to its box centre in
+    units of its box's longer side: a change of pose, not of place or size. 0 with no such pair."""
+    from posescore import kernels
+
+    present = performer.present.copy()
+    if rows is not None:
+        keep = np.zeros_like(present)
+        keep[rows] = True
+        present &= keep
+    at = np.flatnonzero(present)
+    pairs = np.flatnonzero(np.diff(at) == 1)
+    if not len(pairs):
+        return 0.0
+    poses = np.asarray(kernels.consistent_sides(performer.poses[at]), np.float64)
+    boxes = performer.boxes[at].astype(np.float64)
+    centre = (boxes[:, 0:2] + boxes[:, 2:4]) / 2.0
+    size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clip(1.0, None)
+    xy = (poses[..., :2] - centre[:, None, :]) / size[:, None, None]
+    seen = poses[..., 2] > KEYPOINT_CONFIDENCE
+    both = seen[pairs] & seen[pairs + 1]
+    step = np.linalg.norm(xy[pairs + 1] - xy[pairs], axis=-1)
+    per_pair = np.where(both, step, 0.0).sum(-1) / np.maximum(both.sum(-1), 1)
+    valid = both.any(-1)
+    return float(per_pair[valid].mean()) if valid.any() else 0.0
+
+
+def most_moving_performer(video_poses: VideoPoses, tracks: np.ndarray, *, option: str = "--reference-person",
+                          source: str | None = None, rows: np.ndarray | None = None,
+                          min_share: float = REFERENCE_MIN_SHARE, ratio: float = REFERENCE_AMBIGUOUS_RATIO,
+                          limit: int = AUTO_MAX_CANDIDATES) -> Performer:
+    """``auto`` on a reference (the performance that defines the movement): of the tracks present
+    in at least ``min_share`` of its rows (of ``rows`` when given: a reference cut from a longer
+    video; every track in 2 rows when none is; the ``limit`` longest), the one that moves the most
+    (:func:`movement_amount`). One candidate: that one. Raises :class:`PersonError` (listing the
+    candidates and naming ``option``) when the second most moving candidate moves at least
+    ``ratio`` times as much as the first: two people could be the performer. With no track in 2
+    rows, the :func:`main_performer` (which raises when no one is detected)."""
+    source = source or str(video_poses.info.path)
+    tracks = np.asarray(tracks)
+    ids = (candidate_tracks(video_poses, tracks, min_share, limit, rows)
+           or candidate_tracks(video_poses, tracks, 0.0, limit, rows))
+    if not ids:
+        return main_performer(video_poses, tracks)
+    frames = track_frames(tracks, rows)
+    performers = {t: performer_of(video_poses, tracks, t) for t in ids}
+    amounts = {t: movement_amount(performers[t], rows) for t in ids}
+    order = sorted(ids, key=lambda t: -amounts[t])  # stable: the longer first on ties
+    candidates = tuple({"track": t, "frames": frames[t], "movement": round(amounts[t], 4)} for t in order)
+    if len(order) == 1:
+        return replace(performers[order[0]], choice="auto: the one track in most of the video", candidates=candidates)
+    first, second = amounts[order[0]], amounts[order[1]]
+    if second >= ratio * first:
+        listed = ", ".join(f"track {t} ({frames[t]} frames, moves {amounts[t]:.3f})" for t in order)
+        raise PersonError(f"{source}: {len(order)} people could be the performer: the two who move the most move "
+                          f"alike (within {1 - ratio:.0%}): {listed}; say whom to follow with {option} TRACK "
+                          f"(one of {', '.join(map(str, sorted(order)))}), {option} X,Y@T or {option} X0,Y0,X1,Y1@T")
+    return replace(performers[order[0]], choice=f"auto: moves the most of {len(order)} tracks", candidates=candidates)

@@ -203,24 +203,25 @@ def pose_command(args) -> int:
 
 
 def compare_command(args) -> int:
-    from posescore.engine.reports.feedback import moment_feedback
+    from posescore.engine.reports.feedback import moment_feedback, no_moment_line, verdict
     from posescore.engine.jobs.compare import compare_job
 
     report = _run_job(args, lambda c: compare_job(
         args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
-        fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet)),
+        fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet),
+        person=args.person, reference_person=args.reference_person),
         args.reference, args.attempt)
-    lines = [f"score {report['score']:.1f}  (DTW distance {report['distance']:.3f}, "
+    lines = [f"score {verdict(report['score'])}  (DTW distance {report['distance']:.3f}, "
              f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
              f"parts  {format_parts(report['parts'])}"]
     if report["parts_under_threshold"]:
         lines.append(f"under {report['threshold']:g}: {', '.join(report['parts_under_threshold'])}")
-    lines.append("worst moments:")
-    for m in report["worst_moments"]:
-        lines.append(f"  reference {m['reference_time']:7.2f}s  attempt {m['attempt_time']:7.2f}s  "
-                     f"score {m['score']:5.1f}  {m['worst_part'] or '-'} "
-                     f"({m['worst_part_score'] if m['worst_part_score'] is not None else '-'}; "
-                     f"~{m['angle_difference_deg']} deg off)  {moment_feedback(m)}")
+    if report["worst_moments"]:
+        lines.append(f"worst moments (steps under {report['threshold']:g}; a step scores the mean of its parts):")
+        for m in report["worst_moments"]:
+            lines.append(f"  step {m['score']:5.1f}  {moment_feedback(m)}")
+    else:
+        lines.append(no_moment_line(report["threshold"]))
     for name, path in report.get("outputs", {}).items():
         lines.append(f"{name:7} {path}")
     _emit(args, report, lines)
@@ -234,8 +235,9 @@ def reps_command(args) -> int:
     result = _run_job(args, lambda c: reps_job(
         args.reference, args.attempt, c, start=args.start, end=args.end, threshold=args.threshold,
         mirror=args.mirror, fps=args.fps, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
-        min_score=args.min_score, out_dir=args.out, csv=args.csv,
-        progress=_Progress("decoded and inferred", args.quiet)), args.reference, args.attempt)
+        min_score=args.min_score, out_dir=args.out, csv=args.csv, person=args.person,
+        reference_person=args.reference_person, progress=_Progress("decoded and inferred", args.quiet)),
+        args.reference, args.attempt)
     lines = [f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
     for r in result["reps"]:
         mark = "  <- under " + f"{result['threshold']:g}" if r["flagged"] else ""
@@ -253,7 +255,7 @@ def find_command(args) -> int:
     from posescore.engine.jobs.find import find_job
 
     result = _run_job(args, lambda c: find_job(args.pose, args.video, c, k=args.k, mirror=args.mirror,
-                                               out_dir=args.out, fps=args.fps,
+                                               out_dir=args.out, fps=args.fps, person=args.person,
                                                progress=_Progress("decoded and inferred", args.quiet)),
                       args.pose, args.video)
     lines = [f"{'time':>8}  {'frame':>6}  {'score':>5}  parts"]

@@ -65,6 +65,22 @@ def _job_parser(sub, name: str, help_text: str):
     return job
 
 
+PERSON_HELP = ("whom to follow in {what}: a track id (the `idx` that `posescore pose` writes), a point X,Y@T "
+               "or a box X0,Y0,X1,Y1@T (pixels, in the frame nearest T seconds: the person whose box contains "
+               "the point / overlaps the box most), or auto (default: {auto})")
+ATTEMPT_AUTO = "the person whose movement best fits the reference's performer"
+REFERENCE_AUTO = "the person who moves the most; an error lists the tracks when two move alike"
+
+
+def _person_options(job, reference: bool = True) -> None:
+    """``--person`` (the attempt's) and, with ``reference``, ``--reference-person``."""
+    job.add_argument("--person", default="auto", metavar="SPEC", help=PERSON_HELP.format(what="ATTEMPT",
+                                                                                          auto=ATTEMPT_AUTO))
+    if reference:
+        job.add_argument("--reference-person", default="auto", metavar="SPEC",
+                         help=PERSON_HELP.format(what="REFERENCE", auto=REFERENCE_AUTO))
+
+
 def add_job_commands(sub) -> None:
     """``pose``, ``compare``, ``reps``, ``find``, ``index`` and ``search``."""
     from posescore.kernels import SCORE_THRESHOLD
@@ -82,6 +98,7 @@ def add_job_commands(sub) -> None:
     compare.add_argument("--mirror", action="store_true", help="also match the mirror image")
     compare.add_argument("--window", type=int, default=None, help="DTW window in frames")
     compare.add_argument("--csv", help="write per-step scores and joint angles to this CSV file")
+    _person_options(compare)
     compare.set_defaults(func=commands.compare_command)
 
     from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
@@ -102,6 +119,7 @@ def add_job_commands(sub) -> None:
     reps.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
                       help="a repetition lasts at least this times the reference")
     reps.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
+    _person_options(reps)
     reps.set_defaults(func=commands.reps_command)
 
     from posescore.engine.jobs.find import MAX_MOMENTS
@@ -112,6 +130,9 @@ def add_job_commands(sub) -> None:
     find.add_argument("--k", type=int, default=5)
     find.add_argument("--mirror", action="store_true", help="also match the mirror image")
     find.add_argument("--out", help="folder for best_match.png")
+    find.add_argument("--person", default="auto", metavar="SPEC",
+                      help=PERSON_HELP.format(what="POSE (the query image)", auto="its main person: largest, "
+                                              "most confident") + "; every person of VIDEO is searched")
     find.set_defaults(func=commands.find_command, max_k=MAX_MOMENTS)
 
     index = _job_parser(sub, "index", "extract every pose of videos into an archive")
@@ -173,7 +194,8 @@ def add_archive_commands(sub) -> None:
 def check_args(args) -> str | None:
     """The usage error of the options every command shares, if any (the CLI exits 2 with it):
     ``--k`` in 1..``args.max_k`` (each command's own bound), ``--threshold`` a score in 0..100,
-    ``--window`` >= 1 frame, ``--fps`` a finite rate > 0."""
+    ``--window`` >= 1 frame, ``--fps`` a finite rate > 0, ``--person`` / ``--reference-person`` a
+    person spec (``engine.analysis.people.parse_person``)."""
     import math
 
     k, threshold = getattr(args, "k", None), getattr(args, "threshold", None)
@@ -205,4 +227,13 @@ def check_args(args) -> str | None:
         return f"--window: expected a number of frames >= 1, got {window}"
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         return f"--fps: expected frames per second > 0, got {fps:g}"
+    from posescore.engine.analysis.people import PersonError, parse_person
+
+    for option in ("person", "reference_person"):
+        value = getattr(args, option, None)
+        if value is not None:
+            try:
+                parse_person(value, "--" + option.replace("_", "-"))
+            except PersonError as err:
+                return str(err)
     return None

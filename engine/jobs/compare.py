@@ -10,14 +10,16 @@ from posescore import kernels
 from posescore.engine.analysis.answers import movement_score
 from posescore.engine.analysis.people import Performer
 from posescore.engine.archive import MOMENT_GAP_S
-from posescore.engine.jobs.inputs import FrameCursor, Progress, load_poses, performer_frames, source_summary
+from posescore.engine.jobs.inputs import (FrameCursor, Progress, choose_performers, load_poses, performer_frames,
+                                          source_summary)
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_compare_page
 from posescore.engine.reports.render import draw_skeleton, plot_scores, side_by_side
-from posescore.kernels import SCORE_THRESHOLD, distance_for_score
-from posescore.kernels.skeleton import FLIP_PERMUTATION, JOINT_NAMES, PART_NAMES, joint_angles
+from posescore.kernels import SCORE_THRESHOLD, under_threshold
+from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, PART_ANGLES, PART_NAMES, angle_difference,
+                                        joint_angles, tilts)
 
 
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = SCORE_THRESHOLD,
@@ -32,9 +34,12 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     already found (``engine.analysis.people.main_performer``).
 
     Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
-    scores along the path (``kernels.aligned_part_scores``), one entry per aligned step (a step for
-    every real frame on the path, paired with the nearest real frame of the other performance:
-    frames, times, score, part scores) and the worst moments with the part that is most off.
+    scores along the path (``kernels.aligned_part_scores``), those under ``threshold`` (as shown,
+    ``kernels.under_threshold``), one entry per aligned step (a step for every real frame on the
+    path, paired with the nearest real frame of the other performance: frames, times, part scores,
+    the step's score (the mean of its part scores: limb directions and joint angles on the angle
+    scale, 18 degrees off scoring 80) and every angle of both (``kernels.skeleton.ANGLE_NAMES``)),
+    and the worst moments: steps under ``threshold`` (``matches_throughout`` when there is none).
     """
     r_perf, a_perf = performers or (None, None)
     r_pos, r_perf = performer_frames(reference, names[0], r_perf)
@@ -49,8 +54,7 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     step_parts, parts, valid = kernels.aligned_part_scores(r_vec, r_w, a_vec, a_w, path)
     chosen, r_at, a_at = _frame_steps(path, fr, fa)
     step_parts, valid = step_parts[chosen], valid[chosen]
-    i, j = path[chosen, 0], path[chosen, 1]
-    step_scores = kernels.score_from_distance(np.linalg.norm(r_vec[i] - a_vec[j], axis=1), "cosine")
+    step_scores = _step_scores(step_parts, valid, r_vec[path[chosen, 0]], a_vec[path[chosen, 1]])
     r_frames, a_frames = reference.frame_indices[r_pos[r_at]], attempt.frame_indices[a_pos[a_at]]
     r_times, a_times = reference.times[r_pos[r_at]], attempt.times[a_pos[a_at]]
     r_angles, a_angles = _step_angles(r_perf.poses[r_pos], a_perf.poses[a_pos], r_at, a_at, mirrored)
@@ -73,32 +77,50 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
         "parts": {name: round(float(p), 2) if seen else None
                   for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))},
         "parts_under_threshold": [name for name, p, seen in zip(PART_NAMES, parts, valid.any(axis=0))
-                                  if seen and p < threshold],
-        "worst_moments": _worst_moments(steps, step_scores),
+                                  if seen and under_threshold(p, threshold)],
+        "worst_moments": (moments := _worst_moments(steps, threshold)),
+        "matches_throughout": not moments,
         "steps": steps,
     }
 
 
+def _step_scores(step_parts: np.ndarray, valid: np.ndarray, r_vec: np.ndarray, a_vec: np.ndarray) -> np.ndarray:
+    """Each step's score ``[S]``: the mean of its scored parts ``step_parts [S, 6]`` (``valid``),
+    the scale a coach reads a part on. A single step's vector distance on the movement's scale
+    (which is calibrated for a whole movement's RMS) reads 0 for a moment of a 99 movement. A step
+    with no part seen in both falls back to that distance's score."""
+    seen = valid.sum(axis=1)
+    mean = np.where(valid, step_parts, 0.0).sum(axis=1) / np.maximum(seen, 1)
+    fallback = kernels.score_from_distance(np.linalg.norm(r_vec - a_vec, axis=1), "cosine")
+    return np.where(seen > 0, mean, fallback)
+
+
 def _step_angles(reference: np.ndarray, attempt: np.ndarray, r_at: np.ndarray, a_at: np.ndarray,
                  mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Joint angles ``[S, 8]`` (``kernels.skeleton.joint_angles``, degrees) of both performers at
-    each step: performer frames ``[R, 17, 3]`` / ``[A, 17, 3]``, with the pose model's left/right
-    flicker undone, and the attempt's sides swapped when it matched mirrored (its left knee is
-    then compared with the reference's right)."""
-    r_poses, a_poses = kernels.consistent_sides(reference), kernels.consistent_sides(attempt)
+    """Every angle of ``kernels.skeleton.ANGLE_NAMES`` ``[S, 10]`` (degrees: the joints' flexions
+    ``joint_angles``, then the trunk's and head's ``tilts``) of both performers at each step:
+    performer frames ``[R, 17, 3]`` / ``[A, 17, 3]``, with the pose model's left/right flicker
+    undone, and, when the attempt matched mirrored, its sides swapped (its left knee is compared
+    with the reference's right) and its tilts and lines taken in the mirror (the mirror of the
+    sides-swapped pose, so that each matches the reference's unmirrored)."""
+    r_poses, a_poses = kernels.consistent_sides(reference)[r_at], kernels.consistent_sides(attempt)[a_at]
     if mirrored:
         a_poses = a_poses[:, list(FLIP_PERMUTATION)]
-    return joint_angles(r_poses[r_at]), joint_angles(a_poses[a_at])
+        a_tilts = tilts(a_poses * np.array([-1.0, 1.0, 1.0], np.float32))  # x mirrored
+    else:
+        a_tilts = tilts(a_poses)
+    return (np.concatenate([joint_angles(r_poses), tilts(r_poses)], axis=-1),
+            np.concatenate([joint_angles(a_poses), a_tilts], axis=-1))
 
 
 def _angle_entries(reference: np.ndarray, attempt: np.ndarray) -> dict:
-    """``{joint: {"reference": deg, "attempt": deg, "difference": attempt - reference}}`` rounded to
-    0.1 degree; None where a keypoint of the joint is missing."""
+    """``{angle: {"reference": deg, "attempt": deg, "difference": attempt - reference}}`` for each
+    of ``ANGLE_NAMES``, rounded to 0.1 degree; None where a keypoint of the angle is missing."""
     def value(x):
         return None if not np.isfinite(x) else round(float(x), 1)
 
-    return {name: {"reference": value(r), "attempt": value(a), "difference": value(a - r)}
-            for name, r, a in zip(JOINT_NAMES, reference, attempt)}
+    return {name: {"reference": value(r), "attempt": value(a), "difference": value(angle_difference(name, a, r))}
+            for name, r, a in zip(ANGLE_NAMES, reference, attempt)}
 
 
 def _frame_steps(path: np.ndarray, fr: int, fa: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,26 +146,31 @@ def _frame_steps(path: np.ndarray, fr: int, fa: int) -> tuple[np.ndarray, np.nda
     return chosen, ri[chosen], aj[chosen]
 
 
-def _worst_moments(steps: list[dict], step_scores: np.ndarray, count: int = 5) -> list[dict]:
-    """The lowest-scoring steps, at least MOMENT_GAP_S of reference time apart, each with the part
-    that is most off and its mean limb/joint angle difference (the inverse of the angle scale),
-    every joint angle of both, and the joint whose flexion differs most (``joint``,
-    ``joint_angles``)."""
+def _worst_moments(steps: list[dict], threshold: float, count: int = 5) -> list[dict]:
+    """The lowest-scoring steps under ``threshold`` (as shown: ``kernels.under_threshold``), at
+    most ``count``, at least MOMENT_GAP_S of reference time apart; none when every step passes.
+    Each names the part that is most off (``worst_part``, ``worst_part_score``) and, of that part's
+    angles (``kernels.skeleton.PART_ANGLES``: a limb's joints, the trunk's or head's tilt), the one
+    that differs most (``joint``, ``joint_angles``: both performers' values and the difference;
+    ``angle_difference_deg`` its size), with every angle of both (``angles``)."""
     chosen: list[dict] = []
-    for n in np.argsort(step_scores, kind="stable"):
+    order = sorted(range(len(steps)), key=lambda n: steps[n]["score"])
+    for n in order:
         step = steps[n]
+        if not under_threshold(step["score"], threshold):
+            break
         if any(abs(step["reference_time"] - c["reference_time"]) < MOMENT_GAP_S for c in chosen):
             continue
         scored_parts = {k: v for k, v in step["parts"].items() if v is not None}
         worst = min(scored_parts, key=scored_parts.get) if scored_parts else None
-        angle = None if worst is None else min(180.0, np.degrees(distance_for_score(scored_parts[worst], "angle")))
-        joints = {k: v for k, v in step["angles"].items() if v["difference"] is not None}
-        joint = max(joints, key=lambda k: abs(joints[k]["difference"])) if joints else None
+        measured = {k: step["angles"][k] for k in PART_ANGLES.get(worst, ())
+                    if step["angles"][k]["difference"] is not None}
+        joint = max(measured, key=lambda k: abs(measured[k]["difference"])) if measured else None
         chosen.append({**{k: step[k] for k in ("reference_frame", "reference_time", "attempt_frame",
                                                "attempt_time", "score")},
                        "worst_part": worst, "worst_part_score": scored_parts.get(worst),
-                       "angle_difference_deg": None if angle is None else round(float(angle), 1),
-                       "joint": joint, "joint_angles": None if joint is None else joints[joint],
+                       "angle_difference_deg": None if joint is None else abs(measured[joint]["difference"]),
+                       "joint": joint, "joint_angles": None if joint is None else measured[joint],
                        "angles": step["angles"]})
         if len(chosen) == count:
             break
@@ -180,13 +207,18 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
 
 
 def compare_job(reference, attempt, client, *, out_dir=None, threshold=SCORE_THRESHOLD, mirror=False,
-                fps=None, window=None, csv=None, progress: Progress | None = None) -> dict:
+                fps=None, window=None, csv=None, progress: Progress | None = None, person=None,
+                reference_person=None) -> dict:
     """``posescore compare``: the report dict; with ``out_dir``, also report.json, the
-    side-by-side video and the score plot there; with ``csv``, one row per aligned step."""
+    side-by-side video and the score plot there; with ``csv``, one row per aligned step.
+    ``person`` / ``reference_person``: whom to follow in the attempt / the reference
+    (``engine.analysis.people.parse_person``: a track id, ``X,Y@T``, ``X0,Y0,X1,Y1@T``, or auto:
+    None), chosen by ``jobs.inputs.choose_performers``."""
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
-    # Tracking runs once per video (in the order and with the checks of compare_poses).
-    performers = performer_frames(ref, str(reference))[1], performer_frames(att, str(attempt))[1]
+    # Tracking runs once per video; the report's sources say whom each follows and how chosen.
+    performers = choose_performers(ref, att, (str(reference), str(attempt)), person=person,
+                                   reference_person=reference_person, mirror=mirror, window=window)
     report = compare_poses(ref, att, threshold=threshold, mirror=mirror, window=window,
                            names=(str(reference), str(attempt)), performers=performers)
     if csv:

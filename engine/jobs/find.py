@@ -8,7 +8,7 @@ import numpy as np
 
 from posescore.engine.analysis.answers import score_answer
 from posescore.engine.archive import MOMENT_GAP_S
-from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, single_pose
+from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, query_pose
 from posescore.engine.media.pose_files import is_poses_json
 from posescore.engine.media.video import read_image
 from posescore.engine.poses import VideoPoses
@@ -43,13 +43,16 @@ def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool 
 
 
 def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps=None,
-             progress: Progress | None = None) -> dict:
+             progress: Progress | None = None, person=None) -> dict:
     """``posescore find``: the k best moments; with ``out_dir`` also ``best_match.png`` (the query
-    and the best frame side by side, skeletons coloured by part score)."""
-    query = single_pose(pose_source, client)
+    and the best frame side by side, skeletons coloured by part score). ``person``: whom of the
+    query's people to look for (``jobs.inputs.query_pose``: a track id, ``X,Y@T``,
+    ``X0,Y0,X1,Y1@T``, or auto, None: the main person); the result's ``pose_person`` says whom
+    (``track``, ``time``, ``choice``). The video's people are all searched."""
+    query, chosen = query_pose(pose_source, client, person)
     poses = load_poses(video, client, fps=fps, progress=progress)
     moments = find_moments(query, poses, k=k, mirror=mirror)
-    result = {"pose": str(pose_source), "video": str(video), "moments": moments}
+    result = {"pose": str(pose_source), "pose_person": chosen, "video": str(video), "moments": moments}
     if out_dir and moments:
         best = moments[0]
         out = Path(out_dir)

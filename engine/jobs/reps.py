@@ -11,33 +11,35 @@ import numpy as np
 from posescore.engine.analysis.people import Performer
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
 from posescore.engine.jobs.compare import compare_poses
-from posescore.engine.jobs.inputs import (FrameCursor, Progress, load_poses, performer_frames, performer_rows,
-                                          source_summary)
+from posescore.engine.jobs.inputs import (FrameCursor, Progress, choose_performers, load_poses, performer_frames,
+                                          performer_rows, source_summary)
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_reps_page
 from posescore.engine.reports.render import captioned, draw_skeleton, plot_rep_scores
-from posescore.kernels import SCORE_THRESHOLD
+from posescore.kernels import SCORE_THRESHOLD, under_threshold
 
 
 def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | None = None, end: float | None = None,
                threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
                max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
-               names=("reference", "attempt"), performers: tuple[Performer, Performer] | None = None) -> dict:
+               names=("reference", "attempt"), performers: tuple[Performer, Performer] | None = None,
+               person=None, reference_person=None) -> dict:
     """Every repetition of the reference movement (its frames from ``start`` to ``end`` seconds,
     default all) in the attempt (``engine.analysis.reps.find_reps``), each with ``compare``'s report of
     that segment against the reference (:func:`compare_poses`: the same score). Returns the
     report dict: ``count``, ``reps`` (number, frames, times, duration, score, parts, worst part,
     worst moment, ``flagged`` when under ``threshold``, the full ``report``). ``performers``: the
-    two main performers when already found (``engine.analysis.people.main_performer``)."""
-    r_perf, a_perf = performers or (None, None)
+    two performers when already chosen, else chosen by ``jobs.inputs.choose_performers`` from
+    ``person`` / ``reference_person`` (a track id, ``X,Y@T``, ``X0,Y0,X1,Y1@T``, or auto: None; the
+    reference's over its rows from ``start`` to ``end``, the attempt's by its best repetition)."""
+    rows = reference_rows(reference, start, end)
+    if performers is None:
+        performers = choose_performers(reference, attempt, names, person=person, reference_person=reference_person,
+                                       mirror=mirror, reference_rows=rows, repetition_ratio=min_ratio)
+    r_perf, a_perf = performers
     r_perf = performer_frames(reference, names[0], r_perf)[1]
-    rows = np.arange(len(reference))
-    if start is not None or end is not None:
-        keep = (reference.times >= (start if start is not None else -np.inf)) & \
-               (reference.times <= (end if end is not None else np.inf))
-        rows = np.flatnonzero(keep)
     reference, r_perf = reference.select(rows), performer_rows(r_perf, rows)
     until = "the end" if end is None else f"{end:g} s"
     r_pos, r_perf = performer_frames(reference, f"{names[0]} (from {start or 0:g} s to {until})", r_perf)
@@ -57,7 +59,7 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
                      "start_time": round(float(attempt.times[first]), 3),
                      "end_time": round(float(attempt.times[last]), 3),
                      "duration": round(float(attempt.times[last] - attempt.times[first]), 3),
-                     "score": report["score"], "flagged": report["score"] < threshold,
+                     "score": report["score"], "flagged": under_threshold(report["score"], threshold),
                      "backwards": rep.backwards,
                      "parts": report["parts"], "worst_part": min(scored, key=scored.get) if scored else None,
                      "worst_moment": report["worst_moments"][0] if report["worst_moments"] else None,
@@ -68,6 +70,13 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
             "attempt": source_summary(attempt, a_perf, names[1]),
             "threshold": threshold, "min_score": min_score, "count": len(reps),
             "flagged": [r["rep"] for r in reps if r["flagged"]], "reps": reps}
+
+
+def reference_rows(reference: VideoPoses, start: float | None, end: float | None) -> np.ndarray:
+    """The rows of ``reference`` from ``start`` to ``end`` seconds (None: its first / last)."""
+    keep = (reference.times >= (start if start is not None else -np.inf)) & \
+           (reference.times <= (end if end is not None else np.inf))
+    return np.flatnonzero(keep)
 
 
 def render_reps(result: dict, attempt: VideoPoses, performer: Performer, out_dir: Path, source,
@@ -101,14 +110,17 @@ def render_reps(result: dict, attempt: VideoPoses, performer: Performer, out_dir
 
 def reps_job(reference, attempt, client, *, start=None, end=None, threshold=SCORE_THRESHOLD, mirror=False, fps=None,
              min_ratio=REP_MIN_RATIO, max_ratio=REP_MAX_RATIO, min_score=REP_MIN_SCORE, out_dir=None,
-             csv=None, progress: Progress | None = None) -> dict:
+             csv=None, progress: Progress | None = None, person=None, reference_person=None) -> dict:
     """``posescore reps``: :func:`reps_poses` of two videos or pose JSON files; with ``out_dir``
     also reps.json, reps.mp4, reps.png and report.html there; with ``csv`` one row per aligned
-    step of every repetition."""
+    step of every repetition. ``person`` / ``reference_person``: whom to follow (see
+    :func:`reps_poses`)."""
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
-    # Tracking runs once per video (in the order and with the checks of reps_poses).
-    performers = performer_frames(ref, str(reference))[1], performer_frames(att, str(attempt))[1]
+    # Tracking runs once per video; the result's sources say whom each follows and how chosen.
+    performers = choose_performers(ref, att, (str(reference), str(attempt)), person=person,
+                                   reference_person=reference_person, mirror=mirror,
+                                   reference_rows=reference_rows(ref, start, end), repetition_ratio=min_ratio)
     result = reps_poses(ref, att, start=start, end=end, threshold=threshold, mirror=mirror, min_ratio=min_ratio,
                         max_ratio=max_ratio, min_score=min_score, names=(str(reference), str(attempt)),
                         performers=performers)

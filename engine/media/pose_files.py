@@ -400,17 +400,18 @@ def is_poses_json(path: str | os.PathLike) -> bool:
 
 def write_steps_csv(path: str | os.PathLike, reports: list[tuple[int | None, dict]]) -> Path:
     """One CSV row per aligned step of each ``(repetition number or None, compare report)``: times
-    and frames of both, the score, the six part scores, and each joint's flexion for the
-    reference, the attempt and their difference (degrees; ``kernels.skeleton.JOINT_ANGLES``).
+    and frames of both, the score, the six part scores, and each angle for the reference, the attempt
+    and their difference (degrees; ``kernels.skeleton.ANGLE_NAMES``: the joints' flexions, the trunk's
+    and head's tilts).
     Empty cells where a value is missing. For spreadsheets and tools such as Kinovea."""
     import csv
 
-    from posescore.kernels.skeleton import JOINT_NAMES, PART_NAMES
+    from posescore.kernels.skeleton import ANGLE_NAMES, PART_NAMES
 
     with_rep = any(rep is not None for rep, _ in reports)
     header = (["rep"] if with_rep else []) + ["reference_frame", "reference_time", "attempt_frame", "attempt_time",
                                               "score"] + list(PART_NAMES)
-    header += [f"{joint}_{who}" for joint in JOINT_NAMES for who in ("reference", "attempt", "difference")]
+    header += [f"{angle}_{who}" for angle in ANGLE_NAMES for who in ("reference", "attempt", "difference")]
     path = Path(path)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -420,6 +421,6 @@ def write_steps_csv(path: str | os.PathLike, reports: list[tuple[int | None, dic
                 row = ([rep] if with_rep else []) + [step[k] for k in ("reference_frame", "reference_time",
                                                                         "attempt_frame", "attempt_time", "score")]
                 row += [step["parts"][p] for p in PART_NAMES]
-                row += [step["angles"][j][who] for j in JOINT_NAMES for who in ("reference", "attempt", "difference")]
+                row += [step["angles"][a][who] for a in ANGLE_NAMES for who in ("reference", "attempt", "difference")]
                 writer.writerow(["" if v is None else v for v in row])
     return path

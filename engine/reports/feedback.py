@@ -3,7 +3,8 @@ stored in a report."""
 
 from __future__ import annotations
 
-from posescore.kernels.skeleton import ELEVATION_JOINTS
+from posescore.kernels import score_band
+from posescore.kernels.skeleton import ELEVATION_JOINTS, TILT_NAMES
 
 #: A joint within this many degrees of the reference is not worth a remark.
 NOTABLE_DEG = 10.0
@@ -17,10 +18,19 @@ def clock(seconds: float) -> str:
 
 def joint_remark(joint: str, angles: dict, at: float | None = None) -> str:
     """``left knee 35° less bent than the reference at 0:04.2`` for a joint's ``{"reference",
-    "attempt", "difference"}`` flexions (degrees; a shoulder's is its arm's elevation)."""
+    "attempt", "difference"}`` flexions (degrees; a shoulder's is its arm's elevation), or
+    ``trunk leaning 12° more to the picture's right than the reference`` for a tilt
+    (``kernels.skeleton.TILT_NAMES``)."""
     name = joint.replace("_", " ")
     diff = angles["difference"]
-    if joint in ELEVATION_JOINTS:
+    if joint in ("shoulder_line", "eye_line"):
+        what = "shoulders" if joint == "shoulder_line" else "head"
+        text = f"{what} turned {abs(diff):.0f}° from the reference's" + (", facing another way" if abs(diff) > 90 else "")
+    elif joint in TILT_NAMES:
+        side = "right" if diff > 0 else "left"
+        what = "trunk leaning" if joint == "trunk_tilt" else "head tilted"
+        text = f"{what} {abs(diff):.0f}° more to the picture's {side} than the reference"
+    elif joint in ELEVATION_JOINTS:
         how = "higher" if diff > 0 else "lower"
         text = f"{name.replace('shoulder', 'arm')} raised {abs(diff):.0f}° {how} than the reference"
     else:
@@ -28,16 +38,36 @@ def joint_remark(joint: str, angles: dict, at: float | None = None) -> str:
     return text if at is None else f"{text} at {clock(at)}"
 
 
+def moment_times(moment: dict) -> str:
+    """``attempt 0:04.2, reference 0:03.9``: both times of a moment, labelled."""
+    return f"attempt {clock(moment['attempt_time'])}, reference {clock(moment['reference_time'])}"
+
+
 def moment_feedback(moment: dict | None) -> str:
-    """What a worst moment of a report says: the joint most off (when over NOTABLE_DEG), else the
-    part most off, at the attempt's time."""
-    if not moment:
+    """What a worst moment of a report says: the part most off and, of that part's angles, the one
+    that differs most, in degrees and with its direction (``left leg: left knee 35° less bent than
+    the reference``); a difference under NOTABLE_DEG is said to be small. Both times, labelled."""
+    if not moment or not moment.get("worst_part"):
         return "-"
-    if moment.get("joint") and abs(moment["joint_angles"]["difference"]) >= NOTABLE_DEG:
-        return joint_remark(moment["joint"], moment["joint_angles"], moment["attempt_time"])
-    if moment.get("worst_part"):
-        return f"{moment['worst_part'].replace('_', ' ')} off at {clock(moment['attempt_time'])}"
-    return "-"
+    text = moment["worst_part"].replace("_", " ")
+    joint = moment.get("joint")
+    if joint and abs(moment["joint_angles"]["difference"]) >= NOTABLE_DEG:
+        text += ": " + joint_remark(joint, moment["joint_angles"])
+    elif joint:
+        text += f" off, though its {joint.replace('_', ' ')} is within {NOTABLE_DEG:.0f}° of the reference"
+    else:
+        text += " off"
+    return f"{text} ({moment_times(moment)})"
+
+
+def verdict(score: float) -> str:
+    """``98.8 out of 100: the same movement``: a movement's score with its band's words."""
+    return f"{score:.1f} out of 100: {score_band(score)}"
+
+
+def no_moment_line(threshold: float) -> str:
+    """What a report says when no step is under the threshold."""
+    return f"no moment under {threshold:g}: the movement matches the reference throughout"
 
 
 def format_parts(parts: dict) -> str:

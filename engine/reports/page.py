@@ -13,12 +13,14 @@ import av
 import cv2
 import numpy as np
 
-from posescore.engine.reports.feedback import clock, moment_feedback
+from posescore.engine.reports.feedback import clock, moment_feedback, no_moment_line
+from posescore.kernels import SCORE_BANDS, score_band, under_threshold
 
 _STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #222; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 .score { font-size: 40px; font-weight: 600; } .under { color: #c62828; font-weight: 600; }
+.band { font-size: 17px; } .legend, .bands { color: #555; font-size: 13px; }
 table { border-collapse: collapse; }
 td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
 tr.seek { cursor: pointer; } tr.seek:hover { background: #f3f3f3; }
@@ -88,7 +90,7 @@ def _jpeg(rgb: np.ndarray, width: int) -> str:
 def _parts_table(parts: dict, threshold: float) -> str:
     rows = []
     for name, score in parts.items():
-        under = score is not None and score < threshold
+        under = under_threshold(score, threshold)
         cell = "-" if score is None else f"{score:.1f}"
         note = f"under {threshold:g}" if under else ""
         rows.append(f"<tr class=\"part{' under' if under else ''}\" data-part=\"{name}\">"
@@ -100,17 +102,26 @@ def _moments(moments: list[dict], thumbnails: list[str], seeks: list[float]) -> 
     cards = []
     for m, thumb, at in zip(moments, thumbnails, seeks):
         cards.append(f"<div class=\"moment\" data-seek=\"{at:.3f}\"><img src=\"{thumb}\" alt=\"moment\">"
-                     f"<div>{clock(m['attempt_time'])} &middot; score {m['score']:.0f}</div>"
+                     f"<div>step score {m['score']:.0f}</div>"
                      f"<div>{html.escape(moment_feedback(m))}</div></div>")
     return "<div class=\"moments\" id=\"moments\">" + "".join(cards) + "</div>"
 
 
-def _plot(figure) -> str:
+def _score_line(score: float) -> str:
+    """The big number, labelled, with the bands of the scale it is on."""
+    bands = "; ".join(f"{lo:g}+ {words}" if lo else f"under {SCORE_BANDS[n - 1][0]:g} {words}"
+                      for n, (lo, words) in enumerate(SCORE_BANDS))
+    return (f"<div>movement score, 0-100</div><div class=\"score\" id=\"score\">{score:.1f}</div>"
+            f"<div class=\"band\" id=\"band\">{html.escape(score_band(score))}</div>"
+            f"<div class=\"bands\">{html.escape(bands)}</div>")
+
+
+def _plot(figure, y_title: str = "score") -> str:
     """A plotly figure as a ``<div id="plot">`` with plotly's script inlined (no network)."""
     import plotly.io as pio
 
     figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 30, "b": 45}, template="plotly_white",
-                         showlegend=False, yaxis={"range": [0, 105], "title": "score"})
+                         showlegend=False, yaxis={"range": [0, 105], "title": y_title})
     return pio.to_html(figure, include_plotlyjs=True, full_html=False, div_id="plot",
                        config={"displaylogo": False, "responsive": True})
 
@@ -131,10 +142,17 @@ def write_compare_page(path: str | Path, report: dict, video: str | Path) -> Pat
     rate = _video_rate(video)
     steps = {(s["reference_frame"], s["attempt_frame"]): n for n, s in enumerate(report["steps"])}
     seeks = [steps.get((m["reference_frame"], m["attempt_frame"]), 0) / rate for m in report["worst_moments"]]
-    body = (f"<h2>Parts</h2>{_parts_table(report['parts'], report['threshold'])}"
-            f"<h2>Worst moments</h2>{_moments(report['worst_moments'], _thumbnails(video, seeks), seeks)}")
-    line = f"<div class=\"score\" id=\"score\">{report['score']:.1f}</div>"
-    page = _page(f"{Path(report['attempt']['path']).name} against {Path(report['reference']['path']).name}",
+    moments = (_moments(report["worst_moments"], _thumbnails(video, seeks), seeks) if report["worst_moments"]
+               else f"<p id=\"moments-none\">{html.escape(no_moment_line(report['threshold']))}.</p>")
+    legend = (f"<p class=\"legend\">Each point is a step of the alignment: its score is the mean of its part scores. "
+              f"Dashed red line: the threshold, {report['threshold']:g}; a step under it is a worst moment. "
+              f"In the video the reference is on the left and the attempt on the right; limbs of parts under "
+              f"the threshold are red, the others green.</p>")
+    body = (f"{legend}<h2>Parts</h2>{_parts_table(report['parts'], report['threshold'])}"
+            f"<h2>Worst moments</h2>{moments}")
+    line = _score_line(report["score"])
+    page = _page(f"attempt {Path(report['attempt']['path']).name} against reference "
+                 f"{Path(report['reference']['path']).name}",
                  line, video, _step_plot(report, rate), body)
     Path(path).write_text(page)
     return Path(path)
@@ -163,7 +181,8 @@ def write_reps_page(path: str | Path, result: dict, video: str | Path) -> Path:
             f"<h2>Parts</h2>{parts}")
     flagged = f", {len(result['flagged'])} under {threshold:g}" if result["flagged"] else ""
     line = f"<div class=\"score\" id=\"score\">{result['count']} repetition(s){flagged}</div>"
-    page = _page(f"{Path(result['attempt']['path']).name}: repetitions of {Path(result['reference']['path']).name}",
+    page = _page(f"attempt {Path(result['attempt']['path']).name}: repetitions of reference "
+                 f"{Path(result['reference']['path']).name}",
                  line, video, _rep_plot(result), body)
     Path(path).write_text(page)
     return Path(path)
@@ -184,7 +203,7 @@ def _step_plot(report: dict, rate: float) -> str:
                                   hoverinfo="text"))
     figure.add_hline(y=threshold, line_dash="dash", line_color="#c62828")
     figure.update_layout(xaxis={"title": "reference time (s)"})
-    return _plot(figure)
+    return _plot(figure, "step score")
 
 
 def _rep_plot(result: dict) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posescore.kernels import DEFAULT_MIN_CONFIDENCE, SCORE_THRESHOLD, visible_keypoints
+from posescore.kernels import DEFAULT_MIN_CONFIDENCE, SCORE_THRESHOLD, under_threshold, visible_keypoints
 from posescore.kernels.skeleton import LIMB_PARTS, LIMBS, PART_NAMES
 
 RED = (230, 30, 30)
@@ -29,7 +29,7 @@ def limb_colours(part_scores, threshold: float | None = SCORE_THRESHOLD) -> list
     for part in LIMB_PARTS:
         score = float(part_scores[part])
         if threshold is not None:
-            colours.append(RED if score < threshold else GREEN)
+            colours.append(RED if under_threshold(score, threshold) else GREEN)
         else:
             t = min(max(score / 100.0, 0.0), 1.0)
             colours.append(tuple(int(round(r + (g - r) * t)) for r, g in zip(RED, GREEN)))
@@ -38,7 +38,7 @@ def limb_colours(part_scores, threshold: float | None = SCORE_THRESHOLD) -> list
 
 def red_limbs(part_scores, threshold: float) -> list[int]:
     """Indices into ``LIMBS`` drawn red for these part scores (those of parts under threshold)."""
-    return [n for n, part in enumerate(LIMB_PARTS) if float(part_scores[part]) < threshold]
+    return [n for n, part in enumerate(LIMB_PARTS) if under_threshold(float(part_scores[part]), threshold)]
 
 
 def draw_skeleton(frame: np.ndarray, pose: np.ndarray, part_scores=None, threshold: float | None = SCORE_THRESHOLD,
@@ -127,7 +127,7 @@ def plot_scores(path: str | Path, times, scores, path_pairs, threshold: float = 
     top.axhline(threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {threshold:g}")
     top.set_ylim(0, 101)
     top.set_xlabel("reference time (s)")
-    top.set_ylabel("score")
+    top.set_ylabel("step score (mean of its parts)")
     top.legend(loc="lower right")
     top.set_title(title)
     pairs = np.asarray(path_pairs)
