@@ -156,13 +156,49 @@ def _emit(args, result, lines) -> None:
             print(line)
 
 
+#: How long a job waits for a --url server that does not answer before it fails, naming the URL.
+#: Once a server has answered, the clients ride through its restarts for --timeout.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_server(url: str, wait_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Return once the server at ``url`` answers gRPC; a PoseScoreError naming the URL and the
+    reason when it does not within ``wait_s`` seconds."""
+    import time
+
+    import tritonclient.grpc as grpcclient
+
+    from posescore.clients import PoseScoreError
+
+    deadline, reason = time.monotonic() + wait_s, "no answer"
+    while True:
+        client = None
+        try:
+            client = grpcclient.InferenceServerClient(url)
+            if client.is_server_live(client_timeout=min(2.0, wait_s)):
+                return
+            reason = "the server says it is not live"
+        except Exception as err:  # noqa: BLE001 - any failure to talk to it is the reason
+            text = err.message() if callable(getattr(err, "message", None)) else str(err)
+            reason = str(text).split("; last error:")[0]
+        finally:
+            if client is not None:
+                client.close()
+        if time.monotonic() >= deadline:
+            raise PoseScoreError(f"--url {url}: no posescore server answers there within {wait_s:g} s ({reason})")
+        time.sleep(0.25)
+
+
 def _with_client(args, job):
-    """Run ``job(client)`` against --url, or an embedded server started for the job."""
+    """Run ``job(client)`` against --url (which must answer within CONNECT_TIMEOUT_S), or an
+    embedded server started for the job."""
     from posescore.clients import PoseScoreClient
 
     from posescore.engine.serving.supervisor import server_url
 
-    if not args.url and not args.quiet:
+    if args.url:
+        _check_server(args.url)
+    elif not args.quiet:
         print("starting the embedded Triton server ...", file=sys.stderr, flush=True)
 
     def notify(event):  # the embedded server's supervisor: what it mended
@@ -204,8 +240,11 @@ def pose_command(args) -> int:
 
 def compare_command(args) -> int:
     from posescore.engine.reports.feedback import moment_feedback, no_moment_line, verdict
+    from posescore.engine.jobs.inputs import check_movement_source
     from posescore.engine.jobs.compare import compare_job
 
+    check_movement_source(args.reference, "reference")  # before any server starts
+    check_movement_source(args.attempt, "attempt")
     report = _run_job(args, lambda c: compare_job(
         args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
         fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet),
@@ -230,8 +269,11 @@ def compare_command(args) -> int:
 
 def reps_command(args) -> int:
     from posescore.engine.reports.feedback import moment_feedback
+    from posescore.engine.jobs.inputs import check_movement_source
     from posescore.engine.jobs.reps import reps_job
 
+    check_movement_source(args.reference, "reference")  # before any server starts
+    check_movement_source(args.attempt, "attempt")
     result = _run_job(args, lambda c: reps_job(
         args.reference, args.attempt, c, start=args.start, end=args.end, threshold=args.threshold,
         mirror=args.mirror, fps=args.fps, min_ratio=args.min_ratio, max_ratio=args.max_ratio,

@@ -10,8 +10,8 @@ from posescore import kernels
 from posescore.engine.analysis.answers import movement_score
 from posescore.engine.analysis.people import Performer
 from posescore.engine.archive import MOMENT_GAP_S
-from posescore.engine.jobs.inputs import (FrameCursor, Progress, choose_performers, load_poses, performer_frames,
-                                          source_summary)
+from posescore.engine.jobs.inputs import (FrameCursor, Progress, check_movement_source, choose_performers, load_poses,
+                                          performer_frames, source_summary)
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
@@ -214,6 +214,8 @@ def compare_job(reference, attempt, client, *, out_dir=None, threshold=SCORE_THR
     ``person`` / ``reference_person``: whom to follow in the attempt / the reference
     (``engine.analysis.people.parse_person``: a track id, ``X,Y@T``, ``X0,Y0,X1,Y1@T``, or auto:
     None), chosen by ``jobs.inputs.choose_performers``."""
+    check_movement_source(reference, "reference")
+    check_movement_source(attempt, "attempt")
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
     # Tracking runs once per video; the report's sources say whom each follows and how chosen.

@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the vtest.avi clip")
     parser.add_argument("--url", default=None, help="use a running server instead of an embedded one")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # a line per step as it goes, piped or not
 
     from posescore.clients import PoseScoreClient
 

@@ -19,7 +19,7 @@ from posescore.engine.analysis.people import (Performer, PersonError, best_fit_p
 from posescore.engine.jobs.extract import DEFAULT_BATCH, extract_poses
 from posescore.engine.media.pose_files import is_poses_json, read_poses_json
 from posescore.engine.media.video import iter_frames
-from posescore.engine.poses import VideoError, VideoPoses
+from posescore.engine.poses import IMAGE_EXTENSIONS, VideoError, VideoPoses
 
 Progress = Callable[[int, int], None]
 
@@ -50,6 +50,14 @@ def load_poses(source: str | os.PathLike, client=None, *, fps: float | None = No
         return poses
     return extract_poses(source, client, fps=fps, max_side=max_side, batch=batch or DEFAULT_BATCH,
                          progress=progress, start=start, duration=duration)
+
+
+def check_movement_source(source: str | Path, role: str) -> None:
+    """Refuse an image where a movement is needed (``role``: "reference", "attempt", ...) before
+    anything is decoded: a JobError naming the file and what to use instead."""
+    if Path(source).suffix.lower() in IMAGE_EXTENSIONS:
+        raise JobError(f"{source}: an image is one pose, and the {role} must be a movement (a video, or a pose "
+                       f"JSON of several frames); to find a pose in a video, use posescore find")
 
 
 def single_pose(source: str | Path, client=None, person: int | None = None) -> np.ndarray:

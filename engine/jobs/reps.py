@@ -11,8 +11,8 @@ import numpy as np
 from posescore.engine.analysis.people import Performer
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
 from posescore.engine.jobs.compare import compare_poses
-from posescore.engine.jobs.inputs import (FrameCursor, Progress, choose_performers, load_poses, performer_frames,
-                                          performer_rows, source_summary)
+from posescore.engine.jobs.inputs import (FrameCursor, Progress, check_movement_source, choose_performers, load_poses,
+                                          performer_frames, performer_rows, source_summary)
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
@@ -115,6 +115,8 @@ def reps_job(reference, attempt, client, *, start=None, end=None, threshold=SCOR
     also reps.json, reps.mp4, reps.png and report.html there; with ``csv`` one row per aligned
     step of every repetition. ``person`` / ``reference_person``: whom to follow (see
     :func:`reps_poses`)."""
+    check_movement_source(reference, "reference")
+    check_movement_source(attempt, "attempt")
     ref = load_poses(reference, client, fps=fps, progress=progress)
     att = load_poses(attempt, client, fps=fps, progress=progress)
     # Tracking runs once per video; the result's sources say whom each follows and how chosen.
