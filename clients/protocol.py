@@ -16,7 +16,7 @@ import numpy as np
 from tritonclient.grpc import InferenceServerException, InferInput, InferResult
 
 from posescore.kernels import METRICS
-from posescore.kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS
+from posescore.kernels.skeleton import NUM_KEYPOINTS, NUM_PARTS, PART_NAMES
 
 #: ``max_batch_size`` of model_repository/pose/config.pbtxt: frames per pose request.
 POSE_MAX_BATCH = 16
@@ -107,16 +107,28 @@ class PoseResult:
 @dataclass(frozen=True)
 class ScoreResult:
     """``scores [N]`` float32 0-100 of each candidate against the query, ``part_scores [N, 6]``
-    float32 0-100 (kernels.PART_NAMES order)."""
+    float32 0-100 (kernels.PART_NAMES order), NaN where a part could not be scored (no limb of it
+    seen in both poses): :attr:`part_valid` is the mask, :meth:`parts` a candidate's as a dict
+    with None there."""
 
     scores: np.ndarray
     part_scores: np.ndarray
+
+    @property
+    def part_valid(self) -> np.ndarray:
+        """``[N, 6]`` bool: the part could be scored."""
+        return np.isfinite(self.part_scores)
+
+    def parts(self, candidate: int) -> dict[str, float | None]:
+        """``{part: score or None}`` of one candidate (None: not scored)."""
+        return _parts(self.part_scores[candidate])
 
 
 @dataclass(frozen=True)
 class DtwResult:
     """DTW of a reference and an attempt: ``distance`` (root of the path's summed squared costs),
-    ``score`` 0-100, ``part_scores [6]`` float32 along the path, ``mirrored`` (the mirrored attempt
+    ``score`` 0-100, ``part_scores [6]`` float32 along the path (NaN for a part not scored:
+    :attr:`part_valid`, :meth:`parts`), ``mirrored`` (the mirrored attempt
     matched better), ``path [L, 2]`` int32 of (reference index, attempt index) or None when not
     requested."""
 
@@ -125,6 +137,15 @@ class DtwResult:
     part_scores: np.ndarray
     mirrored: bool
     path: np.ndarray | None
+
+    @property
+    def part_valid(self) -> np.ndarray:
+        """``[6]`` bool: the part could be scored (seen in both along the path)."""
+        return np.isfinite(self.part_scores)
+
+    def parts(self) -> dict[str, float | None]:
+        """``{part: score or None}`` (None: not scored)."""
+        return _parts(self.part_scores)
 
 
 @dataclass(frozen=True)
@@ -215,6 +236,10 @@ def _output(result: InferResult, name: str) -> np.ndarray:
     if array is None:
         raise PoseScoreError(f"the server's response has no output {name!r}", status="INTERNAL")
     return array
+
+
+def _parts(scores: np.ndarray) -> dict[str, float | None]:
+    return {name: (float(s) if np.isfinite(s) else None) for name, s in zip(PART_NAMES, scores)}
 
 
 def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:

@@ -343,12 +343,14 @@ def remove_archive(work: Workload) -> None:
 
 
 # -- checks (None: the answer is right; else what is wrong) ----------------------------------------
-def _close(got, want, atol: float, what: str) -> str | None:
+def _close(got, want, atol: float, what: str, equal_nan: bool = False) -> str | None:
+    """None when ``got`` is ``want`` within ``atol`` (with ``equal_nan``, NaN where ``want`` has
+    NaN: a part not scored), else what is off."""
     got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape:
         return f"{what}: shape {list(got.shape)}, expected {list(want.shape)}"
-    if not np.allclose(got, want, atol=atol, rtol=0, equal_nan=False):
-        worst = float(np.max(np.abs(got.astype(np.float64) - want)))
+    if not np.allclose(got, want, atol=atol, rtol=0, equal_nan=equal_nan):
+        worst = float(np.nanmax(np.abs(got.astype(np.float64) - want)))
         return f"{what}: off by up to {worst:.4g} (tolerance {atol:g})"
     return None
 
@@ -371,7 +373,7 @@ def check_pose(result, want: dict) -> str | None:
 
 def check_score(result, want: dict) -> str | None:
     return (_close(result.scores, want["scores"], SCORE_ATOL, "score: scores")
-            or _close(result.part_scores, want["part_scores"], SCORE_ATOL, "score: part_scores"))
+            or _close(result.part_scores, want["part_scores"], SCORE_ATOL, "score: part_scores", equal_nan=True))
 
 
 def check_dtw(result, want: dict) -> str | None:
@@ -381,7 +383,7 @@ def check_dtw(result, want: dict) -> str | None:
         return f"dtw: score {result.score:.4f}, expected {want['score']:.4f}"
     if abs(result.distance - want["distance"]) > DISTANCE_RTOL * max(abs(want["distance"]), 1e-6) + 1e-6:
         return f"dtw: distance {result.distance:.6g}, expected {want['distance']:.6g}"
-    return _close(result.part_scores, want["part_scores"], SCORE_ATOL, "dtw: part_scores")
+    return _close(result.part_scores, want["part_scores"], SCORE_ATOL, "dtw: part_scores", equal_nan=True)
 
 
 def check_search(matches, want: list[dict]) -> str | None:

@@ -48,6 +48,19 @@ def expected_dtw(reference, attempt, window, mirror):
 
 
 # -- score / dtw equal the kernels ---------------------------------------------------------------
+def test_a_part_not_scored_is_none_with_a_mask_never_a_zero(client, rng):
+    query = random_poses(rng, 1)[0]
+    candidate = query.copy()
+    candidate[[9, 7], 2] = 0  # left wrist and elbow missing: no left-arm limb in both poses
+    result = client.score(query, np.stack([candidate, query]))
+    assert result.parts(0)["left_arm"] is None and result.parts(1)["left_arm"] == pytest.approx(100, abs=0.01)
+    assert not result.part_valid[0, 2] and result.part_valid[0].sum() == 5 and result.part_valid[1].all()
+    reference = np.repeat(query[None], 4, axis=0)
+    movement = client.dtw(reference, np.repeat(candidate[None], 4, axis=0))
+    assert movement.parts()["left_arm"] is None and movement.parts()["right_arm"] == pytest.approx(100, abs=0.01)
+    assert movement.part_valid.tolist() == [True, True, False, True, True, True]
+
+
 @pytest.mark.parametrize("metric", ["cosine", "weighted_l1", "weighted_l2"])
 @pytest.mark.parametrize("mirror", [False, True])
 def test_score_equals_kernels(client, rng, metric, mirror):

@@ -127,9 +127,10 @@ def ascend_bounds(score_of, allowed, first: int, last: int, score: float) -> tup
 
 class ScoreAnswer(NamedTuple):
     """One query against N candidates: ``scores [N]`` float32 0-100, ``part_scores [N, 6]``
-    float32 0-100 (``kernels.PART_NAMES``), ``mirrored [N]`` bool (the mirrored query matched
-    better; always False without ``mirror``), ``parts_valid [N, 6]`` bool (the part could be
-    scored: some limb visible in both poses; 0 otherwise)."""
+    float32 0-100 (``kernels.PART_NAMES``; NaN where the part could not be scored, never a 0 that
+    reads as a score), ``mirrored [N]`` bool (the mirrored query matched better; always False
+    without ``mirror``), ``parts_valid [N, 6]`` bool (the part could be scored: some limb visible
+    in both poses)."""
 
     scores: Any
     part_scores: Any
@@ -202,6 +203,7 @@ def _score_group(pairs: list, metric: str, mirror: bool) -> list:
         scores, mirrored = kernels.pose_scores(qv, qw, v, w, metric=metric, mirror=mirror, return_mirrored=True,
                                                query_index=index)
         parts, valid = kernels.part_scores(qv, qw, v, w, mirror=mirrored, return_valid=True, query_index=index)
+        parts = xp.where(valid, parts, xp.float32(xp.nan))
         start = 0
         for n in good:
             stop = start + sizes[n]
@@ -239,8 +241,8 @@ class DtwQuestion:
 
 class DtwAnswer(NamedTuple):
     """``score`` 0-100 (``kernels.dtw_score``), ``distance`` (``kernels.dtw_path``'s),
-    ``part_scores [6]`` float32 along the path, ``mirrored``, ``path [L, 2]`` int32 (None unless
-    asked for)."""
+    ``part_scores [6]`` float32 along the path (NaN for a part never seen in both), ``mirrored``,
+    ``path [L, 2]`` int32 (None unless asked for)."""
 
     score: float
     distance: float
@@ -293,8 +295,9 @@ def dtw_answers(questions: Sequence[DtwQuestion]) -> list[DtwAnswer]:
         flipped = max(range(len(atts)), key=lambda f: scores[(n, f)])
         att_v, att_w = atts[flipped]
         path, distance = kernels.dtw_path(ref_v, att_v, window=window)
-        _, parts, _ = kernels.aligned_part_scores(ref_v, ref_w, att_v, att_w, path)
+        _, parts, valid = kernels.aligned_part_scores(ref_v, ref_w, att_v, att_w, path)
         xp = array_module(path)
+        parts = xp.where(valid.any(axis=0), parts, xp.nan)
         answers.append(DtwAnswer(scores[(n, flipped)], float(distance), parts.astype(xp.float32),
                                  bool(flipped), path.astype(xp.int32) if q.with_path else None))
     return answers
