@@ -141,6 +141,15 @@ def test_compare_cli_writes_report_video_and_plot(clips, triton_server, tmp_path
         assert bool(row.group(1)) == (part in report["parts_under_threshold"])
     assert dom.count('class="moment"') == len(report["worst_moments"])
     assert int(data["plot-points"]) == len(report["steps"])  # the interactive plot: a point per step
+    # The page says whom it followed (a boxed frame of each, its track) and what the score means.
+    from posescore.kernels import score_band
+
+    for role in ("reference", "attempt"):
+        card = re.search(rf'<div class="followed" data-role="{role}"><img src="data:image/jpeg;base64,[^"]+"'
+                         rf'[^>]*><div>{role}: track (\d+)', dom)
+        assert card and int(card.group(1)) == report[role]["performer_track"], role
+        assert Path(report["outputs"][f"{role}_person"]).stat().st_size > 5_000
+    assert re.search(r'<div class="band" id="band">([^<]*)</div>', dom).group(1) == score_band(report["score"])
 
 
 # A standing figure whose limbs do not cross: each limb's midpoint shows that limb's colour.

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from posescore.engine.reports.feedback import format_parts
+from posescore.engine.reports.feedback import followed_line, format_parts
 
 
 def info_command(args) -> int:
@@ -252,7 +252,9 @@ def compare_command(args) -> int:
         args.reference, args.attempt)
     lines = [f"score {verdict(report['score'])}  (DTW distance {report['distance']:.3f}, "
              f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
-             f"parts  {format_parts(report['parts'])}"]
+             f"parts  {format_parts(report['parts'])}",
+             f"followed: {followed_line(report['reference'])} in the reference, "
+             f"{followed_line(report['attempt'])} in the attempt"]
     if report["parts_under_threshold"]:
         lines.append(f"under {report['threshold']:g}: {', '.join(report['parts_under_threshold'])}")
     if report["worst_moments"]:
@@ -280,7 +282,9 @@ def reps_command(args) -> int:
         min_score=args.min_score, out_dir=args.out, csv=args.csv, person=args.person,
         reference_person=args.reference_person, progress=_Progress("decoded and inferred", args.quiet)),
         args.reference, args.attempt)
-    lines = [f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
+    lines = [f"followed: {followed_line(result['reference'])} in the reference, "
+             f"{followed_line(result['attempt'])} in the attempt",
+             f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
     for r in result["reps"]:
         mark = "  <- under " + f"{result['threshold']:g}" if r["flagged"] else ""
         lines.append(f"{r['rep']:3d}  {r['start_time']:6.2f}-{r['end_time']:6.2f}s  {r['duration']:7.2f}s  "

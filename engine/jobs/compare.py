@@ -16,7 +16,7 @@ from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_compare_page
-from posescore.engine.reports.render import draw_skeleton, plot_scores, side_by_side
+from posescore.engine.reports.render import draw_skeleton, person_thumbnail, plot_scores, side_by_side, write_image
 from posescore.kernels import SCORE_THRESHOLD, under_threshold
 from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, PART_ANGLES, PART_NAMES, angle_difference,
                                         joint_angles, tilts)
@@ -181,7 +181,9 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
                       performers: tuple[Performer, Performer], out_dir: Path, sources: tuple,
                       fps: float | None = None) -> dict:
     """Write ``side_by_side.mp4`` (both skeletons per aligned step, limbs of parts under the
-    threshold red) and ``scores.png`` into ``out_dir``; returns their paths."""
+    threshold red), ``scores.png`` and, for each of the reference and the attempt,
+    ``<role>_person.jpg`` (a frame with the person followed boxed) into ``out_dir``; returns
+    their paths."""
     threshold = report["threshold"]
     r_perf, a_perf = performers
     r_at = {int(f): n for n, f in enumerate(reference.frame_indices)}
@@ -203,7 +205,21 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
     plot = plot_scores(out_dir / "scores.png", [s["reference_time"] for s in steps], [s["score"] for s in steps],
                        [(s["reference_frame"], s["attempt_frame"]) for s in steps], threshold,
                        title=f"score {report['score']:.1f}")
-    return {"video": str(video), "plot": str(plot)}
+    followed = {f"{role}_person": str(_followed_thumbnail(out_dir / f"{role}_person.jpg", source, poses, performer,
+                                                          report[role], fps))
+                for role, source, poses, performer in (("reference", sources[0], reference, r_perf),
+                                                       ("attempt", sources[1], attempt, a_perf))}
+    return {"video": str(video), "plot": str(plot), **followed}
+
+
+def _followed_thumbnail(path: Path, source, poses: VideoPoses, performer: Performer, summary: dict,
+                        fps: float | None) -> Path:
+    """A frame of ``source`` with ``performer`` boxed, from the middle of its frames, captioned
+    with its track id (``summary``: the report's source summary)."""
+    rows = np.flatnonzero(performer.present)
+    row = int(rows[len(rows) // 2])
+    frame = FrameCursor(source, poses.info, fps).get(int(poses.frame_indices[row]))
+    return write_image(path, person_thumbnail(frame, performer.boxes[row], f"track {summary['performer_track']}"))
 
 
 def compare_job(reference, attempt, client, *, out_dir=None, threshold=SCORE_THRESHOLD, mirror=False,

@@ -73,3 +73,9 @@ def no_moment_line(threshold: float) -> str:
 def format_parts(parts: dict) -> str:
     """``head 98  torso 97 ...``: part scores rounded, ``-`` for a part not scored."""
     return "  ".join(f"{name} {'-' if v is None else f'{v:.0f}'}" for name, v in parts.items())
+
+
+def followed_line(source: dict) -> str:
+    """``track 3 (auto: best fit of 2 tracks)``: whom a report's source followed, and how chosen."""
+    choice = source.get("performer_choice")
+    return f"track {source['performer_track']}" + (f" ({choice})" if choice else "")

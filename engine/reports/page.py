@@ -21,6 +21,7 @@ body { font: 15px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 1100p
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 .score { font-size: 40px; font-weight: 600; } .under { color: #c62828; font-weight: 600; }
 .band { font-size: 17px; } .legend, .bands { color: #555; font-size: 13px; }
+.followed { width: 360px; } .followed img { width: 360px; border: 1px solid #ccc; }
 table { border-collapse: collapse; }
 td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
 tr.seek { cursor: pointer; } tr.seek:hover { background: #f3f3f3; }
@@ -107,6 +108,21 @@ def _moments(moments: list[dict], thumbnails: list[str], seeks: list[float]) -> 
     return "<div class=\"moments\" id=\"moments\">" + "".join(cards) + "</div>"
 
 
+def _followed(report: dict) -> str:
+    """Whom the report followed in each video: the boxed thumbnails the job wrote, the track id
+    and how it was chosen."""
+    from posescore.engine.reports.feedback import followed_line
+
+    cards = []
+    for role in ("reference", "attempt"):
+        image = report.get("outputs", {}).get(f"{role}_person")
+        picture = (f"<img src=\"{_data_uri('image/jpeg', Path(image).read_bytes())}\" alt=\"{role}\">"
+                   if image and Path(image).exists() else "")
+        cards.append(f"<div class=\"followed\" data-role=\"{role}\">{picture}"
+                     f"<div>{role}: {html.escape(followed_line(report[role]))}</div></div>")
+    return "<h2>Followed</h2><div class=\"moments\" id=\"followed\">" + "".join(cards) + "</div>"
+
+
 def _score_line(score: float) -> str:
     """The big number, labelled, with the bands of the scale it is on."""
     bands = "; ".join(f"{lo:g}+ {words}" if lo else f"under {SCORE_BANDS[n - 1][0]:g} {words}"
@@ -148,7 +164,7 @@ def write_compare_page(path: str | Path, report: dict, video: str | Path) -> Pat
               f"Dashed red line: the threshold, {report['threshold']:g}; a step under it is a worst moment. "
               f"In the video the reference is on the left and the attempt on the right; limbs of parts under "
               f"the threshold are red, the others green.</p>")
-    body = (f"{legend}<h2>Parts</h2>{_parts_table(report['parts'], report['threshold'])}"
+    body = (f"{legend}{_followed(report)}<h2>Parts</h2>{_parts_table(report['parts'], report['threshold'])}"
             f"<h2>Worst moments</h2>{moments}")
     line = _score_line(report["score"])
     page = _page(f"attempt {Path(report['attempt']['path']).name} against reference "

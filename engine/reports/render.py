@@ -105,6 +105,17 @@ def plot_rep_scores(path: str | Path, scores, threshold: float = SCORE_THRESHOLD
     return Path(path)
 
 
+def person_thumbnail(frame: np.ndarray, box, caption: str, width: int = 360) -> np.ndarray:
+    """``frame`` (RGB) scaled to ``width`` pixels wide with ``box`` (x0, y0, x1, y1 pixels of the
+    frame) drawn around the person followed, and ``caption`` written: whom a report follows."""
+    scale = width / frame.shape[1]
+    small = cv2.resize(frame, (width, max(2, int(round(frame.shape[0] * scale)))), interpolation=cv2.INTER_AREA)
+    x0, y0, x1, y1 = (int(round(float(v) * scale)) for v in box)
+    cv2.rectangle(small, (x0, y0), (x1, y1), (0, 0, 0), 4, cv2.LINE_AA)
+    cv2.rectangle(small, (x0, y0), (x1, y1), (255, 214, 0), 2, cv2.LINE_AA)
+    return captioned(small, caption, 0.55)
+
+
 def write_image(path: str | Path, rgb: np.ndarray) -> Path:
     """Write an RGB image (PNG/JPEG by extension)."""
     path = Path(path)
