@@ -188,6 +188,31 @@ def test_pose_cli_writes_alphapose_json(triton_server, tmp_path):
                            and 0 <= r["score"] <= 1 and "image_id" in r and "idx" in r for r in records)
 
 
+def test_find_says_nothing_similar_under_its_min_score_and_names_tracks(clip_poses, tmp_path):
+    """Pose JSON files only (no server): the clip's pose turned on its side (lying down) is not
+    in the clip of pedestrians; the pose itself is, in the performer's track."""
+    from posescore.engine.media.pose_files import to_alphapose, write_alphapose
+
+    clip = clip_poses["clip"]
+    row = len(clip) // 2
+    standing = clip.select([row])
+    keypoints = standing.keypoints.copy()
+    centre = keypoints[..., :2].mean(axis=(0, 1, 2))
+    xy = keypoints[..., :2] - centre
+    keypoints[..., 0], keypoints[..., 1] = centre[0] - xy[..., 1], centre[1] + xy[..., 0]  # turned 90 degrees
+    lying = replace(standing, keypoints=keypoints)
+    video = write_alphapose(tmp_path / "clip.json", to_alphapose(clip))
+    query = write_alphapose(tmp_path / "lying.json", to_alphapose(lying))
+    result = json.loads(posescore("find", query, video, "--json", "--quiet").stdout)
+    assert result["moments"] == [] and result["best_score"] < result["min_score"] == 50.0
+    text = posescore("find", query, video, "--quiet").stdout
+    assert text.startswith(f"nothing similar: the best moment scores {result['best_score']:.1f}, under 50"), text
+    pose = write_alphapose(tmp_path / "standing.json", to_alphapose(standing))
+    found = json.loads(posescore("find", pose, video, "--json", "--quiet", "--k", "1").stdout)["moments"]
+    assert found[0]["frame"] == int(clip.frame_indices[row]) and found[0]["score"] >= 99
+    assert found[0]["track"] >= 0
+
+
 def test_find_returns_the_frame_a_pose_was_taken_from(clips, clip_poses, triton_server, tmp_path):
     clip = clip_poses["clip"]
     row = len(clip) // 2

@@ -302,11 +302,16 @@ def find_command(args) -> int:
 
     result = _run_job(args, lambda c: find_job(args.pose, args.video, c, k=args.k, mirror=args.mirror,
                                                out_dir=args.out, fps=args.fps, person=args.person,
+                                               min_score=args.min_score,
                                                progress=_Progress("decoded and inferred", args.quiet)),
                       args.pose, args.video)
-    lines = [f"{'time':>8}  {'frame':>6}  {'score':>5}  parts"]
-    lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['score']:5.1f}  {format_parts(m['parts'])}"
-              for m in result["moments"]]
+    if result["moments"]:
+        lines = [f"{'time':>8}  {'frame':>6}  {'track':>5}  {'score':>5}  parts"]
+        lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['track']:5d}  {m['score']:5.1f}  {format_parts(m['parts'])}"
+                  for m in result["moments"]]
+    else:
+        lines = [f"nothing similar: the best moment scores {result['best_score']:.1f}, under {args.min_score:g} "
+                 f"(--min-score)"]
     lines += [f"{name}: {path}" for name, path in result.get("outputs", {}).items()]
     _emit(args, result, lines)
     return 0
@@ -368,6 +373,9 @@ def search_command(args) -> int:
     lines += [f"{n:4d} {m['score']:5.1f}  {m['video'][:24]:24} {m['track']:5d} {m['start_time']:7.2f}s "
               f"{m['end_time']:7.2f}s  {m['start_frame']}-{m['end_frame']}"
               for n, m in enumerate(result["matches"], 1)]
+    if not result["matches"]:
+        lines = ["nothing similar" + (f": no movement scores {args.min_score:g} or more (--min-score)" if args.clip
+                                      else ": the archive holds no pose that the filters let through")]
     if "explain" in result:
         report = result["explain"]["report"]
         lines.append(f"hit {result['explain']['hit']}: compare score {report['score']:.1f}, parts "

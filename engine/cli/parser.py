@@ -122,7 +122,7 @@ def add_job_commands(sub) -> None:
     _person_options(reps)
     reps.set_defaults(func=commands.reps_command)
 
-    from posescore.engine.jobs.find import MAX_MOMENTS
+    from posescore.engine.jobs.find import MAX_MOMENTS, MIN_MOMENT_SCORE
 
     find = _job_parser(sub, "find", "the moments of a video most similar to a pose")
     find.add_argument("pose", help="image (its main person) or pose JSON")
@@ -130,6 +130,8 @@ def add_job_commands(sub) -> None:
     find.add_argument("--k", type=int, default=5)
     find.add_argument("--mirror", action="store_true", help="also match the mirror image")
     find.add_argument("--out", help="folder for best_match.png")
+    find.add_argument("--min-score", type=float, default=MIN_MOMENT_SCORE,
+                      help="moments scoring under this are not the pose (none left: nothing similar)")
     find.add_argument("--person", default="auto", metavar="SPEC",
                       help=PERSON_HELP.format(what="POSE (the query image)", auto="its main person: largest, "
                                               "most confident") + "; every person of VIDEO is searched")

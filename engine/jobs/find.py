@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from posescore.engine.analysis.answers import score_answer
+from posescore.engine.analysis.people import track_people
 from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, query_pose
 from posescore.engine.media.pose_files import is_poses_json
@@ -17,23 +18,31 @@ from posescore.kernels.skeleton import PART_NAMES
 
 #: Most moments ``find`` answers (a larger ``--k`` is a mistake, not a query).
 MAX_MOMENTS = 100_000
+#: A moment scoring under this is not the pose: ``find`` answers "nothing similar" rather than it.
+MIN_MOMENT_SCORE = 50.0
 
 
-def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool = False) -> list[dict]:
-    """The ``k`` moments of ``poses`` (every person) most similar to ``query [17, 3]``, best first,
-    at least MOMENT_GAP_S apart: frame, time, person, score and part scores (the score service's
-    answer, ``engine.analysis.answers.score_answer``, over every pose)."""
+def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool = False,
+                 min_score: float = MIN_MOMENT_SCORE) -> list[dict]:
+    """The ``k`` moments of ``poses`` (every person) most similar to ``query [17, 3]`` and scoring
+    at least ``min_score``, best first, at least MOMENT_GAP_S apart: frame, time, person (its
+    index in the frame) and track, score and part scores (the score service's answer,
+    ``engine.analysis.answers.score_answer``, over every pose)."""
     frame_no, person, keypoints = poses.people()
     if len(frame_no) == 0:
         raise JobError(f"{poses.info.path}: no person detected in any frame")
+    tracks = poses.tracks if poses.tracks is not None else track_people(poses)
     scores, parts, mirrored, scored = score_answer(query, keypoints, mirror=mirror)
     found: list[dict] = []
     for n in np.argsort(-scores, kind="stable"):
+        if scores[n] < min_score:
+            break
         time = float(poses.times[frame_no[n]])
         if any(abs(time - f["time"]) < MOMENT_GAP_S for f in found):
             continue
         found.append({"frame": int(poses.frame_indices[frame_no[n]]), "time": round(time, 3),
-                      "person": int(person[n]), "score": round(float(scores[n]), 2),
+                      "person": int(person[n]), "track": int(tracks[frame_no[n], person[n]]),
+                      "score": round(float(scores[n]), 2),
                       "parts": {name: round(float(p), 2) if ok else None
                                 for name, p, ok in zip(PART_NAMES, parts[n], scored[n])},
                       "mirrored": bool(mirrored[n])})
@@ -43,7 +52,7 @@ def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool 
 
 
 def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps=None,
-             progress: Progress | None = None, person=None) -> dict:
+             progress: Progress | None = None, person=None, min_score: float = MIN_MOMENT_SCORE) -> dict:
     """``posescore find``: the k best moments; with ``out_dir`` also ``best_match.png`` (the query
     and the best frame side by side, skeletons coloured by part score). ``person``: whom of the
     query's people to look for (``jobs.inputs.query_pose``: a track id, ``X,Y@T``,
@@ -51,8 +60,11 @@ def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps
     (``track``, ``time``, ``choice``). The video's people are all searched."""
     query, chosen = query_pose(pose_source, client, person)
     poses = load_poses(video, client, fps=fps, progress=progress)
-    moments = find_moments(query, poses, k=k, mirror=mirror)
-    result = {"pose": str(pose_source), "pose_person": chosen, "video": str(video), "moments": moments}
+    moments = find_moments(query, poses, k=k, mirror=mirror, min_score=min_score)
+    result = {"pose": str(pose_source), "pose_person": chosen, "video": str(video), "min_score": min_score,
+              "moments": moments}
+    if not moments:  # nothing similar: say how close the best came
+        result["best_score"] = find_moments(query, poses, k=1, mirror=mirror, min_score=-1.0)[0]["score"]
     if out_dir and moments:
         best = moments[0]
         out = Path(out_dir)
