@@ -17,7 +17,7 @@ from conftest import browser_dom, page_data
 from posescore.engine.archive import CATALOG, archive_info, list_videos, verify
 from posescore.engine.jobs.compare import compare_poses
 from posescore.engine.archive import MOMENT_GAP_S
-from posescore.engine.media.samples import SAMPLE_VIDEO
+from posescore.engine.media.samples import BASKETBALL, SAMPLE_VIDEO
 from posescore.engine.reports.render import RED, draw_skeleton, red_limbs
 from posescore.engine.media.encode import retime_video
 from posescore.engine.jobs.extract import extract_poses
@@ -211,6 +211,30 @@ def test_find_says_nothing_similar_under_its_min_score_and_names_tracks(clip_pos
     found = json.loads(posescore("find", pose, video, "--json", "--quiet", "--k", "1").stdout)["moments"]
     assert found[0]["frame"] == int(clip.frame_indices[row]) and found[0]["score"] >= 99
     assert found[0]["track"] >= 0
+
+
+def test_the_track_sheet_shows_each_track_with_its_id(clips, clip_poses, triton_server, tmp_path):
+    """``posescore pose -o`` writes a contact sheet beside its JSON: a frame of each track, boxed,
+    in columns of 4, so that a user can pick the --person to follow."""
+    import cv2
+
+    from posescore.engine.analysis.people import track_people
+    from posescore.engine.jobs.pose import SHEET_COLUMNS, write_track_sheet
+
+    poses = clip_poses["clip"]
+    tracks = track_people(poses)
+    sheet = cv2.imread(str(write_track_sheet(tmp_path / "sheet.png", clips["clip"], poses, tracks)))
+    count = len(np.unique(tracks[tracks >= 0]))
+    rows = -(-count // SHEET_COLUMNS)
+    assert sheet.shape[1] == 360 * SHEET_COLUMNS and sheet.shape[0] % rows == 0
+    # Each tile has its person boxed in yellow (RGB 255, 214, 0), and the empty tiles none.
+    tile_h = sheet.shape[0] // rows
+    boxed = [bool(((sheet[r * tile_h:(r + 1) * tile_h, c * 360:(c + 1) * 360] == (0, 214, 255)).all(-1)).any())
+             for r in range(rows) for c in range(SHEET_COLUMNS)]
+    assert boxed == [True] * count + [False] * (rows * SHEET_COLUMNS - count)
+    image = posescore("pose", BASKETBALL, "-o", tmp_path / "basketball.json", "--url", triton_server.grpc_url, "--quiet")
+    assert f"tracks: {tmp_path / 'basketball.tracks.png'}" in image.stdout
+    assert (tmp_path / "basketball.tracks.png").stat().st_size > 10_000
 
 
 def test_find_returns_the_frame_a_pose_was_taken_from(clips, clip_poses, triton_server, tmp_path):

@@ -225,12 +225,15 @@ def _run_job(args, job, *inputs):
 def pose_command(args) -> int:
     from posescore.engine.jobs.pose import pose_job
 
+    sheet = Path(args.output).with_suffix(".tracks.png") if args.output else None
     records = _run_job(args, lambda c: pose_job(args.input, c, args.output, args.fps,
-                                                _Progress("decoded and inferred", args.quiet)), args.input)
+                                                _Progress("decoded and inferred", args.quiet), sheet=sheet), args.input)
     if args.output:
         frames = len({r["image_id"] for r in records})
-        _emit(args, {"output": args.output, "records": len(records)},
-              [f"{len(records)} poses in {frames} frame(s) written to {args.output}"])
+        tracks = sheet if sheet is not None and sheet.exists() else None
+        _emit(args, {"output": args.output, "records": len(records), "tracks": str(tracks) if tracks else None},
+              [f"{len(records)} poses in {frames} frame(s) written to {args.output}"]
+              + ([f"tracks: {tracks} (a frame of each, its id: for --person)"] if tracks else []))
     else:
         from posescore.engine.media.pose_files import json_text
 
