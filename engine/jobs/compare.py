@@ -16,7 +16,8 @@ from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_compare_page
-from posescore.engine.reports.render import draw_skeleton, person_thumbnail, plot_scores, side_by_side, write_image
+from posescore.engine.reports.render import (draw_ghost, draw_skeleton, person_thumbnail, plot_scores, side_by_side,
+                                            write_image)
 from posescore.kernels import SCORE_THRESHOLD, under_threshold
 from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, PART_ANGLES, PART_NAMES, angle_difference,
                                         joint_angles, tilts)
@@ -181,7 +182,7 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
                       performers: tuple[Performer, Performer], out_dir: Path, sources: tuple,
                       fps: float | None = None) -> dict:
     """Write ``side_by_side.mp4`` (both skeletons per aligned step, limbs of parts under the
-    threshold red), ``scores.png`` and, for each of the reference and the attempt,
+    threshold red, and the reference's drawn thin and white over the attempt), ``scores.png`` and, for each of the reference and the attempt,
     ``<role>_person.jpg`` (a frame with the person followed boxed) into ``out_dir``; returns
     their paths."""
     threshold = report["threshold"]
@@ -197,6 +198,7 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
             rf, af = step["reference_frame"], step["attempt_frame"]
             left = draw_skeleton(r_cursor.get(rf), r_perf.poses[r_at[rf]], parts, threshold)
             right = draw_skeleton(a_cursor.get(af), a_perf.poses[a_at[af]], parts, threshold)
+            draw_ghost(right, r_perf.poses[r_at[rf]], a_perf.poses[a_at[af]], report["mirrored"])
             yield side_by_side(left, right, captions=(f"reference {step['reference_time']:.2f}s",
                                                       f"attempt {step['attempt_time']:.2f}s  score {step['score']:.0f}"))
 

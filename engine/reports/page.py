@@ -163,7 +163,8 @@ def write_compare_page(path: str | Path, report: dict, video: str | Path) -> Pat
     legend = (f"<p class=\"legend\">Each point is a step of the alignment: its score is the mean of its part scores. "
               f"Dashed red line: the threshold, {report['threshold']:g}; a step under it is a worst moment. "
               f"In the video the reference is on the left and the attempt on the right; limbs of parts under "
-              f"the threshold are red, the others green.</p>")
+              f"the threshold are red, the others green; the thin white skeleton over the attempt is the "
+              f"reference's pose at that step, placed on the attempt's body.</p>")
     body = (f"{legend}{_followed(report)}<h2>Parts</h2>{_parts_table(report['parts'], report['threshold'])}"
             f"<h2>Worst moments</h2>{moments}")
     line = _score_line(report["score"])

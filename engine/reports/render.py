@@ -55,6 +55,36 @@ def draw_skeleton(frame: np.ndarray, pose: np.ndarray, part_scores=None, thresho
     return out
 
 
+def draw_ghost(frame: np.ndarray, ghost: np.ndarray, onto: np.ndarray, mirrored: bool = False,
+               min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> np.ndarray:
+    """``frame`` (in place) with the pose ``ghost [17, 3]`` (the reference) drawn as thin white
+    limbs over the pose ``onto [17, 3]`` (the attempt, pixels of ``frame``): moved and scaled so
+    that the keypoints both show have the same centre and spread (mirrored left to right first
+    when the attempt matched mirrored), so a coach sees where each limb should be."""
+    ghost, onto = np.asarray(ghost, np.float64), np.asarray(onto, np.float64)
+    both = visible_keypoints(ghost, min_confidence) & visible_keypoints(onto, min_confidence)
+    if both.sum() < 2:
+        return frame
+    xy = ghost[:, :2].copy()
+    if mirrored:
+        from posescore.kernels.skeleton import FLIP_PERMUTATION
+
+        xy = xy[list(FLIP_PERMUTATION)] * np.array([-1.0, 1.0])
+        both = both[list(FLIP_PERMUTATION)] & visible_keypoints(onto, min_confidence)
+        if both.sum() < 2:
+            return frame
+    g_centre, o_centre = xy[both].mean(0), onto[both, :2].mean(0)
+    spread = np.sqrt(((xy[both] - g_centre) ** 2).sum(1).mean())
+    scale = np.sqrt(((onto[both, :2] - o_centre) ** 2).sum(1).mean()) / spread if spread > 0 else 1.0
+    placed = (xy - g_centre) * scale + o_centre
+    seen = visible_keypoints(ghost[list(FLIP_PERMUTATION)] if mirrored else ghost, min_confidence)
+    width = max(1, round(max(frame.shape[:2]) / 600))
+    for a, b in LIMBS:
+        if seen[a] and seen[b]:
+            cv2.line(frame, _point(placed[a]), _point(placed[b]), (255, 255, 255), width, cv2.LINE_AA)
+    return frame
+
+
 def _point(keypoint) -> tuple[int, int]:
     return int(round(float(keypoint[0]))), int(round(float(keypoint[1])))
 
