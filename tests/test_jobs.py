@@ -441,3 +441,15 @@ def test_progress_bar_on_a_terminal_only(clips, triton_server, tmp_path):
                                  "-o", tmp_path / "b.json") == ""
     piped = posescore("pose", clips["double"], "--url", triton_server.grpc_url, "-o", tmp_path / "c.json")
     assert "frame" not in piped.stderr  # stderr is a pipe: no bar
+
+
+def test_the_side_by_side_video_crops_a_small_performer_of_a_large_frame():
+    from posescore.engine.reports.render import performer_crop
+
+    boxes = np.array([[900, 500, 960, 640], [980, 510, 1041, 650], [0, 0, 0, 0]], np.float32)
+    present = np.array([True, True, False])
+    x0, y0, x1, y1 = performer_crop(boxes, present, 1920, 1080)
+    assert (x0, y0) == (864, 462) and (x1 - x0) % 2 == 0 and (y1 - y0) % 2 == 0
+    assert x1 >= 1041 + 35 - 1 and y1 >= 650 + 35 - 1  # the union, grown by a quarter of its size
+    assert performer_crop(boxes, present, 320, 720) is None  # it would show most of the frame anyway
+    assert performer_crop(boxes, np.zeros(3, bool), 1920, 1080) is None

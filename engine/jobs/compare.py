@@ -16,8 +16,8 @@ from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_compare_page
-from posescore.engine.reports.render import (draw_ghost, draw_skeleton, person_thumbnail, plot_scores, side_by_side,
-                                            write_image)
+from posescore.engine.reports.render import (draw_ghost, draw_skeleton, performer_crop, person_thumbnail, plot_scores,
+                                            side_by_side, write_image)
 from posescore.kernels import SCORE_THRESHOLD, under_threshold
 from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, PART_ANGLES, PART_NAMES, angle_difference,
                                         joint_angles, tilts)
@@ -182,7 +182,8 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
                       performers: tuple[Performer, Performer], out_dir: Path, sources: tuple,
                       fps: float | None = None) -> dict:
     """Write ``side_by_side.mp4`` (both skeletons per aligned step, limbs of parts under the
-    threshold red, and the reference's drawn thin and white over the attempt), ``scores.png`` and, for each of the reference and the attempt,
+    threshold red, and the reference's drawn thin and white over the attempt; each side cropped to
+    the part of its video its performer uses when that is at most half the frame), ``scores.png`` and, for each of the reference and the attempt,
     ``<role>_person.jpg`` (a frame with the person followed boxed) into ``out_dir``; returns
     their paths."""
     threshold = report["threshold"]
@@ -191,6 +192,13 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
     a_at = {int(f): n for n, f in enumerate(attempt.frame_indices)}
     r_cursor = FrameCursor(sources[0], reference.info, fps)
     a_cursor = FrameCursor(sources[1], attempt.info, fps)
+    # Large frames with a small performer: each side shows the part of its video the performer uses.
+    crops = [performer_crop(p.boxes, p.present, v.info.width, v.info.height)
+             for p, v in ((r_perf, reference), (a_perf, attempt))]
+
+    def cropped(frame, side):
+        crop = crops[side]
+        return frame if crop is None else np.ascontiguousarray(frame[crop[1]:crop[3], crop[0]:crop[2]])
 
     def frames():
         for step in report["steps"]:
@@ -199,8 +207,9 @@ def render_comparison(report: dict, reference: VideoPoses, attempt: VideoPoses,
             left = draw_skeleton(r_cursor.get(rf), r_perf.poses[r_at[rf]], parts, threshold)
             right = draw_skeleton(a_cursor.get(af), a_perf.poses[a_at[af]], parts, threshold)
             draw_ghost(right, r_perf.poses[r_at[rf]], a_perf.poses[a_at[af]], report["mirrored"])
-            yield side_by_side(left, right, captions=(f"reference {step['reference_time']:.2f}s",
-                                                      f"attempt {step['attempt_time']:.2f}s  score {step['score']:.0f}"))
+            yield side_by_side(cropped(left, 0), cropped(right, 1), height=None if crops == [None, None] else 480,
+                               captions=(f"reference {step['reference_time']:.2f}s",
+                                         f"attempt {step['attempt_time']:.2f}s  score {step['score']:.0f}"))
 
     video = write_video(out_dir / "side_by_side.mp4", frames(), fps or reference.info.fps or 25.0)
     steps = report["steps"]

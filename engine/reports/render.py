@@ -85,6 +85,25 @@ def draw_ghost(frame: np.ndarray, ghost: np.ndarray, onto: np.ndarray, mirrored:
     return frame
 
 
+def performer_crop(boxes: np.ndarray, present: np.ndarray, width: int, height: int, margin: float = 0.25,
+                   most: float = 0.5) -> tuple[int, int, int, int] | None:
+    """The part of a ``width`` x ``height`` video to show of a performer: the union of its boxes
+    ``[F, 4]`` (x0, y0, x1, y1 pixels) where ``present [F]``, grown by ``margin`` of its size on
+    each side, with even sides; None (show the whole frame) when that covers more than ``most`` of
+    the frame's area or the performer is never present."""
+    if not np.any(present):
+        return None
+    b = np.asarray(boxes, np.float64)[np.asarray(present, bool)]
+    x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    x0, y0 = int(max(0.0, x0 - dx)), int(max(0.0, y0 - dy))
+    x1, y1 = int(min(width, x1 + dx)), int(min(height, y1 + dy))
+    x1, y1 = x1 - (x1 - x0) % 2, y1 - (y1 - y0) % 2
+    if x1 - x0 < 16 or y1 - y0 < 16 or (x1 - x0) * (y1 - y0) > most * width * height:
+        return None
+    return x0, y0, x1, y1
+
+
 def _point(keypoint) -> tuple[int, int]:
     return int(round(float(keypoint[0]))), int(round(float(keypoint[1])))
 
