@@ -34,9 +34,11 @@ $(EXPORT_STAMP): $(STAMP)
 model: $(EXPORT_STAMP)
 	$(PY) -m posescore.cli models export
 
-# Sports2D's demo video: fetched once with pip into ~/.cache/posescore-media (fast when there).
+# Sports2D's demo video: fetched once with pip into ~/.cache/posescore-media (fast when there);
+# Debian's ffmpeg builds the re-timed sets of tests/test_reps_retimed.py.
 media: $(SAMPLE_VIDEO) $(STAMP)
 	$(PY) -m posescore.engine.media.samples fetch >/dev/null
+	command -v ffmpeg >/dev/null || ($(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq ffmpeg)
 
 $(SAMPLE_VIDEO):
 	$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq opencv-doc

@@ -199,7 +199,9 @@ def test_find_looks_for_the_person_named_in_the_query_image(videos, poses, trito
     assert named["pose_person"]["choice"].startswith("track ") and named["pose_person"]["track"] != \
         main["pose_person"]["track"]
     best = named["moments"][0]
-    assert abs(best["frame"] - 2) <= 2 and best["score"] >= 90 and best["score"] > main["moments"][0]["score"]
+    # The main person (the woman) is not in the man's video: "nothing similar", with how close it came.
+    main_best = main["moments"][0]["score"] if main["moments"] else main["best_score"]
+    assert abs(best["frame"] - 2) <= 2 and best["score"] >= 90 and best["score"] > main_best
 
 
 def test_cli_passes_person_and_refuses_bad_specs(poses):
