@@ -75,6 +75,8 @@ def test_reps_finds_every_repetition_and_flags_the_backwards_one(videos, poses):
 
     for r in result["reps"]:
         assert (r["worst_moment"] is None) == r["report"]["matches_throughout"]
+        if r["worst_moment"]:  # the row names the part its feedback speaks of
+            assert r["worst_part"] == r["worst_moment"]["worst_part"]
     moment = result["reps"][backwards]["worst_moment"]
     assert set(moment["angles"]) == set(ANGLE_NAMES) and moment["joint"] in PART_ANGLES[moment["worst_part"]]
     a = moment["joint_angles"]

@@ -61,7 +61,11 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
                      "duration": round(float(attempt.times[last] - attempt.times[first]), 3),
                      "score": report["score"], "flagged": under_threshold(report["score"], threshold),
                      "backwards": rep.backwards,
-                     "parts": report["parts"], "worst_part": min(scored, key=scored.get) if scored else None,
+                     # The part the row names is its worst moment's (the one its feedback speaks of),
+                     # else the part scoring lowest over the repetition.
+                     "parts": report["parts"],
+                     "worst_part": (report["worst_moments"][0]["worst_part"] if report["worst_moments"]
+                                    else min(scored, key=scored.get) if scored else None),
                      "worst_moment": report["worst_moments"][0] if report["worst_moments"] else None,
                      "report": report})
     times = reference.times[r_pos]
