@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from posescore.engine.reports.feedback import followed_line, format_parts
+from posescore.engine.reports.feedback import followed_sentence, format_parts
 
 
 def info_command(args) -> int:
@@ -241,13 +241,19 @@ def pose_command(args) -> int:
     return 0
 
 
+def _check_movements(args) -> None:
+    """Refuse an image as REFERENCE or ATTEMPT before any server starts or anything is decoded."""
+    from posescore.engine.jobs.inputs import check_movement_source
+
+    check_movement_source(args.reference, "reference")
+    check_movement_source(args.attempt, "attempt")
+
+
 def compare_command(args) -> int:
     from posescore.engine.reports.feedback import moment_feedback, no_moment_line, verdict
-    from posescore.engine.jobs.inputs import check_movement_source
     from posescore.engine.jobs.compare import compare_job
 
-    check_movement_source(args.reference, "reference")  # before any server starts
-    check_movement_source(args.attempt, "attempt")
+    _check_movements(args)
     report = _run_job(args, lambda c: compare_job(
         args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
         fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet),
@@ -256,8 +262,7 @@ def compare_command(args) -> int:
     lines = [f"score {verdict(report['score'])}  (DTW distance {report['distance']:.3f}, "
              f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
              f"parts  {format_parts(report['parts'])}",
-             f"followed: {followed_line(report['reference'])} in the reference, "
-             f"{followed_line(report['attempt'])} in the attempt"]
+             followed_sentence(report)]
     if report["parts_under_threshold"]:
         lines.append(f"under {report['threshold']:g}: {', '.join(report['parts_under_threshold'])}")
     if report["worst_moments"]:
@@ -274,19 +279,16 @@ def compare_command(args) -> int:
 
 def reps_command(args) -> int:
     from posescore.engine.reports.feedback import moment_feedback
-    from posescore.engine.jobs.inputs import check_movement_source
     from posescore.engine.jobs.reps import reps_job
 
-    check_movement_source(args.reference, "reference")  # before any server starts
-    check_movement_source(args.attempt, "attempt")
+    _check_movements(args)
     result = _run_job(args, lambda c: reps_job(
         args.reference, args.attempt, c, start=args.start, end=args.end, threshold=args.threshold,
         mirror=args.mirror, fps=args.fps, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
         min_score=args.min_score, out_dir=args.out, csv=args.csv, person=args.person,
         reference_person=args.reference_person, progress=_Progress("decoded and inferred", args.quiet)),
         args.reference, args.attempt)
-    lines = [f"followed: {followed_line(result['reference'])} in the reference, "
-             f"{followed_line(result['attempt'])} in the attempt",
+    lines = [followed_sentence(result),
              f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
     for r in result["reps"]:
         mark = "  <- under " + f"{result['threshold']:g}" if r["flagged"] else ""

@@ -114,13 +114,8 @@ def choose_reference(poses: VideoPoses, name, person: Any = None, *, rows: np.nd
     or with auto (None) the one who moves the most (``most_moving_performer``, over ``rows`` when
     given: a reference cut from a longer video), an error listing the tracks when two move alike.
     Checked to be visible in 2 frames (``performer_frames``)."""
-    spec = parse_person(person, option)
-    tracks = track_people(poses)
-    if spec.auto:
-        performer = most_moving_performer(poses, tracks, option=option, source=str(name), rows=rows)
-    else:
-        performer = person_by_spec(poses, tracks, spec, option=option, source=str(name))
-    return performer_frames(poses, name, performer)[1]
+    return _choose(poses, name, person, option,
+                   lambda tracks: most_moving_performer(poses, tracks, option=option, source=str(name), rows=rows))
 
 
 def choose_attempt(poses: VideoPoses, name, fit: Callable[[Performer], float], person: Any = None, *,
@@ -129,12 +124,15 @@ def choose_attempt(poses: VideoPoses, name, fit: Callable[[Performer], float], p
     whose movement ``fit`` scores highest against the reference's performer
     (``engine.analysis.people.best_fit_performer``: tracks in 2 rows and a quarter of the video, the
     8 longest). Checked to be visible in 2 frames (``performer_frames``)."""
+    return _choose(poses, name, person, option, lambda tracks: best_fit_performer(poses, tracks, fit))
+
+
+def _choose(poses: VideoPoses, name, person: Any, option: str, auto: Callable[[np.ndarray], Performer]) -> Performer:
+    """The track ``person`` names, or ``auto(tracks)`` when it says auto; checked to be visible in
+    2 frames (``performer_frames``)."""
     spec = parse_person(person, option)
     tracks = track_people(poses)
-    if spec.auto:
-        performer = best_fit_performer(poses, tracks, fit)
-    else:
-        performer = person_by_spec(poses, tracks, spec, option=option, source=str(name))
+    performer = auto(tracks) if spec.auto else person_by_spec(poses, tracks, spec, option=option, source=str(name))
     return performer_frames(poses, name, performer)[1]
 
 

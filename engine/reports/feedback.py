@@ -79,3 +79,10 @@ def followed_line(source: dict) -> str:
     """``track 3 (auto: best fit of 2 tracks)``: whom a report's source followed, and how chosen."""
     choice = source.get("performer_choice")
     return f"track {source['performer_track']}" + (f" ({choice})" if choice else "")
+
+
+def followed_sentence(report: dict) -> str:
+    """``followed: track 0 (...) in the reference, track 2 (...) in the attempt`` of a compare
+    report or a reps result."""
+    return (f"followed: {followed_line(report['reference'])} in the reference, "
+            f"{followed_line(report['attempt'])} in the attempt")

@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 
-from posescore.engine.reports.feedback import clock, moment_feedback, no_moment_line
+from posescore.engine.reports.feedback import clock, followed_line, moment_feedback, no_moment_line
 from posescore.kernels import SCORE_BANDS, score_band, under_threshold
 
 _STYLE = """
@@ -111,8 +111,6 @@ def _moments(moments: list[dict], thumbnails: list[str], seeks: list[float]) -> 
 def _followed(report: dict) -> str:
     """Whom the report followed in each video: the boxed thumbnails the job wrote, the track id
     and how it was chosen."""
-    from posescore.engine.reports.feedback import followed_line
-
     cards = []
     for role in ("reference", "attempt"):
         image = report.get("outputs", {}).get(f"{role}_person")
