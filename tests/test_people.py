@@ -101,6 +101,25 @@ def test_tracker_is_consistent_under_re_timing():
             assert relabel.setdefault(a, b) == b, (clip_tracks.tolist(), half_tracks.tolist())
 
 
+def test_a_cut_back_to_where_a_track_stood_continues_it_and_nothing_else_does():
+    """A set cut from takes: a walker crosses (12 px a row), and after the cut stands again where and
+    as they stood at the start (a repetition replayed). That continues their track; someone else in
+    that place, or the same place after the track ended, starts a new one."""
+    walk = [[(*person(100 + 12 * t, 240, 200), 0.9)] for t in range(8)]
+    tracks = track_people(poses_of(walk + walk))
+    assert set(tracks[:, 0].tolist()) == {0}
+    # Another pose in that place (the arms elsewhere: keypoints 40 px apart) is another person.
+    other = [[(kps + np.array([0.0, 40.0, 0.0], np.float32) * (np.arange(17) % 2)[:, None], box, score)
+              for kps, box, score in found] for found in walk]
+    tracks = track_people(poses_of(walk + other))
+    assert set(tracks[:8, 0].tolist()) == {0} and set(tracks[8:, 0].tolist()) == {1}
+    # A return after the track ended (unseen for more than max_gap rows) starts a new track.
+    tracks = track_people(poses_of(walk + [[]] * 4 + walk), max_gap=3)
+    assert set(tracks[:8, 0].tolist()) == {0} and set(tracks[12:, 0].tolist()) == {1}
+    tracks = track_people(poses_of(walk + [[]] * 3 + walk), max_gap=3)
+    assert set(tracks[:8, 0].tolist()) == {0} and set(tracks[11:, 0].tolist()) == {0}
+
+
 def test_tracker_bad_arguments():
     vp = poses_of(two_walkers(3))
     with pytest.raises(ValueError):

@@ -34,6 +34,13 @@ DEFAULT_MAX_GAP = 10
 KEYPOINT_CONFIDENCE = DEFAULT_MIN_CONFIDENCE
 #: OKS-style falloff: a keypoint's similarity is exp(-d² / (2 · area · KAPPA²)).
 KAPPA = 0.1
+#: A track that has just gone unseen is continued by a new detection that stands where it stood
+#: earlier, in the same pose (box IoU and keypoint similarity both at least this): a cut in an edited
+#: video (a set joined from takes, a repetition re-timed and replayed) sends a performer back to a
+#: place and pose they had, and nothing else plausibly does.
+RETURN_MATCH = 0.6
+#: How far back (rows) a track's places are remembered for that.
+RETURN_HISTORY_ROWS = 1800
 
 
 def box_areas(boxes: np.ndarray) -> np.ndarray:
@@ -80,9 +87,13 @@ def track_people(video_poses: VideoPoses, iou_threshold: float = 0.3, max_gap: i
     rows of its box velocity (per row, smoothed) ahead. A pair may match when the IoU of the
     predicted box and the detection's box is at least ``iou_threshold``, or when their keypoints
     agree (OKS-style similarity, see :func:`keypoint_similarity`, at least ``keypoint_threshold``);
-    pairs are ranked by the mean of the two, and by recency. A detection left unmatched starts a new track. A track
-    unseen for more than ``max_gap`` rows ends, so a person hidden for a few frames keeps their id.
-    Each track has at most one detection per row.
+    pairs are ranked by the mean of the two, and by recency. A detection left unmatched continues a
+    track unseen in this row (for at most ``max_gap`` rows) when it stands where that track stood in
+    one of its last ``RETURN_HISTORY_ROWS`` rows, in the same pose (box IoU and keypoint similarity
+    both at least ``RETURN_MATCH``): a cut in an edited video, a set joined from takes or one
+    repetition replayed, sends the performer back to where a repetition started. Any other detection
+    left unmatched starts a new track. A track unseen for more than ``max_gap`` rows ends, so a
+    person hidden for a few frames keeps their id. Each track has at most one detection per row.
     """
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold: expected a value in [0, 1], got {iou_threshold!r}")
@@ -90,23 +101,26 @@ def track_people(video_poses: VideoPoses, iou_threshold: float = 0.3, max_gap: i
         raise ValueError(f"max_gap: expected an integer >= 0 (rows), got {max_gap!r}")
     frames, people = video_poses.keypoints.shape[:2]
     tracks = np.full((frames, people), -1, np.int32)
-    # Live tracks, as parallel lists: id, last box, last keypoints, last row, box velocity per row.
+    # Live tracks, as parallel lists: id, last box, last keypoints, last row, box velocity per row,
+    # and the (box, keypoints) of each of its recent rows.
     ids: list[int] = []
     last_box: list[np.ndarray] = []
     last_kps: list[np.ndarray] = []
     last_row: list[int] = []
     velocity: list[np.ndarray] = []
+    history: list[list[tuple[np.ndarray, np.ndarray]]] = []
     next_id = 0
     for row in range(frames):
         n = int(video_poses.counts[row])
         alive = [t for t in range(len(ids)) if row - last_row[t] - 1 <= max_gap]
-        ids, last_box, last_kps, last_row, velocity = ([seq[t] for t in alive] for seq in
-                                                       (ids, last_box, last_kps, last_row, velocity))
+        ids, last_box, last_kps, last_row, velocity, history = (
+            [seq[t] for t in alive] for seq in (ids, last_box, last_kps, last_row, velocity, history))
         if n == 0:
             continue
         boxes = video_poses.boxes[row, :n].astype(np.float64)
         kps = video_poses.keypoints[row, :n].astype(np.float64)
         assigned = np.full(n, -1, np.int64)
+        returned = np.zeros(n, bool)
         if ids:
             steps = np.array([row - r for r in last_row], np.float64)
             # Seen in the previous row: compared where it was (so a re-timed copy of a clip, whose
@@ -129,6 +143,9 @@ def track_people(video_poses: VideoPoses, iou_threshold: float = 0.3, max_gap: i
                     continue
                 used_tracks.add(int(t))
                 assigned[d] = t
+            for t, d in _returns(history, [t for t in range(len(ids)) if t not in used_tracks],
+                                 boxes, kps, np.flatnonzero(assigned < 0)):
+                assigned[d], returned[d] = t, True
         for d in range(n):
             t = int(assigned[d])
             if t < 0:
@@ -138,7 +155,10 @@ def track_people(video_poses: VideoPoses, iou_threshold: float = 0.3, max_gap: i
                 last_kps.append(kps[d])
                 last_row.append(row)
                 velocity.append(np.zeros(4))
+                history.append([])
                 t = len(ids) - 1
+            elif returned[d]:  # back where it was: no velocity across the jump
+                last_box[t], last_kps[t], last_row[t], velocity[t] = boxes[d], kps[d], row, np.zeros(4)
             else:
                 steps = row - last_row[t]
                 # Keypoints unseen now keep their last position (moved with the box centre), so
@@ -150,8 +170,41 @@ def track_people(video_poses: VideoPoses, iou_threshold: float = 0.3, max_gap: i
                 last_kps[t] = carried
                 velocity[t] = 0.5 * velocity[t] + 0.5 * (boxes[d] - last_box[t]) / steps
                 last_box[t], last_row[t] = boxes[d], row
+            history[t].append((boxes[d], kps[d]))
+            del history[t][:-RETURN_HISTORY_ROWS]
             tracks[row, d] = ids[t]
     return tracks
+
+
+def _returns(history: list, tracks: list[int], boxes: np.ndarray, kps: np.ndarray,
+             detections: np.ndarray) -> list[tuple[int, int]]:
+    """(track, detection) pairs, best first and each at most once, of the ``tracks`` (positions in
+    ``history``) unseen in this row and the unmatched ``detections`` that stand where the track
+    stood in one of its remembered rows, in the same pose: box IoU and keypoint similarity with
+    that row both at least ``RETURN_MATCH`` (see :func:`track_people`)."""
+    if not len(tracks) or not len(detections):
+        return []
+    best = np.zeros((len(tracks), len(detections)))
+    for i, t in enumerate(tracks):
+        past_boxes = np.stack([box for box, _ in history[t]])
+        iou = box_iou(past_boxes, boxes[detections])  # [H, D]
+        near = iou >= RETURN_MATCH
+        if not near.any():
+            continue
+        past = np.flatnonzero(near.any(axis=1))
+        past_kps = np.stack([history[t][h][1] for h in past])
+        sim = keypoint_similarity(past_kps, kps[detections], box_areas(boxes[detections]))
+        both = np.where(near[past] & (sim >= RETURN_MATCH), (iou[past] + sim) / 2.0, 0.0)
+        best[i] = both.max(axis=0)
+    pairs, used_t, used_d = [], set(), set()
+    for i, j in zip(*np.unravel_index(np.argsort(-best, axis=None, kind="stable"), best.shape)):
+        if best[i, j] <= 0:
+            break
+        if i not in used_t and j not in used_d:
+            used_t.add(i)
+            used_d.add(j)
+            pairs.append((tracks[i], int(detections[j])))
+    return pairs
 
 
 @dataclass(frozen=True)

@@ -285,10 +285,11 @@ class TritonServer:
                 from posescore.engine.serving.http_front import HttpFront
 
                 self._front = HttpFront(self.host, self.http_port, self._backend_http_port).start()
-        except BaseException:
+        except BaseException as err:
             tail = self.log_tail()
             self.stop()
-            raise ServerError(f"tritonserver did not become ready; its log ends with:\n{tail}") from None
+            raise ServerError(f"tritonserver did not become ready ({type(err).__name__}: {err}); its log ends "
+                              f"with:\n{tail}") from None
         return self
 
     def _wait_ready(self) -> None:
