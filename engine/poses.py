@@ -105,6 +105,21 @@ class VideoPoses:
         """P, the padded number of people per row."""
         return int(self.keypoints.shape[1])
 
+    @property
+    def rate(self) -> float:
+        """Rows per second, the frame rate of the movement as these rows sample it: the video's
+        ``info.fps``, unless the rows' median time step says otherwise by more than 1% (frames
+        sampled with ``--fps``, every other row selected, a pose JSON without a frame rate): then
+        that, to a thousandth. 0.0 with fewer than 2 rows a time apart and no ``info.fps``."""
+        steps = np.diff(np.asarray(self.times, np.float64))
+        steps = steps[steps > 0]
+        if not len(steps):
+            return float(self.info.fps or 0.0)
+        measured = 1.0 / float(np.median(steps))
+        if self.info.fps and abs(measured - self.info.fps) <= 0.01 * self.info.fps:
+            return float(self.info.fps)
+        return round(measured, 3)
+
     def frames_people(self, i: int) -> "PeopleInFrame":
         """Row ``i``'s people trimmed to its count."""
         n = int(self.counts[i])

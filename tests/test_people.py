@@ -214,3 +214,14 @@ def test_main_performer_on_vtest(pedestrians):
     assert performer.present.sum() >= 8
     assert (performer.poses[~performer.present] == 0).all()
     assert (performer.poses[performer.present][..., 2] > 0).any(axis=1).all()
+
+
+def test_the_rate_of_poses_is_that_of_their_rows():
+    vp = poses_of(two_walkers(12))  # times 0.1 s apart, INFO.fps 10
+    assert vp.rate == 10.0
+    assert vp.select(np.arange(0, 12, 2)).rate == 5.0  # sampled: what --fps 5 decodes
+    assert vp.select(np.arange(0, 12, 3)).rate == pytest.approx(3.333, abs=1e-3)
+    assert vp.select([0]).rate == 10.0  # one row: the video's
+    unknown = poses_of(two_walkers(12), info=VideoInfo(path="p.json", width=0, height=0, fps=0.0, frame_count=12,
+                                                      duration=0.0))
+    assert unknown.rate == 10.0 and unknown.select([3]).rate == 0.0

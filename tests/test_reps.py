@@ -20,6 +20,7 @@ from posescore.engine.media.pose_files import write_alphapose
 from posescore.engine.analysis.people import track_people
 from posescore.engine.jobs.compare import compare_poses
 from posescore.engine.jobs.reps import reps_poses
+from posescore.engine.reports.page import write_reps_page
 from posescore.engine.media.samples import fetch_sports2d
 from posescore.kernels.skeleton import JOINT_NAMES
 
@@ -87,6 +88,47 @@ def test_reps_refuses_a_reference_without_the_performer(poses):
     reference, attempt = poses
     with pytest.raises(ValueError, match="reference"):
         reps_poses(reference, attempt, start=100.0, end=101.0)
+
+
+def test_reps_of_frames_sampled_at_a_lower_rate(videos, poses):
+    # Every other frame (what --fps 15 decodes from these 30 fps videos): the poses' rate is the
+    # rows', not the video's, so a repetition's duration is measured in seconds all the same.
+    _, _, bounds = videos
+    reference, attempt = (p.select(np.arange(0, len(p), 2)) for p in poses)
+    assert reference.rate == attempt.rate == 15.0 and attempt.info.fps == 30.0
+    result = reps_poses(reference, attempt)
+    assert result["count"] == len(PLAN), [(r["start_frame"], r["end_frame"]) for r in result["reps"]]
+    for rep, (first, last) in zip(result["reps"], bounds):  # each within its true bounds, give or take a frame
+        assert first - 2 <= rep["start_frame"] < rep["end_frame"] <= last + 2, (rep["start_frame"], rep["end_frame"])
+    assert result["flagged"] == [PLAN.index(None) + 1]
+
+
+def test_no_repetition_found_says_why_and_where_it_came_nearest(videos, poses, tmp_path):
+    reference, attempt = poses
+    _, attempt_video, bounds = videos
+    # A rest only (the performer holding a repetition's last pose, 0.8 s): a segment came nearest,
+    # and scored under the minimum. The page says so and links that segment.
+    rest = np.arange(bounds[1][1] + 1, bounds[1][1] + 1 + REST_FRAMES)
+    result = reps_poses(reference, attempt.select(rest))
+    assert result["count"] == 0 and result["reps"] == []
+    nearest = result["no_reps"]["nearest"]
+    assert nearest["score"] < result["min_score"] and nearest["end_time"] > nearest["start_time"]
+    assert f"scores {nearest['score']:.1f}, under the 50 a repetition needs (--min-score)" in \
+        result["no_reps"]["reason"]
+    page = write_reps_page(tmp_path / "report.html", result, attempt_video)
+    dom = browser_dom(page)
+    assert page_data(dom).get("ready") == "1"
+    shown = re.search(r'<p id="no-reps" class="seek" data-seek="([0-9.]+)">(.*?)</p>', dom)
+    assert shown and float(shown.group(1)) == pytest.approx(nearest["start_time"], abs=1e-3)
+    assert shown.group(2).startswith("no repetition found: the best match scores")
+    # Half a repetition: too short to be one, and the report says by how much.
+    first, last = bounds[0]
+    result = reps_poses(reference, attempt.select(np.arange(first, first + (last - first) // 3)))
+    assert result["count"] == 0 and result["no_reps"]["nearest"] is None
+    assert "less than the shortest repetition" in result["no_reps"]["reason"]
+    assert "--min-ratio" in result["no_reps"]["reason"]
+    # Found repetitions: no such field.
+    assert "no_reps" not in reps_poses(reference, attempt.select(np.arange(first, last + 1)))
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,38 @@ class Rep(NamedTuple):
     backwards: bool = False
 
 
+class Miss(NamedTuple):
+    """Why a search found no repetition: the segment that came nearest (``first`` / ``last``
+    positions in the attempt's performer frames, its ``score`` against the direction it fits,
+    ``backwards``; all None when no segment could be weighed) and ``reason``, a sentence naming the
+    rule it failed and the option that sets it."""
+
+    reason: str
+    first: int | None = None
+    last: int | None = None
+    score: float | None = None
+    backwards: bool | None = None
+
+
+class RepSearch(NamedTuple):
+    """What :func:`search_reps` found: ``reps`` in time order, and when there are none, ``miss``."""
+
+    reps: list[Rep]
+    miss: Miss | None = None
+
+
 def find_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, attempt_times: np.ndarray,
-              attempt_fps: float, *, min_ratio: float = REP_MIN_RATIO, max_ratio: float = REP_MAX_RATIO,
-              min_score: float = REP_MIN_SCORE, mirror: bool = False) -> list[Rep]:
+              attempt_fps: float, **options) -> list[Rep]:
+    """The repetitions :func:`search_reps` finds (same arguments), in time order."""
+    return search_reps(reference, reference_fps, attempt, attempt_times, attempt_fps, **options).reps
+
+
+def search_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, attempt_times: np.ndarray,
+                attempt_fps: float, *, min_ratio: float = REP_MIN_RATIO, max_ratio: float = REP_MAX_RATIO,
+                min_score: float = REP_MIN_SCORE, mirror: bool = False) -> RepSearch:
     """The repetitions of ``reference [R, 17, 3]`` (one performer's pixel poses, one repetition)
-    in ``attempt [A, 17, 3]`` (frames at ``attempt_times [A]`` seconds), in time order.
+    in ``attempt [A, 17, 3]`` (frames at ``attempt_times [A]`` seconds), in time order; when there
+    are none, why (:class:`Miss`: the segment that came nearest and the rule it failed).
 
     A repetition done wrong is still a repetition: segments are found that fit the movement or
     the movement played backwards (a rest or another movement fits neither). Candidates are
@@ -71,8 +98,11 @@ def find_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, 
     times = np.asarray(attempt_times, np.float64)
     duration = (R - 1) / reference_fps
     lo_s, hi_s = min_ratio * duration, max_ratio * duration
-    if A < 2:
-        return []
+    seen = float(times[-1] - times[0]) if A else 0.0
+    too_short = Miss(f"the attempt's performer is seen for {seen:.2f} s, less than the shortest repetition "
+                     f"({min_ratio:g} x the reference's {duration:.2f} s; --min-ratio)")
+    if A < 2 or seen < lo_s:
+        return RepSearch([], too_short)
     directions = (np.asarray(reference), np.asarray(reference)[::-1].copy())
 
     def allowed(a, b, taken=(), slack=0.0):
@@ -85,7 +115,7 @@ def find_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, 
 
     r_grid, a_grid, rate = search_grids(R, reference_fps, times, attempt_fps)
     if len(a_grid) < 2:
-        return []
+        return RepSearch([], too_short)
     s_vec, _ = kernels.normalize(kernels.consistent_sides(attempt)[a_grid])
     shortest = min(len(a_grid), max(2, int(lo_s * rate)))
     count = min(len(a_grid), 8 + 2 * len(a_grid) // shortest)
@@ -116,22 +146,43 @@ def find_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray, 
     refined = [(r, direction) for value, direction, first, last in candidates if value >= min_score - 20.0
                for r in [refine(value, direction, first, last)] if r is not None]
     refined.sort(key=lambda c: -c[0][0])
+    def too_fast(direction, first, last):
+        # No part of a repetition plays twice as fast as the fastest repetition may.
+        return _fastest_part(directions[direction], reference_fps, attempt, attempt_fps, first, last, rate,
+                             mirror) > 2.0 / min_ratio
+
     overlapping = []
     for (value, first, last), direction in refined:
         if any(t.first <= last and first <= t.last for t in taken):
             overlapping.append((value, direction, first, last))
-        else:
+        elif not too_fast(direction, first, last):
             take(value, direction, first, last)
     for value, direction, first, last in overlapping:
         clear = _clear_part(first, last, taken)
         if clear[1] - clear[0] + 1 < REP_CLEAR_SHARE * (last - first + 1):
             continue
         found = refine(fit(direction)(*clear), direction, *clear)
-        if found is None or _fastest_part(directions[direction], reference_fps, attempt, attempt_fps, found[1],
-                                          found[2], rate, mirror) > 2.0 / min_ratio:
-            continue  # no part of a repetition plays twice as fast as the fastest repetition may
+        if found is None or too_fast(direction, found[1], found[2]):
+            continue
         take(found[0], direction, found[1], found[2])
-    return sorted(taken, key=lambda rep: rep.first)
+    if taken:
+        return RepSearch(sorted(taken, key=lambda rep: rep.first))
+    if not candidates:
+        return RepSearch([], too_short)
+    # Nothing taken: the best candidate, refined as a repetition would be, and the rule it fails.
+    value, direction, first, last = max(candidates, key=lambda c: c[0])
+    if allowed(first, last):
+        value, first, last = ascend_bounds(fit(direction), allowed, first, last, value)
+        first, last = _trim(directions[direction], reference_fps, attempt, attempt_fps, first, last, mirror)
+        value = fit(direction)(first, last) if last > first else value
+    lasts = float(times[last] - times[first])
+    if not lo_s - 1.0 / reference_fps <= lasts <= hi_s + 1.0 / reference_fps:
+        reason = (f"the best match lasts {lasts:.2f} s; a repetition lasts {min_ratio:g} to "
+                  f"{max_ratio:g} x the reference's {duration:.2f} s (--min-ratio, --max-ratio)")
+    else:
+        reason = (f"the best match scores {value:.1f}, under the {min_score:g} a repetition "
+                  f"needs (--min-score)")
+    return RepSearch([], Miss(reason, first, last, round(float(value), 2), bool(direction)))
 
 
 def search_grids(reference_frames: int, reference_fps: float, attempt_times: np.ndarray,

@@ -278,7 +278,7 @@ def compare_command(args) -> int:
 
 
 def reps_command(args) -> int:
-    from posescore.engine.reports.feedback import moment_feedback
+    from posescore.engine.reports.feedback import moment_feedback, no_reps_sentence
     from posescore.engine.jobs.reps import reps_job
 
     _check_movements(args)
@@ -296,6 +296,8 @@ def reps_command(args) -> int:
                      f"{r['score']:5.1f}  {r['worst_part'] or '-':10}  {moment_feedback(r['worst_moment'])}{mark}")
     flagged = f", {len(result['flagged'])} under {result['threshold']:g}" if result["flagged"] else ""
     lines.append(f"{result['count']} repetition(s){flagged}")
+    if "no_reps" in result:
+        lines.append(no_reps_sentence(result["no_reps"]))
     for name, path in result.get("outputs", {}).items():
         lines.append(f"{name:7} {path}")
     _emit(args, result, lines)

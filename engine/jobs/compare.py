@@ -45,7 +45,7 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     r_perf, a_perf = performers or (None, None)
     r_pos, r_perf = performer_frames(reference, names[0], r_perf)
     a_pos, a_perf = performer_frames(attempt, names[1], a_perf)
-    scored = movement_score(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.info.fps,
+    scored = movement_score(r_perf.poses[r_pos], reference.rate, a_perf.poses[a_pos], attempt.rate,
                             mirror=mirror, window=window)
     score, mirrored, window, (fr, fa) = scored.score, scored.mirrored, scored.window, scored.factors
     r_vec, r_w, a_vec, a_w = (scored.reference_vectors, scored.reference_weights, scored.attempt_vectors,

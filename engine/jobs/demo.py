@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         print(f"[compare] clip vs backwards   : score {report['score']:5.1f}")
 
         # A pose taken from the video: the people of the frame at 3 s, as AlphaPose JSON.
-        row = int(min(len(clip_poses) - 1, round(3.0 * clip_poses.info.fps)))
+        row = int(min(len(clip_poses) - 1, round(3.0 * clip_poses.rate)))
         pose_file = out / "pose_at_3s.json"
         write_alphapose(pose_file, to_alphapose(clip_poses.select([row])))
         found = find_job(pose_file, clip, client, k=3, out_dir=out / "find")

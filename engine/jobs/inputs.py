@@ -191,9 +191,9 @@ def choose_performers(reference: VideoPoses, attempt: VideoPoses, names=("refere
     if len(r_poses) < 2:  # a window without the performer: reps_poses says so
         fit = lambda performer: 0.0  # noqa: E731
     elif repetition_ratio is None:
-        fit = movement_fit(r_poses, reference.info.fps, attempt.info.fps, mirror=mirror, window=window)
+        fit = movement_fit(r_poses, reference.rate, attempt.rate, mirror=mirror, window=window)
     else:
-        fit = repetition_fit(r_poses, reference.info.fps, attempt.info.fps, min_ratio=repetition_ratio, mirror=mirror)
+        fit = repetition_fit(r_poses, reference.rate, attempt.rate, min_ratio=repetition_ratio, mirror=mirror)
     return r_perf, choose_attempt(attempt, names[1], fit, person)
 
 

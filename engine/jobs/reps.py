@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from posescore.engine.analysis.people import Performer
-from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, find_reps
+from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, search_reps
 from posescore.engine.jobs.compare import compare_poses
 from posescore.engine.jobs.inputs import (FrameCursor, Progress, check_movement_source, choose_performers, load_poses,
                                           performer_frames, performer_rows, source_summary)
@@ -44,10 +44,11 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
     until = "the end" if end is None else f"{end:g} s"
     r_pos, r_perf = performer_frames(reference, f"{names[0]} (from {start or 0:g} s to {until})", r_perf)
     a_pos, a_perf = performer_frames(attempt, names[1], a_perf)
-    found = find_reps(r_perf.poses[r_pos], reference.info.fps, a_perf.poses[a_pos], attempt.times[a_pos],
-                      attempt.info.fps, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score, mirror=mirror)
+    search = search_reps(r_perf.poses[r_pos], reference.rate, a_perf.poses[a_pos], attempt.times[a_pos],
+                         attempt.rate, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score,
+                         mirror=mirror)
     reps = []
-    for number, rep in enumerate(found, 1):
+    for number, rep in enumerate(search.reps, 1):
         span = np.arange(a_pos[rep.first], a_pos[rep.last] + 1)
         report = compare_poses(reference, attempt.select(span), threshold=threshold, mirror=mirror,
                                names=(names[0], f"{names[1]} rep {number}"),
@@ -73,7 +74,21 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
                           "start_time": round(float(times[0]), 3), "end_time": round(float(times[-1]), 3)},
             "attempt": source_summary(attempt, a_perf, names[1]),
             "threshold": threshold, "min_score": min_score, "count": len(reps),
-            "flagged": [r["rep"] for r in reps if r["flagged"]], "reps": reps}
+            "flagged": [r["rep"] for r in reps if r["flagged"]], "reps": reps,
+            **({"no_reps": _miss_summary(search.miss, attempt, a_pos)} if search.miss else {})}
+
+
+def _miss_summary(miss, attempt: VideoPoses, positions: np.ndarray) -> dict:
+    """A report's ``no_reps``: why no repetition was found (``reason``) and the segment that came
+    nearest (``nearest``: frames, times, score, backwards; None when none could be weighed)."""
+    if miss.first is None:
+        return {"reason": miss.reason, "nearest": None}
+    first, last = int(positions[miss.first]), int(positions[miss.last])
+    return {"reason": miss.reason,
+            "nearest": {"start_frame": int(attempt.frame_indices[first]), "end_frame": int(attempt.frame_indices[last]),
+                        "start_time": round(float(attempt.times[first]), 3),
+                        "end_time": round(float(attempt.times[last]), 3),
+                        "score": miss.score, "backwards": miss.backwards}}
 
 
 def reference_rows(reference: VideoPoses, start: float | None, end: float | None) -> np.ndarray:

@@ -36,7 +36,7 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
     else:
         query_poses = load_poses(clip, client, fps=fps)
         performer = main_performer(query_poses)
-        query, query_fps = performer.poses[performer.present], query_poses.info.fps
+        query, query_fps = performer.poses[performer.present], query_poses.rate
         if len(query) < 2:
             raise JobError(f"{clip}: the performer is visible in fewer than 2 frames")
     missing = None

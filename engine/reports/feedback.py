@@ -86,3 +86,13 @@ def followed_sentence(report: dict) -> str:
     report or a reps result."""
     return (f"followed: {followed_line(report['reference'])} in the reference, "
             f"{followed_line(report['attempt'])} in the attempt")
+
+
+def no_reps_sentence(no_reps: dict) -> str:
+    """Why a reps result has no repetition: ``no repetition found: <reason> (nearest: 1.20-2.50 s,
+    played forwards)``, from its ``no_reps``."""
+    nearest = no_reps.get("nearest")
+    where = "" if nearest is None else (
+        f" (nearest: {clock(nearest['start_time'])}-{clock(nearest['end_time'])}, played "
+        f"{'backwards' if nearest['backwards'] else 'forwards'})")
+    return f"no repetition found: {no_reps['reason']}{where}"

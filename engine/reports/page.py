@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 
-from posescore.engine.reports.feedback import clock, followed_line, moment_feedback, no_moment_line
+from posescore.engine.reports.feedback import clock, followed_line, moment_feedback, no_moment_line, no_reps_sentence
 from posescore.kernels import SCORE_BANDS, score_band, under_threshold
 
 _STYLE = """
@@ -24,7 +24,7 @@ h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 .followed { width: 360px; } .followed img { width: 360px; border: 1px solid #ccc; }
 table { border-collapse: collapse; }
 td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
-tr.seek { cursor: pointer; } tr.seek:hover { background: #f3f3f3; }
+tr.seek, p.seek { cursor: pointer; } tr.seek:hover, p.seek:hover { background: #f3f3f3; }
 video { max-width: 100%; } .moments { display: flex; flex-wrap: wrap; gap: 12px; }
 .moment { width: 250px; cursor: pointer; } .moment img { width: 250px; border: 1px solid #ccc; }
 """
@@ -196,6 +196,10 @@ def write_reps_page(path: str | Path, result: dict, video: str | Path) -> Path:
             f"<h2>Parts</h2>{parts}")
     flagged = f", {len(result['flagged'])} under {threshold:g}" if result["flagged"] else ""
     line = f"<div class=\"score\" id=\"score\">{result['count']} repetition(s){flagged}</div>"
+    if "no_reps" in result:  # why none, and a link to the segment that came nearest
+        nearest = result["no_reps"].get("nearest")
+        seek = "" if nearest is None else f" class=\"seek\" data-seek=\"{nearest['start_time']:.3f}\""
+        line += f"<p id=\"no-reps\"{seek}>{html.escape(no_reps_sentence(result['no_reps']))}</p>"
     page = _page(f"attempt {Path(result['attempt']['path']).name}: repetitions of reference "
                  f"{Path(result['reference']['path']).name}",
                  line, video, _rep_plot(result), body)
