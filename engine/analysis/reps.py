@@ -155,7 +155,7 @@ def search_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray
     for (value, first, last), direction in refined:
         if any(t.first <= last and first <= t.last for t in taken):
             overlapping.append((value, direction, first, last))
-        elif not too_fast(direction, first, last):
+        else:
             take(value, direction, first, last)
     for value, direction, first, last in overlapping:
         clear = _clear_part(first, last, taken)
