@@ -391,6 +391,26 @@ def test_archive_search_on_real_video_is_on_compares_scale(clips, clip_poses, tr
     for times in seen.values():
         assert (np.diff(np.sort(times)) >= MOMENT_GAP_S - 1e-6).all()
 
+    # A pose no one in the archive takes (a frame's pose upside down): "nothing similar", with how
+    # close the nearest came; the pose itself is found.
+    from posescore.engine.jobs.search import search_job
+    from posescore.engine.media.pose_files import write_alphapose
+
+    frame = clip.select([row])
+    upright = write_alphapose(tmp_path / "upright.json", frame)
+    frame.keypoints[..., 1] = frame.info.height - frame.keypoints[..., 1]
+    upside_down = write_alphapose(tmp_path / "upside_down.json", frame)
+    found = search_job(archive_dir, pose=upright, k=3)
+    assert found["matches"] and found["matches"][0]["score"] >= 99 and "best_score" not in found
+    nothing = search_job(archive_dir, pose=upside_down, k=3)
+    assert nothing["matches"] == [] and 0 <= nothing["best_score"] < 50
+    assert search_job(archive_dir, pose=upside_down, k=3, min_score=0.0)["matches"][0]["score"] == \
+        nothing["best_score"]
+    out = subprocess.run([EXE, "search", "--archive", str(archive_dir), "--pose", str(upside_down)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == (
+        f"nothing similar: the best moment scores {nothing['best_score']:.1f}, under 50 (--min-score)"), out
+
 
 def test_search_explain_gives_compares_report_of_a_hit(clips, triton_server, tmp_path):
     archive = tmp_path / "archive"

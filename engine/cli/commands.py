@@ -381,8 +381,10 @@ def search_command(args) -> int:
               f"{m['end_time']:7.2f}s  {m['start_frame']}-{m['end_frame']}"
               for n, m in enumerate(result["matches"], 1)]
     if not result["matches"]:
-        lines = ["nothing similar" + (f": no movement scores {args.min_score:g} or more (--min-score)" if args.clip
-                                      else ": the archive holds no pose that the filters let through")]
+        lines = [f"nothing similar: the best moment scores {result['best_score']:.1f}, under {args.min_score:g} "
+                 f"(--min-score)" if "best_score" in result else
+                 f"nothing similar: no movement scores {args.min_score:g} or more (--min-score)" if args.clip else
+                 "nothing similar: the archive holds no pose that the filters let through"]
     if "explain" in result:
         report = result["explain"]["report"]
         lines.append(f"hit {result['explain']['hit']}: compare score {report['score']:.1f}, parts "

@@ -164,7 +164,8 @@ def add_job_commands(sub) -> None:
     search.add_argument("--from", dest="start", type=float, default=None, help="seconds: only from this time on")
     search.add_argument("--to", dest="end", type=float, default=None, help="seconds: only up to this time")
     search.add_argument("--min-score", type=float, default=CLIP_MIN_SCORE,
-                        help="with --clip: hits scoring under this (compare's scale) are not answered")
+                        help="hits scoring under this are not answered (a pose's: the score service's scale; "
+                             "a clip's: compare's)")
     search.add_argument("--explain", type=int, default=None,
                         help="with --clip: compare's full report of hit N (1 = the best)")
     search.add_argument("--out", help="with --explain: folder for its report.json")

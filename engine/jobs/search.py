@@ -19,6 +19,7 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
     """``posescore search``: the moments most like a pose (``pose``) or the movements most like a
     clip (``clip``) in the archive, filtered by video name/path glob and time range; ``explain``
     (1-based) adds ``compare``'s full report of that clip hit (and its files under ``out_dir``).
+    Hits scoring under ``min_score`` are not answered (a pose's moments too: "nothing similar").
     With ``shard_urls`` the archive (a folder under every server's archive root) is searched by
     those servers, server i answering shard i/N, and their parts merged (``engine.archive.sharded``);
     ``allow_partial`` answers without shards that fail (named in ``missing``); ``timeout``: seconds
@@ -51,10 +52,15 @@ def search_job(archive_dir, client=None, *, pose=None, clip=None, k=10, fps=None
     else:
         matches = search_archive(archive, query, k, query_fps=query_fps, min_gap=min_gap, where=where,
                                  min_score=min_score)
+    best_score = matches[0]["score"] if matches else None
+    if pose is not None:  # best first: the top k of those scoring min_score or more
+        matches = [hit for hit in matches if hit["score"] >= min_score]
     for hit in matches:
         hit.update(start_time=round(hit["start_time"], 3), end_time=round(hit["end_time"], 3),
                    score=round(hit["score"], 2))
     result = {"archive": str(archive_dir), "query": str(pose or clip), "matches": matches}
+    if not matches and best_score is not None:  # how close the nearest pose came
+        result["best_score"] = round(float(best_score), 2)
     if missing is not None:
         result["shards"] = {"servers": list(shard_urls), "missing": missing}
     if explain is not None:
