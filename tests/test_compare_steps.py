@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from posescore.engine.jobs.compare import _frame_steps
+from posescore.engine.analysis.report import _frame_steps
 from posescore.engine.analysis.answers import MAX_ALIGNED_SAMPLES, interpolation_factor
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import browser_dom, page_data
 from posescore.engine.archive import CATALOG, archive_info, list_videos, verify
-from posescore.engine.jobs.compare import compare_poses
+from posescore.engine.analysis.report import compare_poses
 from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.media.samples import BASKETBALL, SAMPLE_VIDEO
 from posescore.engine.reports.render import RED, draw_skeleton, red_limbs

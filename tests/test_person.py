@@ -17,7 +17,8 @@ import pytest
 
 from posescore.engine.analysis.people import (MAIN_PERFORMER_CHOICE, PersonError, main_performer, parse_person,
                                               track_people)
-from posescore.engine.jobs.compare import compare_job, compare_poses
+from posescore.engine.analysis.report import compare_poses
+from posescore.engine.jobs.compare import compare_job
 from posescore.engine.jobs.extract import extract_poses
 from posescore.engine.jobs.find import find_job
 from posescore.engine.jobs.inputs import choose_performers

@@ -18,7 +18,7 @@ from posescore.engine.media.encode import write_repetitions
 from posescore.engine.jobs.extract import extract_poses
 from posescore.engine.media.pose_files import write_alphapose
 from posescore.engine.analysis.people import track_people
-from posescore.engine.jobs.compare import compare_poses
+from posescore.engine.analysis.report import compare_poses
 from posescore.engine.jobs.reps import reps_poses
 from posescore.engine.reports.page import write_reps_page
 from posescore.engine.media.samples import fetch_sports2d

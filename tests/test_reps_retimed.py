@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posescore.engine.analysis.people import performer_of, track_people
+from posescore.engine.analysis.people import performer_of, performer_rows, track_people
 from posescore.engine.analysis.reps import REP_CLEAR_SHARE, Rep, _clear_part, search_grids
-from posescore.engine.jobs.compare import compare_poses
+from posescore.engine.analysis.report import compare_poses
 from posescore.engine.jobs.extract import extract_poses
-from posescore.engine.jobs.inputs import performer_rows
 from posescore.engine.jobs.reps import reps_poses
 from posescore.engine.media.samples import SAMPLE_VIDEO, fetch_sports2d
 

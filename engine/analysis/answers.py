@@ -37,6 +37,10 @@ def normalized(poses, name: str):
 
 # -- movement: compare's scale, also a clip search hit's -------------------------------------------
 
+#: Hits of one (video, track) closer than this (seconds) are one moment; ``find``'s moments and
+#: ``compare``'s worst moments are at least this far apart too.
+MOMENT_GAP_S = 0.5
+
 #: A movement is aligned at no fewer samples per second than this, interpolating between frames
 #: (at most MAX_INTERPOLATION samples per frame and MAX_ALIGNED_SAMPLES per performance: the
 #: warping path keeps one byte per cell, 64 MB at 8000 x 8000: the bound keeps one comparison's

@@ -587,3 +587,20 @@ def most_moving_performer(video_poses: VideoPoses, tracks: np.ndarray, *, option
                           f"alike (within {1 - ratio:.0%}): {listed}; say whom to follow with {option} TRACK "
                           f"(one of {', '.join(map(str, sorted(order)))}), {option} X,Y@T or {option} X0,Y0,X1,Y1@T")
     return replace(performers[order[0]], choice=f"auto: moves the most of {len(order)} tracks", candidates=candidates)
+
+
+def performer_frames(poses: VideoPoses, name, performer: Performer | None = None) -> tuple[np.ndarray, Performer]:
+    """(frame positions where the main performer is present, the Performer; found when None)."""
+    performer = performer or main_performer(poses)
+    present = np.flatnonzero(performer.present)
+    if len(present) < 2:
+        raise PersonError(f"{name}: the performer is visible in {len(present)} frame(s); "
+                          f"need at least 2 to compare movements")
+    return present, performer
+
+
+def performer_rows(performer: Performer, rows: np.ndarray) -> Performer:
+    """``performer`` on the rows ``rows`` of its video only (as ``VideoPoses.select``), its choice kept."""
+    return replace(performer, poses=performer.poses[rows], present=performer.present[rows],
+                   boxes=performer.boxes[rows], scores=performer.scores[rows],
+                   frame_indices=performer.frame_indices[rows], times=performer.times[rows])

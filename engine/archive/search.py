@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from posescore import kernels
-from posescore.engine.analysis.answers import score_answer
+from posescore.engine.analysis.answers import MOMENT_GAP_S, score_answer
 from posescore.engine.archive.reader import Archive
 from posescore.engine.archive.segments import MappedSegment, expand_confidences
 from posescore.engine.archive.shard import ArchiveError, in_shard
@@ -32,9 +32,6 @@ from posescore.engine.poses import VideoInfo, VideoPoses
 from posescore.kernels import cupy_or_none, parallel_map, to_numpy
 from posescore.kernels.skeleton import NUM_KEYPOINTS
 
-#: Hits of one (video, track) closer than this (seconds) are one moment; ``find``'s moments and
-#: ``compare``'s worst moments are at least this far apart too.
-MOMENT_GAP_S = 0.5
 #: Most hits one search answers.
 MAX_K = 10_000
 

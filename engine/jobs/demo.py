@@ -36,7 +36,8 @@ def main(argv=None) -> int:
 
     from posescore.engine.reports.feedback import format_parts
     from posescore.engine.media.pose_files import to_alphapose, write_alphapose
-    from posescore.engine.jobs.compare import compare_job, compare_poses
+    from posescore.engine.analysis.report import compare_poses
+    from posescore.engine.jobs.compare import compare_job
     from posescore.engine.jobs.find import find_job
     from posescore.engine.jobs.index import index_job
     from posescore.engine.jobs.pose import pose_job

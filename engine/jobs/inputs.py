@@ -5,7 +5,6 @@ and frames fetched by index for drawing."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,9 +12,9 @@ import numpy as np
 
 from posescore import kernels
 from posescore.engine.analysis.answers import movement_score
-from posescore.engine.analysis.people import (Performer, PersonError, best_fit_performer, image_person, main_performer,
-                                              most_moving_performer, parse_person, person_by_spec,
-                                              track_people)
+from posescore.engine.analysis.people import (Performer, PersonError, best_fit_performer, image_person,
+                                              most_moving_performer, parse_person, performer_frames,
+                                              person_by_spec, track_people)
 from posescore.engine.jobs.extract import DEFAULT_BATCH, extract_poses
 from posescore.engine.media.pose_files import is_poses_json, read_poses_json
 from posescore.engine.media.video import iter_frames
@@ -89,23 +88,6 @@ def query_pose(source: str | Path, client=None, person: Any = None, *, option: s
     return performer.poses[row].astype(np.float32), {"track": performer.track,
                                                       "time": round(float(poses.times[row]), 3),
                                                       "choice": performer.choice}
-
-
-def performer_frames(poses: VideoPoses, name, performer: Performer | None = None) -> tuple[np.ndarray, Performer]:
-    """(frame positions where the main performer is present, the Performer; found when None)."""
-    performer = performer or main_performer(poses)
-    present = np.flatnonzero(performer.present)
-    if len(present) < 2:
-        raise JobError(f"{name}: the performer is visible in {len(present)} frame(s); "
-                       f"need at least 2 to compare movements")
-    return present, performer
-
-
-def performer_rows(performer: Performer, rows: np.ndarray) -> Performer:
-    """``performer`` on the rows ``rows`` of its video only (as ``VideoPoses.select``), its choice kept."""
-    return replace(performer, poses=performer.poses[rows], present=performer.present[rows],
-                   boxes=performer.boxes[rows], scores=performer.scores[rows],
-                   frame_indices=performer.frame_indices[rows], times=performer.times[rows])
 
 
 def choose_reference(poses: VideoPoses, name, person: Any = None, *, rows: np.ndarray | None = None,
@@ -196,18 +178,6 @@ def choose_performers(reference: VideoPoses, attempt: VideoPoses, names=("refere
         fit = repetition_fit(r_poses, reference.rate, attempt.rate, min_ratio=repetition_ratio, mirror=mirror)
     return r_perf, choose_attempt(attempt, names[1], fit, person)
 
-
-def source_summary(poses: VideoPoses, performer, name) -> dict:
-    """A report's summary of one input: path, fps, frames, the performer's track and frames, how it
-    was chosen (``performer_choice``) and, for an automatic choice among several tracks, what was
-    weighed (``performer_candidates``: track, frames and fit or movement, best first)."""
-    summary = {"path": str(name), "fps": round(float(poses.info.fps), 3), "frames": int(poses.keypoints.shape[0]),
-               "performer_track": int(performer.track), "frames_with_performer": int(performer.present.sum()),
-               "performer_choice": getattr(performer, "choice", "") or "track given by the caller"}
-    candidates = getattr(performer, "candidates", ())
-    if len(candidates) > 1:
-        summary["performer_candidates"] = [dict(c) for c in candidates]
-    return summary
 
 class FrameCursor:
     """Frames of a video by increasing index, decoded once, streaming (for aligned rendering)."""

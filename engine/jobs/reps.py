@@ -8,17 +8,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posescore.engine.analysis.people import Performer
+from posescore.engine.analysis.people import Performer, performer_frames, performer_rows
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, search_reps
-from posescore.engine.jobs.compare import compare_poses
-from posescore.engine.jobs.inputs import (FrameCursor, Progress, check_movement_source, choose_performers, load_poses,
-                                          performer_frames, performer_rows, source_summary)
+from posescore.engine.analysis.report import rep_row, source_summary
+from posescore.engine.jobs.inputs import FrameCursor, Progress, check_movement_source, choose_performers, load_poses
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
 from posescore.engine.poses import VideoPoses
 from posescore.engine.reports.page import write_reps_page
 from posescore.engine.reports.render import captioned, draw_skeleton, plot_rep_scores
-from posescore.kernels import SCORE_THRESHOLD, under_threshold
+from posescore.kernels import SCORE_THRESHOLD
 
 
 def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | None = None, end: float | None = None,
@@ -47,28 +46,8 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
     search = search_reps(r_perf.poses[r_pos], reference.rate, a_perf.poses[a_pos], attempt.times[a_pos],
                          attempt.rate, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score,
                          mirror=mirror)
-    reps = []
-    for number, rep in enumerate(search.reps, 1):
-        span = np.arange(a_pos[rep.first], a_pos[rep.last] + 1)
-        report = compare_poses(reference, attempt.select(span), threshold=threshold, mirror=mirror,
-                               names=(names[0], f"{names[1]} rep {number}"),
-                               performers=(r_perf, performer_rows(a_perf, span)))
-        scored = {k: v for k, v in report["parts"].items() if v is not None}
-        first, last = int(span[0]), int(span[-1])
-        reps.append({"rep": number, "start_frame": int(attempt.frame_indices[first]),
-                     "end_frame": int(attempt.frame_indices[last]),
-                     "start_time": round(float(attempt.times[first]), 3),
-                     "end_time": round(float(attempt.times[last]), 3),
-                     "duration": round(float(attempt.times[last] - attempt.times[first]), 3),
-                     "score": report["score"], "flagged": under_threshold(report["score"], threshold),
-                     "backwards": rep.backwards,
-                     # The part the row names is its worst moment's (the one its feedback speaks of),
-                     # else the part scoring lowest over the repetition.
-                     "parts": report["parts"],
-                     "worst_part": (report["worst_moments"][0]["worst_part"] if report["worst_moments"]
-                                    else min(scored, key=scored.get) if scored else None),
-                     "worst_moment": report["worst_moments"][0] if report["worst_moments"] else None,
-                     "report": report})
+    reps = [rep_row(number, reference, r_perf, attempt, a_perf, a_pos[rep.first], a_pos[rep.last], rep.backwards,
+                    threshold=threshold, mirror=mirror, names=names) for number, rep in enumerate(search.reps, 1)]
     times = reference.times[r_pos]
     return {"reference": {**source_summary(reference, r_perf, names[0]),
                           "start_time": round(float(times[0]), 3), "end_time": round(float(times[-1]), 3)},

@@ -8,7 +8,7 @@ from pathlib import Path
 from posescore.engine.analysis.people import main_performer
 from posescore.engine.archive import (CLIP_MIN_SCORE, MOMENT_GAP_S, SearchFilter, ShardedSearch, ShardError, hit_poses,
                                       open_archive, search_archive)
-from posescore.engine.jobs.compare import compare_poses
+from posescore.engine.analysis.report import compare_poses
 from posescore.engine.jobs.inputs import JobError, load_poses, single_pose
 from posescore.engine.media import pose_files as formats
 
