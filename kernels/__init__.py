@@ -24,6 +24,7 @@ _EXPORTS = {
     "to_tiles": "_tiles", "from_tiles": "_tiles", "float32_rows": "_tiles", "TILE_ROWS": "_tiles",
     "KEYPOINT_NAMES": "skeleton", "LIMBS": "skeleton", "PART_NAMES": "skeleton",
     "subsequence_dtw": "_subsequence",
+    "spring_step": "_streaming", "SpringState": "_streaming",
     "decode_poses": "_detect", "letterbox": "_detect",  # the pose model's pre- and post-processing
     "DETECT_IMAGE_SIZE": "_detect", "DETECT_CONFIDENCE": "_detect", "DETECT_IOU": "_detect",
     "DETECT_MAX_PEOPLE": "_detect",

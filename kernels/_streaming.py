@@ -21,9 +21,9 @@ _cell = numba.njit(cache=True, nogil=True, inline="always")(subsequence_cell)
 def _spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length,
                   col, col_start, best_cost, best_start, best_end, out):
     """Advance lane ``lanes[b]`` by frame ``frames[b]`` (its index in the stream: ``times[b]``) for
-    every b, in parallel; see :func:`spring_step` for the arrays. ``out [B, 6]`` float64 receives,
-    per lane: the end cell's cost and start, the phase row and its cost and start, and whether a
-    match was confirmed (then ``best_*`` hold it until the caller clears them)."""
+    every b, in parallel; see :func:`spring_step` for the arrays. ``out [B, 9]`` float64 receives,
+    per lane: the end cell's cost and start, the phase row and its cost and start, whether a match
+    became final, and that match's cost, start and end."""
     zero, two, inf = np.float32(0.0), np.float32(2.0), np.float32(np.inf)
     for b in numba.prange(lanes.shape[0]):
         lane = lanes[b]
@@ -61,9 +61,11 @@ def _spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_
                     break
             if final:
                 confirmed = 1.0
+                out[b, 6], out[b, 7], out[b, 8] = best_cost[lane], best_start[lane], best_end[lane]
                 for i in range(M):  # matches after it are disjoint from it
                     if col_start[lo + i] <= best_end[lane]:
                         col[lo + i] = inf
+                best_cost[lane] = inf
         out[b, 0], out[b, 1] = end_cost, end_start
         out[b, 2], out[b, 3], out[b, 4] = phase_row, phase_cost, phase_start
         out[b, 5] = confirmed
@@ -83,12 +85,12 @@ def spring_step(references, offsets, lanes, frames, times, state, *, penalty: fl
     longer of the reference and the match); ``min_length [L]``: and it covers at least this many
     frames.
 
-    Returns ``[B, 6]`` float64 per frame: the best match ending at it (cost, start), the phase
+    Returns ``[B, 9]`` float64 per frame: the best match ending at it (cost, start), the phase
     (the reference row where the alignment with the least cost per reference row ends now, its
-    cost and start) and 1.0 where the lane's held candidate became final at this frame (SPRING:
-    every alignment that began at or before its end now costs more). A final match is in
-    ``state.best_cost/start/end`` (end inclusive) until :meth:`SpringState.clear` drops it; the
-    columns' cells that began at or before its end are reset, so later matches are disjoint.
+    cost and start), 1.0 where the lane's held candidate became final at this frame (SPRING:
+    every alignment that began at or before its end now costs more) and then that match (cost,
+    start, end inclusive; NaN otherwise). A final match is no longer held, and the columns' cells
+    that began at or before its end are reset, so later matches are disjoint from it.
     """
     references = check_array(references, "references", ndim=(2, 2))
     frames = check_array(frames, "frames", ndim=(2, 2), allow_empty=True)
@@ -106,7 +108,7 @@ def spring_step(references, offsets, lanes, frames, times, state, *, penalty: fl
         raise ValueError(f"lanes: expected lanes 0 to {len(offsets) - 2}")
     ref = np.ascontiguousarray(references, np.float32)
     frames = np.ascontiguousarray(frames, np.float32)
-    out = np.empty((len(lanes), 6), np.float64)
+    out = np.full((len(lanes), 9), np.nan, np.float64)
     _spring_steps(ref, np.einsum("nd,nd->n", ref, ref), offsets, lanes, frames, np.einsum("bd,bd->b", frames, frames),
                   times, np.float32(penalty * penalty), np.ascontiguousarray(max_step_cost, np.float32),
                   np.ascontiguousarray(min_length, np.int64), state.col, state.col_start, state.best_cost,
@@ -117,7 +119,8 @@ def spring_step(references, offsets, lanes, frames, times, state, *, penalty: fl
 class SpringState:
     """The DP columns and held candidates of L lanes (``offsets [L + 1]``: their reference rows):
     ``col [N]`` float32 costs and ``col_start [N]`` int64 starts, infinite before a lane's first
-    frame; ``best_cost [L]`` (inf: none held), ``best_start`` / ``best_end [L]`` int64."""
+    frame; the candidate each holds: ``best_cost [L]`` (inf: none), ``best_start`` / ``best_end [L]``
+    int64."""
 
     def __init__(self, offsets: np.ndarray):
         offsets = np.asarray(offsets, np.int64)
@@ -127,7 +130,3 @@ class SpringState:
         self.best_cost = np.full(lanes, np.inf, np.float32)
         self.best_start = np.zeros(lanes, np.int64)
         self.best_end = np.zeros(lanes, np.int64)
-
-    def clear(self, lane: int) -> None:
-        """Drop lane ``lane``'s held candidate (after its final match was taken)."""
-        self.best_cost[lane] = np.inf

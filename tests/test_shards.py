@@ -153,7 +153,7 @@ def test_search_cli_over_shard_urls(sharded_archive, servers, tmp_path):
     pose_file = tmp_path / "pose.json"
     pose_file.write_text(json.dumps([{"image_id": "0.jpg", "category_id": 1, "score": 1.0,
                                       "keypoints": originals[2][0][33].reshape(-1).tolist()}]))
-    args = ["search", "--archive", ARCHIVE, "--pose", pose_file, "--k", "4", "--json"]
+    args = ["search", "--archive", ARCHIVE, "--pose", pose_file, "--k", "4", "--min-score", "0", "--json"]
     shard_urls = [arg for url in urls[:2] for arg in ("--shard-url", url)]
     got = json.loads(posescore(*args, *shard_urls).stdout)
     want = search_archive(archive, originals[2][0][33], 4)

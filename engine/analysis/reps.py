@@ -24,6 +24,10 @@ REP_MIN_RATIO, REP_MAX_RATIO = 0.5, 2.0
 #: has a match overlapping its neighbour by a frame or two; one mostly over a taken repetition is
 #: that repetition, or a rest beside it.
 REP_CLEAR_SHARE = 0.75
+#: A repetition goes through the movement's poses: the poses it spans (the largest distance between
+#: two of its normalized frames) are at least this share of the reference's. A rest, one frozen
+#: pose however well it fits part of the movement, spans none.
+REP_MIN_SPAN = 1 / 3
 
 
 class Rep(NamedTuple):
@@ -116,7 +120,9 @@ def search_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray
     r_grid, a_grid, rate = search_grids(R, reference_fps, times, attempt_fps)
     if len(a_grid) < 2:
         return RepSearch([], too_short)
-    s_vec, _ = kernels.normalize(kernels.consistent_sides(attempt)[a_grid])
+    all_vec, _ = kernels.normalize(kernels.consistent_sides(attempt))
+    s_vec = all_vec[a_grid]
+    min_span = REP_MIN_SPAN * _span(kernels.normalize(kernels.consistent_sides(np.asarray(reference)))[0])
     shortest = min(len(a_grid), max(2, int(lo_s * rate)))
     count = min(len(a_grid), 8 + 2 * len(a_grid) // shortest)
     candidates = []
@@ -135,6 +141,8 @@ def search_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray
         value, first, last = ascend_bounds(fit(direction), lambda a, b: allowed(a, b, taken), first, last, value)
         first, last = _trim(directions[direction], reference_fps, attempt, attempt_fps, first, last, mirror)
         if not allowed(first, last, taken, slack=1.0 / reference_fps):  # the trim is good to half a frame an end
+            return None
+        if _span(all_vec[first:last + 1]) < min_span:
             return None
         value = fit(direction)(first, last)
         return (value, first, last) if value >= min_score else None
@@ -183,6 +191,15 @@ def search_reps(reference: np.ndarray, reference_fps: float, attempt: np.ndarray
         reason = (f"the best match scores {value:.1f}, under the {min_score:g} a repetition "
                   f"needs (--min-score)")
     return RepSearch([], Miss(reason, first, last, round(float(value), 2), bool(direction)))
+
+
+def _span(vectors: np.ndarray) -> float:
+    """The largest distance between two of ``vectors [N, D]``."""
+    v = np.asarray(vectors, np.float64)
+    if len(v) < 2:
+        return 0.0
+    sq = (v * v).sum(1)
+    return float(np.sqrt(max(0.0, (sq[:, None] + sq[None, :] - 2.0 * v @ v.T).max())))
 
 
 def search_grids(reference_frames: int, reference_fps: float, attempt_times: np.ndarray,
