@@ -280,3 +280,42 @@ def test_tilts_and_lines_golden():
     missing = pose.copy()
     missing[KP["left_hip"], 2] = 0.0
     assert np.isnan(tilts(missing)[0]) and not np.isnan(tilts(missing)[1])
+
+
+def test_live_cli_gives_reps_repetitions_as_they_happen(videos, poses, triton_server, tmp_path):
+    """``posescore live REFERENCE --source VIDEO --json``: the video played frame by frame through the
+    pose model; one event per line, a ``rep`` event for each repetition ``reps`` finds; then the
+    same from keypoints on stdin (JSON lines, as ``posescore pose`` writes records)."""
+    from posescore.engine.media.pose_files import json_text, to_alphapose
+
+    reference_video, attempt_video, _ = videos
+    reference, attempt = poses
+    offline = reps_poses(reference, attempt)
+    out = subprocess.run([EXE, "live", str(reference_video), "--source", str(attempt_video), "--json",
+                          "--url", triton_server.grpc_url], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    frames = [e for e in events if e["event"] == "frame"]
+    assert len(frames) == len(attempt) and events[-1]["frames"] == len(attempt)
+    reps = [e for e in events if e["event"] == "rep"]
+    assert [r["rep"] for r in reps] == list(range(1, offline["count"] + 1))
+    for got, want in zip(reps, offline["reps"]):
+        # Within 2 frames and a point.
+        assert abs(got["start_frame"] - want["start_frame"]) <= 2 and abs(got["end_frame"] - want["end_frame"]) <= 2
+        assert got["score"] == pytest.approx(want["score"], abs=1.0)
+        assert (got["backwards"], got["flagged"]) == (want["backwards"], want["flagged"])
+        # A repetition is reported while the stream goes on: at most a reference's duration after its end.
+        reported = events.index(got)
+        later = [e["time"] for e in events[reported:] if e["event"] == "frame"]
+        assert not later or later[0] <= got["end_time"] + events[0]["reference_duration"] + 0.05
+    # Keypoints on stdin (no server: the reference is a pose JSON too).
+    reference_json = write_alphapose(tmp_path / "reference.json", reference, tracks=track_people(reference))
+    lines = "\n".join(json_text(r) for r in to_alphapose(attempt, track_people(attempt)))
+    out = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--fps", "30"], input=lines,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"{offline['count']} repetition(s), 1 under 80 in {len(attempt)} frames"
+    bad = subprocess.run([EXE, "live", str(reference_json), "--source", "-"], input='{"keypoints": [1, 2]}\n',
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "stdin line 1: expected a pose record" in bad.stderr

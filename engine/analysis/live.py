@@ -227,7 +227,10 @@ class LivePool:
                 end = stream.ticks[int(steps[n, 8]) - stream.tick_base]
                 stream.pending = max(stream.pending, end)
         for stream, _, _ in advance:
-            if stream.pending >= 0 and not self._open_before(stream, stream.pending):
+            # Reported once nothing overlapping it can still be under way, or a reference's
+            # duration after its end at the latest (a live answer cannot wait for every rival).
+            due = stream.pending + math.ceil(stream.duration * stream.fps)
+            if stream.pending >= 0 and (stream.seen - 1 >= due or not self._open_before(stream, stream.pending)):
                 events[stream.key] += self._report(stream, until=stream.pending)
 
     def _open_before(self, stream: _Stream, position: int) -> bool:

@@ -304,6 +304,47 @@ def reps_command(args) -> int:
     return 0
 
 
+def live_command(args) -> int:
+    """``posescore live``: with --json one event per line as it happens, else one live line and a
+    line per repetition."""
+    from posescore.engine.jobs.inputs import check_movement_source
+    from posescore.engine.jobs.live import live_job
+    from posescore.engine.reports.feedback import moment_feedback
+
+    check_movement_source(args.reference, "reference")
+    if args.source != "-" and not Path(args.source).exists():
+        raise ValueError(f"--source {args.source}: no such file")
+    terminal = sys.stdout.isatty() and not args.json
+
+    def emit(event: dict) -> None:
+        if args.json:
+            print(json.dumps(event, separators=(",", ":")), flush=True)
+            return
+        kind = event["event"]
+        if kind == "frame" and terminal:
+            seen = (f"phase {event['phase']:.2f}  score {event['score']:5.1f}  worst {event['worst_part'] or '-'}"
+                    if event["seen"] else "no one in view")
+            print(f"\r{event['time']:7.2f}s  {seen:60}", end="", flush=True)
+        elif kind == "rep":
+            mark = f"  <- under {args.threshold:g}" if event["flagged"] else ""
+            print(f"{chr(13) if terminal else ''}rep {event['rep']}: {event['start_time']:.2f}-{event['end_time']:.2f}s "
+                  f"score {event['score']:.1f}{' (backwards)' if event['backwards'] else ''}  "
+                  f"{moment_feedback(event['worst_moment'])}{mark}", flush=True)
+
+    sources = (args.reference,) + ((args.source,) if args.source != "-" else ())
+    result = _run_job(args, lambda c: live_job(
+        args.reference, args.source, c, emit=emit, start=args.start, end=args.end,
+        reference_person=args.reference_person, realtime=args.realtime, fps=args.fps, threshold=args.threshold,
+        mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio, min_score=args.min_score), *sources)
+    if not args.json:
+        flagged = [r["rep"] for r in result["reps"] if r["flagged"]]
+        under = f", {len(flagged)} under {args.threshold:g}" if flagged else ""
+        dropped = f", {result['dropped']} frame(s) dropped to keep up" if result["dropped"] else ""
+        print(f"{chr(13) if terminal else ''}{result['count']} repetition(s){under} in {result['frames']} frames"
+              f"{dropped}", flush=True)
+    return 0
+
+
 def find_command(args) -> int:
     from posescore.engine.jobs.find import find_job
 

@@ -122,6 +122,28 @@ def add_job_commands(sub) -> None:
     _person_options(reps)
     reps.set_defaults(func=commands.reps_command)
 
+    live = _job_parser(sub, "live", "score every repetition of a reference movement as it happens")
+    live.add_argument("reference", help="video or pose JSON of one repetition")
+    live.add_argument("--source", required=True, metavar="SRC",
+                      help="a video file (played frame by frame through the pose model), or - for JSON lines "
+                           "of keypoints on stdin (the records posescore pose writes, with time)")
+    live.add_argument("--realtime", action="store_true",
+                      help="play a video file at its own pace (a camera's stand-in): late frames are dropped")
+    live.add_argument("--from", dest="start", type=float, default=None,
+                      help="seconds: the repetition starts here in REFERENCE")
+    live.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
+    live.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
+                      help="repetitions and parts under it are flagged")
+    live.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    live.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
+                      help="segments scoring under this are not repetitions")
+    live.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
+                      help="a repetition lasts at least this times the reference")
+    live.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
+    live.add_argument("--reference-person", default="auto", metavar="SPEC",
+                      help="whom to follow in REFERENCE: a track id, X,Y@T, X0,Y0,X1,Y1@T, or auto")
+    live.set_defaults(func=commands.live_command)
+
     from posescore.engine.jobs.find import MAX_MOMENTS, MIN_MOMENT_SCORE
 
     find = _job_parser(sub, "find", "the moments of a video most similar to a pose")

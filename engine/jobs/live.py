@@ -1,0 +1,156 @@
+"""``posescore live``: repetitions of a reference scored while they happen, from a video played
+frame by frame (a camera's stand-in, at its own pace with ``realtime``) or from keypoints on stdin."""
+
+from __future__ import annotations
+
+import json
+import math
+import time as clock
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from posescore.engine.analysis.live import LivePool
+from posescore.engine.analysis.people import box_iou
+from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
+from posescore.engine.jobs.inputs import JobError, check_movement_source, choose_reference, load_poses
+from posescore.engine.jobs.reps import reference_rows
+from posescore.engine.media.video import iter_frames, probe
+from posescore.kernels import SCORE_THRESHOLD
+
+#: The stream's id in the pool (one stream per command).
+STREAM = "live"
+
+
+def live_job(reference, source, client, *, emit: Callable[[dict], None], start: float | None = None,
+             end: float | None = None, reference_person=None, realtime: bool = False, fps: float | None = None,
+             threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
+             max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
+             stdin: Iterable[str] | None = None) -> dict:
+    """Play ``source`` (a video file, or ``"-"``: JSON lines of keypoints from ``stdin``) against
+    the repetition ``reference`` (a video or pose JSON, from ``start`` to ``end`` seconds), calling
+    ``emit`` with each event as it happens (``frame``, ``rep``; see ``engine.analysis.live``).
+    A video's frames go through the pose model (``client``) one at a time; with ``realtime`` at
+    the video's own pace, a frame that is due after the next one is dropped (the newest wins) and
+    counted. The person followed is the main one of the first frame with anyone, then the one
+    overlapping them most. Returns the ``end`` event, with ``frames`` and ``dropped``."""
+    check_movement_source(reference, "reference")
+    ref = load_poses(reference, client)
+    rows = reference_rows(ref, start, end)
+    performer = choose_reference(ref, reference, reference_person, rows=rows)
+    present = np.zeros(len(ref), bool)
+    present[rows] = performer.present[rows]
+    if present.sum() < 2:
+        raise JobError(f"{reference}: the performer is in {int(present.sum())} frame(s) of the reference; need 2")
+    pool = LivePool(threshold=threshold, mirror=mirror, min_ratio=min_ratio, max_ratio=max_ratio,
+                    min_score=min_score)
+    if source == "-":
+        frames = _stdin_people(stdin)
+        rate = fps or ref.rate  # keypoints on stdin say their times, not their rate
+    else:
+        info = probe(source)
+        rate = fps or info.fps
+        frames = _video_people(source, client, fps=fps, realtime=realtime)
+    followed, count, dropped, opened = None, 0, 0, False
+    for frame, moment, people, missed in frames:
+        dropped += missed
+        if not opened:
+            emit(pool.open(STREAM, performer.poses[present], ref.rate, float(rate or ref.rate),
+                           name=str(reference)))
+            opened = True
+        pose, followed = _follow(people, followed)
+        for event in pool.step([(STREAM, pose, moment, frame)])[STREAM]:
+            emit(event)
+        count += 1
+    if not opened:
+        raise JobError(f"{source}: no frames")
+    result = pool.close(STREAM)
+    for event in result.pop("new"):
+        emit(event)
+    result.update(frames=count, dropped=dropped)
+    emit(result)
+    return result
+
+
+def _follow(people: list[tuple[np.ndarray, np.ndarray]], followed: np.ndarray | None):
+    """``(pose or None, box followed)``: of ``people`` ([(pose [17, 3], box [4])]), the one whose
+    box overlaps the last followed box most, or the largest when none does (or none was)."""
+    if not people:
+        return None, followed
+    boxes = np.stack([box for _, box in people]).astype(np.float64)
+    if followed is not None:
+        overlap = box_iou(followed[None], boxes)[0]
+        if overlap.max() > 0.1:
+            n = int(overlap.argmax())
+            return people[n][0], boxes[n]
+    n = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+    return people[n][0], boxes[n]
+
+
+def _video_people(source, client, *, fps: float | None, realtime: bool) -> Iterator[tuple]:
+    """``(frame index, time s, [(pose, box)], frames dropped before it)`` per frame of a video, each
+    through the pose model; with ``realtime``, paced to the video's clock, frames already late
+    when the next is due dropped (the newest wins: no queue)."""
+    began, dropped = None, 0
+    frames = iter_frames(source, fps=fps)
+    pending = next(frames, None)
+    while pending is not None:
+        upcoming = next(frames, None)
+        if realtime:
+            if began is None:
+                began = clock.monotonic() - pending.time
+            now = clock.monotonic() - began
+            if upcoming is not None and now >= upcoming.time:  # late: skip to the newer frame
+                pending, dropped = upcoming, dropped + 1
+                continue
+            if pending.time > now:
+                clock.sleep(pending.time - now)
+        result = client.pose(pending.rgb[None])
+        people = [(np.asarray(result.keypoints[0][p], np.float32), np.asarray(result.boxes[0][p], np.float32))
+                  for p in range(int(result.counts[0]))]
+        yield pending.index, float(pending.time), people, dropped
+        dropped = 0
+        pending = upcoming
+
+
+def _stdin_people(lines: Iterable[str] | None) -> Iterator[tuple]:
+    """``(frame, time, [(pose, box)], 0)`` per frame of JSON lines on stdin, one detection a line
+    (the fields ``posescore pose`` writes: ``keypoints`` 51 numbers, ``box`` [x, y, w, h],
+    ``frame``, ``time``); lines of one frame are consecutive. A line that is not such a record
+    is a JobError naming its number."""
+    import sys
+
+    current, people = None, []
+    for number, line in enumerate(lines if lines is not None else sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_int=float)
+            keypoints = np.asarray(record["keypoints"], np.float32).reshape(17, 3)
+            moment = float(record["time"])
+            frame = int(record.get("frame", number - 1))
+            if record.get("box") is not None:  # [x, y, w, h], as written
+                x, y, w, h = (float(v) for v in record["box"])
+                box = np.array([x, y, x + w, y + h], np.float32)
+            else:
+                box = _extent(keypoints)
+        except (ValueError, KeyError, TypeError) as err:
+            raise JobError(f"stdin line {number}: expected a pose record (keypoints: 51 numbers, time: seconds), "
+                           f"got {line.strip()[:80]!r} ({type(err).__name__}: {err})") from None
+        if not math.isfinite(moment):
+            raise JobError(f"stdin line {number}: time must be a number of seconds, got {record['time']!r}")
+        if current is not None and (frame, moment) != current:
+            yield current[0], current[1], people, 0
+            people = []
+        current = (frame, moment)
+        people.append((keypoints, box))
+    if current is not None:
+        yield current[0], current[1], people, 0
+
+
+def _extent(keypoints: np.ndarray) -> np.ndarray:
+    """``[x0, y0, x1, y1]`` of the keypoints seen (zeros with none)."""
+    seen = keypoints[keypoints[:, 2] > 0]
+    if not len(seen):
+        return np.zeros(4, np.float32)
+    return np.array([seen[:, 0].min(), seen[:, 1].min(), seen[:, 0].max(), seen[:, 1].max()], np.float32)
