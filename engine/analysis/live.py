@@ -86,6 +86,7 @@ class LivePool:
         self.min_ratio, self.max_ratio, self.min_score = min_ratio, max_ratio, min_score
         self.streams: dict[str, _Stream] = {}
         self._order: list[str] = []       # lane 2n, 2n + 1: stream n forwards, backwards
+        self._lane: dict[str, int] = {}   # each stream's forwards lane (2n)
         self._state: kernels.SpringState | None = None
         self._offsets = np.zeros(1, np.int64)
         self._references = np.zeros((0, 34), np.float32)
@@ -116,7 +117,7 @@ class LivePool:
         stream = _Stream(key, reference, float(reference_fps), float(fps), rate, grid, vectors, weights,
                          _as_poses(reference, np.arange(len(reference)) / reference_fps, np.arange(len(reference)),
                                    name, reference_fps), name)
-        self._add_lanes(key, stream)
+        self._rebuild(add=stream)
         return {"event": "start", "stream": key, "reference_frames": len(reference),
                 "reference_duration": round(stream.duration, 3), "rate": rate}
 
@@ -124,14 +125,14 @@ class LivePool:
         """End stream ``key``: the repetitions still held or in its last frames are reported, its
         state freed. Returns the ``end`` event (every repetition, and the new ones as ``new``)."""
         stream = self._stream(key)
-        new = self._finish(stream)
-        self._remove_lanes(key)
+        new = self._report(stream, until=None)  # nothing left to wait for
+        self._rebuild(remove=key)
         return {"event": "end", "stream": key, "count": len(stream.reps), "reps": list(stream.reps), "new": new}
 
     def abandon(self, key: str) -> None:
         """Free stream ``key`` without reporting (a client gone, an idle stream)."""
         if key in self.streams:
-            self._remove_lanes(key)
+            self._rebuild(remove=key)
 
     # -- frames ----------------------------------------------------------------------------------
     def step(self, frames: list[tuple]) -> dict[str, list[dict]]:
@@ -199,7 +200,7 @@ class LivePool:
         vectors, weights = kernels.normalize(np.stack([pose for _, pose, _ in advance]))
         lanes, rows, times = [], [], []
         for n, (stream, _, _) in enumerate(advance):
-            first = 2 * self._order.index(stream.key)
+            first = self._lane[stream.key]
             lanes += [first, first + 1]
             rows += [n, n]
             times += [stream.tick_base + len(stream.ticks) - 1] * 2
@@ -238,7 +239,7 @@ class LivePool:
         ``position`` could still become a candidate (its cost per step within the candidates'
         bound): a repetition overlapping the one found there may still be under way, and the
         offline search would weigh the two against each other."""
-        n = 2 * self._order.index(stream.key)
+        n = self._lane[stream.key]
         lo, hi = self._offsets[n], self._offsets[n + 2]
         tick = stream.tick_base + int(np.searchsorted(stream.ticks, position, side="right")) - 1
         now = stream.tick_base + len(stream.ticks) - 1
@@ -280,10 +281,6 @@ class LivePool:
         stream.committed = lo + found[-1].last + 1
         return events
 
-    def _finish(self, stream: _Stream) -> list[dict]:
-        """At the end of a stream: what is left holds no more final matches to wait for."""
-        return self._report(stream, until=None)
-
     def _trim(self, stream: _Stream) -> None:
         """Drop frames no repetition to come can use: before the last one reported, less nothing;
         and beyond KEEP_REPETITIONS of the longest repetition."""
@@ -299,15 +296,9 @@ class LivePool:
             stream.tick_base += old
             stream.committed = max(stream.committed, stream.base)
 
-    def _add_lanes(self, key: str, stream: _Stream) -> None:
-        forwards, backwards = stream.vectors, stream.vectors[::-1].copy()
-        self._rebuild(add=(key, stream, forwards, backwards))
-
-    def _remove_lanes(self, key: str) -> None:
-        self._rebuild(remove=key)
-
-    def _rebuild(self, add=None, remove=None) -> None:
-        """Re-pack the lanes' references and DP state (kept) after a stream starts or ends."""
+    def _rebuild(self, add: _Stream | None = None, remove: str | None = None) -> None:
+        """Re-pack the lanes' references and DP state (kept) after stream ``add`` starts or stream
+        ``remove`` ends."""
         old_state, old_offsets, old_order = self._state, self._offsets, list(self._order)
         pieces, cols, starts, best = [], [], [], []
         for n, key in enumerate(old_order):
@@ -323,14 +314,13 @@ class LivePool:
         if remove is not None:
             del self.streams[remove]
         if add is not None:
-            key, stream, forwards, backwards = add
-            for vectors in (forwards, backwards):
+            for vectors in (add.vectors, add.vectors[::-1].copy()):
                 pieces.append(vectors)
                 cols.append(np.full(len(vectors), np.inf, np.float32))
                 starts.append(np.zeros(len(vectors), np.int64))
                 best.append((np.inf, 0, 0))
-            order.append(key)
-            self.streams[key] = stream
+            order.append(add.key)
+            self.streams[add.key] = add
         lengths = [len(p) for p in pieces]
         self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self._references = (np.concatenate(pieces).astype(np.float32) if pieces else np.zeros((0, 34), np.float32))
@@ -341,6 +331,7 @@ class LivePool:
             for lane, (cost, start, end) in enumerate(best):
                 self._state.best_cost[lane], self._state.best_start[lane], self._state.best_end[lane] = cost, start, end
         self._order = order
+        self._lane = {key: 2 * n for n, key in enumerate(order)}
         streams = [self.streams[key] for key in order for _ in (0, 1)]
         floor = max(1.0, self.min_score - CANDIDATE_MARGIN)
         self._max_cost = np.full(len(streams), kernels.distance_for_score(floor, "cosine") ** 2, np.float32)

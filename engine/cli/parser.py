@@ -72,6 +72,25 @@ ATTEMPT_AUTO = "the person whose movement best fits the reference's performer"
 REFERENCE_AUTO = "the person who moves the most; an error lists the tracks when two move alike"
 
 
+def _repetition_options(parser) -> None:
+    """The options ``reps`` and ``live`` share: the reference's span, the flag threshold, the
+    mirror, and what counts as a repetition."""
+    from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
+    from posescore.kernels import SCORE_THRESHOLD
+
+    parser.add_argument("--from", dest="start", type=float, default=None,
+                        help="seconds: the repetition starts here in REFERENCE")
+    parser.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
+    parser.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
+                        help="repetitions and parts under it are flagged")
+    parser.add_argument("--mirror", action="store_true", help="also match the mirror image")
+    parser.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
+                        help="segments scoring under this are not repetitions (rests, other movements)")
+    parser.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
+                        help="a repetition lasts at least this times the reference")
+    parser.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
+
+
 def _person_options(job, reference: bool = True) -> None:
     """``--person`` (the attempt's) and, with ``reference``, ``--reference-person``."""
     job.add_argument("--person", default="auto", metavar="SPEC", help=PERSON_HELP.format(what="ATTEMPT",
@@ -101,24 +120,12 @@ def add_job_commands(sub) -> None:
     _person_options(compare)
     compare.set_defaults(func=commands.compare_command)
 
-    from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
-
     reps = _job_parser(sub, "reps", "find and score every repetition of a reference movement in an attempt")
     reps.add_argument("reference", help="video or pose JSON of one repetition")
     reps.add_argument("attempt", help="video or pose JSON of any number of repetitions")
-    reps.add_argument("--from", dest="start", type=float, default=None,
-                      help="seconds: the repetition starts here in REFERENCE")
-    reps.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
+    _repetition_options(reps)
     reps.add_argument("--out", help="folder for reps.json, reps.mp4, reps.png and report.html")
     reps.add_argument("--csv", help="write per-step scores and joint angles of every repetition to this CSV file")
-    reps.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
-                      help="repetitions and parts under it are flagged")
-    reps.add_argument("--mirror", action="store_true", help="also match the mirror image")
-    reps.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
-                      help="segments scoring under this are not repetitions (rests, other movements)")
-    reps.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
-                      help="a repetition lasts at least this times the reference")
-    reps.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
     _person_options(reps)
     reps.set_defaults(func=commands.reps_command)
 
@@ -129,17 +136,7 @@ def add_job_commands(sub) -> None:
                            "of keypoints on stdin (the records posescore pose writes, with time)")
     live.add_argument("--realtime", action="store_true",
                       help="play a video file at its own pace (a camera's stand-in): late frames are dropped")
-    live.add_argument("--from", dest="start", type=float, default=None,
-                      help="seconds: the repetition starts here in REFERENCE")
-    live.add_argument("--to", dest="end", type=float, default=None, help="seconds: and ends here")
-    live.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
-                      help="repetitions and parts under it are flagged")
-    live.add_argument("--mirror", action="store_true", help="also match the mirror image")
-    live.add_argument("--min-score", type=float, default=REP_MIN_SCORE,
-                      help="segments scoring under this are not repetitions")
-    live.add_argument("--min-ratio", type=float, default=REP_MIN_RATIO,
-                      help="a repetition lasts at least this times the reference")
-    live.add_argument("--max-ratio", type=float, default=REP_MAX_RATIO, help="and at most this times")
+    _repetition_options(live)
     live.add_argument("--reference-person", default="auto", metavar="SPEC",
                       help="whom to follow in REFERENCE: a track id, X,Y@T, X0,Y0,X1,Y1@T, or auto")
     live.set_defaults(func=commands.live_command)

@@ -15,7 +15,7 @@ from posescore.engine.analysis.people import box_iou
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
 from posescore.engine.jobs.inputs import JobError, check_movement_source, choose_reference, load_poses
 from posescore.engine.jobs.reps import reference_rows
-from posescore.engine.media.video import iter_frames, probe
+from posescore.engine.media.video import iter_probed_frames, probe
 from posescore.kernels import SCORE_THRESHOLD
 
 #: The stream's id in the pool (one stream per command).
@@ -50,7 +50,7 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
     else:
         info = probe(source)
         rate = fps or info.fps
-        frames = _video_people(source, client, fps=fps, realtime=realtime)
+        frames = _video_people(info, client, fps=fps, realtime=realtime)
     followed, count, dropped, opened = None, 0, 0, False
     for frame, moment, people, missed in frames:
         dropped += missed
@@ -87,12 +87,12 @@ def _follow(people: list[tuple[np.ndarray, np.ndarray]], followed: np.ndarray | 
     return people[n][0], boxes[n]
 
 
-def _video_people(source, client, *, fps: float | None, realtime: bool) -> Iterator[tuple]:
+def _video_people(info, client, *, fps: float | None, realtime: bool) -> Iterator[tuple]:
     """``(frame index, time s, [(pose, box)], frames dropped before it)`` per frame of a video, each
     through the pose model; with ``realtime``, paced to the video's clock, frames already late
     when the next is due dropped (the newest wins: no queue)."""
     began, dropped = None, 0
-    frames = iter_frames(source, fps=fps)
+    frames = iter_probed_frames(info, fps=fps, max_side=None, start=0.0, end=None)  # probed once, by the caller
     pending = next(frames, None)
     while pending is not None:
         upcoming = next(frames, None)
