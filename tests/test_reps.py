@@ -309,10 +309,11 @@ def test_live_cli_gives_reps_repetitions_as_they_happen(videos, poses, triton_se
         reported = events.index(got)
         later = [e["time"] for e in events[reported:] if e["event"] == "frame"]
         assert not later or later[0] <= got["end_time"] + events[0]["reference_duration"] + 0.05
-    # Keypoints on stdin (no server: the reference is a pose JSON too).
+    # Keypoints on stdin, straight to the live model (the reference is a pose JSON too).
     reference_json = write_alphapose(tmp_path / "reference.json", reference, tracks=track_people(reference))
     lines = "\n".join(json_text(r) for r in to_alphapose(attempt, track_people(attempt)))
-    out = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--fps", "30"], input=lines,
+    out = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--fps", "30", "--url",
+                          triton_server.grpc_url], input=lines,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == f"{offline['count']} repetition(s), 1 under 80 in {len(attempt)} frames"

@@ -331,11 +331,10 @@ def live_command(args) -> int:
                   f"score {event['score']:.1f}{' (backwards)' if event['backwards'] else ''}  "
                   f"{moment_feedback(event['worst_moment'])}{mark}", flush=True)
 
-    sources = (args.reference,) + ((args.source,) if args.source != "-" else ())
-    result = _run_job(args, lambda c: live_job(
+    result = _with_client(args, lambda c: live_job(
         args.reference, args.source, c, emit=emit, start=args.start, end=args.end,
         reference_person=args.reference_person, realtime=args.realtime, fps=args.fps, threshold=args.threshold,
-        mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio, min_score=args.min_score), *sources)
+        mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio, min_score=args.min_score))
     if not args.json:
         flagged = [r["rep"] for r in result["reps"] if r["flagged"]]
         under = f", {len(flagged)} under {args.threshold:g}" if flagged else ""

@@ -10,7 +10,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from posescore.engine.analysis.live import LivePool
+from posescore.clients.live import LiveSession
+from posescore.clients.protocol import PoseScoreError
 from posescore.engine.analysis.people import box_iou
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
 from posescore.engine.jobs.inputs import JobError, check_movement_source, choose_reference, load_poses
@@ -18,18 +19,15 @@ from posescore.engine.jobs.reps import reference_rows
 from posescore.engine.media.video import iter_probed_frames, probe
 from posescore.kernels import SCORE_THRESHOLD
 
-#: The stream's id in the pool (one stream per command).
-STREAM = "live"
-
-
 def live_job(reference, source, client, *, emit: Callable[[dict], None], start: float | None = None,
              end: float | None = None, reference_person=None, realtime: bool = False, fps: float | None = None,
              threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
              max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
              stdin: Iterable[str] | None = None) -> dict:
     """Play ``source`` (a video file, or ``"-"``: JSON lines of keypoints from ``stdin``) against
-    the repetition ``reference`` (a video or pose JSON, from ``start`` to ``end`` seconds), calling
-    ``emit`` with each event as it happens (``frame``, ``rep``; see ``engine.analysis.live``).
+    the repetition ``reference`` (a video or pose JSON, from ``start`` to ``end`` seconds) on the
+    server's ``live`` model (a ``clients.live.LiveSession``), calling ``emit`` with each event as it
+    happens (``start``, ``frame``, ``rep``; see ``engine.analysis.live``).
     A video's frames go through the pose model (``client``) one at a time; with ``realtime`` at
     the video's own pace, a frame that is due after the next one is dropped (the newest wins) and
     counted. The person followed is the main one of the first frame with anyone, then the one
@@ -42,8 +40,6 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
     present[rows] = performer.present[rows]
     if present.sum() < 2:
         raise JobError(f"{reference}: the performer is in {int(present.sum())} frame(s) of the reference; need 2")
-    pool = LivePool(threshold=threshold, mirror=mirror, min_ratio=min_ratio, max_ratio=max_ratio,
-                    min_score=min_score)
     if source == "-":
         frames = _stdin_people(stdin)
         rate = fps or ref.rate  # keypoints on stdin say their times, not their rate
@@ -51,25 +47,38 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
         info = probe(source)
         rate = fps or info.fps
         frames = _video_people(info, client, fps=fps, realtime=realtime)
-    followed, count, dropped, opened = None, 0, 0, False
-    for frame, moment, people, missed in frames:
-        dropped += missed
-        if not opened:
-            emit(pool.open(STREAM, performer.poses[present], ref.rate, float(rate or ref.rate),
-                           name=str(reference)))
-            opened = True
-        pose, followed = _follow(people, followed)
-        for event in pool.step([(STREAM, pose, moment, frame)])[STREAM]:
+    followed, count, dropped, session = None, 0, 0, None
+    try:
+        for frame, moment, people, missed in frames:
+            dropped += missed
+            if session is None:
+                session = LiveSession(client.urls, performer.poses[present], reference_fps=ref.rate,
+                                      fps=float(rate or ref.rate), name=str(reference), threshold=threshold,
+                                      mirror=mirror, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score)
+                emit(session.started)
+            pose, followed = _follow(people, followed)
+            for event in session.send(pose, moment, frame):
+                emit(event)
+            count += 1
+        if session is None:
+            raise JobError(f"{source}: no frames")
+        before = len(session.reps)
+        result = session.end()
+        for event in session.reps[before:]:  # found in the last frames
             emit(event)
-        count += 1
-    if not opened:
-        raise JobError(f"{source}: no frames")
-    result = pool.close(STREAM)
-    for event in result.pop("new"):
-        emit(event)
+    except PoseScoreError as err:
+        raise JobError(f"{source}: {err}" + (f" (repetitions so far: {_so_far(session.reps)})"
+                                             if session is not None and session.reps else "")) from None
+    finally:
+        if session is not None:
+            session.close()
     result.update(frames=count, dropped=dropped)
     emit(result)
     return result
+
+
+def _so_far(reps: list[dict]) -> str:
+    return "; ".join(f"{r['rep']}: {r['start_time']:.2f}-{r['end_time']:.2f} s, {r['score']:.1f}" for r in reps)
 
 
 def _follow(people: list[tuple[np.ndarray, np.ndarray]], followed: np.ndarray | None):

@@ -91,9 +91,13 @@ def output_tensor(name: str, array) -> "pb_utils.Tensor":
 
 
 def error_response(error: BaseException) -> "pb_utils.InferenceResponse":
-    """An error response; bad-input errors carry their own message, others their type too. A path
+    """An error response; bad-input errors carry their own message, others their type too; an
+    error with ``unavailable`` True (a bound of the server reached) is UNAVAILABLE. A path
     in the message (from the file system's bytes) is written back as UTF-8."""
     message = str(error).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if getattr(error, "unavailable", False):  # a bound reached: try later, or another server
+        return pb_utils.InferenceResponse(
+            output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE))
     if isinstance(error, (ValueError, TypeError)):  # the request's fault: gRPC INVALID_ARGUMENT
         return pb_utils.InferenceResponse(
             output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))

@@ -18,6 +18,7 @@ last round of probes was answered by every model.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import tempfile
 import threading
@@ -57,7 +58,19 @@ def _probe_inputs(model: str) -> list:
         return [tensor("frames", np.full((1, 32, 32, 3), 114, np.uint8), "UINT8")]
     if model == "search":  # no archive named "": refused with INVALID_ARGUMENT by a live stub
         return [tensor("archive", np.array([b""], np.object_), "BYTES"), tensor("query", pose[None])]
+    if model == "live":  # a stream of one frame, started and ended (_probe_options)
+        return [tensor("pose", pose[None, None]), tensor("time", np.zeros((1, 1)), "FP64"),
+                tensor("reference", np.stack([pose, pose])[None]),
+                tensor("options", np.array([[b'{"reference_fps": 30}']], np.object_), "BYTES")]
     raise ValueError(f"no probe for model {model!r}")
+
+
+def _probe_options(model: str) -> dict:
+    """The probe's request options: a stream of its own for ``live`` (a random correlation ID in
+    [2**62, 2**63), which clients' streams do not use)."""
+    if model != "live":
+        return {}
+    return {"sequence_id": (1 << 62) + secrets.randbelow(1 << 62), "sequence_start": True, "sequence_end": True}
 
 
 def probe_model(url: str, model: str, timeout: float = 20.0) -> tuple[str, str | None]:
@@ -69,7 +82,7 @@ def probe_model(url: str, model: str, timeout: float = 20.0) -> tuple[str, str |
 
     client = grpcclient.InferenceServerClient(url)
     try:
-        client.infer(model, _probe_inputs(model), client_timeout=timeout)
+        client.infer(model, _probe_inputs(model), client_timeout=timeout, **_probe_options(model))
         return "alive", None
     except InferenceServerException as err:
         if str(err.status()) in _ALIVE:
