@@ -97,3 +97,154 @@ def test_streams_in_one_call_agree_with_each_alone():
             if n == len(poses) - 1:
                 together[key].append(pool.close(key))
     assert together == alone
+
+
+# -- the live model on a real server, over gRPC bidirectional streams --------------------------------
+@pytest.fixture(scope="module")
+def small_live_server(tmp_path_factory):
+    """A server of the live model alone, holding at most 3 streams, freeing one idle for 1 s; a
+    reference library with one repetition (a pose JSON as ``posescore pose`` writes)."""
+    import re
+    import shutil
+
+    from posescore.engine.media.pose_files import write_alphapose
+    from posescore.engine.serving.live import REFERENCES_FOLDER
+    from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServer
+    from posescore.engine.analysis.live import _as_poses
+
+    repository = tmp_path_factory.mktemp("live-repository")
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "live", repository / "live")
+    config = repository / "live" / "config.pbtxt"
+    text = re.sub(r"max_sequence_idle_microseconds: \d+", "max_sequence_idle_microseconds: 1000000", config.read_text())
+    config.write_text(text.replace('string_value: "4096"', 'string_value: "3"'))
+    root = tmp_path_factory.mktemp("live-root")
+    (root / REFERENCES_FOLDER).mkdir()
+    rep = arm_raise()
+    write_alphapose(root / REFERENCES_FOLDER / "arm_raise.json",
+                    _as_poses(rep, np.arange(len(rep)) / 30.0, np.arange(len(rep)), "arm_raise", 30.0))
+    with TritonServer(model_repository=repository, archive_root=root) as server:
+        yield server
+
+
+def stream_of_reps():
+    rep = arm_raise()
+    rest = np.repeat(rep[:1], 10, axis=0)
+    return np.concatenate([rest, rep, rep[::-1], rest, rep[::2], rep[::-1][::2], rest])
+
+
+def test_a_session_on_the_server_gives_the_pools_repetitions(triton_server):
+    """A blocking session and an asyncio one on the live model give what a LivePool gives alone."""
+    import asyncio
+
+    from posescore.clients.live import AsyncLiveSession, LiveSession
+
+    rep, stream = arm_raise(), stream_of_reps()
+    pool = LivePool()
+    pool.open("a", rep, 30.0, 30.0)
+    offline = [e for n, p in enumerate(stream) for e in pool.step([("a", p, n / 30.0, n)])["a"] if e["event"] == "rep"]
+    offline += pool.close("a")["new"]
+    strip = lambda reps: [{k: v for k, v in r.items() if k not in ("event", "stream")} for r in reps]  # noqa: E731
+    with LiveSession(triton_server.grpc_url, rep, reference_fps=30.0, fps=30.0, name="a") as live:
+        assert live.started["reference_frames"] == 20
+        events = [e for n, p in enumerate(stream) for e in live.send(p, n / 30.0, n)]
+        end = live.end()
+    assert len([e for e in events if e["event"] == "frame"]) == len(stream)
+    assert end["count"] == 4 and strip(end["reps"]) == strip(offline)
+
+    async def play():
+        live = await AsyncLiveSession.open(triton_server.grpc_url, rep, reference_fps=30.0, fps=30.0, name="a")
+        for n, p in enumerate(stream):
+            await live.send(p, n / 30.0, n)
+        return await live.end()
+
+    assert strip(asyncio.run(play())["reps"]) == strip(offline)
+
+
+def test_the_live_model_refuses_bad_frames_and_keeps_the_stream(triton_server):
+    import tritonclient.grpc as grpcclient
+
+    from posescore.clients import PoseScoreError
+    from posescore.clients.live import LiveSession
+
+    rep, stream = arm_raise(), stream_of_reps()
+    with LiveSession(triton_server.grpc_url, rep, reference_fps=30.0, fps=30.0) as live:
+        for n, pose in enumerate(stream[:40]):
+            live.send(pose, n / 30.0, n)
+        with pytest.raises(PoseScoreError, match=r"frame time 0.5 s is not after the last one") as err:
+            live.send(stream[40], 0.5, 40)
+        assert err.value.status == "INVALID_ARGUMENT"
+        with pytest.raises(PoseScoreError, match="NaN"):
+            live.send(np.full((17, 3), np.nan, np.float32), 40 / 30.0, 40)
+        for n, pose in enumerate(stream[40:], 40):
+            live.send(pose, n / 30.0, n)
+        assert live.end()["count"] == 4  # nothing found before the errors was lost
+    with pytest.raises(PoseScoreError, match=r"reference: expected poses \[R, 17, 3\] with R >= 2"):
+        LiveSession(triton_server.grpc_url, rep[:1], reference_fps=30.0)
+    # Raw gRPC: a frame of a stream never started, and a second START on a live ID.
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    answers = []
+    client.start_stream(callback=lambda result, error: answers.append(error))
+    pose = grpcclient.InferInput("pose", [1, 1, 17, 3], "FP32")
+    pose.set_data_from_numpy(rep[:1][None])
+    time = grpcclient.InferInput("time", [1, 1], "FP64")
+    time.set_data_from_numpy(np.zeros((1, 1)))
+    client.async_stream_infer("live", [pose, time], sequence_id=12345)
+    reference = grpcclient.InferInput("reference", [1, 20, 17, 3], "FP32")
+    reference.set_data_from_numpy(rep[None])
+    options = grpcclient.InferInput("options", [1, 1], "BYTES")
+    options.set_data_from_numpy(np.array([[b'{"reference_fps": 30}']], np.object_))
+    for _ in range(2):
+        client.async_stream_infer("live", [pose, time, reference, options], sequence_id=777, sequence_start=True)
+    client.stop_stream()
+    client.close()
+    assert "START" in str(answers[0]) and answers[1] is None and "stream 777: already started" in str(answers[2])
+
+
+def test_a_full_server_says_so_and_idle_streams_are_freed(small_live_server):
+    """max_sequences=3: a fourth stream is refused with RESOURCE_EXHAUSTED naming the bound; streams
+    left without END are freed after the idle time, and new ones fit again; a reference named from
+    the server's library."""
+    import time as clock
+
+    from posescore.clients import PoseScoreError
+    from posescore.clients.live import LiveSession
+
+    rep, url = arm_raise(), small_live_server.grpc_url
+    sessions = [LiveSession(url, reference_name="arm_raise", fps=30.0, timeout=10.0) for _ in range(3)]
+    assert sessions[0].started["reference_frames"] == 20
+    with pytest.raises(PoseScoreError, match="RESOURCE_EXHAUSTED: .*max_sequences=3") as err:
+        LiveSession(url, rep, reference_fps=30.0, reopen_timeout=2.0)
+    assert err.value.status == "RESOURCE_EXHAUSTED"
+    with pytest.raises(PoseScoreError, match="no reference 'nope' in the server's library"):
+        LiveSession(url, reference_name="nope")
+    for session in sessions:
+        session.close()  # vanished: no END
+    clock.sleep(1.5)
+    for _ in range(2):  # the idle ones are freed when the next request comes
+        sessions = [LiveSession(url, rep, reference_fps=30.0, reopen_timeout=5.0) for _ in range(3)]
+        for n, pose in enumerate(stream_of_reps()):
+            for session in sessions:
+                session.send(pose, n / 30.0, n)
+        assert [s.end()["count"] for s in sessions] == [4, 4, 4]
+
+
+def test_a_stream_goes_on_on_another_server_with_its_count(triton_server, small_live_server):
+    """The server a session streams to stops mid-stream: the session reopens on the other one, sends
+    the frames since the last repetition again, and ends with every repetition, numbered on."""
+    from posescore.clients.live import LiveSession
+    from posescore.engine.serving.server import TritonServer
+
+    rep, stream = arm_raise(), np.concatenate([stream_of_reps()] * 2)
+    with TritonServer(models=["live"]) as doomed:
+        live = LiveSession([doomed.grpc_url, triton_server.grpc_url], rep, reference_fps=30.0, fps=30.0,
+                           timeout=10.0)
+        reps = []
+        for n, pose in enumerate(stream[:75]):
+            reps += [e["rep"] for e in live.send(pose, n / 30.0, n) if e["event"] == "rep"]
+    assert 2 <= len(reps) <= 3 and live.url == doomed.grpc_url  # stopped here, mid-repetition
+    for n, pose in enumerate(stream[75:], 75):
+        reps += [e["rep"] for e in live.send(pose, n / 30.0, n) if e["event"] == "rep"]
+    end = live.end()
+    assert live.reopened == 1 and live.url == triton_server.grpc_url
+    assert reps == list(range(1, len(reps) + 1)) and end["count"] == 8 and [r["rep"] for r in end["reps"]] == list(range(1, 9))
+    assert [r["backwards"] for r in end["reps"]] == [False, True, False, True] * 2

@@ -167,10 +167,10 @@ class LiveService:
         if key in self.stream_pool:
             raise LiveError(f"stream {key}: already started (a second START on a live id; end it first, "
                             f"or use another id)")
+        reference, reference_fps, name = self._reference(key, request.reference, options)
         if len(self.stream_pool) >= self.max_sequences:
             raise LiveBusy(f"RESOURCE_EXHAUSTED: stream {key}: this server holds max_sequences="
                            f"{self.max_sequences} live streams and all are in use; end one, or use another server")
-        reference, reference_fps, name = self._reference(key, request.reference, options)
         pool_key = tuple(options.get(k, d) for k, d in (("threshold", SCORE_THRESHOLD), ("mirror", False),
                                                         ("min_ratio", REP_MIN_RATIO), ("max_ratio", REP_MAX_RATIO),
                                                         ("min_score", REP_MIN_SCORE)))
