@@ -158,3 +158,26 @@ def test_posescore_probe_sees_a_dead_stub_that_triton_calls_ready():
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 1 and "score: failing" in bad.stdout and "dtw: alive" in bad.stdout, bad
         assert "score not answering" in bad.stderr
+
+
+def test_a_live_stream_goes_on_after_its_stub_is_killed(tmp_path):
+    """The live model's stub killed mid-stream: the supervisor reloads the model (the streams' state
+    is lost with the stub), the session opens its stream again, sends the frames since the last
+    repetition, and ends with every repetition, the count carried over."""
+    from posescore.clients.live import LiveSession
+    from test_live import arm_raise, stream_of_reps
+
+    rep, stream = arm_raise(), np.concatenate([stream_of_reps()] * 2)
+    with TritonServer(models=["live"]) as server, \
+            Supervisor(server, interval=0.5, logs_dir=tmp_path / "logs") as supervisor:
+        live = LiveSession(server.grpc_url, rep, reference_fps=30.0, fps=30.0, timeout=10.0)
+        reps = []
+        for n, pose in enumerate(stream):
+            if n == 75:
+                (stub,) = server.stub_pids("live")
+                os.kill(stub, signal.SIGKILL)
+            reps += [e["rep"] for e in live.send(pose, n / 30.0, n) if e["event"] == "rep"]
+        end = live.end()
+        assert "reloaded" in [e["what"] for e in supervisor.events], supervisor.events
+    assert live.reopened >= 1 and reps == list(range(1, len(reps) + 1))
+    assert end["count"] == 8 and [r["backwards"] for r in end["reps"]] == [False, True, False, True] * 2
