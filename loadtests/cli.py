@@ -47,6 +47,10 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     load = parser.add_argument_group("load")
     load.add_argument("--users", type=int, default=default.users, help=f"concurrent users (default {default.users})")
+    load.add_argument("--streams", type=int, default=default.streams,
+                      help=f"live streams played at once when live is in --mix, beside the users: each a 30 fps "
+                           f"recorded stream, every repetition checked against reps' offline answer "
+                           f"(default {default.streams})")
     load.add_argument("--spawn-rate", type=float, default=default.spawn_rate,
                       help=f"users started per second (default {default.spawn_rate:g})")
     load.add_argument("--duration", type=duration, default=default.duration,

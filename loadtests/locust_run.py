@@ -30,14 +30,15 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 
 from posescore.loadtests.report import Record, step_figures  # noqa: E402
-from posescore.loadtests.users import Budget, LoadState, make_user_class  # noqa: E402
+from posescore.loadtests.users import Budget, LoadState, make_live_class, make_user_class  # noqa: E402
 from posescore.loadtests.workload import Workload  # noqa: E402
 
 
 def _environment(user_class, stop_timeout: float):
     from locust.env import Environment
 
-    env = Environment(user_classes=[user_class], host=user_class.host, stop_timeout=stop_timeout,
+    classes = user_class if isinstance(user_class, list) else [user_class]
+    env = Environment(user_classes=classes, host=classes[0].host, stop_timeout=stop_timeout,
                       locustfile="loadtests/users.py")
     env.create_local_runner()
     return env
@@ -90,13 +91,20 @@ def run_load(config: dict, workload: Workload) -> dict:
     out = Path(config["out"])
     state = LoadState(url=config["url"], workload=workload, deadline=config["deadline"],
                       malformed=config["malformed"], budget=Budget(config["max_requests"]), seed=config["seed"])
-    env = _environment(make_user_class(config["mix"], state), config["deadline"] + 5.0)
+    classes, users = [], 0
+    if set(config["mix"]) - {"live"}:
+        classes.append(make_user_class(config["mix"], state))
+        users += config["users"]
+    if "live" in config["mix"]:
+        classes.append(make_live_class(config["streams"], state))
+        users += config["streams"]
+    env = _environment(classes, config["deadline"] + 5.0)
     runner = env.runner
     base = str(out / "locust")
     csv_writer = StatsCSVFileWriter(env, PERCENTILES_TO_REPORT, base, full_history=True)
     background = [gevent.spawn(csv_writer.stats_writer), gevent.spawn(stats_history, runner)]
 
-    runner.start(config["users"], spawn_rate=config["spawn_rate"])
+    runner.start(users, spawn_rate=max(config["spawn_rate"], config["streams"] if "live" in config["mix"] else 0))
     started = time.time()
     print(f"@@started {started:.6f}", flush=True)
     end = started + config["duration"]
@@ -120,7 +128,7 @@ def run_load(config: dict, workload: Workload) -> dict:
     _write_records(out / "requests.csv", state.records)
     return {
         "mode": "load", "started": started, "stopped": stopped,
-        "stop_reason": reason, "users": config["users"], "issued": state.issued, "in_flight_at_end": state.in_flight,
+        "stop_reason": reason, "users": users, "issued": state.issued, "in_flight_at_end": state.in_flight,
         "errors_seen": state.errors_seen, "servers": state.servers, "locust": _locust_entries(env),
         "locust_exceptions": [{"count": e["count"], "msg": e["msg"]} for e in runner.exceptions.values()],
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from posescore.engine.media import samples as media
 
-TASKS = ("pose", "score", "dtw", "search")
+TASKS = ("pose", "score", "dtw", "search", "live")
 SAMPLE_VIDEO = str(media.SAMPLE_VIDEO)
 
 DEFAULT_MIX = "pose=1,score=4,dtw=1,search=1"
@@ -131,6 +131,7 @@ class LoadTestOptions:
     metrics_url: str | list[str] | None = None  # one per url
     archive_root: str | None = None
     users: int = 4
+    streams: int = 8  # live streams, beside the users, when live is in the mix
     spawn_rate: float = 10.0
     duration: float = 60.0
     max_requests: int = 100_000

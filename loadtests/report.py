@@ -157,7 +157,9 @@ def format_report(report: dict) -> str:
     lines = []
     run = report["run"]
     where = run["url"] if isinstance(run["url"], str) else ", ".join(run["url"])
-    lines.append(f"posescore loadtest: {where} ({run['server']}), {run['users']} users, "
+    who = ([f"{run['users']} users"] if run.get("users") else []) + \
+        ([f"{run['streams']} live streams"] if run.get("streams") else [])
+    lines.append(f"posescore loadtest: {where} ({run['server']}), {' and '.join(who) or '0 users'}, "
                  f"{run['seconds']:.1f} s ({run['stop_reason']}), mix {run['mix']}, malformed {run['malformed']:g}")
     summary = report["tasks"]
     rows = []

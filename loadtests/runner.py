@@ -212,8 +212,9 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
                 repository = strip_dynamic_batching(repository, scratch / "model_repository")
             archive_root = options.archive_root or str(scratch / "archives")
             Path(archive_root).mkdir(parents=True, exist_ok=True)
-            server = TritonServer(repository, models=tasks, archive_root=archive_root)
-            log(f"starting the embedded Triton server ({', '.join(tasks)}"
+            models = tasks + (["pose"] if "live" in tasks and "pose" not in tasks else [])  # live's poses
+            server = TritonServer(repository, models=models, archive_root=archive_root)
+            log(f"starting the embedded Triton server ({', '.join(models)}"
                 f"{'; pose without dynamic batching' if options.no_dynamic_batching else ''}) ...")
             begin = time.time()
             try:
@@ -248,8 +249,8 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
             before, server_view["error"] = None, str(err)
         config = {
             "mode": "ramp" if options.ramp else "load", "url": url, "out": str(out), "workload": str(workload_path),
-            "mix": options.mix, "users": options.users, "spawn_rate": options.spawn_rate,
-            "duration": options.duration, "max_requests": options.max_requests, "deadline": options.deadline,
+            "mix": options.mix, "users": options.users, "streams": options.streams,
+            "spawn_rate": options.spawn_rate, "duration": options.duration, "max_requests": options.max_requests, "deadline": options.deadline,
             "malformed": options.malformed, "seed": options.seed, "ramp_users": list(options.ramp_users),
             "step_duration": options.step_duration, "warmup": options.warmup,
             "ramp_all_steps": options.ramp_all_steps,
@@ -325,6 +326,10 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
         raise LoadTestError(str(err)) from None
     if options.users < 1:
         raise LoadTestError(f"--users: expected >= 1, got {options.users}")
+    if "live" in mix and options.streams < 1:
+        raise LoadTestError(f"--streams: expected >= 1 live streams, got {options.streams}")
+    if "live" in mix and (options.ramp or options.malformed):
+        raise LoadTestError("live: --ramp and --malformed are for the other tasks; leave live out of --mix for them")
     if options.spawn_rate <= 0:
         raise LoadTestError(f"--spawn-rate: expected > 0, got {options.spawn_rate}")
     if options.duration <= 0:
@@ -367,7 +372,7 @@ def _validated(options: LoadTestOptions) -> LoadTestOptions:
     if options.ramp and (not options.ramp_users or min(options.ramp_users) < 1):
         raise LoadTestError(f"--ramp-users: expected user counts >= 1, got "
                             f"{','.join(map(str, options.ramp_users)) or 'none'}")
-    if "pose" in mix and not os.path.exists(options.video):
+    if ("pose" in mix or "live" in mix) and not os.path.exists(options.video):
         raise LoadTestError(f"--video: {options.video} does not exist (Debian's opencv-doc ships vtest.avi)")
     return dataclasses.replace(options, mix=mix)
 
@@ -399,7 +404,7 @@ def _run_child(config_path: Path, config: dict, options: LoadTestOptions, starte
                     restarter.load_started = float(line.split()[1])
                 started.set()
                 log("ramp running" if options.ramp else
-                    f"load running: {options.users} users for {options.duration:g} s at most")
+                    f"load running: {_who(options)} for {options.duration:g} s at most")
             elif line.startswith("@@step "):
                 log("  " + line[len("@@step "):])
             elif line:
@@ -421,9 +426,16 @@ def _run_child(config_path: Path, config: dict, options: LoadTestOptions, starte
     return json.loads(result_path.read_text())
 
 
+def _who(options) -> str:
+    """"4 users", "8 live streams" or both, as the mix has them."""
+    parts = [f"{options.users} users"] if set(options.mix) - {"live"} else []
+    return " and ".join(parts + ([f"{options.streams} live streams"] if "live" in options.mix else []))
+
+
 def _report(options, child: dict, records: list[Record], server_view: dict, restarter, url: str, server_kind: str,
             out: Path, tasks: list[str]) -> dict:
-    run = {"url": url, "server": server_kind, "users": options.users, "spawn_rate": options.spawn_rate,
+    run = {"url": url, "server": server_kind, "users": options.users if set(options.mix) - {"live"} else 0,
+           "streams": options.streams if "live" in options.mix else 0, "spawn_rate": options.spawn_rate,
            "mix": format_mix(options.mix), "tasks": tasks, "malformed": options.malformed,
            "deadline_s": options.deadline, "max_requests": options.max_requests, "video": options.video,
            "step_duration": options.step_duration, "warmup": options.warmup}

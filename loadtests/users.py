@@ -298,6 +298,96 @@ class PoseScoreUser(User):
         self._measure(task, name, "grpc-expected-error", call, None, payload, bad)
 
 
+class LiveUser(User):
+    """One live stream at a time (``clients.live.LiveSession``): a recorded stream of the workload
+    played at its frame rate, one request event per frame (``name`` "live", ``response_time`` from
+    when the frame was due to when its events came back: frame-to-event latency), each repetition
+    event checked against the offline answer (a wrong one makes that frame's event a failure), and
+    one event "live/end" for the end, whose count must be the offline one. ``state`` and
+    ``fixed_count`` (the number of streams) are set by :func:`make_live_class`."""
+
+    abstract = True
+    wait_time = constant(0)
+    state: LoadState
+
+    def on_start(self) -> None:
+        self.rng = random.Random(self.state.next_seed())
+
+    @locust.task
+    def play(self) -> None:
+        from posescore.clients.live import LiveSession
+        from posescore.loadtests.workload import check_live_rep
+
+        state = self.state
+        work = state.workload
+        index = self.rng.randrange(len(work.live_inputs))
+        given, want = work.live_inputs[index], work.live_expected[index]
+        if not state.budget.take():
+            gevent.sleep(0.05)
+            return
+        offline = {r["rep"]: r for r in want["reps"]}
+        session = None
+        wall, start = time.time(), time.perf_counter()
+        try:
+            session = LiveSession(state.url, given["reference"], reference_fps=given["reference_fps"],
+                                  fps=given["fps"], timeout=state.deadline)
+        except Exception as err:  # noqa: BLE001 - the stream could not start: this request's failure
+            self._record("live/start", wall, start, ERROR, getattr(err, "status", None), err)
+            gevent.sleep(0.5)
+            return
+        self._record("live/start", wall, start, OK, None, None)
+        began, checked = time.perf_counter(), 0
+        try:
+            for frame, (pose, moment) in enumerate(zip(given["poses"], given["times"])):
+                if frame and not state.budget.take():
+                    return
+                due = began + float(moment)
+                if due > time.perf_counter():
+                    gevent.sleep(due - time.perf_counter())
+                wall = time.time() - (time.perf_counter() - due)
+                state.in_flight += 1
+                try:
+                    events = session.send(pose, float(moment), frame)
+                except Exception as err:  # noqa: BLE001
+                    self._record("live", wall, due, ERROR, getattr(err, "status", None), err)
+                    return
+                finally:
+                    state.in_flight -= 1
+                problems = [p for e in events if e["event"] == "rep"
+                            for p in [check_live_rep(e, offline.get(e["rep"]))] if p]
+                checked += sum(e["event"] == "rep" for e in events)
+                self._record("live", wall, due, WRONG if problems else OK, None,
+                             WrongAnswer("; ".join(problems)) if problems else None)
+            wall, start = time.time(), time.perf_counter()
+            try:
+                end = session.end()
+            except Exception as err:  # noqa: BLE001
+                self._record("live/end", wall, start, ERROR, getattr(err, "status", None), err)
+                return
+            problems = [p for r in end["reps"][checked:] for p in [check_live_rep(r, offline.get(r["rep"]))] if p]
+            if end["count"] != want["count"]:
+                problems.append(f"live found {end['count']} repetitions, offline {want['count']}")
+            self._record("live/end", wall, start, WRONG if problems else OK, None,
+                         WrongAnswer("; ".join(problems)) if problems else None)
+        finally:
+            session.close()
+
+    def _record(self, name: str, wall: float, start: float, outcome: str, status, exception) -> None:
+        elapsed = (time.perf_counter() - start) * 1e3
+        self.state.issued["live"] = self.state.issued.get("live", 0) + 1
+        self.state.records.append(Record("live", name, "grpc", wall, wall + elapsed / 1e3, elapsed, outcome,
+                                         status or "", "" if exception is None else str(exception)[:300], 0))
+        self.environment.events.request.fire(request_type="grpc", name=name, response_time=elapsed,
+                                             response_length=0, exception=exception,
+                                             context={"task": "live", "outcome": outcome})
+
+
+def make_live_class(streams: int, state: LoadState) -> type[LiveUser]:
+    """The concrete locust user of live streams: ``streams`` of them (locust's ``fixed_count``)."""
+    return type("LiveUser", (LiveUser,), {"state": state, "abstract": False, "fixed_count": streams,
+                                          "host": state.url if isinstance(state.url, str) else state.url[0]})
+
+
 TASK_FUNCTIONS: dict[str, Callable[[PoseScoreUser], None]] = {}
 for _task in TASKS:
     def _run(user: PoseScoreUser, task: str = _task) -> None:
@@ -309,6 +399,6 @@ for _task in TASKS:
 def make_user_class(mix: dict[str, int], state: LoadState) -> type[PoseScoreUser]:
     """The concrete locust user for ``mix`` ({task: weight > 0}, as the runner's checked options
     give it), sharing ``state``."""
-    tasks = {TASK_FUNCTIONS[task]: weight for task, weight in mix.items()}
+    tasks = {TASK_FUNCTIONS[task]: weight for task, weight in mix.items() if task != "live"}
     return type("PoseScoreUser", (PoseScoreUser,), {"tasks": tasks, "state": state, "abstract": False,
                                                     "host": state.url if isinstance(state.url, str) else state.url[0]})

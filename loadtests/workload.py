@@ -13,6 +13,11 @@ every response is checked (a wrong answer is a failure, like an error):
 - ``search``: pose and movement queries into an archive written once under the server's archive
   root (synthetic tracks, plus the poses found in the sampled frames when pose is in the mix); answer from
   ``engine.archive.service.search_archive`` on the same archive.
+- ``live``: 30 fps streams of real recorded poses (the main person of the video's first seconds
+  seen for a second at least, through the pose model, re-sampled to 30 fps): a second of theirs is
+  the reference, and each stream plays it again several times, re-timed, sometimes backwards, with
+  rests between; the answer is what ``posescore reps``
+  finds offline in that stream (``engine.jobs.reps.reps_poses``).
 
 Malformed and oversized requests (:data:`BAD_REQUESTS`) are expected to be refused with gRPC
 ``INVALID_ARGUMENT`` and a message naming the problem.
@@ -39,6 +44,19 @@ SCORE_ATOL = 1e-3
 DISTANCE_RTOL = 1e-4
 PIXEL_ATOL = 0.5
 CONFIDENCE_ATOL = 1e-3
+
+# Live streams: the seconds of the video searched (in chunks) for a walker, the streams' frame
+# rate (the poses re-sampled to it), the reference's length, repetitions per stream,
+# their speeds, and how closely a live repetition must agree with the offline one.
+LIVE_SOURCE_S = 40.0
+LIVE_CHUNK_S = 5.0
+LIVE_FPS = 30.0
+LIVE_REFERENCE_S = 1.0
+LIVE_REPETITIONS = 4
+LIVE_SPEEDS = (0.75, 1.0, 1.25)
+LIVE_FRAMES_ATOL = 2
+LIVE_SCORE_ATOL = 1.0
+LIVE_CHECKED = ("rep", "start_frame", "end_frame", "score", "backwards")
 
 # A standing person facing the camera, COCO-17 order, pixel offsets from the hip centre (~200 px tall).
 _TEMPLATE = np.array([
@@ -73,6 +91,8 @@ class Workload:
     dtw_expected: list[dict]                      # score, distance, part_scores, mirrored
     search_inputs: list[dict] = field(default_factory=list)    # archive, query, k
     search_expected: list[list[dict]] = field(default_factory=list)  # video_id, frames, track, score
+    live_inputs: list[dict] = field(default_factory=list)      # reference, reference_fps, poses, times, fps
+    live_expected: list[dict] = field(default_factory=list)    # the offline answer: reps (frames, score, ...)
     archive_path: str | None = None
 
     def inputs(self, task: str) -> list:
@@ -255,6 +275,9 @@ def build_workload(url: str, *, tasks: Sequence[str] = TASKS, video: str = SAMPL
             work.dtw_expected.append(expected_dtw(reference, attempt, window, mirror))
         log(f"dtw: {variants} inputs of ~{dtw_length} vs ~{dtw_length} frames")
 
+    if "live" in tasks:
+        work.live_inputs, work.live_expected = build_live(url, video, rng, variants, timeout=timeout, log=log)
+
     if "search" in tasks:
         if archive_root is None:
             raise WorkloadError("search: the server's archive root is unknown (give --archive-root)")
@@ -303,6 +326,87 @@ def _write_search(work: Workload, rng: np.random.Generator, root: Path, path: Pa
         work.search_expected.append(expected_search(archive, query, k))
     log(f"search: archive {path} ({len(archive)} poses, {len(archive.videos)} videos), {variants} queries "
         f"(poses k=10, 12-frame movements k=5)")
+
+
+def build_live(url: str, video: str, rng: np.random.Generator, variants: int, *, timeout: float = 120.0,
+               log: Callable[[str], Any] = lambda _: None) -> tuple[list[dict], list[dict]]:
+    """``variants`` live streams of real poses and the offline answer of each (see the module
+    docstring). Raises WorkloadError when the video's first seconds hold no one who moves."""
+    from posescore.clients import PoseScoreClient
+    from posescore.engine.analysis.live import _as_poses
+    from posescore.engine.analysis.people import main_performer, movement_amount
+    from posescore.engine.jobs.extract import extract_poses
+    from posescore.engine.jobs.reps import reps_poses
+
+    reference, source_fps, first = None, 0.0, 0
+    with PoseScoreClient(url, timeout=timeout) as client:
+        for start in np.arange(0.0, LIVE_SOURCE_S, LIVE_CHUNK_S):  # until someone walks for long enough
+            seen = extract_poses(video, client, start=float(start), duration=LIVE_CHUNK_S)
+            if len(seen) < 2:
+                break
+            if not seen.counts.any():
+                continue
+            performer, source_fps = main_performer(seen), seen.rate
+            span = max(4, int(round(LIVE_REFERENCE_S * source_fps)))
+            rows = np.arange(len(seen))
+            windows = [w for w in range(0, len(seen) - span) if performer.present[w:w + span].all()]
+            if windows:
+                first = max(windows, key=lambda w: movement_amount(performer, rows[w:w + span]))
+                reference = performer.poses[first:first + span]
+                first = int(seen.frame_indices[first])
+                break
+    if reference is None:
+        raise WorkloadError(f"live: no one is seen for {LIVE_REFERENCE_S:g} s in the first {LIVE_SOURCE_S:g} s of "
+                            f"{video}")
+    fps = LIVE_FPS
+    reference = _retimed(reference, source_fps / fps)  # on the streams' clock
+    span = len(reference)
+    inputs, expected = [], []
+    for _ in range(variants):
+        pieces = [np.repeat(reference[:1], int(rng.integers(5, 15)), 0)]
+        for _ in range(LIVE_REPETITIONS):
+            speed = float(rng.choice(LIVE_SPEEDS))
+            moved = _retimed(reference, speed)
+            pieces += [moved[::-1] if rng.random() < 0.25 else moved,
+                       np.repeat(moved[-1:], int(rng.integers(5, 15)), 0)]
+        poses = np.concatenate(pieces).astype(np.float32)
+        times = np.arange(len(poses)) / fps
+        answer = reps_poses(_as_poses(reference, np.arange(span) / fps, np.arange(span), "reference", fps),
+                            _as_poses(poses, times, np.arange(len(poses)), "stream", fps))
+        inputs.append({"reference": reference, "reference_fps": fps, "poses": poses, "times": times, "fps": fps})
+        expected.append({"count": answer["count"], "reps": [{k: r[k] for k in LIVE_CHECKED} for r in answer["reps"]]})
+    counts = [e["count"] for e in expected]
+    log(f"live: {variants} streams of {min(len(i['poses']) for i in inputs)}-{max(len(i['poses']) for i in inputs)} "
+        f"frames at {fps:g} fps, reference {span} frames re-sampled from {video}'s frame {first} on; {sum(counts)} repetitions "
+        f"offline ({', '.join(map(str, counts))})")
+    return inputs, expected
+
+
+def _retimed(poses: np.ndarray, speed: float) -> np.ndarray:
+    """``poses`` played ``speed`` times as fast (linear interpolation; a keypoint missing at either
+    neighbour is missing)."""
+    length = max(2, int(round((len(poses) - 1) / speed)) + 1)
+    position = np.linspace(0, len(poses) - 1, length)
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, len(poses) - 1)
+    frac = (position - lower)[:, None, None]
+    out = poses[lower] * (1 - frac) + poses[upper] * frac
+    out[..., 2] = np.where((poses[lower, :, 2] > 0) & (poses[upper, :, 2] > 0), out[..., 2], 0.0)
+    return out.astype(np.float32)
+
+
+def check_live_rep(got: dict, want: dict | None) -> str | None:
+    """None when a live repetition agrees with the offline one (bounds within 2 frames, score
+    within a point, the same direction), else what differs."""
+    if want is None:
+        return f"live rep {got['rep']} ({got['start_frame']}-{got['end_frame']}): offline has no such repetition"
+    if abs(got["start_frame"] - want["start_frame"]) > LIVE_FRAMES_ATOL or \
+            abs(got["end_frame"] - want["end_frame"]) > LIVE_FRAMES_ATOL or \
+            abs(got["score"] - want["score"]) > LIVE_SCORE_ATOL or got["backwards"] != want["backwards"]:
+        return (f"live rep {got['rep']}: frames {got['start_frame']}-{got['end_frame']} score {got['score']} "
+                f"backwards {got['backwards']}; offline {want['start_frame']}-{want['end_frame']} score "
+                f"{want['score']} backwards {want['backwards']}")
+    return None
 
 
 def call_task(client, task: str, given: Any) -> Any:
