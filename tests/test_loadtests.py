@@ -175,6 +175,33 @@ def test_smoke_run_writes_reports_and_the_counts_add_up(triton_server, archive_r
     assert summary["slo"]["missed"] == []
 
 
+def test_live_streams_of_real_poses_agree_with_reps_offline(triton_server, tmp_path):
+    """--mix live=1 --streams 2: two 30 fps streams of a real walker at their frame rate; every
+    repetition event agrees with reps' offline answer, every frame is answered and counted."""
+    import shutil
+    import subprocess
+
+    from posescore.loadtests.options import SAMPLE_VIDEO
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("Debian's ffmpeg is not installed (make media installs it)")
+    clip = tmp_path / "walkers.mp4"  # the stretch of vtest.avi where one walker is seen for long
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-ss", "20", "-t", "6", "-i", SAMPLE_VIDEO, "-c:v", "mpeg4",
+                    "-q:v", "3", str(clip)], check=True)
+    out = tmp_path / "report"
+    code = cli.main(["--url", triton_server.grpc_url, "--metrics-url", triton_server.metrics_url, "--video", str(clip),
+                     "--mix", "live=1", "--streams", "2", "--duration", "8s", "--max-requests", "5000",
+                     "--out", str(out), "--quiet"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0, summary["slo"]
+    live = summary["tasks"]["live"]
+    assert live["requests"] > 100 and live["failures"] == 0 and live["wrong_answers"] == 0
+    names = [r["name"] for r in read_csv(out / "requests.csv")]
+    assert names.count("live/start") >= 2 and names.count("live/end") >= 1  # whole streams checked
+    assert summary["accounting"]["consistent"] and summary["accounting"]["unanswered"] == 0
+    assert summary["run"]["streams"] == 2
+
+
 # -- faults ----------------------------------------------------------------------------------------
 @pytest.mark.fault
 def test_fault_server_restart_mid_run_drops_nothing_and_recovers(tmp_path, capsys):
