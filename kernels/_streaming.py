@@ -17,6 +17,17 @@ from posescore.kernels._dp_cells import subsequence_cell
 _cell = numba.njit(cache=True, nogil=True, inline="always")(subsequence_cell)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sq_distance(ref, ref_sq, row, frame, frame_sq):
+    """Squared distance of reference row ``row`` and ``frame`` (their norms given), >= 0; an
+    explicit loop: numba's np.dot on such short vectors calls BLAS, whose call costs more than
+    the product."""
+    dot = np.float32(0.0)
+    for d in range(frame.shape[0]):
+        dot += ref[row, d] * frame[d]
+    return max(ref_sq[row] + frame_sq - np.float32(2.0) * dot, np.float32(0.0))
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length,
                   col, col_start, best_cost, best_start, best_end, out):
@@ -24,20 +35,21 @@ def _spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_
     every b, in parallel; see :func:`spring_step` for the arrays. ``out [B, 9]`` float64 receives,
     per lane: the end cell's cost and start, the phase row and its cost and start, whether a match
     became final, and that match's cost, start and end."""
-    zero, two, inf = np.float32(0.0), np.float32(2.0), np.float32(np.inf)
+    inf = np.float32(np.inf)
     for b in numba.prange(lanes.shape[0]):
         lane = lanes[b]
         lo, hi = offsets[lane], offsets[lane + 1]
         M = hi - lo
         j = times[b]
         # Row 0: a match may start at this frame (the diagonal from row -1 costs 0).
-        c = max(ref_sq[lo] + frame_sq[b] - two * np.dot(ref[lo], frames[b]), zero)
+        frame, frame_sq_b = frames[b], frame_sq[b]
+        c = _sq_distance(ref, ref_sq, lo, frame, frame_sq_b)
         a, up, start = c, c + penalty_sq, j
         diag, diag_start = col[lo], col_start[lo]
         col[lo], col_start[lo] = a, start
         phase_row, phase_cost, phase_start = 0, a, start
         for i in range(1, M):
-            c = max(ref_sq[lo + i] + frame_sq[b] - two * np.dot(ref[lo + i], frames[b]), zero)
+            c = _sq_distance(ref, ref_sq, lo + i, frame, frame_sq_b)
             left, left_start = col[lo + i] + penalty_sq, col_start[lo + i]
             next_diag, next_diag_start = col[lo + i], col_start[lo + i]
             a, up, start = _cell(up, start, diag, diag_start, left, left_start, c, c + penalty_sq)
@@ -71,19 +83,17 @@ def _spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_
         out[b, 5] = confirmed
 
 
-def spring_step(references, offsets, lanes, frames, times, state, *, penalty: float = 0.1,
-                max_step_cost, min_length) -> np.ndarray:
+def spring_step(state: "SpringState", lanes, frames, times, *, penalty: float = 0.1, max_step_cost,
+                min_length) -> np.ndarray:
     """Advance many streams' subsequence DTW by one frame each, in one call (CPU, numba threads).
 
-    ``references [N, D]`` float32: every lane's reference (a normalized pose sequence) back to
-    back, lane l's rows ``offsets[l]:offsets[l + 1]`` (``offsets [L + 1]`` int64: references are
-    ragged). ``lanes [B]`` int64: the lane each of ``frames [B, D]`` float32 advances, each at most
-    once; ``times [B]`` int64: that frame's index in its stream (a match's start and end are such
-    indices). ``state``: a :class:`SpringState` for the L lanes, updated in place.
-    ``max_step_cost [L]``: a match is a candidate when its cost (summed squared distances plus
-    ``penalty**2`` per non-diagonal step) is at most this times its path length (at least the
-    longer of the reference and the match); ``min_length [L]``: and it covers at least this many
-    frames.
+    ``state``: a :class:`SpringState`, the L lanes' references and DP columns, updated in place.
+    ``lanes [B]`` int64: the lane each of ``frames [B, D]`` float32 advances, each at most once;
+    ``times [B]`` int64: that frame's index in its stream (a match's start and end are such
+    indices). ``max_step_cost [L]``: a match is a candidate when its cost (summed squared
+    distances plus ``penalty**2`` per non-diagonal step) is at most this times its path length (at
+    least the longer of the reference and the match); ``min_length [L]``: and it covers at least
+    this many frames.
 
     Returns ``[B, 9]`` float64 per frame: the best match ending at it (cost, start), the phase
     (the reference row where the alignment with the least cost per reference row ends now, its
@@ -92,24 +102,20 @@ def spring_step(references, offsets, lanes, frames, times, state, *, penalty: fl
     start, end inclusive; NaN otherwise). A final match is no longer held, and the columns' cells
     that began at or before its end are reset, so later matches are disjoint from it.
     """
-    references = check_array(references, "references", ndim=(2, 2))
     frames = check_array(frames, "frames", ndim=(2, 2), allow_empty=True)
     lanes = np.ascontiguousarray(lanes, np.int64)
     times = np.ascontiguousarray(times, np.int64)
-    offsets = np.ascontiguousarray(offsets, np.int64)
     if frames.shape[0] != lanes.shape[0] or times.shape != lanes.shape:
         raise ValueError(f"frames, lanes, times: expected one lane and time per frame, got {frames.shape[0]} "
                          f"frames, {lanes.shape[0]} lanes, {times.shape[0]} times")
-    if frames.shape[1] != references.shape[1]:
-        raise ValueError(f"frames: expected {references.shape[1]} values per frame, got {frames.shape[1]}")
-    if len(np.unique(lanes)) != len(lanes):
+    if frames.shape[1] != state.references.shape[1]:
+        raise ValueError(f"frames: expected {state.references.shape[1]} values per frame, got {frames.shape[1]}")
+    if len(lanes) > 1 and (np.diff(np.sort(lanes)) == 0).any():
         raise ValueError("lanes: a lane may advance by one frame per call")
-    if len(lanes) and (lanes.min() < 0 or lanes.max() >= len(offsets) - 1):
-        raise ValueError(f"lanes: expected lanes 0 to {len(offsets) - 2}")
-    ref = np.ascontiguousarray(references, np.float32)
-    frames = np.ascontiguousarray(frames, np.float32)
+    if len(lanes) and (lanes.min() < 0 or lanes.max() >= state.lanes):
+        raise ValueError(f"lanes: expected lanes 0 to {state.lanes - 1}")
     out = np.full((len(lanes), 9), np.nan, np.float64)
-    _spring_steps(ref, np.einsum("nd,nd->n", ref, ref), offsets, lanes, frames, np.einsum("bd,bd->b", frames, frames),
+    _spring_steps(state.references, state.ref_sq, state.offsets, lanes, frames, np.einsum("bd,bd->b", frames, frames),
                   times, np.float32(penalty * penalty), np.ascontiguousarray(max_step_cost, np.float32),
                   np.ascontiguousarray(min_length, np.int64), state.col, state.col_start, state.best_cost,
                   state.best_start, state.best_end, out)
@@ -117,16 +123,24 @@ def spring_step(references, offsets, lanes, frames, times, state, *, penalty: fl
 
 
 class SpringState:
-    """The DP columns and held candidates of L lanes (``offsets [L + 1]``: their reference rows):
-    ``col [N]`` float32 costs and ``col_start [N]`` int64 starts, infinite before a lane's first
-    frame; the candidate each holds: ``best_cost [L]`` (inf: none), ``best_start`` / ``best_end [L]``
-    int64."""
+    """L lanes' references and DP state. ``references [N, D]`` float32: every lane's reference (a
+    normalized pose sequence) back to back, lane l's rows ``offsets[l]:offsets[l + 1]``
+    (``offsets [L + 1]`` int64: references are ragged), checked once here, with their squared
+    norms. The DP: ``col [N]`` float32 costs and ``col_start [N]`` int64 starts, infinite before a
+    lane's first frame; the candidate each lane holds: ``best_cost [L]`` (inf: none),
+    ``best_start`` / ``best_end [L]`` int64."""
 
-    def __init__(self, offsets: np.ndarray):
-        offsets = np.asarray(offsets, np.int64)
-        lanes, rows = len(offsets) - 1, int(offsets[-1])
+    def __init__(self, references, offsets):
+        self.references = check_array(references, "references", ndim=(2, 2), allow_empty=True)
+        self.offsets = np.ascontiguousarray(offsets, np.int64)
+        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0 or \
+                (np.diff(self.offsets) < 1).any() or self.offsets[-1] != len(self.references):
+            raise ValueError(f"offsets: expected 0, increasing, to the {len(self.references)} reference rows, "
+                             f"got {self.offsets[:8].tolist()}{'...' if len(self.offsets) > 8 else ''}")
+        self.ref_sq = np.einsum("nd,nd->n", self.references, self.references)
+        self.lanes, rows = len(self.offsets) - 1, int(self.offsets[-1])
         self.col = np.full(rows, np.inf, np.float32)
         self.col_start = np.zeros(rows, np.int64)
-        self.best_cost = np.full(lanes, np.inf, np.float32)
-        self.best_start = np.zeros(lanes, np.int64)
-        self.best_end = np.zeros(lanes, np.int64)
+        self.best_cost = np.full(self.lanes, np.inf, np.float32)
+        self.best_start = np.zeros(self.lanes, np.int64)
+        self.best_end = np.zeros(self.lanes, np.int64)

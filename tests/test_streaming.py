@@ -24,9 +24,8 @@ def series():
 
 def run(query, s, lanes=1, **options):
     offsets = np.arange(lanes + 1) * len(query)
-    state = kernels.SpringState(offsets)
-    out = [kernels.spring_step(np.tile(query, (lanes, 1)), offsets, np.arange(lanes), np.repeat(s[j:j + 1], lanes, 0),
-                               [j] * lanes, state, max_step_cost=[options.get("max_step_cost", 0.0)] * lanes,
+    state = kernels.SpringState(np.tile(query, (lanes, 1)), offsets)
+    out = [kernels.spring_step(state, np.arange(lanes), np.repeat(s[j:j + 1], lanes, 0), [j] * lanes, max_step_cost=[options.get("max_step_cost", 0.0)] * lanes,
                                min_length=[options.get("min_length", 10)] * lanes) for j in range(len(s))]
     return np.stack(out), state
 
@@ -59,9 +58,9 @@ def test_a_match_is_final_once_no_later_frame_can_improve_it(series):
 
 def test_bad_calls_name_the_problem(series):
     query, s = series
-    state = kernels.SpringState([0, 20])
-    step = lambda **kw: kernels.spring_step(query, [0, 20], kw.get("lanes", [0]), kw.get("frames", s[:1]),  # noqa: E731
-                                            kw.get("times", [0]), state, max_step_cost=[0.1], min_length=[2])
+    state = kernels.SpringState(query, [0, 20])
+    step = lambda **kw: kernels.spring_step(state, kw.get("lanes", [0]), kw.get("frames", s[:1]),  # noqa: E731
+                                            kw.get("times", [0]), max_step_cost=[0.1], min_length=[2])
     with pytest.raises(ValueError, match="lanes: a lane may advance by one frame per call"):
         step(lanes=[0, 0], frames=s[:2], times=[0, 0])
     with pytest.raises(ValueError, match="lanes: expected lanes 0 to 0"):
@@ -70,3 +69,5 @@ def test_bad_calls_name_the_problem(series):
         step(frames=s[:1, :10])
     with pytest.raises(ValueError, match="frames"):
         step(frames=np.full((1, 34), np.nan, np.float32))
+    with pytest.raises(ValueError, match="offsets: expected 0, increasing, to the 20 reference rows"):
+        kernels.SpringState(query, [0, 10])

@@ -139,7 +139,8 @@ class LivePool:
         """Advance each stream named in ``frames`` (``(key, pose [17, 3] or None, time s, frame
         index)``, at most one per stream) by that frame. Returns each key's events: a ``frame``
         event (time, frame, ``seen``, and when seen the ``phase`` 0-1 in the reference, the running
-        ``score`` and its ``worst_part``) and a ``rep`` event per repetition that became final.
+        ``score``, its ``worst_part`` and each part's score in ``parts``, None where not scored)
+        and a ``rep`` event per repetition that became final.
         A frame for a stream not open, a second frame for one stream, a time that does not
         increase or a pose with NaN is a :class:`LiveError` (and nothing is advanced)."""
         keys = [item[0] for item in frames]
@@ -205,8 +206,8 @@ class LivePool:
             rows += [n, n]
             times += [stream.tick_base + len(stream.ticks) - 1] * 2
         lanes = np.asarray(lanes, np.int64)
-        steps = kernels.spring_step(self._references, self._offsets, lanes, vectors[rows], times, self._state,
-                                    max_step_cost=self._max_cost, min_length=self._min_length)
+        steps = kernels.spring_step(self._state, lanes, vectors[rows], times, max_step_cost=self._max_cost,
+                                    min_length=self._min_length)
         # The running score and worst part: this frame against the reference row it has reached.
         forwards = steps[0::2]
         phase_rows = forwards[:, 2].astype(np.int64)
@@ -222,6 +223,8 @@ class LivePool:
                                    1)
             scored = [(float(parts[n, p]), name) for p, name in enumerate(PART_NAMES) if valid[n, p]]
             event["worst_part"] = min(scored)[1] if scored else None
+            event["parts"] = {name: round(float(parts[n, p]), 1) if valid[n, p] else None
+                              for p, name in enumerate(PART_NAMES)}
         for n, lane in enumerate(lanes.tolist()):
             stream = advance[n // 2][0]
             if steps[n, 5] > 0:
@@ -324,7 +327,7 @@ class LivePool:
         lengths = [len(p) for p in pieces]
         self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self._references = (np.concatenate(pieces).astype(np.float32) if pieces else np.zeros((0, 34), np.float32))
-        self._state = kernels.SpringState(self._offsets)
+        self._state = kernels.SpringState(self._references, self._offsets)
         if pieces:
             self._state.col[:] = np.concatenate(cols)
             self._state.col_start[:] = np.concatenate(starts)
