@@ -34,13 +34,13 @@ def bench_kernel(streams: int, reference: int = 100, frames: int = 60) -> dict:
     rng = np.random.default_rng(0)
     lanes = 2 * streams
     refs = rng.standard_normal((lanes * reference, 34)).astype(np.float32)
-    state = kernels.SpringState(refs, np.arange(lanes + 1) * reference)
+    state = kernels.SpringState()
+    state.add(list(refs.reshape(lanes, reference, 34)), 1.0, 30)
     stream = rng.standard_normal((frames, lanes, 34)).astype(np.float32)
-    options = dict(max_step_cost=np.full(lanes, 1.0, np.float32), min_length=np.full(lanes, 30, np.int64))
-    kernels.spring_step(state, np.arange(lanes), stream[0], np.zeros(lanes, np.int64), **options)  # compile
+    kernels.spring_step(state, np.arange(lanes), stream[0], np.zeros(lanes, np.int64))  # compile
     began = time.perf_counter()
     for j in range(1, frames):
-        kernels.spring_step(state, np.arange(lanes), stream[j], np.full(lanes, j, np.int64), **options)
+        kernels.spring_step(state, np.arange(lanes), stream[j], np.full(lanes, j, np.int64))
     step = (time.perf_counter() - began) / (frames - 1)
     # The offline way: a window of twice the reference, searched again at each frame (a few streams).
     window = rng.standard_normal((2 * reference, 34)).astype(np.float32)

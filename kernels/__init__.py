@@ -15,7 +15,7 @@ from posescore.lazy import lazy_exports
 #: Each public name and the private module that defines it.
 _EXPORTS = {
     "dtw": "_dtw", "dtw_path": "_dtw", "dtw_score": "_dtw", "dtw_step_distance": "_dtw",
-    "DEFAULT_MIN_CONFIDENCE": "_normalize", "consistent_keypoints": "_normalize", "consistent_sides": "_normalize",
+    "DEFAULT_MIN_CONFIDENCE": "_normalize", "consistent_keypoints": "_normalize", "consistent_sides": "_normalize", "consistent_sides_step": "_normalize",
     "interpolate_frames": "_normalize", "normalize": "_normalize", "visible_keypoints": "_normalize",
     "METRICS": "_scoring", "SCORE_SCALES": "_scoring", "aligned_part_scores": "_scoring", "mirror_vectors": "_scoring",
     "part_scores": "_scoring", "pose_scores": "_scoring", "score_from_distance": "_scoring",

@@ -111,8 +111,6 @@ def consistent_sides(poses, swap_cost: float = SIDE_SWAP_COST, min_confidence: f
     turn moves the keypoints continuously and keeps its labels; a flicker is undone. Returns the
     float32 sequence on the input's backend (a copy).
     """
-    from posescore.kernels.skeleton import KP
-
     xp = array_module(poses)
     poses = check_array(poses, "poses", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True, xp=xp)
     swap_cost = check_number(swap_cost, "swap_cost", minimum=0.0)
@@ -120,29 +118,9 @@ def consistent_sides(poses, swap_cost: float = SIDE_SWAP_COST, min_confidence: f
     if poses.shape[0] == 0:
         return out
     flip = xp.asarray(FLIP_PERMUTATION)
-    seen = visible_keypoints(poses, min_confidence)
-    xy = xp.where(seen[..., None], poses[..., :2], 0.0).astype(xp.float64)
-    lo = xp.where(seen[..., None], xy, xp.inf).min(axis=1)
-    hi = xp.where(seen[..., None], xy, -xp.inf).max(axis=1)
-    size = xp.where(seen.sum(axis=1) >= 2, (hi - lo).max(axis=1), xp.nan)
-
-    def moved(prev, cur, prev_seen, cur_seen):
-        both = prev_seen & cur_seen
-        gap = xp.sqrt(((prev - cur) ** 2).sum(axis=-1))
-        return xp.where(both, gap, 0.0).sum(axis=1), both.sum(axis=1)
-
-    scale = (size[1:] + size[:-1]) / 2
-    same, n_same = moved(xy[:-1], xy[1:], seen[:-1], seen[1:])
-    swapped, n_swapped = moved(xy[:-1], xy[1:, flip], seen[:-1], seen[1:, flip])
-    usable = xp.isfinite(scale) & (scale > 0) & (n_same > 0) & (n_swapped > 0)
-    safe = xp.where(usable, scale, 1.0)
-    same = xp.where(usable, same / xp.maximum(n_same, 1) / safe, 0.0)
-    swapped = xp.where(usable, swapped / xp.maximum(n_swapped, 1) / safe, 0.0)
-    face = (poses[:, KP["nose"], 2] > FACE_MIN_CONFIDENCE) & (poses[:, KP["left_eye"], 2] > FACE_MIN_CONFIDENCE) \
-        & (poses[:, KP["right_eye"], 2] > FACE_MIN_CONFIDENCE)
-    facing = xp.where(face, _chirality(xp, xy, seen), 0.0)
-    # Per frame, the cost of each labelling: (kept, swapped).
-    unary = xp.stack([FACE_SIDE_COST * (facing < 0), swap_cost + FACE_SIDE_COST * (facing > 0)], axis=1)
+    xy, seen, size = _side_geometry(xp, poses, min_confidence)
+    same, swapped = _side_moves(xp, xy[:-1], seen[:-1], size[:-1], xy[1:], seen[1:], size[1:])
+    unary = _side_unary(xp, poses, xy, seen, swap_cost)
     same, swapped, unary = (np.asarray(a.get() if xp is not np else a, np.float64) for a in (same, swapped, unary))
     T = poses.shape[0]
     choice = np.zeros((T, 2), np.int8)  # the best previous labelling of each (frame, labelling)
@@ -160,6 +138,69 @@ def consistent_sides(poses, swap_cost: float = SIDE_SWAP_COST, min_confidence: f
         rows = xp.asarray(np.flatnonzero(labels))
         out[rows] = out[rows][:, flip]
     return out
+
+
+def _side_geometry(xp, poses, min_confidence):
+    """(xy float64 [..., 17, 2] with unseen keypoints at 0, seen [..., 17], body size [...]: the
+    larger side of the seen keypoints' box, NaN with fewer than 2 seen)."""
+    seen = visible_keypoints(poses, min_confidence)
+    xy = xp.where(seen[..., None], poses[..., :2], 0.0).astype(xp.float64)
+    lo = xp.where(seen[..., None], xy, xp.inf).min(axis=-2)
+    hi = xp.where(seen[..., None], xy, -xp.inf).max(axis=-2)
+    return xy, seen, xp.where(seen.sum(axis=-1) >= 2, (hi - lo).max(axis=-1), xp.nan)
+
+
+def _side_moves(xp, prev_xy, prev_seen, prev_size, xy, seen, size):
+    """Movement from each previous frame to the next, labels kept and labels swapped: the mean
+    distance of the keypoints seen in both, in body sizes ([N] each; 0 where not measurable)."""
+    flip = xp.asarray(FLIP_PERMUTATION)
+
+    def moved(cur, cur_seen):
+        both = prev_seen & cur_seen
+        gap = xp.sqrt(((prev_xy - cur) ** 2).sum(axis=-1))
+        return xp.where(both, gap, 0.0).sum(axis=-1), both.sum(axis=-1)
+
+    scale = (size + prev_size) / 2
+    same, n_same = moved(xy, seen)
+    swapped, n_swapped = moved(xy[..., flip, :], seen[..., flip])
+    usable = xp.isfinite(scale) & (scale > 0) & (n_same > 0) & (n_swapped > 0)
+    safe = xp.where(usable, scale, 1.0)
+    return (xp.where(usable, same / xp.maximum(n_same, 1) / safe, 0.0),
+            xp.where(usable, swapped / xp.maximum(n_swapped, 1) / safe, 0.0))
+
+
+def _side_unary(xp, poses, xy, seen, swap_cost):
+    """Per frame the cost of each labelling ``[N, 2]`` (kept, swapped): ``swap_cost`` for a swap,
+    FACE_SIDE_COST for labels that contradict the visible face."""
+    from posescore.kernels.skeleton import KP
+
+    face = (poses[..., KP["nose"], 2] > FACE_MIN_CONFIDENCE) & (poses[..., KP["left_eye"], 2] > FACE_MIN_CONFIDENCE) \
+        & (poses[..., KP["right_eye"], 2] > FACE_MIN_CONFIDENCE)
+    facing = xp.where(face, _chirality(xp, xy, seen), 0.0)
+    return xp.stack([FACE_SIDE_COST * (facing < 0), swap_cost + FACE_SIDE_COST * (facing > 0)], axis=-1)
+
+
+def consistent_sides_step(previous, current, cost, swap_cost: float = SIDE_SWAP_COST,
+                          min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """:func:`consistent_sides` for streams, a frame at a time: for each of S streams, its last
+    pose ``previous [S, 17, 3]`` (as the model labelled it; NaN rows: none yet), its new one
+    ``current [S, 17, 3]`` and the forward Viterbi costs of the last pose's two labellings ``cost
+    [S, 2]`` float64 (kept, swapped; zeros at a stream's start). Returns ``(swap [S] bool, cost
+    [S, 2])``: whether the new pose's sides are to be swapped, the labelling a whole-sequence
+    :func:`consistent_sides` of the stream so far gives its last frame, and the new costs. NumPy."""
+    previous = np.asarray(previous, np.float32)
+    current = check_array(current, "current", trailing=(NUM_KEYPOINTS, 3), ndim=(3, 3), allow_nan=True)
+    cost = np.asarray(cost, np.float64)
+    xy, seen, size = _side_geometry(np, current, min_confidence)
+    prev_xy, prev_seen, prev_size = _side_geometry(np, previous, min_confidence)
+    same, swapped = _side_moves(np, prev_xy, prev_seen, prev_size, xy, seen, size)
+    unary = _side_unary(np, current, xy, seen, check_number(swap_cost, "swap_cost", minimum=0.0))
+    start = ~np.isfinite(previous).all(axis=(1, 2))
+    keep = cost + same[:, None]
+    cross = cost[:, ::-1] + swapped[:, None]
+    cost = np.where(start[:, None], unary, np.minimum(keep, cross) + unary)
+    cost -= cost.min(axis=1, keepdims=True)  # only the difference matters; it stays bounded
+    return cost[:, 1] < cost[:, 0], cost
 
 
 def consistent_keypoints(a, b, min_share: float = 0.5, min_confidence: float = DEFAULT_MIN_CONFIDENCE):

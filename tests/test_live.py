@@ -248,3 +248,25 @@ def test_a_stream_goes_on_on_another_server_with_its_count(triton_server, small_
     assert live.reopened == 1 and live.url == triton_server.grpc_url
     assert reps == list(range(1, len(reps) + 1)) and end["count"] == 8 and [r["rep"] for r in end["reps"]] == list(range(1, 9))
     assert [r["backwards"] for r in end["reps"]] == [False, True, False, True] * 2
+
+
+def test_sides_a_frame_at_a_time_are_the_whole_sequences_last_labels():
+    """kernels.consistent_sides_step on each new frame labels it as consistent_sides of the stream
+    so far labels its last frame: a flicker of left and right is undone as it comes."""
+    from posescore import kernels
+    from posescore.kernels.skeleton import FLIP_PERMUTATION
+
+    rng = np.random.default_rng(3)
+    poses = arm_raise(40)
+    poses[..., :2] += rng.normal(0, 2, poses[..., :2].shape)
+    flicker = poses.copy()
+    flicker[[12, 13, 27]] = flicker[[12, 13, 27]][:, list(FLIP_PERMUTATION)]  # the model's labels swapped
+    streams = np.stack([poses, flicker])
+    previous, cost = np.full((2, 17, 3), np.nan, np.float32), np.zeros((2, 2))
+    for t in range(len(poses)):
+        swap, cost = kernels.consistent_sides_step(previous, streams[:, t], cost)
+        previous = streams[:, t]
+        for n in range(2):
+            whole = kernels.consistent_sides(streams[n, :t + 1])[-1]
+            assert bool(swap[n]) == (not np.array_equal(whole, streams[n, t])), (n, t)
+    assert swap[1] == False and bool(kernels.consistent_sides_step(previous, flicker[27:28].repeat(2, 0), cost)[0][1])  # noqa: E712

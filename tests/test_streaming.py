@@ -23,10 +23,10 @@ def series():
 
 
 def run(query, s, lanes=1, **options):
-    offsets = np.arange(lanes + 1) * len(query)
-    state = kernels.SpringState(np.tile(query, (lanes, 1)), offsets)
-    out = [kernels.spring_step(state, np.arange(lanes), np.repeat(s[j:j + 1], lanes, 0), [j] * lanes, max_step_cost=[options.get("max_step_cost", 0.0)] * lanes,
-                               min_length=[options.get("min_length", 10)] * lanes) for j in range(len(s))]
+    state = kernels.SpringState()
+    state.add([query] * lanes, options.get("max_step_cost", 0.0), options.get("min_length", 10))
+    out = [kernels.spring_step(state, np.arange(lanes), np.repeat(s[j:j + 1], lanes, 0), [j] * lanes)
+           for j in range(len(s))]
     return np.stack(out), state
 
 
@@ -58,16 +58,40 @@ def test_a_match_is_final_once_no_later_frame_can_improve_it(series):
 
 def test_bad_calls_name_the_problem(series):
     query, s = series
-    state = kernels.SpringState(query, [0, 20])
+    state = kernels.SpringState()
+    state.add([query, query], 0.1, 2)
     step = lambda **kw: kernels.spring_step(state, kw.get("lanes", [0]), kw.get("frames", s[:1]),  # noqa: E731
-                                            kw.get("times", [0]), max_step_cost=[0.1], min_length=[2])
+                                            kw.get("times", [0]))
     with pytest.raises(ValueError, match="lanes: a lane may advance by one frame per call"):
         step(lanes=[0, 0], frames=s[:2], times=[0, 0])
-    with pytest.raises(ValueError, match="lanes: expected lanes 0 to 0"):
+    with pytest.raises(ValueError, match="lanes: expected lanes alive, of 0 to 1"):
+        step(lanes=[2])
+    state.remove([1])
+    with pytest.raises(ValueError, match="lanes: expected lanes alive"):
         step(lanes=[1])
     with pytest.raises(ValueError, match="frames: expected 34 values per frame"):
         step(frames=s[:1, :10])
     with pytest.raises(ValueError, match="frames"):
         step(frames=np.full((1, 34), np.nan, np.float32))
-    with pytest.raises(ValueError, match="offsets: expected 0, increasing, to the 20 reference rows"):
-        kernels.SpringState(query, [0, 10])
+    with pytest.raises(ValueError, match=r"references\[0\]: expected shape \[..., 34\], got shape \[20, 10\]"):
+        state.add([query[:, :10]], 0.1, 2)
+
+
+def test_lanes_come_and_go_and_the_others_keep_their_columns(series):
+    """Lanes added and removed between steps (and the arrays compacted) leave the other lanes'
+    columns as if they had run alone."""
+    query, s = series
+    alone, _ = run(query, s, max_step_cost=0.3)
+    state = kernels.SpringState()
+    (first,) = state.add([query], 0.3, 10)
+    got = []
+    for j in range(len(s)):
+        if j == 30:
+            extra = state.add([query[:5], query], 0.3, 10)
+        if j == 60:
+            state.remove(extra)
+            mapping = state.compact()
+            first = int(mapping[first])
+            assert state.lanes == 1 and state.rows == len(query)
+        got.append(kernels.spring_step(state, [first], s[j:j + 1], [j])[0])
+    np.testing.assert_array_equal(np.stack(got), alone[:, 0])

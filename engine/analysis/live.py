@@ -26,7 +26,7 @@ from posescore.engine.analysis.report import rep_row
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, search_grids, search_reps
 from posescore.engine.poses import VideoInfo, VideoPoses
 from posescore.kernels import SCORE_THRESHOLD
-from posescore.kernels.skeleton import PART_NAMES
+from posescore.kernels.skeleton import FLIP_PERMUTATION, PART_NAMES
 
 #: A stream match is a candidate when its cost per step maps to at least this much under the
 #: minimum repetition score (the offline search's candidates too are weighed from 20 under).
@@ -34,8 +34,9 @@ CANDIDATE_MARGIN = 20.0
 #: Frames kept before the last repetition's end, and the longest stretch a stream keeps, in
 #: repetitions of the longest allowed duration.
 KEEP_REPETITIONS = 3
-#: Frames a stream's left/right labels are decided over (kernels.consistent_sides on the last few).
-SIDES_WINDOW = 8
+#: Freed DP rows kept until they are at least this many (and half of all): a compaction copies
+#: every stream's columns.
+COMPACT_MIN_ROWS = 4096
 
 
 class LiveError(ValueError):
@@ -68,7 +69,8 @@ class _Stream:
     committed: int = 0                    # positions before this are in a reported repetition
     pending: int = -1                     # a final match's end whose repetition is not reported yet
     reps: list = field(default_factory=list)
-    sides: list = field(default_factory=list)      # the last frames, sides made consistent
+    side_pose: np.ndarray = field(default_factory=lambda: np.full((17, 3), np.nan, np.float32))  # last seen, as labelled
+    side_cost: np.ndarray = field(default_factory=lambda: np.zeros(2))  # its labellings' Viterbi costs
 
     @property
     def duration(self) -> float:
@@ -85,11 +87,8 @@ class LivePool:
         self.threshold, self.mirror = threshold, mirror
         self.min_ratio, self.max_ratio, self.min_score = min_ratio, max_ratio, min_score
         self.streams: dict[str, _Stream] = {}
-        self._order: list[str] = []       # lane 2n, 2n + 1: stream n forwards, backwards
-        self._lane: dict[str, int] = {}   # each stream's forwards lane (2n)
-        self._state: kernels.SpringState | None = None
-        self._offsets = np.zeros(1, np.int64)
-        self._references = np.zeros((0, 34), np.float32)
+        self._lane: dict[str, int] = {}   # each stream's forwards lane l (backwards: l + 1)
+        self._state = kernels.SpringState()
 
     def __len__(self) -> int:
         return len(self.streams)
@@ -117,7 +116,10 @@ class LivePool:
         stream = _Stream(key, reference, float(reference_fps), float(fps), rate, grid, vectors, weights,
                          _as_poses(reference, np.arange(len(reference)) / reference_fps, np.arange(len(reference)),
                                    name, reference_fps), name)
-        self._rebuild(add=stream)
+        floor = max(1.0, self.min_score - CANDIDATE_MARGIN)
+        lanes = self._state.add([vectors, vectors[::-1]], kernels.distance_for_score(floor, "cosine") ** 2,
+                                max(2, int(self.min_ratio * stream.duration * rate)))
+        self.streams[key], self._lane[key] = stream, int(lanes[0])
         return {"event": "start", "stream": key, "reference_frames": len(reference),
                 "reference_duration": round(stream.duration, 3), "rate": rate}
 
@@ -126,13 +128,13 @@ class LivePool:
         state freed. Returns the ``end`` event (every repetition, and the new ones as ``new``)."""
         stream = self._stream(key)
         new = self._report(stream, until=None)  # nothing left to wait for
-        self._rebuild(remove=key)
+        self._remove(key)
         return {"event": "end", "stream": key, "count": len(stream.reps), "reps": list(stream.reps), "new": new}
 
     def abandon(self, key: str) -> None:
         """Free stream ``key`` without reporting (a client gone, an idle stream)."""
         if key in self.streams:
-            self._rebuild(remove=key)
+            self._remove(key)
 
     # -- frames ----------------------------------------------------------------------------------
     def step(self, frames: list[tuple]) -> dict[str, list[dict]]:
@@ -163,6 +165,15 @@ class LivePool:
                     pose = None  # no one to follow in this frame
             checked.append((stream, pose, time, int(frame)))
         events: dict[str, list[dict]] = {key: [] for key in keys}
+        seen = [(stream, pose) for stream, pose, _, _ in checked if pose is not None]
+        if seen:  # each stream's sides as consistent_sides would label its last frame, all in one call
+            current = np.stack([pose for _, pose in seen])
+            swap, costs = kernels.consistent_sides_step(np.stack([s.side_pose for s, _ in seen]), current,
+                                                        np.stack([s.side_cost for s, _ in seen]))
+            labelled = np.where(swap[:, None, None], current[:, list(FLIP_PERMUTATION)], current)
+            for n, (stream, pose) in enumerate(seen):
+                stream.side_pose, stream.side_cost = pose, costs[n]
+            labelled = {id(stream): labelled[n] for n, (stream, _) in enumerate(seen)}
         advance = []
         for stream, pose, time, frame in checked:
             stream.last_time = time
@@ -170,9 +181,8 @@ class LivePool:
             events[stream.key].append(event)
             if pose is None:
                 continue
-            stream.sides = (stream.sides + [pose])[-SIDES_WINDOW:]
             stream.poses.append(pose)  # as it came: scored as reps scores it, sides undone over the repetition
-            pose = kernels.consistent_sides(np.stack(stream.sides))[-1]
+            pose = labelled[id(stream)]
             stream.times.append(time)
             stream.frames.append(frame)
             stream.seen += 1
@@ -206,8 +216,7 @@ class LivePool:
             rows += [n, n]
             times += [stream.tick_base + len(stream.ticks) - 1] * 2
         lanes = np.asarray(lanes, np.int64)
-        steps = kernels.spring_step(self._state, lanes, vectors[rows], times, max_step_cost=self._max_cost,
-                                    min_length=self._min_length)
+        steps = kernels.spring_step(self._state, lanes, vectors[rows], times)
         # The running score and worst part: this frame against the reference row it has reached.
         forwards = steps[0::2]
         phase_rows = forwards[:, 2].astype(np.int64)
@@ -215,16 +224,16 @@ class LivePool:
         query_w = np.stack([s.weights[r] for (s, _, _), r in zip(advance, phase_rows)])
         parts, valid = kernels.part_scores(query, query_w, vectors, weights, return_valid=True,
                                            query_index=np.arange(len(advance)))
+        now = np.array([s.tick_base + len(s.ticks) for s, _, _ in advance])
+        length = np.maximum(phase_rows + 1, now - forwards[:, 4].astype(np.int64))
+        scores = np.round(kernels.score_from_distance(np.sqrt(np.maximum(forwards[:, 3], 0.0) / length), "cosine"), 1)
+        worst = np.where(valid.any(axis=1), np.where(valid, parts, np.inf).argmin(axis=1), -1)
+        parts = np.round(parts, 1)
         for n, (stream, _, event) in enumerate(advance):
-            row, cost, start = phase_rows[n], forwards[n, 3], forwards[n, 4]
-            length = max(row + 1, stream.tick_base + len(stream.ticks) - int(start))
-            event["phase"] = round(float(row) / max(1, len(stream.grid) - 1), 3)
-            event["score"] = round(float(kernels.score_from_distance(math.sqrt(max(cost, 0.0) / length), "cosine")),
-                                   1)
-            scored = [(float(parts[n, p]), name) for p, name in enumerate(PART_NAMES) if valid[n, p]]
-            event["worst_part"] = min(scored)[1] if scored else None
-            event["parts"] = {name: round(float(parts[n, p]), 1) if valid[n, p] else None
-                              for p, name in enumerate(PART_NAMES)}
+            event["phase"] = round(float(phase_rows[n]) / max(1, len(stream.grid) - 1), 3)
+            event["score"] = float(scores[n])
+            event["worst_part"] = PART_NAMES[worst[n]] if worst[n] >= 0 else None
+            event["parts"] = {name: (float(parts[n, p]) if valid[n, p] else None) for p, name in enumerate(PART_NAMES)}
         for n, lane in enumerate(lanes.tolist()):
             stream = advance[n // 2][0]
             if steps[n, 5] > 0:
@@ -242,14 +251,14 @@ class LivePool:
         ``position`` could still become a candidate (its cost per step within the candidates'
         bound): a repetition overlapping the one found there may still be under way, and the
         offline search would weigh the two against each other."""
-        n = self._lane[stream.key]
-        lo, hi = self._offsets[n], self._offsets[n + 2]
+        n, state = self._lane[stream.key], self._state
+        lo, mid, hi = state.offsets[n], state.offsets[n + 1], state.offsets[n + 2]
         tick = stream.tick_base + int(np.searchsorted(stream.ticks, position, side="right")) - 1
         now = stream.tick_base + len(stream.ticks) - 1
-        rows = np.concatenate([np.arange(self._offsets[n + 1] - lo), np.arange(hi - self._offsets[n + 1])])
-        col, start = self._state.col[lo:hi], self._state.col_start[lo:hi]
+        rows = np.concatenate([np.arange(mid - lo), np.arange(hi - mid)])
+        col, start = state.col[lo:hi], state.col_start[lo:hi]
         length = np.maximum(rows + 1, now - start + 1)
-        return bool(np.any((start <= tick) & (col <= self._max_cost[n] * length)))
+        return bool(np.any((start <= tick) & (col <= state.max_step_cost[n] * length)))
 
     def _report(self, stream: _Stream, until: int | None) -> list[dict]:
         """Repetitions found from the last one reported to the newest frame, ending at or before
@@ -299,47 +308,14 @@ class LivePool:
             stream.tick_base += old
             stream.committed = max(stream.committed, stream.base)
 
-    def _rebuild(self, add: _Stream | None = None, remove: str | None = None) -> None:
-        """Re-pack the lanes' references and DP state (kept) after stream ``add`` starts or stream
-        ``remove`` ends."""
-        old_state, old_offsets, old_order = self._state, self._offsets, list(self._order)
-        pieces, cols, starts, best = [], [], [], []
-        for n, key in enumerate(old_order):
-            if key == remove:
-                continue
-            for lane in (2 * n, 2 * n + 1):
-                lo, hi = old_offsets[lane], old_offsets[lane + 1]
-                pieces.append(self._references[lo:hi])
-                cols.append(old_state.col[lo:hi])
-                starts.append(old_state.col_start[lo:hi])
-                best.append((old_state.best_cost[lane], old_state.best_start[lane], old_state.best_end[lane]))
-        order = [key for key in old_order if key != remove]
-        if remove is not None:
-            del self.streams[remove]
-        if add is not None:
-            for vectors in (add.vectors, add.vectors[::-1].copy()):
-                pieces.append(vectors)
-                cols.append(np.full(len(vectors), np.inf, np.float32))
-                starts.append(np.zeros(len(vectors), np.int64))
-                best.append((np.inf, 0, 0))
-            order.append(add.key)
-            self.streams[add.key] = add
-        lengths = [len(p) for p in pieces]
-        self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self._references = (np.concatenate(pieces).astype(np.float32) if pieces else np.zeros((0, 34), np.float32))
-        self._state = kernels.SpringState(self._references, self._offsets)
-        if pieces:
-            self._state.col[:] = np.concatenate(cols)
-            self._state.col_start[:] = np.concatenate(starts)
-            for lane, (cost, start, end) in enumerate(best):
-                self._state.best_cost[lane], self._state.best_start[lane], self._state.best_end[lane] = cost, start, end
-        self._order = order
-        self._lane = {key: 2 * n for n, key in enumerate(order)}
-        streams = [self.streams[key] for key in order for _ in (0, 1)]
-        floor = max(1.0, self.min_score - CANDIDATE_MARGIN)
-        self._max_cost = np.full(len(streams), kernels.distance_for_score(floor, "cosine") ** 2, np.float32)
-        self._min_length = np.array([max(2, int(self.min_ratio * s.duration * s.rate)) for s in streams], np.int64)
-
+    def _remove(self, key: str) -> None:
+        """Free stream ``key``'s lanes; the DP's arrays are compacted once half their rows are freed."""
+        lane = self._lane.pop(key)
+        del self.streams[key]
+        self._state.remove([lane, lane + 1])
+        if self._state.dead_rows > max(COMPACT_MIN_ROWS, self._state.rows // 2):
+            mapping = self._state.compact()
+            self._lane = {k: int(mapping[v]) for k, v in self._lane.items()}
 
 def _as_poses(poses: np.ndarray, times: np.ndarray, frames: np.ndarray, name: str, fps: float) -> VideoPoses:
     """One performer's frames as a VideoPoses of one person per row (boxes: the visible keypoints'
