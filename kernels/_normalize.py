@@ -123,17 +123,19 @@ def consistent_sides(poses, swap_cost: float = SIDE_SWAP_COST, min_confidence: f
     unary = _side_unary(xp, poses, xy, seen, swap_cost)
     same, swapped, unary = (np.asarray(a.get() if xp is not np else a, np.float64) for a in (same, swapped, unary))
     T = poses.shape[0]
-    choice = np.zeros((T, 2), np.int8)  # the best previous labelling of each (frame, labelling)
-    cost = unary[0].copy()
+    # Python floats: two states per frame, where NumPy's per-call cost would dominate.
+    same, swapped, unary = same.tolist(), swapped.tolist(), unary.tolist()
+    choice = [(0, 1)] * T  # the best previous labelling of each (frame, labelling)
+    kept, flipped = unary[0]
     for t in range(1, T):
-        keep = cost + same[t - 1]  # previous labelling s -> this frame's s
-        cross = cost[::-1] + swapped[t - 1]  # previous 1 - s -> this frame's s
-        choice[t] = np.where(keep <= cross, [0, 1], [1, 0])
-        cost = np.minimum(keep, cross) + unary[t]
+        keep0, cross0 = kept + same[t - 1], flipped + swapped[t - 1]  # -> this frame kept
+        keep1, cross1 = flipped + same[t - 1], kept + swapped[t - 1]  # -> this frame swapped
+        choice[t] = (0 if keep0 <= cross0 else 1, 1 if keep1 <= cross1 else 0)
+        kept, flipped = min(keep0, cross0) + unary[t][0], min(keep1, cross1) + unary[t][1]
     labels = np.zeros(T, bool)
-    labels[-1] = cost[1] < cost[0]
+    labels[-1] = flipped < kept
     for t in range(T - 1, 0, -1):
-        labels[t - 1] = bool(choice[t, int(labels[t])])
+        labels[t - 1] = bool(choice[t][int(labels[t])])
     if labels.any():
         rows = xp.asarray(np.flatnonzero(labels))
         out[rows] = out[rows][:, flip]
