@@ -31,8 +31,8 @@ def parse_config(name):
                              model_config_pb2.ModelConfig())
 
 
-def test_repository_has_the_four_models():
-    assert MODELS == ["dtw", "pose", "score", "search"]
+def test_repository_has_the_five_models():
+    assert MODELS == ["dtw", "live", "pose", "score", "search"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -108,6 +108,27 @@ def test_killed_parent_leaves_no_orphan_server(tmp_path):
         time.sleep(0.5)
     assert _server_processes(pgid) == []
     assert not list(SHM_DIR.glob(f"{SHM_PREFIX}{parent.pid}_*"))  # SIGTERM: it removed its shared memory
+
+
+def test_a_port_in_use_is_a_clear_error_and_serve_exits_1(triton_server):
+    """A port another process listens on, a plain socket or another posescore server: the start
+    fails at once naming the port, and ``posescore serve`` exits 1 (it claimed success before,
+    seeing the other server's models ready)."""
+    from posescore.engine.serving.server import ServerError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerError, match=f"the gRPC port 127.0.0.1:{port} is in use by another process"):
+            TritonServer(grpc_port=port, models=["score"]).start()
+        with pytest.raises(ServerError, match=f"the metrics port 127.0.0.1:{port} is in use"):
+            TritonServer(metrics_port=port, models=["score"]).start()
+    exe = Path(sys.executable).with_name("posescore")
+    out = subprocess.run([str(exe), "serve", "--grpc-port", str(triton_server.grpc_port)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and out.stdout == ""
+    assert f"the gRPC port {triton_server.grpc_url} is in use by another process" in out.stderr
 
 
 def test_serve_prints_addresses_and_stops_on_sigterm():

@@ -83,6 +83,12 @@ def input_scalar(request, name: str, default, cast: Callable = lambda v: v, *, d
         raise RequestError(f"{name}: {err}") from None
 
 
+def sequence_flag(request, name: str) -> bool:
+    """The sequence batcher's control input ``name`` (``START``, ``END``; fp32 0 or 1) of ``request``."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return tensor is not None and bool(tensor.as_numpy().reshape(-1)[0] > 0)
+
+
 def output_tensor(name: str, array) -> "pb_utils.Tensor":
     """An output tensor from a NumPy array, or from a CuPy array without a host copy."""
     if isinstance(array, np.ndarray):

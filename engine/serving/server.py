@@ -264,6 +264,7 @@ class TritonServer:
         """Start the server and wait until it and every model is ready (raises ServerError)."""
         if self.process is not None:
             raise ServerError("server already started")
+        self._check_ports()
         remove_abandoned_runtimes()
         self._runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))
         (self._runtime_dir / OWNER_FILE).write_text(str(os.getpid()))
@@ -292,6 +293,22 @@ class TritonServer:
                               f"with:\n{tail}") from None
         return self
 
+    def _check_ports(self) -> None:
+        """Raise ServerError naming the first of this server's ports that another process listens
+        on: tritonserver would fail to bind it, while a client of that port would see the other
+        server ready (gRPC's SO_REUSEPORT may even let both bind and split the connections)."""
+        ports = [("gRPC", self.grpc_port), ("metrics", self.metrics_port)]
+        ports += [("HTTP", self.http_port)] if self.http else []
+        ports += [("Triton's private HTTP", self._backend_http_port)] if self.http else []
+        for what, port in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed socket's TIME_WAIT is no owner
+                try:
+                    sock.bind((self.host, port))
+                except OSError as err:
+                    raise ServerError(f"the {what} port {self.host}:{port} is in use by another process "
+                                      f"({err.strerror}); stop it or choose another port") from None
+
     def _wait_ready(self) -> None:
         import tritonclient.grpc as grpcclient
 
@@ -308,6 +325,9 @@ class TritonServer:
                     # gRPC answers ready before Triton has started its HTTP service (a CI run's
                     # first HTTP request was refused): with HTTP on, wait for both.
                     if client.is_server_ready() and (not self.http or _accepts(self.host, self._backend_http_port)):
+                        # Ours, not another server that took the port meanwhile: only ours opens
+                        # its admin surfaces to this key.
+                        client.get_log_settings(headers=self.admin_headers)
                         return
                 time.sleep(0.2)
             raise ServerError(f"tritonserver not ready after {self.startup_timeout:.0f} s")

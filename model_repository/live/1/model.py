@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from posescore.engine.serving.live import LiveRequest, LiveService, events_json
-from posescore.engine.serving.plumbing import error_response, input_array, input_scalar, output_tensor, parameters
+from posescore.engine.serving.plumbing import (error_response, input_array, input_scalar, output_tensor, parameters,
+                                               sequence_flag)
 import triton_python_backend_utils as pb_utils
 
 
@@ -17,7 +18,7 @@ class TritonPythonModel:
 
     def parse(self, request):
         key = str(request.correlation_id())
-        start, end = input_array(request, "START").reshape(-1)[0] > 0, input_array(request, "END").reshape(-1)[0] > 0
+        start, end = sequence_flag(request, "START"), sequence_flag(request, "END")
         pose, time = input_array(request, "pose").astype(np.float32), input_array(request, "time")
         pose = pose.reshape((-1, 17, 3)) if pose.size else pose.reshape((0, 17, 3))
         if len(pose) > 1 or time.size != len(pose):
