@@ -181,3 +181,17 @@ def test_a_live_stream_goes_on_after_its_stub_is_killed(tmp_path):
         assert "reloaded" in [e["what"] for e in supervisor.events], supervisor.events
     assert live.reopened >= 1 and reps == list(range(1, len(reps) + 1))
     assert end["count"] == 8 and [r["backwards"] for r in end["reps"]] == [False, True, False, True] * 2
+
+
+def test_a_killed_stub_of_a_two_instance_model_leaves_no_stub_behind(tmp_path):
+    """dtw runs two instances: after a kill -9 of one stub and the reload, the model has its two
+    stubs again, not the old sibling beside two new ones (Triton's unload left it running)."""
+    with TritonServer(models=["dtw"]) as server, Supervisor(server, interval=0.5, logs_dir=tmp_path) as supervisor:
+        assert len(server.stub_pids("dtw")) == 2
+        for round_ in range(2):
+            os.kill(server.stub_pids("dtw")[0], signal.SIGKILL)
+            deadline = time.monotonic() + 90
+            while sum(e["what"] == "reloaded" for e in supervisor.events) <= round_ and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert sum(e["what"] == "reloaded" for e in supervisor.events) == round_ + 1, supervisor.events
+            assert len(server.stub_pids("dtw")) == 2, (round_, server.stub_pids("dtw"), supervisor.events)

@@ -18,7 +18,9 @@ last round of probes was answered by every model.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import signal
 import shutil
 import tempfile
 import threading
@@ -167,10 +169,12 @@ class Supervisor:
             self._event("model failing", model=model, reason=problem[:500])
             client = grpcclient.InferenceServerClient(self.server.grpc_url)
             try:
+                before = set(self.server.stub_pids(model))
                 # A load of a loaded model whose files did not change is a no-op: unload it first
                 # (Triton ends the dead stub's instance), then load it, which starts a new stub.
                 client.unload_model(model, headers=self.server.admin_headers)
                 client.load_model(model, headers=self.server.admin_headers)
+                self._end_leftover_stubs(model, before)
                 still = self.probe(model)
                 if still is not None:
                     raise RuntimeError(f"still failing after the reload: {still}")
@@ -182,6 +186,16 @@ class Supervisor:
             finally:
                 client.close()
         self.healthy = True  # every failing model answered its probe after its reload
+
+    def _end_leftover_stubs(self, model: str, before: set[int]) -> None:
+        """Kill the stubs of ``model`` from before its reload that are still alive: with several
+        instances, Triton's unload leaves the killed stub's siblings running beside the new ones."""
+        leftover = sorted(before & set(self.server.stub_pids(model)))
+        for pid in leftover:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if leftover:
+            self._event("stubs ended", model=model, pids=leftover)
 
     # -- the thread ----------------------------------------------------------------------------
     def run(self) -> None:
