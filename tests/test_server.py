@@ -418,6 +418,25 @@ def test_search_refuses_a_clip_search_over_its_cells_bound(tmp_path):
                 client.search("bounded", first[3:9], k=2)
             assert client.search("bounded", first[3:9], k=1, video="first*")[0].score > 99
             assert client.search("bounded", first[4], k=1)[0].score == pytest.approx(100, abs=1e-3)
+        # A clip_score request (the sharded client's second phase) sending a million candidates
+        # is refused by the same bound before any of them is looked at.
+        def tensor(name, array, datatype):
+            t = grpcclient.InferInput(name, list(array.shape), datatype)
+            t.set_data_from_numpy(array)
+            return t
+
+        rows = np.zeros((1_000_000, 3), np.int64)
+        rows[:, 2] = 5
+        raw = grpcclient.InferenceServerClient(server.grpc_url)
+        with pytest.raises(InferenceServerException, match=r"candidates: 1,000,000 candidates of 6,000,000 rows "
+                                                           r"against a 6-pose query are 36,000,000 DTW cells, over "
+                                                           r"this server's bound of 100"):
+            raw.infer("search", [tensor("archive", np.array([b"bounded"], np.object_), "BYTES"),
+                                 tensor("query", first[3:9], "FP32"),
+                                 tensor("phase", np.array([b"clip_score"], np.object_), "BYTES"),
+                                 tensor("candidates", rows, "INT64"),
+                                 tensor("candidate_costs", np.zeros(len(rows), np.float32), "FP32")])
+        raw.close()
 
 
 def _repository_with(tmp_path, model, key, default, value):

@@ -174,6 +174,15 @@ class SearchService:
             if rows.ndim != 2 or rows.shape[1] != 3 or costs.shape != (rows.shape[0],):
                 raise ArchiveError(f"candidates [C, 3] (segment, first row, last row) and candidate_costs [C]: "
                                    f"got {list(rows.shape)} and {list(costs.shape)}")
+            spans = (rows[:, 2].astype(np.int64) - rows[:, 1].astype(np.int64) + 1) if len(rows) else rows[:, 0]
+            if len(rows) > MAX_COUNT or (spans < 1).any():
+                raise ArchiveError(f"candidates: expected at most {MAX_COUNT:,} (segment, first row, last row) with "
+                                   f"last >= first, got {len(rows):,}")
+            cells = int(spans.sum()) * len(query)
+            if cells > self.max_clip_cells:
+                raise ArchiveError(f"candidates: {len(rows):,} candidates of {int(spans.sum()):,} rows against a "
+                                   f"{len(query)}-pose query are {cells:,} DTW cells, over this server's bound of "
+                                   f"{self.max_clip_cells:,} (max_clip_cells); send fewer")
             scored = [ClipCandidate(float(c), int(s), int(a), int(b)) for (s, a, b), c in zip(rows, costs)]
         if phase in ("pose_candidates",) and len(query) != 1:
             raise ArchiveError(f"query: phase {phase!r} takes one pose [1, 17, 3], got {len(query)}")
