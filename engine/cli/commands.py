@@ -314,6 +314,11 @@ def live_command(args) -> int:
     check_movement_source(args.reference, "reference")
     if args.source != "-" and not Path(args.source).exists():
         raise ValueError(f"--source {args.source}: no such file")
+    for option, given in (("--page-port", args.page_port is not None), ("--page-hold", args.page_hold)):
+        if given and not args.page:
+            raise ValueError(f"{option} is an option of --page: add --page")
+    if args.page_port is not None and not 0 <= args.page_port <= 65535:
+        raise ValueError(f"--page-port {args.page_port}: expected a port number 0-65535 (0: a free one)")
     terminal = sys.stdout.isatty() and not args.json
 
     def emit(event: dict) -> None:
@@ -331,16 +336,31 @@ def live_command(args) -> int:
                   f"score {event['score']:.1f}{' (backwards)' if event['backwards'] else ''}  "
                   f"{moment_feedback(event['worst_moment'])}{mark}", flush=True)
 
-    result = _with_client(args, lambda c: live_job(
-        args.reference, args.source, c, emit=emit, start=args.start, end=args.end,
-        reference_person=args.reference_person, realtime=args.realtime, fps=args.fps, threshold=args.threshold,
-        mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio, min_score=args.min_score))
-    if not args.json:
-        flagged = [r["rep"] for r in result["reps"] if r["flagged"]]
-        under = f", {len(flagged)} under {args.threshold:g}" if flagged else ""
-        dropped = f", {result['dropped']} frame(s) dropped to keep up" if result["dropped"] else ""
-        print(f"{chr(13) if terminal else ''}{result['count']} repetition(s){under} in {result['frames']} frames"
-              f"{dropped}", flush=True)
+    page = None
+    if args.page:
+        from posescore.engine.reports.live_page import LivePage
+
+        page = LivePage(threshold=args.threshold, port=args.page_port or 0,
+                        title=f"posescore live: {Path(args.reference).name}")
+        print(f"posescore live: page at {page.url}", file=sys.stderr, flush=True)
+    try:
+        result = _with_client(args, lambda c: live_job(
+            args.reference, args.source, c, emit=emit, start=args.start, end=args.end,
+            reference_person=args.reference_person, realtime=args.realtime, fps=args.fps, threshold=args.threshold,
+            mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio, min_score=args.min_score,
+            page=page))
+        if not args.json:
+            flagged = [r["rep"] for r in result["reps"] if r["flagged"]]
+            under = f", {len(flagged)} under {args.threshold:g}" if flagged else ""
+            dropped = f", {result['dropped']} frame(s) dropped to keep up" if result["dropped"] else ""
+            print(f"{chr(13) if terminal else ''}{result['count']} repetition(s){under} in {result['frames']} frames"
+                  f"{dropped}", flush=True)
+        if page is not None and args.page_hold:
+            print(f"posescore live: the stream ended; serving {page.url} until Ctrl-C", file=sys.stderr, flush=True)
+            page.hold()
+    finally:
+        if page is not None:
+            page.close()
     return 0
 
 

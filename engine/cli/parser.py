@@ -139,6 +139,16 @@ def add_job_commands(sub) -> None:
     _repetition_options(live)
     live.add_argument("--reference-person", default="auto", metavar="SPEC",
                       help="whom to follow in REFERENCE: a track id, X,Y@T, X0,Y0,X1,Y1@T, or auto")
+    live.add_argument("--page", action="store_true",
+                      help="serve a page on 127.0.0.1 (its URL printed to stderr at start) that shows the "
+                           "source with the skeleton (red where a part is under --threshold), the reference "
+                           "beside it at the athlete's phase, the running score, the count, the last feedback "
+                           "and the repetitions; self-contained, updated as events happen; it stops with the "
+                           "stream unless --page-hold")
+    live.add_argument("--page-port", type=int, default=None, metavar="N",
+                      help="with --page: serve on this port (default: a free one)")
+    live.add_argument("--page-hold", action="store_true",
+                      help="with --page: keep serving the page after the stream ends, until Ctrl-C")
     live.set_defaults(func=commands.live_command)
 
     from posescore.engine.jobs.find import MAX_MOMENTS, MIN_MOMENT_SCORE

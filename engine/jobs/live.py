@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time as clock
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -14,7 +15,7 @@ from posescore.clients.live import LiveSession
 from posescore.clients.protocol import PoseScoreError
 from posescore.engine.analysis.people import box_iou
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
-from posescore.engine.jobs.inputs import JobError, check_movement_source, choose_reference, load_poses
+from posescore.engine.jobs.inputs import FrameCursor, JobError, check_movement_source, choose_reference, load_poses
 from posescore.engine.jobs.reps import reference_rows
 from posescore.engine.media.video import iter_probed_frames, probe
 from posescore.kernels import SCORE_THRESHOLD
@@ -23,7 +24,7 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
              end: float | None = None, reference_person=None, realtime: bool = False, fps: float | None = None,
              threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
              max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
-             stdin: Iterable[str] | None = None) -> dict:
+             stdin: Iterable[str] | None = None, page=None) -> dict:
     """Play ``source`` (a video file, or ``"-"``: JSON lines of keypoints from ``stdin``) against
     the repetition ``reference`` (a video or pose JSON, from ``start`` to ``end`` seconds) on the
     server's ``live`` model (a ``clients.live.LiveSession``), calling ``emit`` with each event as it
@@ -31,7 +32,9 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
     A video's frames go through the pose model (``client``) one at a time; with ``realtime`` at
     the video's own pace, a frame that is due after the next one is dropped (the newest wins) and
     counted. The person followed is the main one of the first frame with anyone, then the one
-    overlapping them most. Returns the ``end`` event, with ``frames`` and ``dropped``."""
+    overlapping them most. With a ``page`` (``reports.live_page.LivePage``), the page is shown the
+    reference performer and each event as it happens, a frame's with its picture (a video's) and
+    the pose followed. Returns the ``end`` event, with ``frames`` and ``dropped``."""
     check_movement_source(reference, "reference")
     ref = load_poses(reference, client)
     rows = reference_rows(ref, start, end)
@@ -40,6 +43,16 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
     present[rows] = performer.present[rows]
     if present.sum() < 2:
         raise JobError(f"{reference}: the performer is in {int(present.sum())} frame(s) of the reference; need 2")
+    if page is not None:
+        cursor = FrameCursor(reference, ref.info)
+        pictures = None if cursor.frames is None else (cursor.get(int(i)) for i in ref.frame_indices[present])
+        page.reference(performer.poses[present], ref.rate, pictures, name=Path(str(reference)).name)
+
+    def show(event: dict, image=None, pose=None) -> None:
+        emit(event)
+        if page is not None:
+            page.publish(event, image=image, pose=pose)
+
     if source == "-":
         frames = _stdin_people(stdin)
         rate = fps or ref.rate  # keypoints on stdin say their times, not their rate
@@ -49,23 +62,23 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
         frames = _video_people(info, client, fps=fps, realtime=realtime)
     followed, count, dropped, session = None, 0, 0, None
     try:
-        for frame, moment, people, missed in frames:
+        for frame, moment, people, missed, image in frames:
             dropped += missed
             if session is None:
                 session = LiveSession(client.urls, performer.poses[present], reference_fps=ref.rate,
                                       fps=float(rate or ref.rate), name=str(reference), threshold=threshold,
                                       mirror=mirror, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score)
-                emit(session.started)
+                show(session.started)
             pose, followed = _follow(people, followed)
             for event in session.send(pose, moment, frame):
-                emit(event)
+                show(event, image, pose)
             count += 1
         if session is None:
             raise JobError(f"{source}: no frames")
         before = len(session.reps)
         result = session.end()
         for event in session.reps[before:]:  # found in the last frames
-            emit(event)
+            show(event)
     except PoseScoreError as err:
         raise JobError(f"{source}: {err}" + (f" (repetitions so far: {_so_far(session.reps)})"
                                              if session is not None and session.reps else "")) from None
@@ -73,7 +86,7 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
         if session is not None:
             session.close()
     result.update(frames=count, dropped=dropped)
-    emit(result)
+    show(result)
     return result
 
 
@@ -97,9 +110,9 @@ def _follow(people: list[tuple[np.ndarray, np.ndarray]], followed: np.ndarray | 
 
 
 def _video_people(info, client, *, fps: float | None, realtime: bool) -> Iterator[tuple]:
-    """``(frame index, time s, [(pose, box)], frames dropped before it)`` per frame of a video, each
-    through the pose model; with ``realtime``, paced to the video's clock, frames already late
-    when the next is due dropped (the newest wins: no queue)."""
+    """``(frame index, time s, [(pose, box)], frames dropped before it, RGB frame)`` per frame of a
+    video, each through the pose model; with ``realtime``, paced to the video's clock, frames
+    already late when the next is due dropped (the newest wins: no queue)."""
     began, dropped = None, 0
     frames = iter_probed_frames(info, fps=fps, max_side=None, start=0.0, end=None)  # probed once, by the caller
     pending = next(frames, None)
@@ -117,16 +130,16 @@ def _video_people(info, client, *, fps: float | None, realtime: bool) -> Iterato
         result = client.pose(pending.rgb[None])
         people = [(np.asarray(result.keypoints[0][p], np.float32), np.asarray(result.boxes[0][p], np.float32))
                   for p in range(int(result.counts[0]))]
-        yield pending.index, float(pending.time), people, dropped
+        yield pending.index, float(pending.time), people, dropped, pending.rgb
         dropped = 0
         pending = upcoming
 
 
 def _stdin_people(lines: Iterable[str] | None) -> Iterator[tuple]:
-    """``(frame, time, [(pose, box)], 0)`` per frame of JSON lines on stdin, one detection a line
-    (the fields ``posescore pose`` writes: ``keypoints`` 51 numbers, ``box`` [x, y, w, h],
-    ``frame``, ``time``); lines of one frame are consecutive. A line that is not such a record
-    is a JobError naming its number."""
+    """``(frame, time, [(pose, box)], 0, None)`` per frame of JSON lines on stdin (no picture), one
+    detection a line (the fields ``posescore pose`` writes: ``keypoints`` 51 numbers, ``box``
+    [x, y, w, h], ``frame``, ``time``); lines of one frame are consecutive. A line that is not such
+    a record is a JobError naming its number."""
     import sys
 
     current, people = None, []
@@ -149,12 +162,12 @@ def _stdin_people(lines: Iterable[str] | None) -> Iterator[tuple]:
         if not math.isfinite(moment):
             raise JobError(f"stdin line {number}: time must be a number of seconds, got {record['time']!r}")
         if current is not None and (frame, moment) != current:
-            yield current[0], current[1], people, 0
+            yield current[0], current[1], people, 0, None
             people = []
         current = (frame, moment)
         people.append((keypoints, box))
     if current is not None:
-        yield current[0], current[1], people, 0
+        yield current[0], current[1], people, 0, None
 
 
 def _extent(keypoints: np.ndarray) -> np.ndarray:
