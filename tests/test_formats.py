@@ -245,3 +245,22 @@ def test_absurd_pose_json_gets_a_clear_error(tmp_path):
     huge.write_text(json.dumps([{"image_id": "a.jpg", "category_id": 1, "keypoints": keypoints, "score": 0.9}]))
     with pytest.raises(VideoError, match=r"item 3 is 1e\+300, beyond"):
         read_poses_json(huge)
+
+
+def test_a_huge_integer_in_a_pose_json_is_a_one_line_error(tmp_path):
+    """A 4,000-digit integer (which float32 cannot hold) is refused naming the file, not with an
+    OverflowError traceback."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    record = {"image_id": "frame_000000", "category_id": 1, "keypoints": [1.0] * 51, "score": 0.9, "box": [0, 0, 9, 9]}
+    text = json.dumps([record, {**record, "image_id": "frame_000001"}]).replace("1.0", "1" + "0" * 3999, 1)
+    path = tmp_path / "huge.json"
+    path.write_text(text)
+    exe = Path(sys.executable).with_name("posescore")
+    out = subprocess.run([str(exe), "pose", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"posescore: {path}: an integer of 4,000 digits (100000000000...): not a frame " \
+                                 f"index, coordinate or confidence"

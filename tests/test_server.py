@@ -191,6 +191,10 @@ def _bad_requests(archive_root):
          "outside"),
         ("search", [_input("archive", np.array([b"missing"], np.object_)), _input("query", poses[:1])],
          "not a posescore archive"),
+        ("search", [_input("archive", np.array([b"a" * 5000], np.object_)), _input("query", poses[:1])],
+         "archive: a name of 5,000 characters"),
+        ("search", [_input("archive", np.array([b"x/" + b"b" * 300], np.object_)), _input("query", poses[:1])],
+         "255 per folder"),
     ]
 
 
@@ -200,6 +204,7 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(triton_serve
         with pytest.raises(InferenceServerException) as err:
             client.infer(model, inputs)
         assert expected in err.value.message(), (model, err.value.message())
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT", (model, err.value.message())
     poses = _poses(4)
     good = client.infer("score", [_input("query", poses[:1]), _input("candidates", poses[None])])
     assert good.as_numpy("scores")[0, 0] == pytest.approx(100.0, abs=1e-3)

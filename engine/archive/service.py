@@ -34,6 +34,8 @@ from posescore.engine.archive.shard import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, 
 PHASES = ("", "pose_candidates", "clip_candidates", "clip_score")
 #: Most candidates one phase request may ask for (pose_candidates, clip_candidates).
 MAX_COUNT = 4_000_000
+#: Longest archive name a request may give (the file system's own limit for a path).
+MAX_NAME_LENGTH = 4096
 #: Archives one service keeps open (their catalogs read), least recently used out beyond it.
 MAX_OPEN_ARCHIVES = 16
 
@@ -124,6 +126,9 @@ class SearchService:
         within the process's byte budget."""
         if isinstance(name, bytes):
             name = os.fsdecode(name)
+        if len(name) > MAX_NAME_LENGTH or any(len(part) > 255 for part in Path(name).parts):
+            raise ArchiveError(f"archive: a name of {len(name):,} characters ({name[:40]!r}...): at most "
+                               f"{MAX_NAME_LENGTH} characters, 255 per folder")
         path = (self.root / name).resolve()
         if path != self.root and self.root not in path.parents:
             raise ArchiveError(f"archive: {name!r} is outside the archive root {self.root}")

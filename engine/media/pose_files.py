@@ -283,6 +283,19 @@ def _openpose_people(frame: Any, where: str, source: str, frame_index: int) -> l
     return detections
 
 
+class _LongInteger(ValueError):
+    pass
+
+
+def _json_int(text: str) -> int:
+    """A JSON integer; one of more than 18 digits is no frame, pixel or confidence (and a float of
+    it would overflow or lose its digits)."""
+    if len(text.lstrip("-")) > 18:
+        raise _LongInteger(f"an integer of {len(text.lstrip('-')):,} digits ({text[:12]}...): not a frame "
+                           f"index, coordinate or confidence")
+    return int(text)
+
+
 def _load_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -291,10 +304,12 @@ def _load_json(path: Path) -> Any:
     except OSError as err:
         raise VideoError(f"{path}: cannot read ({err.strerror or err})", path=path) from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_json_int)
     except json.JSONDecodeError as err:
         raise VideoError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}",
                          path=path) from None
+    except _LongInteger as err:
+        raise VideoError(f"{path}: {err}", path=path) from None
     except RecursionError:
         raise VideoError(f"{path}: JSON nested too deeply to be a pose file", path=path) from None
 
