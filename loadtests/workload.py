@@ -333,7 +333,7 @@ def build_live(url: str, video: str, rng: np.random.Generator, variants: int, *,
     """``variants`` live streams of real poses and the offline answer of each (see the module
     docstring). Raises WorkloadError when the video's first seconds hold no one who moves."""
     from posescore.clients import PoseScoreClient
-    from posescore.engine.analysis.live import _as_poses
+    from posescore.engine.analysis.live import as_video_poses
     from posescore.engine.analysis.people import main_performer, movement_amount
     from posescore.engine.jobs.extract import extract_poses
     from posescore.engine.jobs.reps import reps_poses
@@ -371,8 +371,8 @@ def build_live(url: str, video: str, rng: np.random.Generator, variants: int, *,
                        np.repeat(moved[-1:], int(rng.integers(5, 15)), 0)]
         poses = np.concatenate(pieces).astype(np.float32)
         times = np.arange(len(poses)) / fps
-        answer = reps_poses(_as_poses(reference, np.arange(span) / fps, np.arange(span), "reference", fps),
-                            _as_poses(poses, times, np.arange(len(poses)), "stream", fps))
+        answer = reps_poses(as_video_poses(reference, np.arange(span) / fps, np.arange(span), "reference", fps),
+                            as_video_poses(poses, times, np.arange(len(poses)), "stream", fps))
         inputs.append({"reference": reference, "reference_fps": fps, "poses": poses, "times": times, "fps": fps})
         expected.append({"count": answer["count"], "reps": [{k: r[k] for k in LIVE_CHECKED} for r in answer["reps"]]})
     counts = [e["count"] for e in expected]

@@ -110,7 +110,7 @@ def small_live_server(tmp_path_factory):
     from posescore.engine.media.pose_files import write_alphapose
     from posescore.engine.serving.live import REFERENCES_FOLDER
     from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServer
-    from posescore.engine.analysis.live import _as_poses
+    from posescore.engine.analysis.live import as_video_poses
 
     repository = tmp_path_factory.mktemp("live-repository")
     shutil.copytree(DEFAULT_MODEL_REPOSITORY / "live", repository / "live")
@@ -121,7 +121,7 @@ def small_live_server(tmp_path_factory):
     (root / REFERENCES_FOLDER).mkdir()
     rep = arm_raise()
     write_alphapose(root / REFERENCES_FOLDER / "arm_raise.json",
-                    _as_poses(rep, np.arange(len(rep)) / 30.0, np.arange(len(rep)), "arm_raise", 30.0))
+                    as_video_poses(rep, np.arange(len(rep)) / 30.0, np.arange(len(rep)), "arm_raise", 30.0))
     with TritonServer(model_repository=repository, archive_root=root) as server:
         yield server
 

@@ -62,18 +62,18 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
         frames = _video_people(info, client, fps=fps, realtime=realtime)
     followed, count, dropped, session = None, 0, 0, None
     try:
+        # Opened before the first frame is read: a video's clock (--realtime) starts with it.
+        session = LiveSession(client.urls, performer.poses[present], reference_fps=ref.rate,
+                              fps=float(rate or ref.rate), name=str(reference), threshold=threshold,
+                              mirror=mirror, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score)
+        show(session.started)
         for frame, moment, people, missed, image in frames:
             dropped += missed
-            if session is None:
-                session = LiveSession(client.urls, performer.poses[present], reference_fps=ref.rate,
-                                      fps=float(rate or ref.rate), name=str(reference), threshold=threshold,
-                                      mirror=mirror, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score)
-                show(session.started)
             pose, followed = _follow(people, followed)
             for event in session.send(pose, moment, frame):
                 show(event, image, pose)
             count += 1
-        if session is None:
+        if not count:
             raise JobError(f"{source}: no frames")
         before = len(session.reps)
         result = session.end()

@@ -97,6 +97,21 @@ class LiveService:
     def __len__(self) -> int:
         return len(self.stream_pool)
 
+    def warm_up(self) -> None:
+        """Compile and load what a stream uses (numba kernels, the reps search) on a synthetic
+        stream, so that the first client's START and frames do not pay for it."""
+        t = np.linspace(0.0, np.pi, 12)
+        reference = np.zeros((12, 17, 3), np.float32)
+        reference[..., 0] = 100 + 40 * np.cos(t)[:, None] + np.arange(17) * 5
+        reference[..., 1] = 100 + 40 * np.sin(t)[:, None] + np.arange(17) * 9
+        reference[..., 2] = 0.9
+        pool = LivePool()
+        pool.open("warm-up", reference, 30.0, 30.0)
+        stream = np.concatenate([reference[:1].repeat(4, 0), reference, reference[-1:].repeat(4, 0)])
+        for n, pose in enumerate(stream):
+            pool.step([("warm-up", pose, n / 30.0, n)])
+        pool.close("warm-up")
+
     def answer(self, requests: list[LiveRequest]) -> list:
         """Each request's events (a list of dicts), or the :class:`LiveError` it alone failed with.
         Starts first, then every stream's frame (one step per pool), then ends; requests of one

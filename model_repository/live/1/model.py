@@ -15,6 +15,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 30_000_000))
         self.service = LiveService.from_parameters(parameters(args), idle_s=idle_us / 1e6)
+        self.service.warm_up()
 
     def parse(self, request):
         key = str(request.correlation_id())
