@@ -248,6 +248,10 @@ class TritonServer:
             f"--http-restricted-api={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
+            # Latency distributions beside the counters: p50/p90/p99 of each model's request,
+            # queue and compute times (Triton 2.51 has summaries; histograms came later).
+            "--metrics-config=summary_latencies=true",
+            "--metrics-config=summary_quantiles=0.5:0.05,0.9:0.01,0.99:0.001",
             "--exit-on-error=true", "--strict-readiness=true",
             # A stopping server waits this long for requests in flight. Triton's default, 30 s, was
             # what every stop took after a model's stub had died and been reloaded.
