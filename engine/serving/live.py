@@ -82,7 +82,7 @@ class LiveService:
         self.stream_pool: dict[str, tuple] = {}
         self.last_seen: dict[str, float] = {}
         self.frames: dict[str, int] = {}
-        self.freed_idle = 0
+        self.opened = self.ended = self.freed_idle = 0  # streams, since the service began
         self.lock = threading.Lock()
 
     @classmethod
@@ -197,6 +197,7 @@ class LiveService:
         event = pool.open(key, reference, reference_fps, options.get("fps", reference_fps),
                           name=options.get("name", name))
         self.stream_pool[key], self.frames[key] = pool_key, 0
+        self.opened += 1
         return event
 
     def _reference(self, key: str, reference, options: dict) -> tuple[np.ndarray, float, str]:
@@ -244,6 +245,7 @@ class LiveService:
         self.last_seen.pop(key, None)
         self.frames.pop(key, None)
         end = pool.close(key)
+        self.ended += 1
         events = end.pop("new")
         return {**end, "new": events}
 

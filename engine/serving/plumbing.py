@@ -14,11 +14,81 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from posescore.engine.serving import PROBE_PARAMETER
 from posescore.kernels import cupy_or_none
 
 
 class RequestError(ValueError):
     """A request the model cannot serve; its message goes back to that client only."""
+
+
+# -- posescore's own metrics, on Triton's metrics endpoint beside its counters -----------------------
+# Probes (requests with PROBE_PARAMETER) are counted apart: client traffic is Triton's
+# nv_inference_request_success less posescore_probe_requests_total.
+_MODEL = {"name": "unknown"}
+_METRICS: dict = {}
+_FAMILIES = {
+    "posescore_requests_refused_total": ("COUNTER", "Requests a posescore model refused, by model and reason "
+                                                    "(invalid_input, over_bound, server_full, internal)"),
+    "posescore_probe_requests_total": ("COUNTER", "Supervisor probe requests a model received (counted in "
+                                                  "nv_inference_request_success too)"),
+    "posescore_live_streams": ("GAUGE", "Live streams a live model instance holds"),
+    "posescore_live_streams_opened_total": ("COUNTER", "Live streams started"),
+    "posescore_live_streams_ended_total": ("COUNTER", "Live streams ended by their client (END)"),
+    "posescore_live_streams_freed_total": ("COUNTER", "Live streams freed after their idle time"),
+}
+
+
+def start_metrics(args: dict) -> None:
+    """Name this stub's model in its metrics (each model instance runs in a stub of its own)."""
+    _MODEL["name"] = args.get("model_name", "unknown")
+
+
+def metric(family: str, **labels):
+    """The metric of ``family`` (see :data:`_FAMILIES`) for this model and ``labels``, made once;
+    None where Triton's metrics are off."""
+    key = (family, tuple(sorted(labels.items())))
+    if key not in _METRICS:
+        try:
+            kind, description = _FAMILIES[family]
+            if family not in _METRICS:
+                _METRICS[family] = pb_utils.MetricFamily(name=family, description=description,
+                                                         kind=getattr(pb_utils.MetricFamily, kind))
+            _METRICS[key] = _METRICS[family].Metric(labels={"model": _MODEL["name"], **labels})
+        except Exception:  # noqa: BLE001 - metrics never fail a request
+            _METRICS[key] = None
+    return _METRICS[key]
+
+
+def count(family: str, value: float = 1.0, **labels) -> None:
+    """Add ``value`` to a counter (or set a gauge to it, for a GAUGE family)."""
+    found = metric(family, **labels)
+    if found is None:
+        return
+    if _FAMILIES[family][0] == "GAUGE":
+        found.set(value)
+    else:
+        found.increment(value)
+
+
+def note_probe(request) -> None:
+    """Count ``request`` when it is a supervisor's probe (its parameter :data:`PROBE_PARAMETER`)."""
+    try:
+        if PROBE_PARAMETER in (request.parameters() or ""):
+            count("posescore_probe_requests_total")
+    except Exception:  # noqa: BLE001 - metrics never fail a request
+        pass
+
+
+def refusal_reason(error: BaseException) -> str:
+    """Why a request was refused, for the refusals counter: a bound of the server reached
+    (server_full), a request over a model's bound (over_bound), bad input, or internal."""
+    if getattr(error, "unavailable", False):
+        return "server_full"
+    if isinstance(error, (ValueError, TypeError)):
+        text = str(error)
+        return "over_bound" if ("bound" in text or "at most" in text) else "invalid_input"
+    return "internal"
 
 
 def instance_xp(args: dict) -> Any:
@@ -101,6 +171,7 @@ def error_response(error: BaseException) -> "pb_utils.InferenceResponse":
     error with ``unavailable`` True (a bound of the server reached) is UNAVAILABLE. A path
     in the message (from the file system's bytes) is written back as UTF-8."""
     message = str(error).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    count("posescore_requests_refused_total", reason=refusal_reason(error))
     if getattr(error, "unavailable", False):  # a bound reached: try later, or another server
         return pb_utils.InferenceResponse(
             output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE))
@@ -124,6 +195,7 @@ def serve_batch(
     responses: list = [None] * len(requests)
     good: list[tuple[int, Any]] = []
     for i, request in enumerate(requests):
+        note_probe(request)
         try:
             good.append((i, parse(request)))
         except Exception as err:  # noqa: BLE001 - any parse failure belongs to this request

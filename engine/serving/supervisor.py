@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from posescore.engine.serving import PROBE_PARAMETER
 from posescore.engine.serving.server import TritonServer
 
 #: Statuses of a probe that show the model's stub alive: its answer, or its refusal of the input.
@@ -84,7 +85,8 @@ def probe_model(url: str, model: str, timeout: float = 20.0) -> tuple[str, str |
 
     client = grpcclient.InferenceServerClient(url)
     try:
-        client.infer(model, _probe_inputs(model), client_timeout=timeout, **_probe_options(model))
+        client.infer(model, _probe_inputs(model), client_timeout=timeout, parameters={PROBE_PARAMETER: True},
+                     **_probe_options(model))
         return "alive", None
     except InferenceServerException as err:
         if str(err.status()) in _ALIVE:

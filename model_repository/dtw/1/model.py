@@ -2,11 +2,12 @@
 
 from posescore.engine.analysis.answers import MAX_DTW_CELLS, DtwQuestion, check_dtw_cost, dtw_answers, warm_up_dtw
 from posescore.engine.serving.plumbing import (input_scalar, instance_xp, output_tensor, parameters, poses_input,
-                                               serve_batch)
+                                               serve_batch, start_metrics)
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        start_metrics(args)
         self.xp = instance_xp(args)
         self.max_cells = int(parameters(args).get("max_cells", MAX_DTW_CELLS))
         warm_up_dtw(self.xp)

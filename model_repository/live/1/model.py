@@ -6,16 +6,18 @@ import numpy as np
 
 from posescore.engine.serving.live import LiveRequest, LiveService, events_json
 from posescore.engine.serving.plumbing import (error_response, input_array, input_scalar, output_tensor, parameters,
-                                               sequence_flag)
+                                               count, note_probe, sequence_flag, start_metrics)
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        start_metrics(args)
         config = json.loads(args["model_config"])
         idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 30_000_000))
         self.service = LiveService.from_parameters(parameters(args), idle_s=idle_us / 1e6)
         self.service.warm_up()
+        self.reported = {}
 
     def parse(self, request):
         key = str(request.correlation_id())
@@ -41,6 +43,7 @@ class TritonPythonModel:
     def execute(self, requests):
         parsed = []
         for request in requests:
+            note_probe(request)
             try:
                 parsed.append(self.parse(request))
             except ValueError as err:
@@ -54,4 +57,14 @@ class TritonPythonModel:
             else:
                 responses.append(pb_utils.InferenceResponse(
                     output_tensors=[output_tensor("events", np.array([events_json(answer)], np.object_))]))
+        self.report_streams()
         return responses
+
+    def report_streams(self):
+        """The streams held, and those opened, ended and freed since the last execute."""
+        count("posescore_live_streams", len(self.service))
+        for name, total in (("opened", self.service.opened), ("ended", self.service.ended),
+                            ("freed", self.service.freed_idle)):
+            if total > self.reported.get(name, 0):
+                count(f"posescore_live_streams_{name}_total", total - self.reported.get(name, 0))
+                self.reported[name] = total

@@ -8,11 +8,12 @@ import os
 
 from posescore.engine.serving.detector import pose_detector
 from posescore.engine.serving.plumbing import (RequestError, input_array, instance_xp, output_tensor, parameters,
-                                               serve_batch)
+                                               serve_batch, start_metrics)
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        start_metrics(args)
         self.xp = instance_xp(args)
         params = parameters(args)
         onnx_file = os.path.join(args["model_repository"], args["model_version"], "model.onnx")

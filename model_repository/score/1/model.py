@@ -6,11 +6,12 @@ together (engine.analysis.answers.score_answers), a question that cannot be scor
 
 from posescore.engine.analysis.answers import MAX_SCORE_CANDIDATES, score_answers, warm_up_score
 from posescore.engine.serving.plumbing import (RequestError, input_scalar, instance_xp, output_tensor, parameters,
-                                               poses_input, serve_batch)
+                                               poses_input, serve_batch, start_metrics)
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        start_metrics(args)
         self.xp = instance_xp(args)
         self.max_candidates = int(parameters(args).get("max_candidates", MAX_SCORE_CANDIDATES))
         warm_up_score(self.xp)

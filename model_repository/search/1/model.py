@@ -6,11 +6,12 @@ import numpy as np
 
 from posescore.engine.archive import CLIP_MIN_SCORE, MOMENT_GAP_S, SearchService
 from posescore.engine.serving.plumbing import (input_array, input_scalar, output_tensor, parameters, poses_input,
-                                               serve_batch)
+                                               serve_batch, start_metrics)
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        start_metrics(args)
         self.service = SearchService.from_parameters(parameters(args))
 
     def parse(self, request):
