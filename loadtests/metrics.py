@@ -18,7 +18,7 @@ COUNTERS = (
     "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
     "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
     "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
-    "nv_inference_compute_output_duration_us",
+    "nv_inference_compute_output_duration_us", "posescore_probe_requests_total",
 )
 _LINE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -82,7 +82,9 @@ def delta(segments: list[tuple[Sample, Sample]]) -> Sample:
     for before, after in segments:
         for model, values in after.items():
             for name, value in values.items():
-                total[model][name] += value - before.get(model, {}).get(name, 0.0)
+                was = before.get(model, {}).get(name, 0.0)
+                # A counter lower than before was reset (a model reloaded drops its custom metrics).
+                total[model][name] += value - was if value >= was else value
     return {model: dict(values) for model, values in total.items()}
 
 
@@ -90,7 +92,8 @@ def per_model(change: Sample) -> dict[str, dict]:
     """Readable per-model figures of a delta: requests, batches, and mean times per request (ms)."""
     report = {}
     for model, v in sorted(change.items()):
-        ok = v.get("nv_inference_request_success", 0.0)
+        probes = v.get("posescore_probe_requests_total", 0.0)  # the supervisor's, not the clients'
+        ok = v.get("nv_inference_request_success", 0.0) - probes
         failed = v.get("nv_inference_request_failure", 0.0)
         if not ok and not failed:
             continue
@@ -98,6 +101,7 @@ def per_model(change: Sample) -> dict[str, dict]:
         per_request = lambda name: v.get(name, 0.0) / ok / 1e3 if ok else None  # noqa: E731 - µs -> ms
         report[model] = {
             "requests_ok": int(ok),
+            "probes": int(probes),
             "requests_failed": int(failed),
             "inferences": int(v.get("nv_inference_count", 0.0)),
             "executions": int(executions),

@@ -302,6 +302,8 @@ def run_loadtest(options: LoadTestOptions, log: Callable[[str], Any] | None = No
         report = _report(options, child_result, read_records(out / "requests.csv"), server_view, restarter,
                          url, server_kind, out, tasks)
         (out / "summary.json").write_text(json.dumps(report, indent=1, default=str))
+        if not options.ramp:
+            _verdict_into_html(out / "report.html", report)
         log(format_ramp(report) if options.ramp else format_report(report))
         return (1 if report["slo"]["missed"] else 0), report
     finally:
@@ -448,9 +450,6 @@ def _report(options, child: dict, records: list[Record], server_view: dict, rest
             server_view["note"] = (f"note: the server counted fewer successes than the clients for {', '.join(short)}"
                                    + (" (requests finished between the last read before the restart and the stop "
                                       "are not counted)" if restarter is not None else ""))
-    if isinstance(restarter, _StubKiller) and not server_view.get("note"):
-        server_view["note"] = ("note: the server's counts include the supervisor's probes (a tiny request to each "
-                               "model every 0.5 s)")
     if child.get("servers"):
         report_servers = [{"url": u, **counts} for u, counts in sorted(child["servers"].items())]
     else:
@@ -500,6 +499,29 @@ def _report(options, child: dict, records: list[Record], server_view: dict, rest
         missed.append(f"the {restarter.record.get('kind', 'restart')} failed: {restarter.record['error']}")
     report["slo"] = {"spec": str(options.slo), "missed": missed}
     return report
+
+
+def _verdict_into_html(path: Path, report: dict) -> None:
+    """Put the run's verdict at the top of locust's HTML report: the SLO met or missed (and
+    why), and the correctness counts per task (answered, right, wrong, errors)."""
+    import html
+
+    if not path.exists():
+        return
+    slo = report["slo"]
+    rows = "".join(f"<tr><td>{html.escape(task)}</td><td>{s['requests']}</td><td>{s['ok']}</td>"
+                   f"<td>{s['wrong_answers']}</td><td>{s['errors']}</td></tr>"
+                   for task, s in report["tasks"].items() if task != "expected_errors" and "wrong_answers" in s)
+    verdict = (f'<p id="slo-verdict" data-met="{str(not slo["missed"]).lower()}"><b>SLO {html.escape(slo["spec"])}: '
+               + ("met" if not slo["missed"] else "MISSED: " + html.escape("; ".join(slo["missed"]))) + "</b></p>")
+    block = (f'<section id="posescore-verdict" style="font-family:sans-serif;margin:1em;padding:1em;'
+             f'border:3px solid {"#2a2" if not slo["missed"] else "#c22"}"><h2>posescore verdict</h2>{verdict}'
+             f'<table id="correctness" border="1" cellpadding="4"><tr><th>task</th><th>answered</th><th>right</th>'
+             f'<th>wrong</th><th>errors</th></tr>{rows}</table></section>')
+    text = path.read_text(encoding="utf-8")
+    at = text.find("<body")
+    at = text.find(">", at) + 1 if at >= 0 else 0
+    path.write_text(text[:at] + block + text[at:], encoding="utf-8")
 
 
 def _write_ramp_csv(path: Path, tasks: dict, knees: dict) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY
 from posescore.loadtests import cli, metrics
-from posescore.loadtests.options import LoadTestError, LoadTestOptions, parse_duration, parse_mix, parse_slo
+from posescore.loadtests.options import (TASKS, LoadTestError, LoadTestOptions, parse_duration, parse_mix,
+                                         parse_slo)
 from posescore.loadtests.report import Record, ramp_missed, step_figures
 from posescore.loadtests.runner import run_loadtest, strip_dynamic_batching
 from posescore.loadtests.workload import check_search
@@ -35,6 +36,9 @@ def test_option_values():
     slo = parse_slo("p99=100ms,score.p99=0.05s,p50=20,errors=0")
     assert slo.limit("pose", 99) == 100 and slo.limit("score", 99) == 50 and slo.limit("dtw", 50) == 20
     assert slo.max_errors == 0 and parse_slo("errors=0.5%").max_error_share == pytest.approx(0.005)
+    # With no --slo, every task has a p99 and no error is allowed (the default is stated in --help).
+    default = LoadTestOptions().slo
+    assert default.max_errors == 0 and all(default.limit(task, 99) for task in TASKS)
     for bad, call in (("10 parsecs", parse_duration), ("jump=1", parse_mix), ("score=0", parse_mix),
                       ("p99", parse_slo), ("latency=5ms", parse_slo), ("errors=some", parse_slo)):
         with pytest.raises(ValueError):
@@ -138,7 +142,11 @@ def test_smoke_run_writes_reports_and_the_counts_add_up(triton_server, archive_r
     for name in ("locust_stats.csv", "locust_failures.csv", "locust_exceptions.csv", "locust_stats_history.csv",
                  "report.html", "requests.csv", "summary.json"):
         assert (out / name).stat().st_size > 0, name
-    assert "locust" in (out / "report.html").read_text().lower()
+    page = (out / "report.html").read_text()
+    assert "locust" in page.lower()
+    # The verdict on top of locust's charts: the SLO, and answered / right / wrong per task.
+    assert '<p id="slo-verdict" data-met="true"><b>SLO errors=0: met</b></p>' in page
+    assert page.index('id="posescore-verdict"') < page.index("</body>")
     summary = json.loads((out / "summary.json").read_text())
     tasks = summary["tasks"]
 
@@ -190,7 +198,7 @@ def test_live_streams_of_real_poses_agree_with_reps_offline(triton_server, tmp_p
                     "-q:v", "3", str(clip)], check=True)
     out = tmp_path / "report"
     code = cli.main(["--url", triton_server.grpc_url, "--metrics-url", triton_server.metrics_url, "--video", str(clip),
-                     "--mix", "live=1", "--streams", "2", "--duration", "8s", "--max-requests", "5000",
+                     "--mix", "live=1", "--streams", "2", "--duration", "8s", "--max-requests", "5000", "--slo", "errors=0",
                      "--out", str(out), "--quiet"])
     summary = json.loads((out / "summary.json").read_text())
     assert code == 0, summary["slo"]
@@ -257,6 +265,9 @@ def test_soak_hostile_requests_and_a_killed_stub_lose_nothing(tmp_path, capsys):
     refused = summary["tasks"]["expected_errors"]
     assert refused["requests"] > 0 and refused["requests"] == refused["refused_as_expected"], refused
     assert "kill of model score's python stub: at +" in printed and "outage" in printed
+    # The supervisor's probes are counted apart: the server's successes are the clients' own.
+    model = summary["server"]["models"]["score"]
+    assert model["probes"] > 0 and model["requests_ok"] >= summary["server"]["client_ok"]["score"]
 
 
 def summary_start(out):
