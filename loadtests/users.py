@@ -292,9 +292,23 @@ class PoseScoreUser(User):
                 archive = "../outside-the-archive-root"
             elif bad.kind == "not-an-archive":
                 archive = "no-such-archive-here"
-            else:
+            elif bad.kind == "long-name":
+                archive = "a" * 5000
+            elif bad.kind == "k-too-large":
                 k = 100_000
-            call, payload = (lambda: self.client.search(archive, given["query"], k=k)), given["query"].nbytes
+            if bad.kind == "oversized-candidates":  # the sharded client's clip_score phase, a million candidates
+                rows = np.zeros((1_000_000, 3), np.int64)
+                rows[:, 2] = 10_000  # 6e10 DTW cells, over any max_clip_cells
+                query = np.repeat(pose[None], 6, 0)
+                call = self._raw_call("search", [
+                    input_tensor("archive", np.array([archive.encode()], np.object_), "BYTES"),
+                    input_tensor("query", query, "FP32"),
+                    input_tensor("phase", np.array([b"clip_score"], np.object_), "BYTES"),
+                    input_tensor("candidates", rows, "INT64"),
+                    input_tensor("candidate_costs", np.zeros(len(rows), np.float32), "FP32")])
+                payload = rows.nbytes
+            else:
+                call, payload = (lambda: self.client.search(archive, given["query"], k=k)), given["query"].nbytes
         self._measure(task, name, "grpc-expected-error", call, None, payload, bad)
 
 

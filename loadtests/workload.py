@@ -540,5 +540,7 @@ BAD_REQUESTS: dict[str, list[BadRequest]] = {
             BadRequest("dtw", "over-max-cells", "over this server's bound")],
     "search": [BadRequest("search", "outside-root", "outside the archive root"),
                BadRequest("search", "not-an-archive", "not a posescore archive"),
-               BadRequest("search", "k-too-large", "k: expected")],
+               BadRequest("search", "k-too-large", "k: expected"),
+               BadRequest("search", "long-name", "archive: a name of 5,000 characters"),
+               BadRequest("search", "oversized-candidates", "over this server's bound")],
 }
