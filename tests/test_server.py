@@ -1,5 +1,6 @@
 """The model repository's configs, the embedded server's life cycle, and bad requests over gRPC."""
 
+import contextlib
 import json
 import re
 import signal
@@ -456,3 +457,300 @@ def _repository_with(tmp_path, model, key, default, value):
     config.write_text(text.replace(f'key: "{key}" value: {{ string_value: "{default}" }}',
                                    f'key: "{key}" value: {{ string_value: "{value}" }}'))
     return repository
+
+
+# -- the HTTP front as a hostile client meets it (issue 31) -------------------------------------
+
+@pytest.fixture(scope="module")
+def http_server():
+    """One server with HTTP on (the score model only) for the front's tests."""
+    with TritonServer(models=["score"], http=True) as server:
+        yield server
+
+
+def _exchange(port, data, timeout=10.0):
+    """Send raw bytes to 127.0.0.1:port; (status, JSON answer) of the response (None, None if the
+    connection closed without one)."""
+    import http.client
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = http.client.HTTPResponse(sock)
+        try:
+            answer.begin()
+        except http.client.RemoteDisconnected:
+            return None, None
+        body = answer.read()
+        try:
+            return answer.status, json.loads(body or b"{}")
+        except ValueError:
+            return answer.status, {"raw": body[:200].decode(errors="replace")}
+
+
+def _request(method, target, body=b"", headers=None):
+    """A raw HTTP/1.1 request, the target exactly as given."""
+    body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    lines = [f"{method} {target} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _good_score_request():
+    pose = _poses(1)[0]
+    return {"inputs": [{"name": "query", "shape": [1, 17, 3], "datatype": "FP32", "data": pose.ravel().tolist()},
+                       {"name": "candidates", "shape": [1, 2, 17, 3], "datatype": "FP32",
+                        "data": np.stack([pose, pose]).ravel().tolist()}]}
+
+
+_KILLER = {"inputs": [{"name": "query", "shape": [1099511627776, 17, 3], "datatype": "FP32", "data": [1]}]}
+
+
+def test_http_front_takes_only_origin_form_targets_on_its_allowlist(http_server):
+    """Absolute-form targets, query strings, '//', dot segments, percent-encoding, routes that are
+    not Triton's (or not open to clients), wrong methods: each refused 400 in Triton's error format,
+    naming the problem. The absolute-form request that declared 2^40 x 17 x 3 used to reach Triton
+    unchecked and abort it."""
+    port = http_server.http_port
+    cases = [
+        ("POST", "http://x/v2/models/score/infer", _KILLER, "origin-form"),
+        ("POST", "HTTP://127.0.0.1/v2/models/score/infer", _KILLER, "origin-form"),
+        ("POST", "/v2/models/score/infer?x=1", _KILLER, "query"),
+        ("POST", "/v2/models/score/infer#x", _KILLER, "fragment"),
+        ("POST", "//v2/models/score/infer", _KILLER, "not a route"),
+        ("POST", "/v2//models/score/infer", _KILLER, "not a route"),
+        ("POST", "/v2/models/score/./infer", _KILLER, "not a route"),
+        ("POST", "/v2/models/x/../score/infer", _KILLER, "not a route"),
+        ("POST", "/v2/models/score/infer/", _KILLER, "not a route"),
+        ("POST", "/v2/models/sc%6Fre/infer", _KILLER, "percent"),
+        ("POST", "/v2/models/score/versions/1/../../score/infer", _KILLER, "not a route"),
+        ("POST", "/v2/models/score/generate", {"query": [1]}, "not a route"),
+        ("POST", "/v2/repository/index", {}, "not a route"),
+        ("GET", "/v2/logging", b"", "not a route"),
+        ("POST", "/v2/systemsharedmemory/region/x/register", {}, "not a route"),
+        ("GET", "/v2/models/score/infer", b"", "POST"),
+        ("PUT", "/v2/models/score/infer", _KILLER, "POST"),
+        ("DELETE", "/v2/health/ready", b"", "GET"),
+        ("FOO", "/v2/health/ready", b"", "GET"),
+        ("POST", "*", _KILLER, "origin-form"),
+    ]
+    for method, target, body, expected in cases:
+        status, answer = _exchange(port, _request(method, target, body))
+        assert status == 400 and expected in answer.get("error", ""), (method, target, status, answer)
+    assert http_server.is_running()
+    # A version's route is validated like the model's own, and a good request there is answered.
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/versions/1/infer", _KILLER))
+    assert status == 400 and "input 'query': shape [1099511627776, 17, 3]" in answer["error"], answer
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/versions/1/infer", _good_score_request()))
+    assert status == 200, answer
+    for target in ("/v2/health/ready", "/v2/health/live", "/v2", "/v2/models/score", "/v2/models/score/ready",
+                   "/v2/models/score/config", "/v2/models/score/stats", "/v2/models/stats",
+                   "/v2/models/score/versions/1/ready"):
+        status, answer = _exchange(port, _request("GET", target))
+        assert status == 200, (target, answer)
+    assert http_server.is_running()
+
+
+def test_json_the_front_and_triton_could_read_apart_is_refused(http_server):
+    """Duplicate keys (Python keeps the last, Triton's parser reads the first: a valid shape after
+    the 2^40 one), a second Inference-Header-Content-Length, a compressed body, a header length that
+    is not plain digits: each refused 400 before Triton sees it."""
+    port = http_server.http_port
+    pose = _poses(1)[0].ravel().tolist()
+    duplicate = ('{"inputs": [{"name": "query", "shape": [1099511627776, 17, 3], "shape": [1, 17, 3], '
+                 '"datatype": "FP32", "data": ' + json.dumps(pose) + '}]}').encode()
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", duplicate))
+    assert status == 400 and "duplicate key 'shape'" in answer["error"], answer
+    body = json.dumps(_good_score_request()).encode()
+    for headers, expected in (({"Inference-Header-Content-Length": "+10"}, "Inference-Header-Content-Length"),
+                              ({"Content-Encoding": "gzip"}, "Content-Encoding")):
+        status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", body, headers))
+        assert status == 400 and expected in answer["error"], (headers, answer)
+    twice = _request("POST", "/v2/models/score/infer", body).replace(
+        b"Connection: close\r\n", b"Connection: close\r\nInference-Header-Content-Length: 10\r\n"
+                                  b"Inference-Header-Content-Length: 20\r\n")
+    status, answer = _exchange(port, twice)
+    assert status == 400 and "more than one Inference-Header-Content-Length" in answer["error"], answer
+    assert http_server.is_running()
+
+
+def test_triton_private_http_port_answers_only_the_front(http_server):
+    """Triton's own HTTP endpoint (a loopback port any local user can reach) answers health,
+    metadata, config, statistics and inference only with the key the front holds: a direct request
+    is refused 403, the same through the front is answered."""
+    private, public = http_server._backend_http_port, http_server.http_port
+    good = _good_score_request()
+    for method, target, body in (("POST", "/v2/models/score/infer", good), ("GET", "/v2/health/ready", b""),
+                                 ("GET", "/v2/models/score", b""), ("GET", "/v2/models/score/config", b""),
+                                 ("GET", "/v2/models/score/stats", b""), ("GET", "/v2", b"")):
+        status, answer = _exchange(private, _request(method, target, body))
+        assert status == 403 and "restricted" in answer.get("error", ""), (target, status, answer)
+        status, answer = _exchange(public, _request(method, target, body))
+        assert status == 200, (target, status, answer)
+    # The key's header sent by a client is not passed on as theirs: a wrong key stays wrong.
+    status, answer = _exchange(public, _request("GET", "/v2/health/ready", headers={"posescore-front": "guess"}))
+    assert status == 200
+    status, _ = _exchange(private, _request("GET", "/v2/health/ready", headers={"posescore-front": "guess"}))
+    assert status == 403
+
+
+def test_a_million_dimensions_or_a_huge_body_are_refused_at_once(http_server):
+    """A 2 MB body declaring 1,000,000 dimensions stalled the whole front for ~22 s (math.prod
+    before the size check): refused at once naming the bound, and a health request sent beside
+    it is answered at once. A declared body over the front's bound is refused 413 unread."""
+    import threading
+
+    from posescore.engine.serving import http_front
+
+    port = http_server.http_port
+    many = {"inputs": [{"name": "query", "shape": [2] * 1_000_000, "datatype": "FP32", "data": [1]}]}
+    result = {}
+
+    def send():
+        result["answer"] = _exchange(port, _request("POST", "/v2/models/score/infer", many), timeout=5)
+
+    started = time.monotonic()
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.05)
+    status, _ = _exchange(port, _request("GET", "/v2/health/ready"), timeout=5)
+    assert status == 200 and time.monotonic() - started < 3
+    sender.join(10)
+    status, answer = result["answer"]
+    assert status == 400 and f"at most {http_front.MAX_DIMS} dimensions" in answer["error"], answer
+    assert time.monotonic() - started < 3
+    nine = {"inputs": [{"name": "query", "shape": [1] * 9, "datatype": "FP32", "data": [1]}]}
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", nine))
+    assert status == 400 and "9 dimensions" in answer["error"], answer
+    huge = {"inputs": [{"name": "query", "shape": [1 << 62, 1 << 62], "datatype": "FP32", "data": [1]}]}
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", huge))
+    assert status == 400 and "query" in answer["error"], answer
+    # A body over the bound: refused from its Content-Length, without waiting for it.
+    assert http_front.MAX_BODY <= 512 << 20
+    head = (f"POST /v2/models/score/infer HTTP/1.1\r\nContent-Length: {http_front.MAX_BODY + 1}\r\n\r\n").encode()
+    started = time.monotonic()
+    status, answer = _exchange(port, head + b"{", timeout=5)
+    assert status == 413 and f"{http_front.MAX_BODY:,}" in answer["error"], answer
+    assert time.monotonic() - started < 2
+    assert http_server.is_running()
+
+
+def test_half_sent_requests_are_closed_and_connections_bounded(http_server):
+    """A front with a 2 s request timeout and room for 5 connections: half-sent requests (headers
+    never ended, a body cut short, a request trickled a byte at a time) are answered 408 and closed
+    within the timeout; while three are held a normal request is answered; a connection beyond the
+    bound is answered 503 at once; once the half-sent ones are gone, requests are answered again."""
+    import threading
+
+    from posescore.engine.serving import http_front
+    from posescore.engine.serving.http_front import HttpFront
+    from posescore.engine.serving.server import free_port
+
+    assert 1 <= http_front.REQUEST_TIMEOUT <= 30 and 1 <= http_front.MAX_CONNECTIONS <= 1024
+    front = HttpFront("127.0.0.1", free_port(), http_server._backend_http_port, key=http_server.front_key,
+                      timeout=2.0, max_connections=5).start()
+    try:
+        port = front.port
+        body = json.dumps(_good_score_request()).encode()
+        halves = [b"POST /v2/models/score/infer HTTP/1.1\r\nContent-Le",
+                  _request("POST", "/v2/models/score/infer", body)[:-100],
+                  b"GET /v2/health/ready HTTP/1.1\r\n"]
+        held = []
+        started = time.monotonic()
+        for half in halves:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(half)
+            held.append(sock)
+        time.sleep(0.1)
+        status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", body))
+        assert status == 200, answer
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=10)  # a byte every 0.2 s
+
+        def send_slowly():
+            for byte in b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n"[:16]:
+                with contextlib.suppress(OSError):
+                    trickle.sendall(bytes([byte]))
+                time.sleep(0.2)
+
+        sender = threading.Thread(target=send_slowly)
+        sender.start()
+        # The fifth connection, once the normal request's slot is free again (its thread ends just
+        # after the answer): a connection that is answered nothing at once holds a slot.
+        while True:
+            fifth = socket.create_connection(("127.0.0.1", port), timeout=0.2)
+            try:
+                early = fifth.recv(100)
+            except TimeoutError:
+                break
+            fifth.close()
+            assert early.startswith(b"HTTP/1.1 503") and time.monotonic() - started < 2, early
+            time.sleep(0.02)
+        fifth.settimeout(10)
+        fifth.sendall(b"GET /v2/hea")
+        # The sixth, over the bound: 503 at once.
+        status, answer = _exchange(port, _request("GET", "/v2/health/ready"), timeout=5)
+        assert status == 503 and "connections" in answer["error"], answer
+        sender.join()
+        for sock in held + [trickle, fifth]:
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    data += chunk
+            sock.close()
+            assert data.startswith(b"HTTP/1.1 408"), data[:100]
+            assert b"timed out" in data
+        assert time.monotonic() - started < 6
+        status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", body))
+        assert status == 200, answer
+    finally:
+        front.stop()
+
+
+def test_malformed_inference_json_gets_400_naming_the_problem(http_server, monkeypatch):
+    """An input whose parameters is a string raised AttributeError in the handler: the connection
+    closed with no answer. Every malformed structure is answered 400 naming the problem, and an
+    unexpected error in the handler is answered 500, never a dropped connection."""
+    port = http_server.http_port
+    pose = _poses(1)[0].ravel().tolist()
+
+    def query(**fields):
+        tensor = {"name": "query", "shape": [1, 17, 3], "datatype": "FP32", "data": pose}
+        tensor.update(fields)
+        return {"inputs": [tensor]}
+
+    cases = [
+        (query(parameters="binary"), "input 'query': parameters must be an object"),
+        (query(parameters=[1, 2]), "input 'query': parameters must be an object"),
+        (query(parameters={"binary_data_size": True}), "binary_data_size"),
+        (query(name=7), "input 0: name must be a string"),
+        (query(name=None), "input 0: name must be a string"),
+        (query(shape="1,17,3"), "shape must be a list"),
+        (query(shape=[1, 17, -3]), "shape must be a list of integers >= 0"),
+        (query(shape=[1, 17, 3.0]), "shape must be a list of integers >= 0"),
+        (query(shape=[1, True, 3]), "shape must be a list of integers >= 0"),
+        (query(datatype=["FP32"]), "unknown datatype"),
+        (query(datatype="FLOAT"), "unknown datatype"),
+        ({"inputs": {"name": "query"}}, "'inputs' list"),
+        ({"inputs": ["query"]}, "input 0: expected an object"),
+        ([1, 2], "'inputs' list"),
+        ({**query(), "parameters": "x"}, "the request's parameters must be an object"),
+        ({**query(), "outputs": "scores"}, "outputs must be a list"),
+        ({**query(), "outputs": [{"name": "scores", "parameters": "x"}]}, "output 'scores': parameters must be"),
+        ({**query(), "outputs": [{"name": 5}]}, "output 0: name must be a string"),
+        ({**query(), "id": {"x": 1}}, "id must be a string"),
+    ]
+    for payload, expected in cases:
+        status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", payload))
+        assert status == 400 and expected in (answer or {}).get("error", ""), (payload, status, answer)
+    from posescore.engine.serving import http_front
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("an error nobody expected")
+
+    monkeypatch.setattr(http_front, "check_infer_request", boom)
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", _good_score_request()))
+    assert status == 500 and "internal error" in answer["error"], answer
+    monkeypatch.undo()
+    status, answer = _exchange(port, _request("POST", "/v2/models/score/infer", _good_score_request()))
+    assert status == 200, answer
+    assert http_server.is_running()
+

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from posescore.engine.archive.shard import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard
+from posescore.engine.serving.http_front import FRONT_HEADER, HttpFront
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -40,6 +41,9 @@ LOOPBACK = "127.0.0.1"
 #: register the python backend's own shared memory and have Triton write into it, or change logging.
 ADMIN_PROTOCOLS = "shared-memory,model-repository,trace,logging"
 ADMIN_HEADER = "posescore-admin"
+#: With HTTP on, every other API of Triton's own HTTP endpoint (a loopback port any local user can
+#: reach) answers only requests carrying the HTTP front's header with a key only the front holds.
+FRONT_APIS = "health,metadata,inference,model-config,statistics"
 
 
 # The python backend's shared-memory regions (one or more per model instance) live in /dev/shm; a
@@ -195,6 +199,8 @@ class TritonServer:
         # The admin surfaces (shared-memory registration, repository control, trace, logging) answer
         # only requests carrying this header with this key, which only this object holds.
         self.admin_key = secrets.token_hex(16)
+        # Triton's private HTTP endpoint answers client APIs only with this key, which the front adds.
+        self.front_key = secrets.token_hex(16)
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen | None = None
         self._runtime_dir: Path | None = None
@@ -246,6 +252,7 @@ class TritonServer:
             f"--http-address={self.host}", f"--http-port={self._backend_http_port}",
             f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             f"--http-restricted-api={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
+            *([f"--http-restricted-api={FRONT_APIS}:{FRONT_HEADER}={self.front_key}"] if self.http else []),
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             # Latency distributions beside the counters: p50/p90/p99 of each model's request,
@@ -287,9 +294,8 @@ class TritonServer:
         try:
             self._wait_ready()
             if self.http:
-                from posescore.engine.serving.http_front import HttpFront
-
-                self._front = HttpFront(self.host, self.http_port, self._backend_http_port).start()
+                self._front = HttpFront(self.host, self.http_port, self._backend_http_port,
+                                        key=self.front_key).start()
         except BaseException as err:
             tail = self.log_tail()
             self.stop()
