@@ -346,9 +346,9 @@ def live_command(args) -> int:
     try:
         result = _with_client(args, lambda c: live_job(
             args.reference, args.source, c, emit=emit, start=args.start, end=args.end,
-            reference_person=args.reference_person, realtime=args.realtime, fps=args.fps, threshold=args.threshold,
-            mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio, min_score=args.min_score,
-            page=page))
+            reference_person=args.reference_person, person=args.person, realtime=args.realtime, fps=args.fps,
+            threshold=args.threshold, mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
+            min_score=args.min_score, page=page))
         if not args.json:
             flagged = [r["rep"] for r in result["reps"] if r["flagged"]]
             under = f", {len(flagged)} under {args.threshold:g}" if flagged else ""

@@ -139,6 +139,10 @@ def add_job_commands(sub) -> None:
     _repetition_options(live)
     live.add_argument("--reference-person", default="auto", metavar="SPEC",
                       help="whom to follow in REFERENCE: a track id, X,Y@T, X0,Y0,X1,Y1@T, or auto")
+    live.add_argument("--person", default="auto", metavar="SPEC",
+                      help="whom to follow in SRC: X,Y@T (the person whose box holds the point at T s) or "
+                           "X0,Y0,X1,Y1@T (whose box overlaps it most), then followed by overlap; auto: the "
+                           "largest person of the first frame with anyone")
     live.add_argument("--page", action="store_true",
                       help="serve a page on 127.0.0.1 (its URL printed to stderr at start) that shows the "
                            "source with the skeleton (red where a part is under --threshold), the reference "
