@@ -31,13 +31,15 @@ def test_the_container_runs_triton_with_the_embedded_servers_hardening(manifests
     embedded = _flags(server.command())
     for flag in ("--allow-http", "--exit-on-error", "--strict-readiness", "--model-control-mode", "--allow-metrics"):
         assert flags[flag] == embedded[flag], flag
+    assert [a for a in container["args"] if a.startswith("--metrics-config")] == \
+        [a for a in server.command() if a.startswith("--metrics-config")]  # latency summaries
     protocols, key = flags["--grpc-restricted-protocol"].split(":", 1)
     assert protocols == ADMIN_PROTOCOLS and key == f"{ADMIN_HEADER}=$(POSESCORE_ADMIN_KEY)"
     env = {e["name"]: e for e in container["env"]}
     assert env["POSESCORE_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] in {
         d["metadata"]["name"] for d in [manifests["Secret"]]}
     assert flags["--model-repository"] == "/posescore/model_repository"
-    assert flags["--load-model"] == "*" and len(repository_models(DEFAULT_MODEL_REPOSITORY)) == 4
+    assert flags["--load-model"] == "*" and len(repository_models(DEFAULT_MODEL_REPOSITORY)) == 5
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": int(flags["--grpc-port"]), "metrics": int(flags["--metrics-port"])}
 

@@ -195,3 +195,26 @@ def test_a_killed_stub_of_a_two_instance_model_leaves_no_stub_behind(tmp_path):
                 time.sleep(0.2)
             assert sum(e["what"] == "reloaded" for e in supervisor.events) == round_ + 1, supervisor.events
             assert len(server.stub_pids("dtw")) == 2, (round_, server.stub_pids("dtw"), supervisor.events)
+
+
+def test_the_metrics_endpoint_tells_the_supervisors_repairs_and_probes(supervised):
+    """The server's metrics page holds Triton's metrics and the supervisor's: a killed stub's
+    repair counted by kind and model with how long it took, probes by outcome, health."""
+    import urllib.request
+
+    server, supervisor = supervised
+    _scores_again(server)
+    (stub,) = server.stub_pids("score")
+    os.kill(stub, signal.SIGKILL)
+    _scores_again(server)
+    deadline = time.monotonic() + 30
+    while not any(e["what"] == "reloaded" for e in supervisor.events) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    page = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+              if line and not line.startswith("#")}
+    assert values['posescore_supervisor_repairs_total{kind="model_reloaded",model="score"}'] == 1
+    assert 0 < values['posescore_supervisor_last_repair_seconds{kind="model_reloaded"}'] < 120
+    assert values['posescore_supervisor_probes_total{model="score",outcome="alive"}'] >= 1
+    assert values['posescore_supervisor_probes_total{model="score",outcome="failing"}'] >= 1
+    assert "posescore_supervisor_healthy" in values and 'nv_inference_request_success{model="score",version="1"}' in values

@@ -33,6 +33,7 @@ from typing import Sequence
 
 from posescore.engine.archive.shard import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard
 from posescore.engine.serving.http_front import FRONT_HEADER, HttpFront
+from posescore.engine.serving.metrics_front import MetricsFront
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -196,6 +197,11 @@ class TritonServer:
         # (engine.serving.http_front) on http_port: one malformed JSON request can abort tritonserver 2.51.
         self._backend_http_port = free_port(host) if self.http else self.http_port
         self._front = None
+        # Triton's metrics on a private port, behind a front that adds posescore's own from this
+        # process (the supervisor's repairs): engine.serving.metrics_front.
+        self._backend_metrics_port = free_port(host)
+        self._metrics_front = None
+        self.metrics_sources: list = []  # callables returning Prometheus text lines
         # The admin surfaces (shared-memory registration, repository control, trace, logging) answer
         # only requests carrying this header with this key, which only this object holds.
         self.admin_key = secrets.token_hex(16)
@@ -253,7 +259,7 @@ class TritonServer:
             f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             f"--http-restricted-api={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             *([f"--http-restricted-api={FRONT_APIS}:{FRONT_HEADER}={self.front_key}"] if self.http else []),
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self._backend_metrics_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             # Latency distributions beside the counters: p50/p90/p99 of each model's request,
             # queue and compute times (Triton 2.51 has summaries; histograms came later).
@@ -293,6 +299,8 @@ class TritonServer:
         _RUNNING.add(self)
         try:
             self._wait_ready()
+            self._metrics_front = MetricsFront(self.host, self.metrics_port, self._backend_metrics_port,
+                                               self.metrics_sources).start()
             if self.http:
                 self._front = HttpFront(self.host, self.http_port, self._backend_http_port,
                                         key=self.front_key).start()
@@ -307,7 +315,8 @@ class TritonServer:
         """Raise ServerError naming the first of this server's ports that another process listens
         on: tritonserver would fail to bind it, while a client of that port would see the other
         server ready (gRPC's SO_REUSEPORT may even let both bind and split the connections)."""
-        ports = [("gRPC", self.grpc_port), ("metrics", self.metrics_port)]
+        ports = [("gRPC", self.grpc_port), ("metrics", self.metrics_port),
+                 ("Triton's private metrics", self._backend_metrics_port)]
         ports += [("HTTP", self.http_port)] if self.http else []
         ports += [("Triton's private HTTP", self._backend_http_port)] if self.http else []
         for what, port in ports:
@@ -347,9 +356,11 @@ class TritonServer:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server and every process of its group; idempotent."""
         _RUNNING.discard(self)
-        front, self._front = self._front, None
-        if front is not None:
-            front.stop()
+        for name in ("_front", "_metrics_front"):
+            front = getattr(self, name)
+            setattr(self, name, None)
+            if front is not None:
+                front.stop()
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -35,6 +35,9 @@ from posescore.engine.serving.server import TritonServer
 
 #: Statuses of a probe that show the model's stub alive: its answer, or its refusal of the input.
 _ALIVE = ("StatusCode.INVALID_ARGUMENT",)
+#: The supervisor's events that are repairs, and the kind each counts as in its metrics.
+REPAIR_KINDS = {"reloaded": "model_reloaded", "reload failed": "model_reload_failed", "stubs ended": "stubs_ended",
+                "restarted": "server_restarted", "restart failed": "server_restart_failed"}
 #: A model whose probe runs past its timeout this many rounds in a row is hung (not just busy).
 HUNG_AFTER_TIMEOUTS = 3
 
@@ -115,18 +118,59 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._backoff, self._last_start = 1.0, None
         self._timeouts: dict[str, int] = {}  # consecutive probe timeouts per model
+        self.repairs: dict[tuple[str, str], int] = {}        # (kind, model) -> count
+        self.repair_seconds: dict[str, list[float]] = {}     # kind -> [last, sum, count]
+        self.probes: dict[tuple[str, str], int] = {}         # (model, outcome) -> count
+        self._began: dict[str, float] = {}                   # a repair under way: when it began
 
     def _event(self, what: str, **detail) -> None:
         event = {"time": time.time(), "what": what, **detail}
         self.events.append(event)
+        model = str(detail.get("model", ""))
+        subject = model if what in ("model failing", "reloaded", "reload failed") else "server"
+        if what in ("model failing", "restarting"):
+            self._began.setdefault(subject, time.monotonic())
+        kind = REPAIR_KINDS.get(what)
+        if kind is not None:
+            self.repairs[(kind, model)] = self.repairs.get((kind, model), 0) + 1
+        if what in ("reloaded", "reload failed", "restarted"):
+            began = self._began.pop(subject, None)
+            if began is not None and what != "reload failed":
+                last, total, count = self.repair_seconds.get(kind, [0.0, 0.0, 0])
+                took = time.monotonic() - began
+                self.repair_seconds[kind] = [took, total + took, count + 1]
         if self.notify is not None:
             self.notify(event)
+
+    def metrics_text(self) -> str:
+        """The supervisor's counters in Prometheus' text format (the server's metrics front adds them
+        to Triton's): repairs by kind and model, how long they took, probes by outcome, health."""
+        lines = ["# HELP posescore_supervisor_repairs_total Repairs the supervisor made, by kind and model",
+                 "# TYPE posescore_supervisor_repairs_total counter"]
+        lines += [f'posescore_supervisor_repairs_total{{kind="{k}",model="{m}"}} {n}'
+                  for (k, m), n in sorted(self.repairs.items())]
+        lines += ["# HELP posescore_supervisor_repair_seconds Time from a failure seen to its repair done",
+                  "# TYPE posescore_supervisor_repair_seconds summary"]
+        for kind, (last, total, count) in sorted(self.repair_seconds.items()):
+            lines += [f'posescore_supervisor_repair_seconds_sum{{kind="{kind}"}} {total:.3f}',
+                      f'posescore_supervisor_repair_seconds_count{{kind="{kind}"}} {count}',
+                      f'posescore_supervisor_last_repair_seconds{{kind="{kind}"}} {last:.3f}']
+        lines += ["# HELP posescore_supervisor_probes_total The supervisor's probes, by model and outcome",
+                  "# TYPE posescore_supervisor_probes_total counter"]
+        lines += [f'posescore_supervisor_probes_total{{model="{m}",outcome="{o}"}} {n}'
+                  for (m, o), n in sorted(self.probes.items())]
+        lines += ["# HELP posescore_supervisor_healthy 1 when every model answered the last probes",
+                  "# TYPE posescore_supervisor_healthy gauge", f"posescore_supervisor_healthy {int(self.healthy)}",
+                  "# HELP posescore_supervisor_server_runs tritonserver processes started so far",
+                  "# TYPE posescore_supervisor_server_runs gauge", f"posescore_supervisor_server_runs {self.runs}"]
+        return "\n".join(lines) + "\n"
 
     # -- one round -----------------------------------------------------------------------------
     def probe(self, model: str) -> str | None:
         """None when ``model`` answered a tiny request (or refused its input), else what went wrong;
         a timeout counts only after HUNG_AFTER_TIMEOUTS rounds in a row."""
         state, problem = probe_model(self.server.grpc_url, model, self.probe_timeout)
+        self.probes[(model, state)] = self.probes.get((model, state), 0) + 1
         if state == "timeout":
             # A dead stub answers at once ("not healthy"); a slow answer is a busy model (a job's
             # long batches queue before the probe), hung only when it stays so for several rounds.
@@ -208,6 +252,7 @@ class Supervisor:
                 self._event("supervisor error", reason=str(err)[:500])
 
     def start(self) -> "Supervisor":
+        self.server.metrics_sources.append(self.metrics_text)
         self._thread = threading.Thread(target=self.run, name="posescore-supervisor", daemon=True)
         self._thread.start()
         return self
@@ -216,6 +261,8 @@ class Supervisor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.probe_timeout + 5)
+        with contextlib.suppress(ValueError):
+            self.server.metrics_sources.remove(self.metrics_text)
 
     def __enter__(self) -> "Supervisor":
         return self.start()
