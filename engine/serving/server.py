@@ -356,11 +356,9 @@ class TritonServer:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server and every process of its group; idempotent."""
         _RUNNING.discard(self)
-        for name in ("_front", "_metrics_front"):
-            front = getattr(self, name)
-            setattr(self, name, None)
-            if front is not None:
-                front.stop()
+        front, self._front = self._front, None
+        if front is not None:
+            front.stop()
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -374,6 +372,11 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        # The metrics front last: the counters of requests finished while tritonserver stopped
+        # stay readable until it has gone.
+        metrics, self._metrics_front = self._metrics_front, None
+        if metrics is not None:
+            metrics.stop()
         if self._shm_prefix is not None:  # left behind when the server crashed or was killed
             for region in SHM_DIR.glob(self._shm_prefix + "*"):
                 region.unlink(missing_ok=True)
