@@ -231,9 +231,11 @@ class LiveSession(_SessionBase):
                     self._events(self._ask(self._frame_inputs(pose, time, frame)), replayed=True)
                 return
             except _Refused as err:
+                self._close_stream()
                 raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
                                      model=MODEL) from None
             except (_Busy, _Lost) as err:
+                self._close_stream()  # an open stream would hold the server (and its stop) to it
                 if isinstance(err, _Busy):
                     busy.add(self.server)
                     if len(busy) == len(self.urls):
@@ -358,9 +360,11 @@ class AsyncLiveSession(_SessionBase):
                     self._events(await self._ask(self._frame_inputs(pose, time, frame)), replayed=True)
                 return
             except _Refused as err:
+                await self._close_stream()
                 raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
                                      model=MODEL) from None
             except (_Busy, _Lost) as err:
+                await self._close_stream()  # an open stream would hold the server (and its stop) to it
                 if isinstance(err, _Busy):
                     busy.add(self.server)
                     if len(busy) == len(self.urls):

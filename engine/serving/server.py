@@ -353,7 +353,7 @@ class TritonServer:
         finally:
             client.close()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 3 * EXIT_TIMEOUT_S) -> None:
         """Stop the server and every process of its group; idempotent."""
         _RUNNING.discard(self)
         front, self._front = self._front, None
