@@ -3,6 +3,7 @@ frame by frame (a camera's stand-in, at its own pace with ``realtime``) or from 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time as clock
@@ -19,6 +20,10 @@ from posescore.engine.jobs.inputs import FrameCursor, JobError, check_movement_s
 from posescore.engine.jobs.reps import reference_rows
 from posescore.engine.media.video import iter_probed_frames, probe
 from posescore.kernels import SCORE_THRESHOLD
+
+#: Frames per pose request when a file is played as fast as it decodes (not --realtime).
+PLAYBACK_BATCH = 8
+
 
 def live_job(reference, source, client, *, emit: Callable[[dict], None], start: float | None = None,
              end: float | None = None, reference_person=None, realtime: bool = False, fps: float | None = None,
@@ -137,28 +142,37 @@ def _follow(people: list[tuple[np.ndarray, np.ndarray]], followed: np.ndarray | 
 
 def _video_people(info, client, *, fps: float | None, realtime: bool) -> Iterator[tuple]:
     """``(frame index, time s, [(pose, box)], frames dropped before it, RGB frame)`` per frame of a
-    video, each through the pose model; with ``realtime``, paced to the video's clock, frames
-    already late when the next is due dropped (the newest wins: no queue)."""
-    began, dropped = None, 0
+    video, through the pose model; with ``realtime``, one at a time, paced to the video's clock,
+    frames already late when the next is due dropped (the newest wins: no queue); without, as fast
+    as it decodes, PLAYBACK_BATCH frames per pose request."""
     frames = iter_probed_frames(info, fps=fps, max_side=None, start=0.0, end=None)  # probed once, by the caller
+    if not realtime:
+        while batch := list(itertools.islice(frames, PLAYBACK_BATCH)):
+            result = client.pose(np.stack([f.rgb for f in batch]))
+            for n, item in enumerate(batch):
+                yield item.index, float(item.time), _people(result, n), 0, item.rgb
+        return
+    began, dropped = None, 0
     pending = next(frames, None)
     while pending is not None:
         upcoming = next(frames, None)
-        if realtime:
-            if began is None:
-                began = clock.monotonic() - pending.time
-            now = clock.monotonic() - began
-            if upcoming is not None and now >= upcoming.time:  # late: skip to the newer frame
-                pending, dropped = upcoming, dropped + 1
-                continue
-            if pending.time > now:
-                clock.sleep(pending.time - now)
-        result = client.pose(pending.rgb[None])
-        people = [(np.asarray(result.keypoints[0][p], np.float32), np.asarray(result.boxes[0][p], np.float32))
-                  for p in range(int(result.counts[0]))]
-        yield pending.index, float(pending.time), people, dropped, pending.rgb
+        if began is None:
+            began = clock.monotonic() - pending.time
+        now = clock.monotonic() - began
+        if upcoming is not None and now >= upcoming.time:  # late: skip to the newer frame
+            pending, dropped = upcoming, dropped + 1
+            continue
+        if pending.time > now:
+            clock.sleep(pending.time - now)
+        yield pending.index, float(pending.time), _people(client.pose(pending.rgb[None]), 0), dropped, pending.rgb
         dropped = 0
         pending = upcoming
+
+
+def _people(result, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Frame ``n`` of a pose answer as [(pose [17, 3], box [4])]."""
+    return [(np.asarray(result.keypoints[n][p], np.float32), np.asarray(result.boxes[n][p], np.float32))
+            for p in range(int(result.counts[n]))]
 
 
 def _stdin_people(lines: Iterable[str] | None) -> Iterator[tuple]:
