@@ -283,16 +283,32 @@ def test_tilts_and_lines_golden():
 
 
 def test_live_cli_gives_reps_repetitions_as_they_happen(videos, poses, triton_server, tmp_path):
-    """``posescore live REFERENCE --source VIDEO --json``: the video played frame by frame through the
-    pose model; one event per line, a ``rep`` event for each repetition ``reps`` finds; then the
-    same from keypoints on stdin (JSON lines, as ``posescore pose`` writes records)."""
+    """``posescore live REFERENCE --source - --json``: keypoints on stdin (JSON lines, as ``posescore
+    pose`` writes records) straight to the live model; one event per line, a ``rep`` event for
+    each repetition ``reps`` finds, with the person chosen by --person among a bystander and the
+    performer (auto follows the largest); then a video played frame by frame through the pose
+    model."""
     from posescore.engine.media.pose_files import json_text, to_alphapose
 
-    reference_video, attempt_video, _ = videos
+    reference_video, _, _ = videos
     reference, attempt = poses
     offline = reps_poses(reference, attempt)
-    out = subprocess.run([EXE, "live", str(reference_video), "--source", str(attempt_video), "--json",
-                          "--url", triton_server.grpc_url], capture_output=True, text=True, timeout=600)
+    reference_json = write_alphapose(tmp_path / "reference.json", reference, tracks=track_people(reference))
+    # A bystander, larger than the performer and standing still beside them in every frame.
+    records = to_alphapose(attempt, track_people(attempt))
+    bystander = []
+    for record in records:
+        if record["idx"] != records[0]["idx"]:
+            continue
+        kps = np.asarray(records[0]["keypoints"], np.float32).reshape(17, 3)
+        kps[:, :2] = (kps[:, :2] - kps[:, :2].min(0)) * 1.5 + [5.0, 5.0]
+        bystander.append({**record, "idx": 99, "keypoints": kps.reshape(-1).tolist(),
+                          "box": [4.0, 4.0, float(np.ptp(kps[:, 0])) + 2, float(np.ptp(kps[:, 1])) + 2]})
+    crowd = "\n".join(json_text(r) for r in sorted(records + bystander, key=lambda r: (r["frame"], r["idx"] == 99)))
+    x, y, w, h = records[0]["box"]
+    out = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--fps", "30", "--json", "--person",
+                          f"{x + w / 2:.0f},{y + h / 2:.0f}@0", "--url", triton_server.grpc_url], input=crowd,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in out.stdout.splitlines()]
     assert events[0]["event"] == "start" and events[-1]["event"] == "end"
@@ -309,30 +325,16 @@ def test_live_cli_gives_reps_repetitions_as_they_happen(videos, poses, triton_se
         reported = events.index(got)
         later = [e["time"] for e in events[reported:] if e["event"] == "frame"]
         assert not later or later[0] <= got["end_time"] + events[0]["reference_duration"] + 0.05
-    # Keypoints on stdin, straight to the live model (the reference is a pose JSON too), with a
-    # bystander larger than the performer and standing still beside them in every frame: auto
-    # follows the largest person; --person X,Y@0 on the performer follows them.
-    reference_json = write_alphapose(tmp_path / "reference.json", reference, tracks=track_people(reference))
-    records = to_alphapose(attempt, track_people(attempt))
-    bystander = []
-    for record in records:
-        if record["idx"] != records[0]["idx"]:
-            continue
-        kps = np.asarray(records[0]["keypoints"], np.float32).reshape(17, 3)
-        kps[:, :2] = (kps[:, :2] - kps[:, :2].min(0)) * 1.5 + [5.0, 5.0]
-        bystander.append({**record, "idx": 99, "keypoints": kps.reshape(-1).tolist(),
-                          "box": [4.0, 4.0, float(np.ptp(kps[:, 0])) + 2, float(np.ptp(kps[:, 1])) + 2]})
-    crowd = "\n".join(json_text(r) for r in sorted(records + bystander, key=lambda r: (r["frame"], r["idx"] == 99)))
-    x, y, w, h = records[0]["box"]
-    point = f"{x + w / 2:.0f},{y + h / 2:.0f}@0"
-    out = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--fps", "30", "--person", point,
-                          "--url", triton_server.grpc_url], input=crowd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == f"{offline['count']} repetition(s), 1 under 80 in {len(attempt)} frames"
     out = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--fps", "30", "--json",
                           "--url", triton_server.grpc_url], input=crowd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["count"] == 0  # auto: the bystander, who does nothing
+    # A video through the pose model, frame by frame: the reference's own repetition, found once.
+    out = subprocess.run([EXE, "live", str(reference_json), "--source", str(reference_video), "--url",
+                          triton_server.grpc_url], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"rep 1: 0\.\d\d-\d\.\d\ds score (9\d|100)\.\d  .*", out.stdout.splitlines()[-2]), out.stdout
+    assert out.stdout.splitlines()[-1] == f"1 repetition(s) in {len(reference)} frames"
     bad = subprocess.run([EXE, "live", str(reference_json), "--source", "-", "--person", "3"], input="",
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--person 3: a track id needs the whole video's tracks" in bad.stderr

@@ -40,15 +40,30 @@ def supervised(tmp_path):
 
 
 def test_a_killed_stub_is_noticed_and_its_model_reloaded(supervised):
+    """The killed stub's model reloaded, and the server's metrics page telling it beside Triton's:
+    the repair counted by kind and model with how long it took, probes by outcome, health."""
+    import urllib.request
+
     server, supervisor = supervised
     assert _scores_again(server).scores[0] == pytest.approx(100, abs=1e-3)
     (stub,) = server.stub_pids("score")
     os.kill(stub, signal.SIGKILL)
     result = _scores_again(server)
     assert result.scores[0] == pytest.approx(100, abs=1e-3)
+    deadline = time.monotonic() + 30
+    while not any(e["what"] == "reloaded" for e in supervisor.events) and time.monotonic() < deadline:
+        time.sleep(0.1)
     whats = [e["what"] for e in supervisor.events]
     assert "model failing" in whats and "reloaded" in whats, supervisor.events
     assert supervisor.healthy
+    page = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+              if line and not line.startswith("#")}
+    assert values['posescore_supervisor_repairs_total{kind="model_reloaded",model="score"}'] == 1
+    assert 0 < values['posescore_supervisor_last_repair_seconds{kind="model_reloaded"}'] < 120
+    assert values['posescore_supervisor_probes_total{model="score",outcome="alive"}'] >= 1
+    assert values['posescore_supervisor_probes_total{model="score",outcome="failing"}'] >= 1
+    assert "posescore_supervisor_healthy" in values and 'nv_inference_request_success{model="score",version="1"}' in values
 
 
 def test_a_killed_server_is_started_again_on_its_port_and_its_log_kept(supervised):
@@ -159,17 +174,30 @@ def test_posescore_probe_sees_a_dead_stub_that_triton_calls_ready():
         assert bad.returncode == 1 and "score: failing" in bad.stdout and "dtw: alive" in bad.stdout, bad
         assert "score not answering" in bad.stderr
 
-
-def test_a_live_stream_goes_on_after_its_stub_is_killed(tmp_path):
-    """The live model's stub killed mid-stream: the supervisor reloads the model (the streams' state
-    is lost with the stub), the session opens its stream again, sends the frames since the last
+def test_killed_stubs_of_dtw_and_live_are_repaired_and_a_stream_goes_on(tmp_path):
+    """dtw runs two instances: after a kill -9 of one stub and the reload, the model has its two
+    stubs again, not the old sibling beside two new ones (Triton's unload left it running). The
+    live model's stub killed mid-stream: the supervisor reloads the model (the streams' state is
+    lost with the stub), the session opens its stream again, sends the frames since the last
     repetition, and ends with every repetition, the count carried over."""
     from posescore.clients.live import LiveSession
     from test_live import arm_raise, stream_of_reps
 
+    def reloaded(model, count):
+        deadline = time.monotonic() + 90
+        while sum(e["what"] == "reloaded" and e["model"] == model for e in supervisor.events) < count \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return sum(e["what"] == "reloaded" and e["model"] == model for e in supervisor.events)
+
     rep, stream = arm_raise(), np.concatenate([stream_of_reps()] * 2)
-    with TritonServer(models=["live"]) as server, \
-            Supervisor(server, interval=0.5, logs_dir=tmp_path / "logs") as supervisor:
+    with TritonServer(models=["dtw", "live"]) as server, \
+            Supervisor(server, interval=0.5, logs_dir=tmp_path) as supervisor:
+        assert len(server.stub_pids("dtw")) == 2
+        for round_ in range(2):
+            os.kill(server.stub_pids("dtw")[0], signal.SIGKILL)
+            assert reloaded("dtw", round_ + 1) == round_ + 1, supervisor.events
+            assert len(server.stub_pids("dtw")) == 2, (round_, server.stub_pids("dtw"), supervisor.events)
         live = LiveSession(server.grpc_url, rep, reference_fps=30.0, fps=30.0, timeout=10.0)
         reps = []
         for n, pose in enumerate(stream):
@@ -178,43 +206,6 @@ def test_a_live_stream_goes_on_after_its_stub_is_killed(tmp_path):
                 os.kill(stub, signal.SIGKILL)
             reps += [e["rep"] for e in live.send(pose, n / 30.0, n) if e["event"] == "rep"]
         end = live.end()
-        assert "reloaded" in [e["what"] for e in supervisor.events], supervisor.events
+        assert reloaded("live", 1) == 1, supervisor.events
     assert live.reopened >= 1 and reps == list(range(1, len(reps) + 1))
     assert end["count"] == 8 and [r["backwards"] for r in end["reps"]] == [False, True, False, True] * 2
-
-
-def test_a_killed_stub_of_a_two_instance_model_leaves_no_stub_behind(tmp_path):
-    """dtw runs two instances: after a kill -9 of one stub and the reload, the model has its two
-    stubs again, not the old sibling beside two new ones (Triton's unload left it running)."""
-    with TritonServer(models=["dtw"]) as server, Supervisor(server, interval=0.5, logs_dir=tmp_path) as supervisor:
-        assert len(server.stub_pids("dtw")) == 2
-        for round_ in range(2):
-            os.kill(server.stub_pids("dtw")[0], signal.SIGKILL)
-            deadline = time.monotonic() + 90
-            while sum(e["what"] == "reloaded" for e in supervisor.events) <= round_ and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert sum(e["what"] == "reloaded" for e in supervisor.events) == round_ + 1, supervisor.events
-            assert len(server.stub_pids("dtw")) == 2, (round_, server.stub_pids("dtw"), supervisor.events)
-
-
-def test_the_metrics_endpoint_tells_the_supervisors_repairs_and_probes(supervised):
-    """The server's metrics page holds Triton's metrics and the supervisor's: a killed stub's
-    repair counted by kind and model with how long it took, probes by outcome, health."""
-    import urllib.request
-
-    server, supervisor = supervised
-    _scores_again(server)
-    (stub,) = server.stub_pids("score")
-    os.kill(stub, signal.SIGKILL)
-    _scores_again(server)
-    deadline = time.monotonic() + 30
-    while not any(e["what"] == "reloaded" for e in supervisor.events) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    page = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
-              if line and not line.startswith("#")}
-    assert values['posescore_supervisor_repairs_total{kind="model_reloaded",model="score"}'] == 1
-    assert 0 < values['posescore_supervisor_last_repair_seconds{kind="model_reloaded"}'] < 120
-    assert values['posescore_supervisor_probes_total{model="score",outcome="alive"}'] >= 1
-    assert values['posescore_supervisor_probes_total{model="score",outcome="failing"}'] >= 1
-    assert "posescore_supervisor_healthy" in values and 'nv_inference_request_success{model="score",version="1"}' in values
