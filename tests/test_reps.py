@@ -341,3 +341,41 @@ def test_live_cli_gives_reps_repetitions_as_they_happen(videos, poses, triton_se
     bad = subprocess.run([EXE, "live", str(reference_json), "--source", "-"], input='{"keypoints": [1, 2]}\n',
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "stdin line 1: expected a pose record" in bad.stderr
+
+
+def test_live_reads_a_network_stream_reconnects_and_says_when_it_is_gone(videos, triton_server):
+    """``posescore live --source udp://...``: an MPEG-TS stream that ffmpeg sends at its own pace,
+    cut and sent again: live reads it as it comes, opens it again, and when it does not come back
+    ends with a clear message, exit 1, the repetitions found kept (printed as they came and in
+    the message)."""
+    import shutil
+    import time
+
+    from posescore.engine.serving.server import free_port
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("Debian's ffmpeg is not installed (make media installs it)")
+    reference_video, attempt_video, _ = videos
+    port = free_port()
+    live = subprocess.Popen([EXE, "live", str(reference_video), "--source", f"udp://127.0.0.1:{port}",
+                             "--reconnect", "4", "--json", "--url", triton_server.grpc_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(live.stdout.readline())
+        assert first["event"] == "start"
+        time.sleep(1.0)  # the source is opened once the stream has started
+        for start, length in ((0, 4), (4, 4)):
+            subprocess.run(["ffmpeg", "-v", "error", "-re", "-ss", str(start), "-t", str(length), "-i",
+                            str(attempt_video), "-c:v", "mpeg4", "-q:v", "3", "-f", "mpegts",
+                            f"udp://127.0.0.1:{port}?pkt_size=1316"], check=True, timeout=60)
+            time.sleep(3.0)  # past the read timeout (2 s): the stream is lost, and opened again
+        out, err = live.communicate(timeout=120)
+    finally:
+        live.kill()
+    events = [first] + [json.loads(line) for line in out.splitlines()]
+    end = events[-1]
+    assert live.returncode == 1 and end["event"] == "end", err
+    assert end["connections"] == 2 and end["frames"] > 20  # read across the cut
+    assert f"udp://127.0.0.1:{port}: the stream dropped after its frame at" in err
+    assert "did not come back within 4 s (" in err and f"; {end['count']} repetition(s) kept: 1: " in err
+    assert end["count"] >= 1 and [r["rep"] for r in end["reps"]] == list(range(1, end["count"] + 1))

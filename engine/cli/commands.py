@@ -312,8 +312,11 @@ def live_command(args) -> int:
     from posescore.engine.reports.feedback import moment_feedback
 
     check_movement_source(args.reference, "reference")
-    if args.source != "-" and not Path(args.source).exists():
-        raise ValueError(f"--source {args.source}: no such file")
+    from posescore.engine.media.live_source import is_live_source
+
+    if args.source != "-" and not is_live_source(args.source) and not Path(args.source).exists():
+        raise ValueError(f"--source {args.source}: no such file (a camera is /dev/videoN, a stream rtsp://, "
+                         f"srt://, udp:// or http(s)://)")
     for option, given in (("--page-port", args.page_port is not None), ("--page-hold", args.page_hold)):
         if given and not args.page:
             raise ValueError(f"{option} is an option of --page: add --page")
@@ -348,7 +351,7 @@ def live_command(args) -> int:
             args.reference, args.source, c, emit=emit, start=args.start, end=args.end,
             reference_person=args.reference_person, person=args.person, realtime=args.realtime, fps=args.fps,
             threshold=args.threshold, mirror=args.mirror, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
-            min_score=args.min_score, page=page))
+            min_score=args.min_score, page=page, reconnect=args.reconnect))
         if not args.json:
             flagged = [r["rep"] for r in result["reps"] if r["flagged"]]
             under = f", {len(flagged)} under {args.threshold:g}" if flagged else ""

@@ -132,8 +132,13 @@ def add_job_commands(sub) -> None:
     live = _job_parser(sub, "live", "score every repetition of a reference movement as it happens")
     live.add_argument("reference", help="video or pose JSON of one repetition")
     live.add_argument("--source", required=True, metavar="SRC",
-                      help="a video file (played frame by frame through the pose model), or - for JSON lines "
-                           "of keypoints on stdin (the records posescore pose writes, with time)")
+                      help="a video file (played frame by frame through the pose model); a camera /dev/videoN "
+                           "or a network stream rtsp://, srt://, udp://, http(s):// (read as it comes, the newest "
+                           "frame each time the pose model is free, opened again when it drops); or - for JSON "
+                           "lines of keypoints on stdin (the records posescore pose writes, with time)")
+    live.add_argument("--reconnect", type=float, default=10.0, metavar="S",
+                      help="a camera or stream that drops is opened again for this long before live ends "
+                           "with the repetitions so far (default 10 s)")
     live.add_argument("--realtime", action="store_true",
                       help="play a video file at its own pace (a camera's stand-in): late frames are dropped")
     _repetition_options(live)

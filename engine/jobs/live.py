@@ -18,6 +18,7 @@ from posescore.engine.analysis.people import box_iou, parse_person
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
 from posescore.engine.jobs.inputs import FrameCursor, JobError, check_movement_source, choose_reference, load_poses
 from posescore.engine.jobs.reps import reference_rows
+from posescore.engine.media.live_source import RECONNECT_S, LiveSource, is_live_source
 from posescore.engine.media.video import iter_probed_frames, probe
 from posescore.kernels import SCORE_THRESHOLD
 
@@ -29,8 +30,10 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
              end: float | None = None, reference_person=None, realtime: bool = False, fps: float | None = None,
              threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
              max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
-             stdin: Iterable[str] | None = None, page=None, person=None) -> dict:
-    """Play ``source`` (a video file, or ``"-"``: JSON lines of keypoints from ``stdin``) against
+             stdin: Iterable[str] | None = None, page=None, person=None, reconnect: float = RECONNECT_S) -> dict:
+    """Play ``source`` (a video file; a camera ``/dev/videoN`` or a network stream URL, read as it
+    comes and opened again for up to ``reconnect`` s when it drops; or ``"-"``: JSON lines of
+    keypoints from ``stdin``) against
     the repetition ``reference`` (a video or pose JSON, from ``start`` to ``end`` seconds) on the
     server's ``live`` model (a ``clients.live.LiveSession``), calling ``emit`` with each event as it
     happens (``start``, ``frame``, ``rep``; see ``engine.analysis.live``).
@@ -63,9 +66,14 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
         if page is not None:
             page.publish(event, image=image, pose=pose)
 
+    stream = None
     if source == "-":
         frames = _stdin_people(stdin)
         rate = fps or ref.rate  # keypoints on stdin say their times, not their rate
+    elif is_live_source(source):
+        stream = LiveSource(source, reconnect_s=reconnect)
+        frames = _source_people(stream, client)
+        rate = fps or ref.rate  # frames come when they come: their times are the clock's
     else:
         info = probe(source)
         rate = fps or info.fps
@@ -88,7 +96,7 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
                 show(event, image, pose)
             count += 1
         if not count:
-            raise JobError(f"{source}: no frames")
+            raise JobError(stream.error if stream is not None and stream.error else f"{source}: no frames")
         before = len(session.reps)
         result = session.end()
         for event in session.reps[before:]:  # found in the last frames
@@ -99,8 +107,15 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
     finally:
         if session is not None:
             session.close()
+        if stream is not None:
+            stream.close()
     result.update(frames=count, dropped=dropped)
+    if stream is not None:
+        result.update(connections=stream.connections, source_error=stream.error)
     show(result)
+    if stream is not None and stream.error:  # the camera or stream is gone: say so, after what it gave
+        raise JobError(f"{stream.error}; {len(result['reps'])} repetition(s) kept"
+                       + (f": {_so_far(result['reps'])}" if result["reps"] else ""))
     return result
 
 
@@ -167,6 +182,13 @@ def _video_people(info, client, *, fps: float | None, realtime: bool) -> Iterato
         yield pending.index, float(pending.time), _people(client.pose(pending.rgb[None]), 0), dropped, pending.rgb
         dropped = 0
         pending = upcoming
+
+
+def _source_people(stream: LiveSource, client) -> Iterator[tuple]:
+    """``(frame index, time s, [(pose, box)], frames dropped before it, RGB frame)`` per frame of a
+    camera or network stream, the newest each time the pose model is free."""
+    for frame, dropped in stream.frames():
+        yield frame.index, float(frame.time), _people(client.pose(frame.rgb[None]), 0), dropped, frame.rgb
 
 
 def _people(result, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
