@@ -121,8 +121,9 @@ class LiveService:
             results: list = [[] for _ in requests]
             now = clock.monotonic()
             rounds: list[list[int]] = []  # a stream's second request in a batch waits for the next round
+            seen: dict[str, int] = {}
             for n, request in enumerate(requests):
-                depth = sum(1 for m in range(n) if requests[m].key == request.key)
+                depth = seen[request.key] = seen.get(request.key, -1) + 1
                 while len(rounds) <= depth:
                     rounds.append([])
                 rounds[depth].append(n)
