@@ -11,6 +11,8 @@ from numba import boolean, cuda, float32, int32, int64
 
 from posescore.kernels import _pose_cells
 from posescore.kernels._dp_cells import dtw_predecessor as _dtw_predecessor_py
+from posescore.kernels._dp_cells import spring_lane_of as _spring_lane_of
+from posescore.kernels._dp_cells import sq_distance as _sq_distance_py
 from posescore.kernels._dp_cells import subsequence_cell as _subsequence_cell_py
 from posescore.kernels._topk import better as _better_py
 from posescore.kernels._topk import insert_sorted as _insert_sorted_py
@@ -23,6 +25,8 @@ insert_sorted = cuda.jit(device=True)(_insert_sorted_py)
 better = cuda.jit(device=True)(_better_py)
 subsequence_cell = cuda.jit(device=True)(_subsequence_cell_py)
 dtw_predecessor = cuda.jit(device=True)(_dtw_predecessor_py)
+sq_distance = cuda.jit(device=True)(_sq_distance_py)
+spring_lane = cuda.jit(device=True)(_spring_lane_of(subsequence_cell, sq_distance))
 
 
 def ceil_div(n: int, d: int) -> int:
@@ -299,3 +303,14 @@ def launch_per_pose(kernel, count: int, *args) -> None:
     """Launch a one-thread-per-item kernel over ``count`` items (grid-stride: at most 65,536 blocks)."""
     blocks = max(1, min(ceil_div(count, THREADS_PER_BLOCK), 1 << 16))
     kernel[blocks, THREADS_PER_BLOCK](*args)
+
+
+@cuda.jit
+def spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length, col,
+                 col_start, best_cost, best_start, best_end, out):
+    """One thread per lane advanced by a frame (``kernels.spring_step``; the CPU's lane step,
+    ``_dp_cells.spring_lane_of``, compiled for the device)."""
+    b = cuda.grid(1)
+    if b < lanes.shape[0]:
+        spring_lane(b, ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length,
+                    col, col_start, best_cost, best_start, best_end, out)

@@ -12,75 +12,34 @@ import numba
 import numpy as np
 
 from posescore.kernels._backend import check_array
-from posescore.kernels._dp_cells import subsequence_cell
+from posescore.kernels._dp_cells import spring_lane_of, sq_distance, subsequence_cell
 
 _cell = numba.njit(cache=True, nogil=True, inline="always")(subsequence_cell)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _sq_distance(ref, ref_sq, row, frame, frame_sq):
-    """Squared distance of reference row ``row`` and ``frame`` (their norms given), >= 0; an
-    explicit loop: numba's np.dot on such short vectors calls BLAS, whose call costs more than
-    the product."""
-    dot = np.float32(0.0)
-    for d in range(frame.shape[0]):
-        dot += ref[row, d] * frame[d]
-    return max(ref_sq[row] + frame_sq - np.float32(2.0) * dot, np.float32(0.0))
+_sq_distance = numba.njit(cache=True, nogil=True, inline="always")(sq_distance)
+_lane = numba.njit(cache=True, nogil=True, inline="always")(spring_lane_of(_cell, _sq_distance))
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _spring_steps(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length,
                   col, col_start, best_cost, best_start, best_end, out):
     """Advance lane ``lanes[b]`` by frame ``frames[b]`` (its index in the stream: ``times[b]``) for
-    every b, in parallel; see :func:`spring_step` for the arrays. ``out [B, 9]`` float64 receives,
-    per lane: the end cell's cost and start, the phase row and its cost and start, whether a match
-    became final, and that match's cost, start and end."""
-    inf = np.float32(np.inf)
+    every b, in parallel (``_dp_cells.spring_lane_of``); see :func:`spring_step` for the arrays."""
     for b in numba.prange(lanes.shape[0]):
-        lane = lanes[b]
-        lo, hi = offsets[lane], offsets[lane + 1]
-        M = hi - lo
-        j = times[b]
-        # Row 0: a match may start at this frame (the diagonal from row -1 costs 0).
-        frame, frame_sq_b = frames[b], frame_sq[b]
-        c = _sq_distance(ref, ref_sq, lo, frame, frame_sq_b)
-        a, up, start = c, c + penalty_sq, j
-        diag, diag_start = col[lo], col_start[lo]
-        col[lo], col_start[lo] = a, start
-        phase_row, phase_cost, phase_start = 0, a, start
-        for i in range(1, M):
-            c = _sq_distance(ref, ref_sq, lo + i, frame, frame_sq_b)
-            left, left_start = col[lo + i] + penalty_sq, col_start[lo + i]
-            next_diag, next_diag_start = col[lo + i], col_start[lo + i]
-            a, up, start = _cell(up, start, diag, diag_start, left, left_start, c, c + penalty_sq)
-            diag, diag_start = next_diag, next_diag_start
-            col[lo + i], col_start[lo + i] = a, start
-            if a / (i + 1) < phase_cost / (phase_row + 1):
-                phase_row, phase_cost, phase_start = i, a, start
-        end_cost, end_start = a, start
-        length = j - end_start + 1
-        confirmed = 0.0
-        # A new candidate: long enough, close enough per step, better than the one held.
-        if length >= min_length[lane] and end_cost <= max_step_cost[lane] * max(M, length) \
-                and end_cost < best_cost[lane]:
-            best_cost[lane], best_start[lane], best_end[lane] = end_cost, end_start, j
-        if best_cost[lane] < inf:
-            # Final when no alignment that began at or before its end can still beat it.
-            final = True
-            for i in range(M):
-                if col_start[lo + i] <= best_end[lane] and col[lo + i] < best_cost[lane]:
-                    final = False
-                    break
-            if final:
-                confirmed = 1.0
-                out[b, 6], out[b, 7], out[b, 8] = best_cost[lane], best_start[lane], best_end[lane]
-                for i in range(M):  # matches after it are disjoint from it
-                    if col_start[lo + i] <= best_end[lane]:
-                        col[lo + i] = inf
-                best_cost[lane] = inf
-        out[b, 0], out[b, 1] = end_cost, end_start
-        out[b, 2], out[b, 3], out[b, 4] = phase_row, phase_cost, phase_start
-        out[b, 5] = confirmed
+        _lane(b, ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length, col,
+              col_start, best_cost, best_start, best_end, out)
+
+
+def _spring_steps_cuda(ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length,
+                       col, col_start, best_cost, best_start, best_end, out) -> None:
+    """:func:`_spring_steps` on the GPU (numba-CUDA: one thread per lane; NumPy arrays are copied
+    there and back, CuPy arrays stay), or in numba's CUDA simulator."""
+    from posescore.kernels import _cuda_kernels  # imported on use: numba.cuda loads slowly
+
+    threads = _cuda_kernels.THREADS_PER_BLOCK
+    if len(lanes):
+        _cuda_kernels.spring_steps[_cuda_kernels.ceil_div(len(lanes), threads), threads](
+            ref, ref_sq, offsets, lanes, frames, frame_sq, times, penalty_sq, max_step_cost, min_length, col,
+            col_start, best_cost, best_start, best_end, out)
 
 
 def spring_step(state: "SpringState", lanes, frames, times, *, penalty: float = 0.1) -> np.ndarray:
@@ -114,7 +73,8 @@ def spring_step(state: "SpringState", lanes, frames, times, *, penalty: float = 
     if len(lanes) and (lanes.min() < 0 or lanes.max() >= state.lanes or not state.alive[lanes].all()):
         raise ValueError(f"lanes: expected lanes alive, of 0 to {state.lanes - 1}")
     out = np.full((len(lanes), 9), np.nan, np.float64)
-    _spring_steps(state.references, state.ref_sq, state.offsets, lanes, frames, np.einsum("bd,bd->b", frames, frames),
+    step = _spring_steps_cuda if state.gpu else _spring_steps
+    step(state.references, state.ref_sq, state.offsets, lanes, frames, np.einsum("bd,bd->b", frames, frames),
                   times, np.float32(penalty * penalty), state.max_step_cost, state.min_length, state.col,
                   state.col_start, state.best_cost, state.best_start, state.best_end, out)
     return out
@@ -135,8 +95,9 @@ class SpringState:
     _ROWS = ("references", "ref_sq", "col", "col_start")
     _LANES = ("alive", "max_step_cost", "min_length", "best_cost", "best_start", "best_end")
 
-    def __init__(self, dims: int = 34):
+    def __init__(self, dims: int = 34, *, gpu: bool = False):
         self.dims, self.lanes, self.rows, self.dead_rows = int(dims), 0, 0, 0
+        self.gpu = bool(gpu)  # steps run by the numba-CUDA kernel (the arrays copied there and back)
         self._buf = {"references": np.zeros((0, self.dims), np.float32), "ref_sq": np.zeros(0, np.float32),
                      "col": np.zeros(0, np.float32), "col_start": np.zeros(0, np.int64),
                      "alive": np.zeros(0, bool), "max_step_cost": np.zeros(0, np.float32),

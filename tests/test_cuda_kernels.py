@@ -89,3 +89,27 @@ def test_subsequence_wavefront_with_series_boundaries_kernel():
     np.testing.assert_allclose(cost, want_cost, rtol=1e-6)
     np.testing.assert_array_equal(start, want_start)
     assert start[25] == 25 and start[26] == 26 and start[16] == 16  # nothing crosses a boundary
+
+
+def test_spring_step_kernel_is_the_cpu_step():
+    """kernels.spring_step's lane step on the device (numba-CUDA, one thread per lane) gives the CPU
+    step's outputs and state, frame after frame, a final match and its reset included."""
+    from posescore.kernels import SpringState, spring_step
+
+    rng = np.random.default_rng(8)
+    refs = [rng.standard_normal((m, 4)).astype(np.float32) for m in (6, 9, 5)]
+    series = rng.standard_normal((40, 3, 4)).astype(np.float32)
+    series[12:18, 0] = refs[0] + 0.01  # a close match in lane 0
+    series[20:29, 1] = refs[1]
+    cpu, gpu = SpringState(dims=4), SpringState(dims=4, gpu=True)
+    for state in (cpu, gpu):
+        state.add(refs, 0.5, 3)
+    finals = []
+    for j in range(len(series)):
+        times = np.full(3, j, np.int64)
+        outs = [spring_step(state, np.arange(3), series[j], times, penalty=0.1) for state in (cpu, gpu)]
+        np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(gpu.col, cpu.col, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(gpu.col_start, cpu.col_start)
+        finals += [(lane, j) for lane in range(3) if outs[0][lane, 5] > 0]
+    assert finals and finals[0][0] == 0  # lane 0's close match became final, on both
