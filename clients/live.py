@@ -175,6 +175,23 @@ class _SessionBase:
         self.reopened += 1
         self.server = (self.server + 1) % len(self.urls)
 
+    def _refused(self, err: Exception) -> PoseScoreError:
+        """The server's refusal of this request itself, as the client raises it."""
+        return PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT", model=MODEL)
+
+    def _retry_delay(self, err: Exception, busy: set, tries: int, deadline: float, time_left: float) -> float:
+        """After stream opening failed with ``err`` (_Busy or _Lost): the seconds to wait before
+        trying the next server, or the PoseScoreError to raise (every server full, or the time up)."""
+        if isinstance(err, _Busy):
+            busy.add(self.server)
+            if len(busy) == len(self.urls):
+                raise PoseScoreError(f"model 'live': {err}", status="RESOURCE_EXHAUSTED", model=MODEL) from None
+        if clock.monotonic() >= deadline:
+            raise PoseScoreError(f"model 'live' at {', '.join(self.urls)}: no stream could be opened in "
+                                 f"{time_left:g} s: {err}", status="UNAVAILABLE", model=MODEL) from None
+        self.server = (self.server + 1) % len(self.urls)
+        return min(1.0, 0.05 * 2 ** min(tries, 5))
+
 
 class LiveSession(_SessionBase):
     """One live stream, blocking: :meth:`send` a frame, get its events. Arguments: the server(s),
@@ -232,21 +249,11 @@ class LiveSession(_SessionBase):
                 return
             except _Refused as err:
                 self._close_stream()
-                raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
-                                     model=MODEL) from None
+                raise self._refused(err) from None
             except (_Busy, _Lost) as err:
                 self._close_stream()  # an open stream would hold the server (and its stop) to it
-                if isinstance(err, _Busy):
-                    busy.add(self.server)
-                    if len(busy) == len(self.urls):
-                        raise PoseScoreError(f"model 'live': {err}", status="RESOURCE_EXHAUSTED", model=MODEL) \
-                            from None
                 tries += 1
-                if clock.monotonic() >= deadline:
-                    raise PoseScoreError(f"model 'live' at {', '.join(self.urls)}: no stream could be opened in "
-                                         f"{time_left:g} s: {err}", status="UNAVAILABLE", model=MODEL) from None
-                self.server = (self.server + 1) % len(self.urls)
-                clock.sleep(min(1.0, 0.05 * 2 ** min(tries, 5)))
+                clock.sleep(self._retry_delay(err, busy, tries, deadline, time_left))
 
     # -- frames ----------------------------------------------------------------------------------
     def send(self, pose, time: float, frame: int | None = None) -> list[dict]:
@@ -262,8 +269,7 @@ class LiveSession(_SessionBase):
                 self._replay.append(item)
                 return events
             except _Refused as err:
-                raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
-                                     model=MODEL) from None
+                raise self._refused(err) from None
             except (_Busy, _Lost):
                 self._failed_over()
                 self._open(time_left=self.reopen_timeout)
@@ -278,8 +284,7 @@ class LiveSession(_SessionBase):
                 events = self._events(self._ask(_inputs(None, None, None), end=True))
                 break
             except _Refused as err:
-                raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
-                                     model=MODEL) from None
+                raise self._refused(err) from None
             except (_Busy, _Lost):
                 self._failed_over()
                 self._open(time_left=self.reopen_timeout)
@@ -361,21 +366,11 @@ class AsyncLiveSession(_SessionBase):
                 return
             except _Refused as err:
                 await self._close_stream()
-                raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
-                                     model=MODEL) from None
+                raise self._refused(err) from None
             except (_Busy, _Lost) as err:
                 await self._close_stream()  # an open stream would hold the server (and its stop) to it
-                if isinstance(err, _Busy):
-                    busy.add(self.server)
-                    if len(busy) == len(self.urls):
-                        raise PoseScoreError(f"model 'live': {err}", status="RESOURCE_EXHAUSTED", model=MODEL) \
-                            from None
                 tries += 1
-                if clock.monotonic() >= deadline:
-                    raise PoseScoreError(f"model 'live' at {', '.join(self.urls)}: no stream could be opened in "
-                                         f"{time_left:g} s: {err}", status="UNAVAILABLE", model=MODEL) from None
-                self.server = (self.server + 1) % len(self.urls)
-                await asyncio.sleep(min(1.0, 0.05 * 2 ** min(tries, 5)))
+                await asyncio.sleep(self._retry_delay(err, busy, tries, deadline, time_left))
 
     async def send(self, pose, time: float, frame: int | None = None) -> list[dict]:
         """As :meth:`LiveSession.send`."""
@@ -389,8 +384,7 @@ class AsyncLiveSession(_SessionBase):
                 self._replay.append(item)
                 return events
             except _Refused as err:
-                raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
-                                     model=MODEL) from None
+                raise self._refused(err) from None
             except (_Busy, _Lost):
                 self._failed_over()
                 await self._open(time_left=self.reopen_timeout)
@@ -404,8 +398,7 @@ class AsyncLiveSession(_SessionBase):
                 events = self._events(await self._ask(_inputs(None, None, None), end=True))
                 break
             except _Refused as err:
-                raise PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT",
-                                     model=MODEL) from None
+                raise self._refused(err) from None
             except (_Busy, _Lost):
                 self._failed_over()
                 await self._open(time_left=self.reopen_timeout)

@@ -358,17 +358,17 @@ def test_live_reads_a_network_stream_reconnects_and_says_when_it_is_gone(videos,
     reference_video, attempt_video, _ = videos
     port = free_port()
     live = subprocess.Popen([EXE, "live", str(reference_video), "--source", f"udp://127.0.0.1:{port}",
-                             "--reconnect", "4", "--json", "--url", triton_server.grpc_url],
+                             "--reconnect", "3", "--json", "--url", triton_server.grpc_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = json.loads(live.stdout.readline())
         assert first["event"] == "start"
         time.sleep(1.0)  # the source is opened once the stream has started
-        for start, length in ((0, 4), (4, 4)):
+        for start, length in ((0, 3), (3, 3)):
             subprocess.run(["ffmpeg", "-v", "error", "-re", "-ss", str(start), "-t", str(length), "-i",
                             str(attempt_video), "-c:v", "mpeg4", "-q:v", "3", "-f", "mpegts",
                             f"udp://127.0.0.1:{port}?pkt_size=1316"], check=True, timeout=60)
-            time.sleep(3.0)  # past the read timeout (2 s): the stream is lost, and opened again
+            time.sleep(2.5)  # past the read timeout (2 s): the stream is lost, and opened again
         out, err = live.communicate(timeout=120)
     finally:
         live.kill()
@@ -377,5 +377,5 @@ def test_live_reads_a_network_stream_reconnects_and_says_when_it_is_gone(videos,
     assert live.returncode == 1 and end["event"] == "end", err
     assert end["connections"] == 2 and end["frames"] > 20  # read across the cut
     assert f"udp://127.0.0.1:{port}: the stream dropped after its frame at" in err
-    assert "did not come back within 4 s (" in err and f"; {end['count']} repetition(s) kept: 1: " in err
+    assert "did not come back within 3 s (" in err and f"; {end['count']} repetition(s) kept: 1: " in err
     assert end["count"] >= 1 and [r["rep"] for r in end["reps"]] == list(range(1, end["count"] + 1))
