@@ -235,9 +235,11 @@ def test_the_page_shows_the_stream_while_it_plays(videos, triton_server, tmp_pat
     # The count and the table are the repetitions the command printed, with reps' feedback.
     assert data["count"] == data["rows"] == str(len(reps))
     rows = _rows(dom)
-    assert rows == [[str(r["rep"]), f"{r['start_time']:.2f}-{r['end_time']:.2f} s", f"{r['score']:.1f}",
-                     (r["worst_part"] or "-").replace("_", " "), moment_feedback(r["worst_moment"]),
-                     "yes" if r["backwards"] else "no"] for r in reps]
+    # The page rounds with JavaScript's toFixed, Python with its own: 80.25 may be 80.3 or 80.2.
+    assert [row[:2] + row[3:] for row in rows] == [
+        [str(r["rep"]), f"{r['start_time']:.2f}-{r['end_time']:.2f} s", (r["worst_part"] or "-").replace("_", " "),
+         moment_feedback(r["worst_moment"]), "yes" if r["backwards"] else "no"] for r in reps]
+    assert all(abs(float(row[2]) - r["score"]) <= 0.051 for row, r in zip(rows, reps))
     last = reps[-1]  # the last feedback line: its worst moment, or that it has none
     line = moment_feedback(last["worst_moment"]) if last["worst_moment"] else no_moment_line(80.0)
     assert f"rep {last['rep']} ({last['score']:.1f}): {html.escape(line, quote=False)}" in dom
