@@ -175,6 +175,13 @@ class _SessionBase:
         self.reopened += 1
         self.server = (self.server + 1) % len(self.urls)
 
+    def _frame_request(self, pose, time, frame) -> tuple[list[InferInput], tuple]:
+        """A frame's inputs (checked), and what the session keeps of it to send again."""
+        if self._ended:
+            raise PoseScoreError("this live session has ended")
+        inputs = self._frame_inputs(pose, time, frame)
+        return inputs, (np.asarray(pose, np.float32) if pose is not None else None, float(time), frame)
+
     def _refused(self, err: Exception) -> PoseScoreError:
         """The server's refusal of this request itself, as the client raises it."""
         return PoseScoreError(f"model 'live' at {self.url}: {err}", status="INVALID_ARGUMENT", model=MODEL)
@@ -259,10 +266,7 @@ class LiveSession(_SessionBase):
     def send(self, pose, time: float, frame: int | None = None) -> list[dict]:
         """Send one frame (``pose [17, 3]`` pixels, None: no one seen; at ``time`` seconds,
         increasing), and return its events."""
-        if self._ended:
-            raise PoseScoreError("this live session has ended")
-        inputs = self._frame_inputs(pose, time, frame)
-        item = (np.asarray(pose, np.float32) if pose is not None else None, float(time), frame)
+        inputs, item = self._frame_request(pose, time, frame)
         while True:
             try:
                 events = self._events(self._ask(inputs))
@@ -374,10 +378,7 @@ class AsyncLiveSession(_SessionBase):
 
     async def send(self, pose, time: float, frame: int | None = None) -> list[dict]:
         """As :meth:`LiveSession.send`."""
-        if self._ended:
-            raise PoseScoreError("this live session has ended")
-        inputs = self._frame_inputs(pose, time, frame)
-        item = (np.asarray(pose, np.float32) if pose is not None else None, float(time), frame)
+        inputs, item = self._frame_request(pose, time, frame)
         while True:
             try:
                 events = self._events(await self._ask(inputs))

@@ -143,6 +143,19 @@ def _payload(value: Any) -> int:
     return 0
 
 
+def record_request(user: User, task: str, name: str, request_type: str, wall: float, elapsed: float, outcome: str,
+                   status: str | None, exception: BaseException | None, payload: int) -> None:
+    """One request as the run keeps it: a :class:`Record` in ``user.state.records`` (``wall``: its
+    start, Unix seconds; ``elapsed`` ms), and locust's request event unless it was interrupted."""
+    message = "" if exception is None else str(exception)[:300]
+    user.state.records.append(Record(task, name, request_type, wall, wall + elapsed / 1e3, elapsed, outcome,
+                                     status or "", message, payload))
+    if outcome != INTERRUPTED:
+        user.environment.events.request.fire(request_type=request_type, name=name, response_time=elapsed,
+                                              response_length=payload, exception=exception,
+                                              context={"task": task, "outcome": outcome})
+
+
 class PoseScoreUser(User):
     """One simulated client of the deployment; see the module docstring. ``state`` is set on the
     concrete class made by :func:`make_user_class`."""
@@ -210,15 +223,9 @@ class PoseScoreUser(User):
         except Exception as err:  # noqa: BLE001 - anything else the client raised is this request's failure
             outcome, exception = ERROR, err
         finally:
-            elapsed = (time.perf_counter() - start) * 1e3
             state.in_flight -= 1
-            message = "" if exception is None else str(exception)[:300]
-            state.records.append(Record(task, name, request_type, wall, wall + elapsed / 1e3, elapsed, outcome,
-                                        status or "", message, payload))
-            if outcome != INTERRUPTED:
-                self.environment.events.request.fire(
-                    request_type=request_type, name=name, response_time=elapsed, response_length=payload,
-                    exception=exception, context={"task": task, "outcome": outcome})
+            record_request(self, task, name, request_type, wall, (time.perf_counter() - start) * 1e3, outcome,
+                           status, exception, payload)
 
     # -- malformed and oversized requests --------------------------------------------------------
     def _raw_client(self) -> grpcclient.InferenceServerClient:
@@ -387,13 +394,9 @@ class LiveUser(User):
             session.close()
 
     def _record(self, name: str, wall: float, start: float, outcome: str, status, exception) -> None:
-        elapsed = (time.perf_counter() - start) * 1e3
         self.state.issued["live"] = self.state.issued.get("live", 0) + 1
-        self.state.records.append(Record("live", name, "grpc", wall, wall + elapsed / 1e3, elapsed, outcome,
-                                         status or "", "" if exception is None else str(exception)[:300], 0))
-        self.environment.events.request.fire(request_type="grpc", name=name, response_time=elapsed,
-                                             response_length=0, exception=exception,
-                                             context={"task": "live", "outcome": outcome})
+        record_request(self, "live", name, "grpc", wall, (time.perf_counter() - start) * 1e3, outcome, status,
+                       exception, 0)
 
 
 def make_live_class(streams: int, state: LoadState) -> type[LiveUser]:

@@ -114,8 +114,8 @@ class LivePool:
         grid, _, rate = search_grids(len(reference), float(reference_fps), np.array([0.0, 1.0]), float(fps))
         vectors, weights = kernels.normalize(kernels.consistent_sides(reference)[grid])
         stream = _Stream(key, reference, float(reference_fps), float(fps), rate, grid, vectors, weights,
-                         as_video_poses(reference, np.arange(len(reference)) / reference_fps, np.arange(len(reference)),
-                                   name, reference_fps), name)
+                         as_video_poses(reference, np.arange(len(reference)) / reference_fps,
+                                        np.arange(len(reference)), name, reference_fps), name)
         floor = max(1.0, self.min_score - CANDIDATE_MARGIN)
         lanes = self._state.add([vectors, vectors[::-1]], kernels.distance_for_score(floor, "cosine") ** 2,
                                 max(2, int(self.min_ratio * stream.duration * rate)))
@@ -278,8 +278,8 @@ class LivePool:
         stream.pending = -1
         if not found:
             return []
-        window = as_video_poses(poses, times, np.asarray(stream.frames[lo - stream.base:hi - stream.base]), "attempt",
-                           stream.fps)
+        window = as_video_poses(poses, times, np.asarray(stream.frames[lo - stream.base:hi - stream.base]),
+                                "attempt", stream.fps)
         r_perf = performer_of(stream.reference_poses, np.zeros((len(stream.reference), 1), np.int32), 0)
         a_perf = performer_of(window, np.zeros((len(window), 1), np.int32), 0)
         events = []
@@ -317,7 +317,9 @@ class LivePool:
             mapping = self._state.compact()
             self._lane = {k: int(mapping[v]) for k, v in self._lane.items()}
 
-def as_video_poses(poses: np.ndarray, times: np.ndarray, frames: np.ndarray, name: str, fps: float) -> VideoPoses:
+
+def as_video_poses(poses: np.ndarray, times: np.ndarray, frames: np.ndarray, name: str,
+                   fps: float) -> VideoPoses:
     """One performer's frames as a VideoPoses of one person per row (boxes: the visible keypoints'
     extent), for the report functions."""
     poses = np.asarray(poses, np.float32)

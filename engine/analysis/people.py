@@ -441,6 +441,21 @@ def _row_at(video_poses: VideoPoses, spec: PersonSpec, option: str, source: str)
     return int(np.argmin(np.abs(times - spec.time)))
 
 
+def spec_person(boxes: np.ndarray, spec: PersonSpec) -> int | None:
+    """Which of one frame's people ``boxes [n, 4]`` (x0, y0, x1, y1) a point or box ``spec`` names:
+    the smallest box that contains its point, or the box that overlaps its box most (IoU > 0);
+    None when there is no such person."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(boxes):
+        return None
+    if spec.point is not None:
+        x, y = spec.point
+        inside = np.flatnonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
+        return int(inside[np.argmin(box_areas(boxes[inside]))]) if len(inside) else None
+    iou = box_iou(np.asarray(spec.box, np.float64), boxes)[0]
+    return int(np.argmax(iou)) if iou.max() > 0 else None
+
+
 def person_by_spec(video_poses: VideoPoses, tracks: np.ndarray, spec: Any, *, option: str = "--person",
                    source: str | None = None) -> Performer:
     """The Performer of the track ``spec`` names (:func:`parse_person`; not auto): a track id, or
@@ -467,19 +482,13 @@ def person_by_spec(video_poses: VideoPoses, tracks: np.ndarray, spec: Any, *, op
         raise PersonError(f"{option} {spec.text}: {source}: no person detected in {at}")
     boxes = np.asarray(video_poses.boxes[row, :n], np.float64)
     there = "; ".join(f"track {int(tracks[row, d])} box {[round(float(v)) for v in boxes[d]]}" for d in range(n))
-    if spec.point is not None:
-        x, y = spec.point
-        inside = np.flatnonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
-        if not len(inside):
-            raise PersonError(f"{option} {spec.text}: {source}: the point ({x:g}, {y:g}) is inside no person's box "
-                              f"in {at}; there: {there}")
-        d = int(inside[np.argmin(box_areas(boxes[inside]))])
-    else:
-        iou = box_iou(np.asarray(spec.box, np.float64), boxes)[0]
-        if not iou.max() > 0:
-            raise PersonError(f"{option} {spec.text}: {source}: the box overlaps no person's box in {at}; "
-                              f"there: {there}")
-        d = int(np.argmax(iou))
+    d = spec_person(boxes, spec)
+    if d is None and spec.point is not None:
+        raise PersonError(f"{option} {spec.text}: {source}: the point ({spec.point[0]:g}, {spec.point[1]:g}) is "
+                          f"inside no person's box in {at}; there: {there}")
+    if d is None:
+        raise PersonError(f"{option} {spec.text}: {source}: the box overlaps no person's box in {at}; "
+                          f"there: {there}")
     track = int(tracks[row, d])
     return replace(performer_of(video_poses, tracks, track), choice=choice.format(track))
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from posescore.clients.live import LiveSession
 from posescore.clients.protocol import PoseScoreError
-from posescore.engine.analysis.people import box_iou, parse_person
+from posescore.engine.analysis.people import box_iou, parse_person, spec_person
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE
 from posescore.engine.jobs.inputs import FrameCursor, JobError, check_movement_source, choose_reference, load_poses
 from posescore.engine.jobs.reps import reference_rows
@@ -31,19 +31,22 @@ def live_job(reference, source, client, *, emit: Callable[[dict], None], start: 
              threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
              max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
              stdin: Iterable[str] | None = None, page=None, person=None, reconnect: float = RECONNECT_S) -> dict:
-    """Play ``source`` (a video file; a camera ``/dev/videoN`` or a network stream URL, read as it
-    comes and opened again for up to ``reconnect`` s when it drops; or ``"-"``: JSON lines of
-    keypoints from ``stdin``) against
-    the repetition ``reference`` (a video or pose JSON, from ``start`` to ``end`` seconds) on the
-    server's ``live`` model (a ``clients.live.LiveSession``), calling ``emit`` with each event as it
-    happens (``start``, ``frame``, ``rep``; see ``engine.analysis.live``).
-    A video's frames go through the pose model (``client``) one at a time; with ``realtime`` at
-    the video's own pace, a frame that is due after the next one is dropped (the newest wins) and
-    counted. The person followed is ``person`` (``X,Y@T`` or ``X0,Y0,X1,Y1@T``: the one whose box
-    holds the point, or overlaps the box most, in the first frame at or after T s; no one before),
-    else (auto) the main one of the first frame with anyone; then the one overlapping them most. With a ``page`` (``reports.live_page.LivePage``), the page is shown the
-    reference performer and each event as it happens, a frame's with its picture (a video's) and
-    the pose followed. Returns the ``end`` event, with ``frames`` and ``dropped``."""
+    """Play ``source`` against the repetition ``reference`` (a video or pose JSON, from ``start``
+    to ``end`` seconds) on the server's ``live`` model (a ``clients.live.LiveSession``), calling
+    ``emit`` with each event as it happens (``start``, ``frame``, ``rep``; see
+    ``engine.analysis.live``). ``source``: a video file, through the pose model (``client``) as
+    fast as it decodes, PLAYBACK_BATCH frames a request, or with ``realtime`` one at a time at the
+    video's own pace, a frame that is due after the next one dropped (the newest wins) and
+    counted; a camera ``/dev/videoN`` or a network stream URL, read as it comes (the newest frame
+    each time the pose model is free) and opened again for up to ``reconnect`` s when it drops;
+    or ``"-"``: JSON lines of keypoints from ``stdin``. The person followed is ``person``
+    (``X,Y@T`` or ``X0,Y0,X1,Y1@T``: the one whose box holds the point, or overlaps the box most,
+    in the first frame at or after T s; no one before), else (auto) the main one of the first
+    frame with anyone; then the one overlapping them most. With a ``page``
+    (``reports.live_page.LivePage``), the page is shown the reference performer and each event as
+    it happens, a frame's with its picture (a video's) and the pose followed. Returns the ``end``
+    event, with ``frames`` and ``dropped``; a camera or stream gone for good is a JobError after
+    the ``end`` event, naming the repetitions kept."""
     check_movement_source(reference, "reference")
     spec = parse_person(person, "--person")
     if spec.track is not None:
@@ -124,20 +127,13 @@ def _so_far(reps: list[dict]) -> str:
 
 
 def _chosen(people: list[tuple[np.ndarray, np.ndarray]], spec, moment: float) -> np.ndarray | None:
-    """The box of the person ``spec`` names in a frame at ``moment`` s: at or after its time, the
-    one whose box holds its point (the smallest such), or overlaps its box most; None otherwise."""
+    """The box of the person ``spec`` names (``analysis.people.spec_person``) in a frame at
+    ``moment`` s, at or after its time; None otherwise."""
     if moment + 1e-6 < spec.time or not people:
         return None
     boxes = np.stack([box for _, box in people]).astype(np.float64)
-    if spec.point is not None:
-        x, y = spec.point
-        inside = (boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3])
-        if not inside.any():
-            return None
-        areas = np.where(inside, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), np.inf)
-        return boxes[int(areas.argmin())]
-    overlap = box_iou(np.asarray(spec.box, np.float64)[None], boxes)[0]
-    return boxes[int(overlap.argmax())] if overlap.max() > 0 else None
+    n = spec_person(boxes, spec)
+    return None if n is None else boxes[n]
 
 
 def _follow(people: list[tuple[np.ndarray, np.ndarray]], followed: np.ndarray | None):

@@ -80,7 +80,7 @@ class LiveService:
         self.references = Path(references) if references is not None else None
         self.pools: dict[tuple, LivePool] = {}  # streams sharing options share a pool (one kernel call)
         self.stream_pool: dict[str, tuple] = {}
-        self.last_seen: dict[str, float] = {}
+        self.last_seen: dict[str, float] = {}  # each stream's last request, least recent first
         self.frames: dict[str, int] = {}
         self.opened = self.ended = self.freed_idle = 0  # streams, since the service began
         self.lock = threading.Lock()
@@ -141,6 +141,7 @@ class LiveService:
                 elif request.key not in self.stream_pool:
                     raise LiveError(f"stream {request.key}: not started, or already ended or freed after "
                                     f"{self.idle_s:g} s idle (start it first)")
+                self.last_seen.pop(request.key, None)  # the least recently seen first: sweep stops early
                 self.last_seen[request.key] = now
                 if request.pose is not None:
                     framed.setdefault(self.stream_pool[request.key], []).append(n)
@@ -253,7 +254,11 @@ class LiveService:
     def sweep(self, now: float | None = None) -> int:
         """Free the streams idle for longer than the idle time; returns how many."""
         now = clock.monotonic() if now is None else now
-        idle = [key for key, seen in self.last_seen.items() if now - seen > self.idle_s]
+        idle = []
+        for key, seen in self.last_seen.items():  # in the order last seen: the idle ones come first
+            if now - seen <= self.idle_s:
+                break
+            idle.append(key)
         for key in idle:
             self.pools[self.stream_pool.pop(key)].abandon(key)
             del self.last_seen[key], self.frames[key]
