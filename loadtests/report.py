@@ -173,7 +173,8 @@ def format_report(report: dict) -> str:
         e = summary["expected_errors"]
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(e["by_kind"].items()))
         lines.append(f"malformed/oversized: {e['requests']} sent, {e['refused_as_expected']} refused as expected "
-                     f"(INVALID_ARGUMENT), {e['failures']} failures; p50 {_ms(e['p50_ms'])} ms, "
+                     f"(INVALID_ARGUMENT, or RESOURCE_EXHAUSTED over a model's max_request_bytes), "
+                     f"{e['failures']} failures; p50 {_ms(e['p50_ms'])} ms, "
                      f"p99 {_ms(e['p99_ms'])} ms; {kinds}")
     accounting = report["accounting"]
     lines.append(f"accounting: {accounting['issued']} issued = {accounting['answered']} answered "

@@ -11,8 +11,9 @@ checks the answer against the known one and fires one locust request event: ``re
 request's payload bytes (the input tensors), ``exception`` the error or the wrong answer. With
 probability ``malformed`` a task sends one of the model's malformed or oversized requests instead
 (:data:`~loadtests.workload.BAD_REQUESTS`): it is fired as ``request_type`` ``"grpc-expected-error"``,
-named ``"<model>/<kind>"``, and counts as a success when the server refuses it with
-``INVALID_ARGUMENT`` and the expected message, as a failure otherwise.
+named ``"<model>/<kind>"``, and counts as a success when the server refuses it with the expected
+status (``INVALID_ARGUMENT``, or ``RESOURCE_EXHAUSTED`` over a model's ``max_request_bytes``) and
+message, as a failure otherwise.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class LoadState:
     servers: dict[str, dict] = field(default_factory=dict)  # per server: the users' clients' counts
     _users: int = 0
     _oversized: np.ndarray | None = None
+    _long_attempt: np.ndarray | None = None
 
     def oversized_batch(self) -> np.ndarray:
         """``POSE_MAX_BATCH + 1`` real frames of the workload in one array (~22 MB for vtest.avi),
@@ -105,6 +107,14 @@ class LoadState:
             frames = np.concatenate(self.workload.pose_inputs)
             self._oversized = frames[np.arange(POSE_MAX_BATCH + 1) % len(frames)]
         return self._oversized
+
+    def long_attempt(self) -> np.ndarray:
+        """330,000 poses (67 MB, few DTW cells against one pose): over the dtw model's
+        ``max_request_bytes`` (64 MiB), within its ``max_cells``; built once per run."""
+        if self._long_attempt is None:
+            self._long_attempt = np.full((330_000, NUM_KEYPOINTS, 3), 100.0, np.float32)
+            self._long_attempt[..., 2] = 0.9
+        return self._long_attempt
 
     def next_seed(self) -> int:
         self._users += 1
@@ -209,11 +219,11 @@ class PoseScoreUser(User):
                 status = err.status
                 if bad is None:
                     outcome, exception = ERROR, err
-                elif status == "INVALID_ARGUMENT" and bad.message in str(err):
+                elif status == bad.status and bad.message in str(err):
                     outcome = EXPECTED_ERROR
                 else:
                     outcome = BAD_WRONG_ERROR
-                    exception = MalformedAccepted(f"{name}: expected INVALID_ARGUMENT with {bad.message!r}, got {err}")
+                    exception = MalformedAccepted(f"{name}: expected {bad.status} with {bad.message!r}, got {err}")
             else:
                 if bad is not None:
                     outcome, exception = BAD_ACCEPTED, MalformedAccepted(f"{name}: the server answered it")
@@ -277,6 +287,11 @@ class PoseScoreUser(User):
                 call = self._raw_call("score", [input_tensor("query", query, "FP32"),
                                                 input_tensor("candidates", candidates[None], "FP32")])
             payload = query.nbytes + candidates.nbytes
+        elif bad.kind == "over-max-request-bytes":  # sent raw: the typed client would retry RESOURCE_EXHAUSTED
+            attempt = self.state.long_attempt()
+            call = self._raw_call("dtw", [input_tensor("reference", poses[:1], "FP32"),
+                                          input_tensor("attempt", attempt, "FP32")])
+            payload = attempt.nbytes
         elif bad.kind in ("nan-attempt", "empty-reference", "over-max-cells"):
             given = rng.choice(work.dtw_inputs) if work.dtw_inputs else {"reference": poses, "attempt": poses}
             reference, attempt = given["reference"].copy(), given["attempt"].copy()

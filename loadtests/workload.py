@@ -20,7 +20,8 @@ every response is checked (a wrong answer is a failure, like an error):
   finds offline in that stream (``engine.jobs.reps.reps_poses``).
 
 Malformed and oversized requests (:data:`BAD_REQUESTS`) are expected to be refused with gRPC
-``INVALID_ARGUMENT`` and a message naming the problem.
+``INVALID_ARGUMENT`` (a message over the model's ``max_request_bytes``: ``RESOURCE_EXHAUSTED``, from
+the server's gRPC front) and a message naming the problem.
 
 This module runs in the parent process (no gevent); the locust users load the pickled
 :class:`Workload` and use the ``check_*`` functions.
@@ -521,11 +522,12 @@ CHECKS: dict[str, Callable[[Any, Any], str | None]] = {
 class BadRequest:
     """A request the server must refuse: ``kind`` names it (``users.PoseScoreUser`` builds it; a
     wrong dtype or shape cannot pass the typed client's checks, so those go raw), ``message`` is a
-    part of the expected error."""
+    part of the expected error, ``status`` its gRPC status."""
 
     model: str
     kind: str
     message: str
+    status: str = "INVALID_ARGUMENT"
 
 
 BAD_REQUESTS: dict[str, list[BadRequest]] = {
@@ -537,7 +539,8 @@ BAD_REQUESTS: dict[str, list[BadRequest]] = {
               BadRequest("score", "wrong-shape", "unexpected shape")],
     "dtw": [BadRequest("dtw", "nan-attempt", "NaN"),
             BadRequest("dtw", "empty-reference", "at least 1 pose"),
-            BadRequest("dtw", "over-max-cells", "over this server's bound")],
+            BadRequest("dtw", "over-max-cells", "over this server's bound"),
+            BadRequest("dtw", "over-max-request-bytes", "over the model's bound", "RESOURCE_EXHAUSTED")],
     "search": [BadRequest("search", "outside-root", "outside the archive root"),
                BadRequest("search", "not-an-archive", "not a posescore archive"),
                BadRequest("search", "k-too-large", "k: expected"),

@@ -286,6 +286,62 @@ def test_admin_surfaces_need_the_servers_key_and_http_is_off(triton_server):
         socket.create_connection(("127.0.0.1", triton_server.http_port), timeout=2).close()
 
 
+def _shm_bytes(server):
+    return sum(region.stat().st_size for region in SHM_DIR.glob(server._shm_prefix + "*"))
+
+
+def test_a_request_over_its_models_bound_never_reaches_triton(triton_server):
+    """Triton 2.51 takes gRPC messages up to 2 GB: a score request of 1,010,000 candidates (206 MB)
+    was received whole and copied into the python backend's shared memory, which grew for it and
+    stayed grown, before max_candidates refused it. The gRPC front refuses it from the model's
+    max_request_bytes, a message over every model's bound from its length prefix, a live stream's
+    oversized message by ending the stream; Triton's shared memory stays as it was, the server
+    serves on, and Triton's own port answers no client without the front's key."""
+    import urllib.request
+
+    from posescore.engine.serving.grpc_front import request_bounds
+
+    bounds = request_bounds(DEFAULT_MODEL_REPOSITORY, MODELS)
+    # Each bound holds the model's largest request its own limits allow.
+    assert bounds["score"] >= int(parse_config("score").parameters["max_candidates"].string_value) * 17 * 3 * 4
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url, channel_args=[
+        ("grpc.max_send_message_length", -1)])
+    shm_before = _shm_bytes(triton_server)
+    query = _poses(1)
+    for count, needle in ((1_010_000, r"a request to model 'score' of 206,04\d,\d{3} bytes is over the model's "
+                                      r"bound of 205,048,576 bytes \(max_request_bytes"),
+                          (1_400_000, r"Received message larger than max \(285,?600,?\d+")):
+        candidates = np.broadcast_to(query, (1, count, 17, 3)).astype(np.float32)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("score", [_input("query", query), _input("candidates", candidates)])
+        del candidates
+        assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED", err.value.message()
+        assert re.search(needle, err.value.message()), err.value.message()
+    # A live stream's START with a 4.3 MB reference (over live's 4 MiB): the stream ends naming it.
+    errors = []
+    client.start_stream(callback=lambda result, error: errors.append(error))
+    reference = np.ones((1, 21_000, 17, 3), np.float32)
+    inputs = [_input("pose", reference[:, :1]), grpcclient.InferInput("time", [1, 1], "FP64"),
+              _input("reference", reference)]
+    inputs[1].set_data_from_numpy(np.zeros((1, 1)))
+    client.async_stream_infer("live", inputs, sequence_id=77, sequence_start=True)
+    client.stop_stream()
+    assert errors and errors[0] is not None and "model 'live'" in errors[0].message(), errors
+    assert _shm_bytes(triton_server) == shm_before
+    poses = _poses(4)
+    good = client.infer("score", [_input("query", poses[:1]), _input("candidates", poses[None])])
+    assert good.as_numpy("scores")[0, 0] == pytest.approx(100.0, abs=1e-3)
+    with urllib.request.urlopen(triton_server.metrics_url, timeout=10) as page:
+        metrics = page.read().decode()
+    assert 'posescore_front_refused_total{front="grpc",model="score",reason="too_large"} 1' in metrics
+    assert 'posescore_front_refused_total{front="grpc",model="live",reason="too_large"} 1' in metrics
+    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{triton_server._backend_grpc_port}")
+    for call in (lambda: direct.is_server_ready(), lambda: direct.infer("score", [
+            _input("query", poses[:1]), _input("candidates", poses[None])])):
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call()
+
+
 def test_a_killed_serve_leaves_a_runtime_folder_the_next_server_removes():
     """SIGKILL cannot be caught: the folder (backends, log) of a killed `posescore serve` stays
     until the next server starts and finds its owner gone."""
@@ -631,6 +687,11 @@ def test_a_million_dimensions_or_a_huge_body_are_refused_at_once(http_server):
     status, answer = _exchange(port, head + b"{", timeout=5)
     assert status == 413 and f"{http_front.MAX_BODY:,}" in answer["error"], answer
     assert time.monotonic() - started < 2
+    # Under the front's bound but over the model's own (score's max_request_bytes), refused the same way.
+    head = b"POST /v2/models/score/infer HTTP/1.1\r\nContent-Length: 210000000\r\n\r\n"
+    status, answer = _exchange(port, head + b"{", timeout=5)
+    assert status == 413 and "model 'score' of 210,000,000 bytes is over the model's bound of 205,048,576" in \
+        answer["error"], answer
     assert http_server.is_running()
 
 

@@ -20,7 +20,8 @@ What the front lets through, and nothing else (each refusal is answered in Trito
   keeps the last, Triton's parser the first), names strings, shapes lists of at most
   :data:`MAX_DIMS` integers >= 0 each at most :data:`MAX_ELEMENTS` (checked before any arithmetic on
   them), known datatypes, parameters objects, and the data exactly what the shape holds.
-- Bodies: at most :data:`MAX_BODY` bytes (413, refused from ``Content-Length`` before it is read),
+- Bodies: at most :data:`MAX_BODY` bytes, and an inference request's at most its model's
+  ``max_request_bytes`` (413, refused from ``Content-Length`` before it is read),
   its JSON part at most :data:`MAX_JSON` bytes (larger tensors go in the binary extension, as
   ``tritonclient.http`` sends them), at most :data:`MAX_BUFFERED` bytes of bodies held at once by all
   connections together (503 beyond), no chunked transfer (411), no ``Content-Encoding``, no repeated
@@ -481,6 +482,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length)
         if length > front.max_body:
             raise RequestError(f"a request body of {length:,} bytes, over this server's {front.max_body:,}", 413)
+        model = self.path.split("/")[3] if infer else None
+        if model in front.bounds and length > front.bounds[model]:
+            raise RequestError(f"a request to model {model!r} of {length:,} bytes is over the model's bound of "
+                               f"{front.bounds[model]:,} bytes (max_request_bytes in its config.pbtxt): split it "
+                               f"into smaller requests", 413)
         if length and not infer:
             raise RequestError(f"{self.command} {self.path[:100]} takes no body")
         header_length = self._header("Inference-Header-Content-Length")
@@ -542,14 +548,16 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpFront:
     """Listens on ``host:port`` and serves Triton's HTTP endpoint at ``host:backend_port`` through
     :func:`check_target` and :func:`check_infer_request`, adding :data:`FRONT_HEADER`: ``key`` to
-    what it forwards. ``timeout``, ``max_connections``, ``max_body`` and ``max_buffered`` default to
+    what it forwards. ``bounds`` ({model: bytes}) bounds each model's inference bodies below
+    ``max_body``. ``timeout``, ``max_connections``, ``max_body`` and ``max_buffered`` default to
     the module's bounds. ``start()`` / ``stop()``; a thread per connection."""
 
     def __init__(self, host: str, port: int, backend_port: int, *, key: str | None = None,
                  max_body: int = MAX_BODY, timeout: float = REQUEST_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS, max_buffered: int = MAX_BUFFERED,
-                 backend_timeout: float = BACKEND_TIMEOUT):
+                 backend_timeout: float = BACKEND_TIMEOUT, bounds: dict[str, int] | None = None):
         self.host, self.port, self.backend_port, self.key = host, port, backend_port, key
+        self.bounds = dict(bounds or {})
         self.max_body, self.timeout, self.max_connections = max_body, float(timeout), int(max_connections)
         self.max_buffered, self.backend_timeout = max_buffered, backend_timeout
         self._held = 0

@@ -27,11 +27,13 @@ import sysconfig
 import tempfile
 import time
 import weakref
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 from posescore.engine.archive.shard import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard
+from posescore.engine.serving.grpc_front import GrpcFront, refusals_metrics, request_bounds
 from posescore.engine.serving.http_front import FRONT_HEADER, HttpFront
 from posescore.engine.serving.metrics_front import MetricsFront
 
@@ -42,8 +44,8 @@ LOOPBACK = "127.0.0.1"
 #: register the python backend's own shared memory and have Triton write into it, or change logging.
 ADMIN_PROTOCOLS = "shared-memory,model-repository,trace,logging"
 ADMIN_HEADER = "posescore-admin"
-#: With HTTP on, every other API of Triton's own HTTP endpoint (a loopback port any local user can
-#: reach) answers only requests carrying the HTTP front's header with a key only the front holds.
+#: Every other API of Triton's own HTTP and gRPC endpoints (loopback ports any local user can reach)
+#: answers only requests carrying the front's header with a key only the fronts hold.
 FRONT_APIS = "health,metadata,inference,model-config,statistics"
 
 
@@ -193,6 +195,11 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
         self.http = bool(http)
+        # Triton's gRPC endpoint listens on a private port behind a front (engine.serving.grpc_front)
+        # on grpc_port that bounds each model's requests: Triton 2.51 takes gRPC messages up to 2 GB.
+        self._backend_grpc_port = free_port(host)
+        self._grpc_front = None
+        self.front_refused: Counter = Counter()  # kept across restarts, as the metrics are
         # With HTTP on, Triton's HTTP endpoint listens on a private port behind a validating front
         # (engine.serving.http_front) on http_port: one malformed JSON request can abort tritonserver 2.51.
         self._backend_http_port = free_port(host) if self.http else self.http_port
@@ -201,11 +208,11 @@ class TritonServer:
         # process (the supervisor's repairs): engine.serving.metrics_front.
         self._backend_metrics_port = free_port(host)
         self._metrics_front = None
-        self.metrics_sources: list = []  # callables returning Prometheus text lines
+        self.metrics_sources: list = [lambda: refusals_metrics(self.front_refused)]  # callables giving Prometheus text
         # The admin surfaces (shared-memory registration, repository control, trace, logging) answer
         # only requests carrying this header with this key, which only this object holds.
         self.admin_key = secrets.token_hex(16)
-        # Triton's private HTTP endpoint answers client APIs only with this key, which the front adds.
+        # Triton's private endpoints answer client APIs only with this key, which the fronts add.
         self.front_key = secrets.token_hex(16)
         self.extra_env = dict(env or {})
         self.process: subprocess.Popen | None = None
@@ -226,6 +233,10 @@ class TritonServer:
     def admin_headers(self) -> dict[str, str]:
         """The gRPC headers that open this server's admin surfaces (Triton prefixes the key's name)."""
         return {f"triton-grpc-protocol-{ADMIN_HEADER}": self.admin_key}
+
+    @property
+    def _front_headers(self) -> dict[str, str]:
+        return {f"triton-grpc-protocol-{FRONT_HEADER}": self.front_key}
 
     @property
     def http_url(self) -> str:
@@ -253,10 +264,11 @@ class TritonServer:
             f"--model-repository={self.model_repository}",
             f"--backend-directory={self._runtime_dir / 'backends'}",
             f"--cache-directory={triton_distribution() / 'caches'}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self._backend_grpc_port}",
             f"--allow-http={'true' if self.http else 'false'}",
             f"--http-address={self.host}", f"--http-port={self._backend_http_port}",
             f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol={FRONT_APIS}:{FRONT_HEADER}={self.front_key}",
             f"--http-restricted-api={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_key}",
             *([f"--http-restricted-api={FRONT_APIS}:{FRONT_HEADER}={self.front_key}"] if self.http else []),
             f"--metrics-address={self.host}", f"--metrics-port={self._backend_metrics_port}",
@@ -282,6 +294,7 @@ class TritonServer:
         if self.process is not None:
             raise ServerError("server already started")
         self._check_ports()
+        bounds = request_bounds(self.model_repository, self.model_names)
         remove_abandoned_runtimes()
         self._runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))
         (self._runtime_dir / OWNER_FILE).write_text(str(os.getpid()))
@@ -299,11 +312,13 @@ class TritonServer:
         _RUNNING.add(self)
         try:
             self._wait_ready()
+            self._grpc_front = GrpcFront(self.host, self.grpc_port, self._backend_grpc_port, key=self.front_key,
+                                         bounds=bounds, refused=self.front_refused).start()
             self._metrics_front = MetricsFront(self.host, self.metrics_port, self._backend_metrics_port,
                                                self.metrics_sources).start()
             if self.http:
                 self._front = HttpFront(self.host, self.http_port, self._backend_http_port,
-                                        key=self.front_key).start()
+                                        key=self.front_key, bounds=bounds).start()
         except BaseException as err:
             tail = self.log_tail()
             self.stop()
@@ -315,7 +330,8 @@ class TritonServer:
         """Raise ServerError naming the first of this server's ports that another process listens
         on: tritonserver would fail to bind it, while a client of that port would see the other
         server ready (gRPC's SO_REUSEPORT may even let both bind and split the connections)."""
-        ports = [("gRPC", self.grpc_port), ("metrics", self.metrics_port),
+        ports = [("gRPC", self.grpc_port), ("Triton's private gRPC", self._backend_grpc_port),
+                 ("metrics", self.metrics_port),
                  ("Triton's private metrics", self._backend_metrics_port)]
         ports += [("HTTP", self.http_port)] if self.http else []
         ports += [("Triton's private HTTP", self._backend_http_port)] if self.http else []
@@ -333,7 +349,8 @@ class TritonServer:
 
         deadline = time.monotonic() + self.startup_timeout
         # Reconnect quickly: gRPC's default backoff would notice the ready server seconds late.
-        client = grpcclient.InferenceServerClient(self.grpc_url, channel_args=[
+        # Triton's own endpoint, before the front opens: it answers this server's front key only.
+        client = grpcclient.InferenceServerClient(f"{self.host}:{self._backend_grpc_port}", channel_args=[
             ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
             ("grpc.max_reconnect_backoff_ms", 200)])
         try:
@@ -343,10 +360,10 @@ class TritonServer:
                 with contextlib.suppress(Exception):
                     # gRPC answers ready before Triton has started its HTTP service (a CI run's
                     # first HTTP request was refused): with HTTP on, wait for both.
-                    if client.is_server_ready() and (not self.http or _accepts(self.host, self._backend_http_port)):
+                    if client.is_server_ready(headers=self._front_headers) and (not self.http or _accepts(self.host, self._backend_http_port)):
                         # Ours, not another server that took the port meanwhile: only ours opens
                         # its admin surfaces to this key.
-                        client.get_log_settings(headers=self.admin_headers)
+                        client.get_log_settings(headers={**self.admin_headers, **self._front_headers})
                         return
                 time.sleep(0.2)
             raise ServerError(f"tritonserver not ready after {self.startup_timeout:.0f} s")
@@ -372,6 +389,11 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        # The gRPC front once tritonserver has answered the calls in flight (their status reaches
+        # their clients through it).
+        grpc_front, self._grpc_front = self._grpc_front, None
+        if grpc_front is not None:
+            grpc_front.stop()
         # The metrics front last: the counters of requests finished while tritonserver stopped
         # stay readable until it has gone.
         metrics, self._metrics_front = self._metrics_front, None
