@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from posescore.engine.serving.server import (ADMIN_HEADER, ADMIN_PROTOCOLS, TritonServer, repository_models,
-                                             DEFAULT_MODEL_REPOSITORY)
+from posescore.engine.serving.server import (ADMIN_HEADER, ADMIN_PROTOCOLS, FRONT_APIS, FRONT_HEADER, TritonServer,
+                                             repository_models, DEFAULT_MODEL_REPOSITORY)
 
 yaml = pytest.importorskip("yaml")
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
@@ -33,21 +33,43 @@ def test_the_container_runs_triton_with_the_embedded_servers_hardening(manifests
         assert flags[flag] == embedded[flag], flag
     assert [a for a in container["args"] if a.startswith("--metrics-config")] == \
         [a for a in server.command() if a.startswith("--metrics-config")]  # latency summaries
-    protocols, key = flags["--grpc-restricted-protocol"].split(":", 1)
-    assert protocols == ADMIN_PROTOCOLS and key == f"{ADMIN_HEADER}=$(POSESCORE_ADMIN_KEY)"
+    restricted = dict(a.split("=", 1)[1].split(":", 1) for a in container["args"]
+                      if a.startswith("--grpc-restricted-protocol="))
+    assert restricted == {ADMIN_PROTOCOLS: f"{ADMIN_HEADER}=$(POSESCORE_ADMIN_KEY)",
+                          FRONT_APIS: f"{FRONT_HEADER}=$(POSESCORE_FRONT_KEY)"}
+    secret = manifests["Secret"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["POSESCORE_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] in {
-        d["metadata"]["name"] for d in [manifests["Secret"]]}
+    for name, key in (("POSESCORE_ADMIN_KEY", "key"), ("POSESCORE_FRONT_KEY", "front-key")):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": key}
+        assert key in secret["stringData"]
     assert flags["--model-repository"] == "/posescore/model_repository"
     assert flags["--load-model"] == "*" and len(repository_models(DEFAULT_MODEL_REPOSITORY)) == 5
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": int(flags["--grpc-port"]), "metrics": int(flags["--metrics-port"])}
+    # Triton's gRPC on the pod's loopback only; the front's container holds the pod's gRPC port.
+    assert flags["--grpc-address"] == "127.0.0.1"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": int(flags["--metrics-port"])}
+
+
+def test_the_front_holds_the_pods_grpc_port_and_reaches_triton_with_its_key(manifests):
+    """The sidecar is `posescore front`, parsed by the CLI's own parser, pointed at Triton's
+    loopback port, with the key Triton's restricted protocols ask for."""
+    from posescore.cli import build_parser
+
+    containers = {c["name"]: c for c in manifests["Deployment"]["spec"]["template"]["spec"]["containers"]}
+    triton, front = containers["triton"], containers["front"]
+    flags = _flags(triton["args"])
+    assert front["command"][:2] == ["posescore", "front"]
+    args = build_parser().parse_args(front["command"][1:])
+    assert args.backend == f"127.0.0.1:{flags['--grpc-port']}" and args.model_repository == flags["--model-repository"]
+    assert args.listen == "0.0.0.0:8001" and front["ports"] == [{"name": "grpc", "containerPort": 8001}]
+    env = {e["name"]: e for e in front["env"]}
+    assert env[args.key_env] == {e["name"]: e for e in triton["env"]}["POSESCORE_FRONT_KEY"]
 
 
 def test_probes_ask_the_right_ports_and_liveness_sends_real_requests(manifests):
     spec = manifests["Deployment"]["spec"]
     container = spec["template"]["spec"]["containers"][0]
-    grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+    containers = spec["template"]["spec"]["containers"]
+    grpc_port = next(p["containerPort"] for c in containers for p in c["ports"] if p["name"] == "grpc")
     assert container["readinessProbe"]["grpc"]["port"] == grpc_port  # Triton's grpc.health.v1 service
     assert container["startupProbe"]["grpc"]["port"] == grpc_port
     command = container["livenessProbe"]["exec"]["command"]
@@ -68,7 +90,7 @@ def test_the_service_is_headless_and_selects_the_pods(manifests):
     assert service["spec"]["selector"].items() <= labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    names = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    names = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
 
 

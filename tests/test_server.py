@@ -342,6 +342,41 @@ def test_a_request_over_its_models_bound_never_reaches_triton(triton_server):
             call()
 
 
+def test_posescore_front_bounds_a_triton_started_by_other_means(triton_server):
+    """`posescore front` (the Kubernetes pod's sidecar) before a running tritonserver: answers
+    through it, gRPC's health service too (the pod's probes), a dtw request over its bound
+    refused; without the key it exits 1 naming the variable."""
+    from posescore.engine.serving.server import free_port
+
+    exe = str(Path(sys.executable).with_name("posescore"))
+    backend = f"127.0.0.1:{triton_server._backend_grpc_port}"
+    missing = subprocess.run([exe, "front", "--listen", "127.0.0.1:1", "--backend", backend],
+                             capture_output=True, text=True, timeout=60, env={"PATH": ""})
+    assert missing.returncode == 1 and "set POSESCORE_FRONT_KEY" in missing.stderr, missing.stderr
+    port = free_port()
+    env = {**__import__("os").environ, "POSESCORE_FRONT_KEY": triton_server.front_key}
+    front = subprocess.Popen([exe, "front", "--listen", f"127.0.0.1:{port}", "--backend", backend],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert front.stdout.readline().startswith(f"gRPC     127.0.0.1:{port} -> {backend}; bounds: dtw 67,108,864")
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        poses = _poses(4)
+        good = client.infer("score", [_input("query", poses[:1]), _input("candidates", poses[None])])
+        assert good.as_numpy("scores")[0, 0] == pytest.approx(100.0, abs=1e-3)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("dtw", [_input("reference", poses[:1]),
+                                 _input("attempt", np.repeat(poses[:1], 330_000, axis=0))])
+        assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED" and "model 'dtw'" in err.value.message()
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # grpc.health.v1.Health/Check, empty service
+            answer = channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
+        assert answer == b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+    finally:
+        front.terminate()
+        assert front.wait(20) == 0
+
+
 def test_a_killed_serve_leaves_a_runtime_folder_the_next_server_removes():
     """SIGKILL cannot be caught: the folder (backends, log) of a killed `posescore serve` stays
     until the next server starts and finds its owner gone."""

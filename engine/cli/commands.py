@@ -96,6 +96,48 @@ def serve_command(args) -> int:
         server.stop()
 
 
+def front_command(args) -> int:
+    """Run the gRPC front (engine.serving.grpc_front) in the foreground until interrupted."""
+    import os
+    import signal
+    import time
+
+    from posescore.engine.serving.grpc_front import BoundError, GrpcFront, request_bounds
+    from posescore.engine.serving.server import repository_models
+
+    key = os.environ.get(args.key_env, "")
+    if not key:
+        print(f"posescore front: set {args.key_env} to the key of tritonserver's "
+              f"--grpc-restricted-protocol=...:posescore-front=KEY", file=sys.stderr)
+        return 1
+    try:
+        listen_host, listen_port = _host_port(args.listen, "--listen")
+        backend_host, backend_port = _host_port(args.backend, "--backend")
+        bounds = request_bounds(args.model_repository, repository_models(args.model_repository))
+        front = GrpcFront(listen_host, listen_port, backend_port, key=key, bounds=bounds,
+                          backend_host=backend_host).start()
+    except (ValueError, BoundError, OSError) as err:
+        print(f"posescore front: {err}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"gRPC     {args.listen} -> {args.backend}; bounds: "
+          + ", ".join(f"{m} {b:,} bytes" for m, b in bounds.items()), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        front.stop()
+
+
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{option}: expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
 def probe_command(args) -> int:
     """Send each model its tiny real request (what the supervisor asks): exit 0 when every one
     answered, 1 naming those that did not. A liveness check that sees a dead python stub, which

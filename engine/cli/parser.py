@@ -45,6 +45,18 @@ def add_server_commands(sub) -> None:
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.set_defaults(func=commands.serve_command)
 
+    front = sub.add_parser("front", help="the gRPC front alone, before a tritonserver started by other means "
+                                         "(a Kubernetes pod): each model's requests within its max_request_bytes")
+    front.add_argument("--listen", required=True, metavar="HOST:PORT", help="where clients connect")
+    front.add_argument("--backend", required=True, metavar="HOST:PORT",
+                       help="tritonserver's gRPC endpoint (a loopback port)")
+    front.add_argument("--model-repository", default=str(DEFAULT_MODEL_REPOSITORY),
+                       help="where each model's config.pbtxt states its max_request_bytes")
+    front.add_argument("--key-env", default="POSESCORE_FRONT_KEY",
+                       help="environment variable holding the key of tritonserver's "
+                            "--grpc-restricted-protocol=...:posescore-front=KEY (default: %(default)s)")
+    front.set_defaults(func=commands.front_command)
+
     probe = sub.add_parser("probe", help="send each model a tiny real request (a liveness check); exit 1 if one fails")
     probe.add_argument("--url", required=True, help="HOST:PORT of the server's gRPC endpoint")
     probe.add_argument("--model", action="append", default=None,

@@ -5,7 +5,8 @@ tritonserver 2.51 sets gRPC's receive limit to its maximum (2 GB) and has no opt
 shared memory (which grows for it and stays grown) and only then refused by ``max_candidates``.
 The front listens on the public gRPC port and passes every call of Triton's
 ``inference.GRPCInferenceService`` on to Triton's own gRPC endpoint on a private loopback port, as
-bytes (nothing is decoded on the way but the model name of an inference request):
+bytes (nothing is decoded on the way but the model name of an inference request), and gRPC's
+health service (``grpc.health.v1.Health``, which Kubernetes' gRPC probes ask):
 
 - a message over the largest model's bound is refused by gRPC itself from its length prefix, before
   it is read (RESOURCE_EXHAUSTED, "Received message larger than max");
@@ -41,6 +42,8 @@ BOUND_PARAMETER = "max_request_bytes"
 #: ``triton-grpc-protocol-``); its value is the key given to the front.
 FRONT_HEADER = "posescore-front"
 SERVICE = "inference.GRPCInferenceService"
+#: gRPC's standard health service, which Triton serves too (Kubernetes' gRPC probes ask it).
+HEALTH_SERVICE = "grpc.health.v1.Health"
 _INFER_METHODS = ("ModelInfer", "ModelStreamInfer")
 #: Metadata a client sends that the front does not pass on: gRPC's own, and the front's header.
 _NOT_FORWARDED = {"user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout",
@@ -83,15 +86,17 @@ def refusals_metrics(refused: Counter) -> str:
 
 class GrpcFront:
     """Listens on ``host:port`` and serves Triton's gRPC endpoint at ``host:backend_port``, each
-    inference request within ``bounds`` ({model: bytes}), adding :data:`FRONT_HEADER`: ``key``.
+    inference request within ``bounds`` ({model: bytes}), adding :data:`FRONT_HEADER`: ``key``
+    (``backend_host``, default ``host``, is where Triton listens).
     ``refused`` (given, or a new Counter) counts its refusals by model. ``start()`` / ``stop()``;
     one asyncio thread."""
 
     def __init__(self, host: str, port: int, backend_port: int, *, key: str, bounds: dict[str, int],
-                 refused: Counter | None = None):
+                 refused: Counter | None = None, backend_host: str | None = None):
         if not bounds:
             raise BoundError("the gRPC front needs the bound of at least one model")
         self.host, self.port, self.backend_port, self.key = host, port, backend_port, key
+        self.backend_host = backend_host or host
         self.bounds = dict(bounds)
         self.largest = max(self.bounds.values())
         self.smallest = min(self.bounds.values())
@@ -124,9 +129,9 @@ class GrpcFront:
         return passed + ((f"triton-grpc-protocol-{FRONT_HEADER}", self.key),)
 
     # -- handlers ---------------------------------------------------------------------------
-    def _unary(self, name: str):
-        call = self._channel.unary_unary(f"/{SERVICE}/{name}")
-        infer = name in _INFER_METHODS
+    def _unary(self, name: str, service: str = SERVICE):
+        call = self._channel.unary_unary(f"/{service}/{name}")
+        infer = service == SERVICE and name in _INFER_METHODS
 
         async def handler(request: bytes, context):
             if infer and (refused := self.refusal(request)) is not None:
@@ -136,6 +141,19 @@ class GrpcFront:
             except grpc.aio.AioRpcError as err:
                 await context.abort(err.code(), err.details() or "")
         return grpc.unary_unary_rpc_method_handler(handler)
+
+    def _watch(self):
+        """The health service's server-streaming Watch, passed on as it comes."""
+        open_call = self._channel.unary_stream(f"/{HEALTH_SERVICE}/Watch")
+
+        async def handler(request: bytes, context):
+            call = open_call(request, metadata=self._metadata(context), timeout=context.time_remaining())
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as err:
+                await context.abort(err.code(), err.details() or "")
+        return grpc.unary_stream_rpc_method_handler(handler)
 
     def _stream(self, name: str):
         open_call = self._channel.stream_stream(f"/{SERVICE}/{name}")
@@ -168,7 +186,7 @@ class GrpcFront:
 
     # -- life cycle -------------------------------------------------------------------------
     async def _start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(f"{self.host}:{self.backend_port}", options=[
+        self._channel = grpc.aio.insecure_channel(f"{self.backend_host}:{self.backend_port}", options=[
             ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
             ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
             ("grpc.max_reconnect_backoff_ms", 500)])
@@ -176,7 +194,9 @@ class GrpcFront:
             ("grpc.so_reuseport", 0),  # a second server on this port must fail, not share it
             ("grpc.max_receive_message_length", self.largest), ("grpc.max_send_message_length", -1)])
         handlers = {name: (self._stream if streaming else self._unary)(name) for name, streaming in _methods()}
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        health = {"Check": self._unary("Check", HEALTH_SERVICE), "Watch": self._watch()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),
+                                               grpc.method_handlers_generic_handler(HEALTH_SERVICE, health)))
         if self._server.add_insecure_port(f"{self.host}:{self.port}") == 0:
             raise OSError(f"the gRPC port {self.host}:{self.port} is in use")
         await self._server.start()
