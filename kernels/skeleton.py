@@ -187,3 +187,31 @@ def tilts(poses, min_confidence: float = 0.3) -> np.ndarray:
         ok = (p[..., a, 2] > min_confidence) & (p[..., b, 2] > min_confidence) & ((dx != 0) | (dy != 0))
         out.append(np.where(ok, np.degrees(np.arctan2(dy, dx)), np.nan))
     return np.stack(out, -1).astype(np.float32)
+
+
+# BlazePose GHUM's 33 landmarks (the ``landmarks`` model), defined once: COCO-17's keypoints and
+# more points of the face, hands and feet (heels and foot tips, for gait).
+LANDMARK_NAMES: tuple[str, ...] = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+NUM_LANDMARKS = len(LANDMARK_NAMES)  # 33
+LM = {name: i for i, name in enumerate(LANDMARK_NAMES)}
+#: The landmark of each COCO-17 keypoint, in COCO's order: landmarks[..., COCO_FROM_LANDMARKS, :]
+#: is a COCO-17 pose.
+COCO_FROM_LANDMARKS: tuple[int, ...] = tuple(LM[name] for name in KEYPOINT_NAMES)
+#: Index of each landmark's mirror image (left <-> right).
+LANDMARK_FLIP: tuple[int, ...] = tuple(
+    LM[n.replace("left", "@").replace("right", "left").replace("@", "right")] for n in LANDMARK_NAMES)
+#: Drawn segments of the 33-landmark skeleton: COCO's limbs and the hands and feet.
+LANDMARK_LIMBS: tuple[tuple[int, int], ...] = tuple(
+    (COCO_FROM_LANDMARKS[a], COCO_FROM_LANDMARKS[b]) for a, b in LIMBS) + tuple(
+    (LM[a], LM[b]) for a, b in (
+        ("left_wrist", "left_pinky"), ("left_wrist", "left_index"), ("left_wrist", "left_thumb"),
+        ("right_wrist", "right_pinky"), ("right_wrist", "right_index"), ("right_wrist", "right_thumb"),
+        ("left_ankle", "left_heel"), ("left_heel", "left_foot_index"), ("left_ankle", "left_foot_index"),
+        ("right_ankle", "right_heel"), ("right_heel", "right_foot_index"), ("right_ankle", "right_foot_index")))

@@ -41,17 +41,21 @@ def info_command(args) -> int:
 
 
 def models_export_command(args) -> int:
-    """Export the pose model to ONNX unless it is current; print where it is."""
-    from posescore.engine.serving.export import ExportError, export_pose_model, is_current, onnx_path
+    """Export the pose model to ONNX and convert the landmark model, each unless it is current;
+    print where they are."""
+    from posescore.engine.serving.export import (ExportError, export_landmark_model, export_pose_model, is_current,
+                                                 landmark_model_is_current, landmark_onnx_path, onnx_path)
 
-    try:
-        current = not args.force and is_current(args.model_repository)
-        path = onnx_path(args.model_repository) if current else export_pose_model(
-            args.model_repository, force=args.force)
-    except ExportError as err:
-        print(f"posescore: {err}", file=sys.stderr)
-        return 1
-    print(f"{path} ({'up to date' if current else 'exported'})")
+    models = ((is_current, onnx_path, export_pose_model, "exported"),
+              (landmark_model_is_current, landmark_onnx_path, export_landmark_model, "converted"))
+    for current_check, path_of, export, done in models:
+        try:
+            current = not args.force and current_check(args.model_repository)
+            path = path_of(args.model_repository) if current else export(args.model_repository, force=args.force)
+        except ExportError as err:
+            print(f"posescore: {err}", file=sys.stderr)
+            return 1
+        print(f"{path} ({'up to date' if current else done})")
     return 0
 
 

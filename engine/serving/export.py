@@ -94,3 +94,94 @@ def export_pose_model(repository: str | Path = DEFAULT_MODEL_REPOSITORY, *, forc
         raise ExportError(f"export needs ultralytics and CPU torch ({err}); run `make model`") from err
     target.with_suffix(".onnx.json").write_text(json.dumps(_stamp(weights), indent=2) + "\n")
     return target
+
+
+# -- the landmark model: BlazePose GHUM full, from the mediapipe wheel ------------------------------
+LANDMARK_MODEL_NAME = "landmarks"
+MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
+LANDMARK_TFLITE = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
+LANDMARK_LICENCE = "Apache-2.0 (MediaPipe, BlazePose GHUM full)"
+#: Where the downloaded wheel's model is kept (POSESCORE_MODELS, default ~/.cache/posescore-models).
+MODEL_CACHE = Path(os.environ.get("POSESCORE_MODELS") or Path.home() / ".cache" / "posescore-models")
+
+
+def landmark_onnx_path(repository: str | Path = DEFAULT_MODEL_REPOSITORY) -> Path:
+    return Path(repository) / LANDMARK_MODEL_NAME / "1" / "model.onnx"
+
+
+def landmark_tflite() -> Path:
+    """``pose_landmark_full.tflite`` from the mediapipe wheel, fetched once with pip (no
+    dependencies) into :data:`MODEL_CACHE`; a killed fetch leaves no partial file."""
+    import subprocess
+    import sys
+    import zipfile
+
+    target = MODEL_CACHE / MEDIAPIPE_WHEEL.replace("==", "-") / Path(LANDMARK_TFLITE).name
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                              "--no-deps", MEDIAPIPE_WHEEL, "-d", tmp], capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("mediapipe-*.whl"))
+        if got.returncode != 0 or not wheels:
+            raise ExportError(f"pip download {MEDIAPIPE_WHEEL} failed: {got.stderr.strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(wheel.read(LANDMARK_TFLITE))
+        os.replace(partial, target)
+    return target
+
+
+def _landmark_stamp(tflite: Path) -> dict:
+    from posescore.engine.serving.tflite_onnx import CONVERTER
+
+    return {"source": f"{MEDIAPIPE_WHEEL}:{LANDMARK_TFLITE}",
+            "tflite_sha256": hashlib.sha256(tflite.read_bytes()).hexdigest(),
+            "converter": CONVERTER, "tflite_parser": _version("tflite"), "onnx": _version("onnx"),
+            "licence": LANDMARK_LICENCE}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def landmark_model_is_current(repository: str | Path = DEFAULT_MODEL_REPOSITORY) -> bool:
+    """True when the landmark ONNX file exists and was converted from the cached TFLite model."""
+    target = landmark_onnx_path(repository)
+    stamp_file = target.with_suffix(".onnx.json")
+    cached = MODEL_CACHE / MEDIAPIPE_WHEEL.replace("==", "-") / Path(LANDMARK_TFLITE).name
+    if not (target.exists() and stamp_file.exists() and cached.exists()):
+        return False
+    try:
+        recorded = json.loads(stamp_file.read_text())
+    except ValueError:
+        return False
+    return recorded.get("tflite_sha256") == hashlib.sha256(cached.read_bytes()).hexdigest()
+
+
+def export_landmark_model(repository: str | Path = DEFAULT_MODEL_REPOSITORY, *, force: bool = False) -> Path:
+    """Write ``<repository>/landmarks/1/model.onnx``: BlazePose GHUM full converted from TFLite by
+    posescore's converter (``engine.serving.tflite_onnx``; input ``input_1 [B, 256, 256, 3]``
+    float in [0, 1], outputs landmarks, pose flag, heatmap and world landmarks) unless current."""
+    target = landmark_onnx_path(repository)
+    if not force and landmark_model_is_current(repository):
+        return target
+    tflite = landmark_tflite()
+    try:
+        import onnx
+
+        from posescore.engine.serving.landmarker import OUTPUTS
+        from posescore.engine.serving.tflite_onnx import convert
+    except ImportError as err:
+        raise ExportError(f"the landmark model's conversion needs tflite and onnx ({err}); run `make model`") from err
+    model = convert(tflite.read_bytes(), outputs=list(OUTPUTS), graph_name="blazepose_ghum_full")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".onnx.partial")
+    onnx.save(model, str(partial))
+    os.replace(partial, target)
+    target.with_suffix(".onnx.json").write_text(json.dumps(_landmark_stamp(tflite), indent=2) + "\n")
+    return target

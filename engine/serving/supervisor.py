@@ -60,7 +60,7 @@ def _probe_inputs(model: str) -> list:
         return [tensor("query", pose[None]), tensor("candidates", np.stack([pose, pose])[None])]
     if model == "dtw":
         return [tensor("reference", np.stack([pose] * 3)), tensor("attempt", np.stack([pose] * 4))]
-    if model == "pose":
+    if model in ("pose", "landmarks"):
         return [tensor("frames", np.full((1, 32, 32, 3), 114, np.uint8), "UINT8")]
     if model == "search":  # no archive named "": refused with INVALID_ARGUMENT by a live stub
         return [tensor("archive", np.array([b""], np.object_), "BYTES"), tensor("query", pose[None])]
