@@ -274,6 +274,34 @@ def pose_result(results: Sequence[InferResult]) -> PoseResult:
                       counts=_concat([c[3].reshape(-1) for c in chunks]).astype(np.int32))
 
 
+@dataclass(frozen=True)
+class LandmarkResult(PoseResult):
+    """The ``landmarks`` model's output for B frames: the pose model's (:class:`PoseResult`) and,
+    for each person, ``landmarks [B, P, 33, 5]`` float32 (BlazePose GHUM's 33 landmarks: x, y, z
+    in pixels, visibility and presence 0-1), ``world [B, P, 33, 3]`` float32 (metres from the
+    hips' midpoint, y down) and ``flags [B, P]`` float32 (the model's confidence that a body is
+    there; 0 for padding)."""
+
+    landmarks: np.ndarray = None
+    world: np.ndarray = None
+    flags: np.ndarray = None
+
+
+def landmark_result(results: Sequence[InferResult]) -> LandmarkResult:
+    """One LandmarkResult from the landmarks responses in order (chunks padded to a common P)."""
+    poses = pose_result(results)
+    people = poses.keypoints.shape[1]
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        pad = [(0, 0), (0, people - array.shape[1])] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, pad) if array.shape[1] < people else array
+
+    return LandmarkResult(poses.keypoints, poses.boxes, poses.scores, poses.counts,
+                          landmarks=_concat([padded(_output(r, "landmarks")) for r in results]),
+                          world=_concat([padded(_output(r, "world_landmarks")) for r in results]),
+                          flags=_concat([padded(_output(r, "pose_flags")) for r in results]))
+
+
 def score_requests(query: Any, candidates: Any, metric: str, mirror: bool, chunk: int) -> list[list[InferInput]]:
     """Inputs of the score requests: ``query [17, 3]`` against ``candidates [N, 17, 3]``, ``chunk``
     candidates at most per request. The score model batches requests, so each tensor carries a

@@ -185,6 +185,11 @@ class PoseScoreClient(_ClientBase):
         (B = 1 for one frame). Sent as requests of at most ``pose_batch_size`` frames."""
         return p.pose_result(self._infer_all("pose", p.pose_requests(frames, self.pose_batch_size)))
 
+    def landmarks(self, frames: Any) -> p.LandmarkResult:
+        """As :meth:`pose`, and each person's 33 BlazePose GHUM landmarks and world coordinates
+        (the ``landmarks`` model): a :class:`~clients.protocol.LandmarkResult`."""
+        return p.landmark_result(self._infer_all("landmarks", p.pose_requests(frames, self.pose_batch_size)))
+
     def score(self, query: Any, candidates: Any, metric: str = "cosine", mirror: bool = False) -> ScoreResult:
         """Scores of one pose ``query [17, 3]`` against ``candidates [N, 17, 3]`` (pixel keypoints,
         float32-convertible): ``scores [N]`` and ``part_scores [N, 6]`` float32 0-100. ``metric`` is
@@ -324,6 +329,10 @@ class AsyncPoseScoreClient(_ClientBase):
     async def pose(self, frames: Any) -> PoseResult:
         """As :meth:`PoseScoreClient.pose`."""
         return p.pose_result(await self._infer_all("pose", p.pose_requests(frames, self.pose_batch_size)))
+
+    async def landmarks(self, frames: Any) -> p.LandmarkResult:
+        """As :meth:`PoseScoreClient.landmarks`."""
+        return p.landmark_result(await self._infer_all("landmarks", p.pose_requests(frames, self.pose_batch_size)))
 
     async def score(self, query: Any, candidates: Any, metric: str = "cosine", mirror: bool = False) -> ScoreResult:
         """As :meth:`PoseScoreClient.score`."""

@@ -85,7 +85,10 @@ class VideoPoses:
     ``boxes [F, P, 4]`` float32: x1, y1, x2, y2 pixels. ``scores [F, P]`` float32: detection scores
     0-1. ``counts [F]`` int32: real people per row; rows past it are zero padding. ``tracks``:
     ``[F, P]`` int32 person ids when known (read from a JSON file's ``idx``), else None (see
-    :func:`engine.analysis.people.track_people`).
+    :func:`engine.analysis.people.track_people`). ``landmarks [F, P, 33, 5]`` and ``world
+    [F, P, 33, 3]`` float32: BlazePose GHUM's landmarks (x, y, z pixels of the original frame,
+    visibility, presence) and world coordinates (metres) when the ``landmarks`` model gave them,
+    else None.
     """
 
     info: VideoInfo
@@ -96,6 +99,8 @@ class VideoPoses:
     scores: np.ndarray
     counts: np.ndarray
     tracks: np.ndarray | None = field(default=None)
+    landmarks: np.ndarray | None = field(default=None)
+    world: np.ndarray | None = field(default=None)
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])
@@ -141,7 +146,9 @@ class VideoPoses:
         rows = rows.astype(np.int64).reshape(-1)
         return VideoPoses(info=self.info, frame_indices=self.frame_indices[rows], times=self.times[rows],
                           keypoints=self.keypoints[rows], boxes=self.boxes[rows], scores=self.scores[rows],
-                          counts=self.counts[rows], tracks=None if self.tracks is None else self.tracks[rows])
+                          counts=self.counts[rows], tracks=None if self.tracks is None else self.tracks[rows],
+                          landmarks=None if self.landmarks is None else self.landmarks[rows],
+                          world=None if self.world is None else self.world[rows])
 
     def reversed(self) -> "VideoPoses":
         """The poses of the clip played backwards: the people of the rows in reverse order, on the
@@ -174,7 +181,11 @@ class VideoPoses:
         if all(part.tracks is not None for part in parts):
             tracks = np.concatenate([np.pad(p.tracks, [(0, 0), (0, people - p.max_people)], constant_values=-1)
                                      for p in parts]).astype(np.int32)
-        return cls(info=info,
+        marks = world = None
+        if all(part.landmarks is not None for part in parts):
+            marks = np.concatenate([pad(p.landmarks) for p in parts]).astype(np.float32)
+            world = np.concatenate([pad(p.world) for p in parts]).astype(np.float32)
+        return cls(info=info, landmarks=marks, world=world,
                    frame_indices=np.concatenate([p.frame_indices for p in parts]).astype(np.int64),
                    times=np.concatenate([p.times for p in parts]).astype(np.float32),
                    keypoints=np.concatenate([pad(p.keypoints) for p in parts]).astype(np.float32),

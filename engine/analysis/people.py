@@ -217,6 +217,8 @@ class Performer:
     ``times [F]`` float32 seconds, as in the VideoPoses. ``choice``: how this track was chosen, as a
     report says it ("auto: best fit of 3 tracks", "track 3 (--person 3)"); ``candidates``: what an
     automatic choice weighed, ``({"track": id, "frames": n, <measure>: value}, ...)`` best first.
+    ``landmarks [F, 33, 5]`` and ``world [F, 33, 3]`` float32: BlazePose GHUM's landmarks and world
+    coordinates (zeros where absent) when the VideoPoses has them, else None.
     """
 
     poses: np.ndarray
@@ -228,6 +230,8 @@ class Performer:
     times: np.ndarray
     choice: str = ""
     candidates: tuple = ()
+    landmarks: np.ndarray | None = None
+    world: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -246,8 +250,12 @@ def performer_of(video_poses: VideoPoses, tracks: np.ndarray, track: int) -> Per
     poses = np.where(present[:, None, None], video_poses.keypoints[rows, column], 0).astype(np.float32)
     boxes = np.where(present[:, None], video_poses.boxes[rows, column], 0).astype(np.float32)
     scores = np.where(present, video_poses.scores[rows, column], 0).astype(np.float32)
+    marks = world = None
+    if video_poses.landmarks is not None:
+        marks = np.where(present[:, None, None], video_poses.landmarks[rows, column], 0).astype(np.float32)
+        world = np.where(present[:, None, None], video_poses.world[rows, column], 0).astype(np.float32)
     return Performer(poses=poses, present=present, track=int(track), boxes=boxes, scores=scores,
-                     frame_indices=video_poses.frame_indices, times=video_poses.times)
+                     frame_indices=video_poses.frame_indices, times=video_poses.times, landmarks=marks, world=world)
 
 
 def main_performer(video_poses: VideoPoses, tracks: np.ndarray | None = None) -> Performer:

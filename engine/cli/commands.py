@@ -235,9 +235,17 @@ def _check_server(url: str, wait_s: float = CONNECT_TIMEOUT_S) -> None:
         time.sleep(0.25)
 
 
-def _with_client(args, job):
+def _job_models(landmarks: bool = False) -> list[str]:
+    """The models a job's embedded server loads: every model of the repository but ``landmarks``
+    (BlazePose, for the jobs that ask for it)."""
+    from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, repository_models
+
+    return [m for m in repository_models(DEFAULT_MODEL_REPOSITORY) if landmarks or m != "landmarks"]
+
+
+def _with_client(args, job, *, landmarks: bool = False):
     """Run ``job(client)`` against --url (which must answer within CONNECT_TIMEOUT_S), or an
-    embedded server started for the job."""
+    embedded server started for the job (with the ``landmarks`` model when ``landmarks``)."""
     from posescore.clients import PoseScoreClient
 
     from posescore.engine.serving.supervisor import server_url
@@ -251,7 +259,8 @@ def _with_client(args, job):
         if not args.quiet:
             print(f"\nposescore: embedded server: {_event_text(event)}", file=sys.stderr, flush=True)
 
-    with server_url(args.url, notify=notify) as url, PoseScoreClient(url, timeout=args.timeout) as client:
+    with server_url(args.url, notify=notify, models=_job_models(landmarks)) as url, \
+            PoseScoreClient(url, timeout=args.timeout) as client:
         return job(client)
 
 
@@ -261,10 +270,10 @@ def _needs_server(*paths) -> bool:
     return not all(p is None or is_poses_json(p) for p in paths)
 
 
-def _run_job(args, job, *inputs):
+def _run_job(args, job, *inputs, landmarks: bool = False):
     """``job(client)`` with a server only when an input is not a pose JSON file."""
     if _needs_server(*inputs):
-        return _with_client(args, job)
+        return _with_client(args, job, landmarks=landmarks)
     return job(None)
 
 
@@ -272,14 +281,20 @@ def pose_command(args) -> int:
     from posescore.engine.jobs.pose import pose_job
 
     sheet = Path(args.output).with_suffix(".tracks.png") if args.output else None
+    landmarks = args.landmarks or args.trc is not None
     records = _run_job(args, lambda c: pose_job(args.input, c, args.output, args.fps,
-                                                _Progress("decoded and inferred", args.quiet), sheet=sheet), args.input)
+                                                _Progress("decoded and inferred", args.quiet), sheet=sheet,
+                                                landmarks=landmarks, trc=args.trc, markers=args.markers),
+                       args.input, landmarks=landmarks)
     if args.output:
         frames = len({r["image_id"] for r in records})
         tracks = sheet if sheet is not None and sheet.exists() else None
-        _emit(args, {"output": args.output, "records": len(records), "tracks": str(tracks) if tracks else None},
-              [f"{len(records)} poses in {frames} frame(s) written to {args.output}"]
-              + ([f"tracks: {tracks} (a frame of each, its id: for --person)"] if tracks else []))
+        _emit(args, {"output": args.output, "records": len(records), "tracks": str(tracks) if tracks else None,
+                     "trc": args.trc},
+              [f"{len(records)} poses{' with landmarks' if landmarks else ''} in {frames} frame(s) written to "
+               f"{args.output}"]
+              + ([f"tracks: {tracks} (a frame of each, its id: for --person)"] if tracks else [])
+              + ([f"OpenSim markers ({args.markers}): {args.trc}"] if args.trc else []))
     else:
         from posescore.engine.media.pose_files import json_text
 

@@ -119,6 +119,12 @@ def add_job_commands(sub) -> None:
     pose = _job_parser(sub, "pose", "keypoints of an image or video as AlphaPose / COCO results JSON")
     pose.add_argument("input", help="image, video or pose JSON")
     pose.add_argument("-o", "--output", help="write the JSON here (default: stdout)")
+    pose.add_argument("--landmarks", action="store_true",
+                      help="also BlazePose GHUM's 33 landmarks (heels, foot tips) and world coordinates in metres")
+    pose.add_argument("--trc", metavar="FILE",
+                      help="write the performer's world landmarks as OpenSim markers (.trc); implies --landmarks")
+    pose.add_argument("--markers", choices=("pose2sim", "opencap"), default="pose2sim",
+                      help="marker names of --trc (default: %(default)s)")
     pose.set_defaults(func=commands.pose_command)
 
     compare = _job_parser(sub, "compare", "score an attempt against a reference movement (DTW-aligned)")

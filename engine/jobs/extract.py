@@ -37,16 +37,27 @@ def batch_poses(info: VideoInfo, frames: list[Frame], result: Any) -> VideoPoses
         keypoints[..., 1] *= sy
         boxes[..., 0::2] *= sx
         boxes[..., 1::2] *= sy
+    marks = world = None
+    if getattr(result, "landmarks", None) is not None:  # the landmarks model's answer
+        marks = np.array(result.landmarks[:, :people], np.float32)
+        world = np.array(result.world[:, :people], np.float32)
+        if (width, height) != (info.width, info.height):
+            marks[..., 0] *= sx
+            marks[..., 1] *= sy
+            marks[..., 2] *= sx  # z is on x's scale
     return VideoPoses(info=info, frame_indices=np.array([f.index for f in frames], np.int64),
                       times=np.array([f.time for f in frames], np.float32), keypoints=keypoints, boxes=boxes,
-                      scores=np.array(result.scores[:, :people], np.float32), counts=counts)
+                      scores=np.array(result.scores[:, :people], np.float32), counts=counts,
+                      landmarks=marks, world=world)
 
 
 def extract_poses(source: str | os.PathLike, client: Any, *, fps: float | None = None,
                   max_side: int | None = None, batch: int = DEFAULT_BATCH,
                   progress: Callable[[int, int], Any] | None = None, start: float = 0.0,
-                  duration: float | None = None) -> VideoPoses:
-    """Every person's keypoints in the video or image ``source``, frame by frame (a VideoPoses).
+                  duration: float | None = None, landmarks: bool = False) -> VideoPoses:
+    """Every person's keypoints in the video or image ``source``, frame by frame (a VideoPoses);
+    with ``landmarks``, through the ``landmarks`` model: BlazePose GHUM's 33 landmarks and world
+    coordinates too (``VideoPoses.landmarks``, ``.world``).
 
     ``client``: a ``clients.PoseScoreClient`` (anything with ``pose(frames uint8 [B, H, W, 3]) ->
     PoseResult``), or a ``"host:port"`` URL for which one is opened and closed here. ``fps``,
@@ -70,7 +81,7 @@ def extract_poses(source: str | os.PathLike, client: Any, *, fps: float | None =
 
         with PoseScoreClient(client) as owned:
             return extract_poses(source, owned, fps=fps, max_side=max_side, batch=batch, progress=progress,
-                                 start=start, duration=duration)
+                                 start=start, duration=duration, landmarks=landmarks)
     info = probe(source)
     total = expected_frames(info, fps, float(start), duration)
     frames = iter_probed_frames(info, fps=fps, max_side=max_side, start=float(start),
@@ -119,7 +130,8 @@ def extract_poses(source: str | os.PathLike, client: Any, *, fps: float | None =
                     break
                 chunk.append(item)
             if chunk:
-                result = client.pose(np.stack([f.rgb for f in chunk]))
+                stacked = np.stack([f.rgb for f in chunk])
+                result = client.landmarks(stacked) if landmarks else client.pose(stacked)
                 done.append(batch_poses(info, chunk, result))
                 count += len(chunk)
                 if progress is not None:

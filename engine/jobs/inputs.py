@@ -29,13 +29,14 @@ class JobError(ValueError):
 
 def load_poses(source: str | os.PathLike, client=None, *, fps: float | None = None,
                max_side: int | None = None, batch: int | None = None, progress: Progress | None = None,
-               start: float = 0.0, duration: float | None = None) -> VideoPoses:
+               start: float = 0.0, duration: float | None = None, landmarks: bool = False) -> VideoPoses:
     """Every person in every frame of ``source``, whatever it is: a keypoint JSON file or folder
     (``media.pose_files.is_poses_json``, read with ``read_poses_json``, rows kept where
     ``start <= time < start + duration``; ``fps``, ``max_side``, ``batch`` and ``progress`` do not
     apply), else a video or image run through the pose model with :func:`jobs.extract.extract_poses`
     and ``client`` (required then: a ``VideoError`` without one). A missing ``source`` is a
-    :class:`JobError`."""
+    :class:`JobError`. With ``landmarks``, BlazePose GHUM's landmarks and world coordinates too
+    (the ``landmarks`` model; a pose JSON must carry them: a JobError if it does not)."""
     if client is None and not is_poses_json(source):
         raise VideoError(f"{os.fspath(source)}: a video or image needs a pose model client (or server URL)",
                          path=source)
@@ -46,9 +47,12 @@ def load_poses(source: str | os.PathLike, client=None, *, fps: float | None = No
         if start > 0 or duration is not None:
             end = np.inf if duration is None else start + duration
             poses = poses.select((poses.times >= start - 1e-6) & (poses.times < end - 1e-6))
+        if landmarks and poses.landmarks is None:
+            raise JobError(f"{source}: this pose JSON has no landmarks; write one with `posescore pose --landmarks`, "
+                           f"or give the video")
         return poses
     return extract_poses(source, client, fps=fps, max_side=max_side, batch=batch or DEFAULT_BATCH,
-                         progress=progress, start=start, duration=duration)
+                         progress=progress, start=start, duration=duration, landmarks=landmarks)
 
 
 def check_movement_source(source: str | Path, role: str) -> None:

@@ -18,20 +18,38 @@ SHEET_TRACKS, SHEET_COLUMNS = 24, 4
 
 
 def pose_job(source, client, out: str | Path | None = None, fps: float | None = None,
-             progress: Progress | None = None, sheet: str | Path | None = None) -> list[dict]:
+             progress: Progress | None = None, sheet: str | Path | None = None, landmarks: bool = False,
+             trc: str | Path | None = None, markers: str = "pose2sim") -> list[dict]:
     """AlphaPose / COCO results records of every person in ``source``; written to ``out`` if given.
     Each record's ``idx`` is its person's track id (``analysis.people.track_people``; in an image,
     the person's index): the id ``compare``, ``reps`` and ``find`` take with ``--person`` for the
     same file sampled at the same ``fps``. With ``sheet`` (a video or image, not a pose JSON), a
-    PNG with a frame of each track, its person boxed and its id written (:func:`write_track_sheet`)."""
-    poses = load_poses(source, client, fps=fps, progress=progress)
+    PNG with a frame of each track, its person boxed and its id written (:func:`write_track_sheet`).
+    With ``landmarks``, each record also carries BlazePose GHUM's 33 landmarks and world
+    coordinates (the ``landmarks`` model); with ``trc`` too, the main performer's world landmarks
+    are written there for OpenSim (``media.opensim.write_trc``, ``markers`` pose2sim or opencap)."""
+    poses = load_poses(source, client, fps=fps, progress=progress, landmarks=landmarks or trc is not None)
     tracks = track_people(poses)
+    if trc is not None:
+        write_performer_trc(trc, poses, tracks, markers)
     records = to_alphapose(poses, tracks)
     if out:
         write_alphapose(out, records)
     if sheet and not is_poses_json(source) and len(records):
         write_track_sheet(sheet, source, poses, tracks, fps)
     return records
+
+
+def write_performer_trc(path: str | Path, poses: VideoPoses, tracks: np.ndarray, markers: str = "pose2sim") -> Path:
+    """``path``: the world landmarks of ``poses``' performer (``analysis.people.most_moving_performer``:
+    the person who moves most, as reps chooses the reference's) as a ``.trc``; frames where the
+    performer is missing are written empty."""
+    from posescore.engine.analysis.people import most_moving_performer
+    from posescore.engine.media.opensim import write_trc
+
+    performer = most_moving_performer(poses, tracks, option="--person")
+    world = np.where(performer.present[:, None, None], performer.world, np.nan)
+    return write_trc(path, poses.times, world, markers=markers)
 
 
 def write_track_sheet(path: str | Path, source, poses: VideoPoses, tracks: np.ndarray, fps: float | None = None) -> Path:

@@ -11,8 +11,13 @@ one object per detected person per frame::
       "score": 0.93,                     # detection score 0-1
       "box": [x, y, w, h],               # pixels, top-left corner, width, height
       "idx": 0,                          # track id (track_people) or the person's index in the frame
-      "frame": 123, "time": 12.3}]       # posescore extensions (source frame index, seconds);
+      "frame": 123, "time": 12.3,        # posescore extensions (source frame index, seconds);
                                          # other readers ignore them
+      "landmarks": [x0, y0, z0, v0, p0, ...],  # with the landmarks model: BlazePose GHUM's 33
+                                         # landmarks (165 numbers: pixels, z on x's scale,
+                                         # visibility, presence)
+      "world_landmarks": [x0, y0, z0, ...]}]   # and their world coordinates (99 numbers, metres
+                                         # from the hips' midpoint, y down)
 
 :func:`read_poses_json` reads that, AlphaPose's own output (``idx`` may be a list such as
 ``[0.0]``; ``image_id`` such as ``"0.jpg"`` or ``"TKD_1.png"``; keypoint sets of 26, 133 or 136
@@ -33,7 +38,7 @@ import numpy as np
 
 from posescore.engine.poses import IMAGE_EXTENSIONS, VideoError, VideoInfo, VideoPoses
 from posescore.kernels import MAX_MAGNITUDE
-from posescore.kernels.skeleton import NUM_KEYPOINTS
+from posescore.kernels.skeleton import NUM_KEYPOINTS, NUM_LANDMARKS
 
 #: Frames per second assumed for a JSON file that carries no times (``time``) when none is given.
 DEFAULT_JSON_FPS = 30.0
@@ -78,7 +83,7 @@ def to_alphapose(video_poses: VideoPoses, tracks: np.ndarray | None = None) -> l
         time = float(video_poses.times[row])
         for person in range(int(video_poses.counts[row])):
             x1, y1, x2, y2 = (float(v) for v in video_poses.boxes[row, person])
-            records.append({
+            record = {
                 "image_id": image_id,
                 "category_id": 1,
                 "keypoints": [float(v) for v in video_poses.keypoints[row, person].reshape(-1)],
@@ -87,7 +92,11 @@ def to_alphapose(video_poses: VideoPoses, tracks: np.ndarray | None = None) -> l
                 "idx": int(tracks[row, person]) if tracks is not None else person,
                 "frame": frame,
                 "time": time,
-            })
+            }
+            if video_poses.landmarks is not None:
+                record["landmarks"] = [float(v) for v in video_poses.landmarks[row, person].reshape(-1)]
+                record["world_landmarks"] = [float(v) for v in video_poses.world[row, person].reshape(-1)]
+            records.append(record)
     return records
 
 
@@ -130,12 +139,13 @@ def write_alphapose(path: str | os.PathLike, records: list[dict] | VideoPoses, *
 
 # -- reading -------------------------------------------------------------------------------------
 class _Detection:
-    __slots__ = ("frame", "time", "keypoints", "box", "score", "track")
+    __slots__ = ("frame", "time", "keypoints", "box", "score", "track", "landmarks", "world")
 
     def __init__(self, frame: int | None, time: float | None, keypoints: np.ndarray, box: np.ndarray,
-                 score: float, track: int):
+                 score: float, track: int, landmarks: np.ndarray | None = None, world: np.ndarray | None = None):
         self.frame, self.time, self.keypoints, self.box, self.score, self.track = (
             frame, time, keypoints, box, score, track)
+        self.landmarks, self.world = landmarks, world
 
 
 def _numbers(value: Any, where: str, field: str, source: str) -> np.ndarray:
@@ -239,8 +249,23 @@ def _alphapose_detections(records: list, source: str) -> tuple[list[_Detection],
         if image_id not in frames_of_ids:
             frames_of_ids[image_id] = len(image_ids)
             image_ids.append(image_id)
+        marks = world = None
+        if "landmarks" in record or "world_landmarks" in record:
+            for field, width in (("landmarks", 5), ("world_landmarks", 3)):
+                if field not in record:
+                    raise VideoError(f"{source}: {where}: 'landmarks' and 'world_landmarks' come together; "
+                                     f"{field!r} is missing", path=source)
+                values = _numbers(record[field], where, field, source)
+                if values.size != NUM_LANDMARKS * width:
+                    raise VideoError(f"{source}: {where}: field {field!r}: expected {NUM_LANDMARKS * width} "
+                                     f"numbers ({NUM_LANDMARKS} landmarks x {width}), got {values.size}",
+                                     path=source)
+                if field == "landmarks":
+                    marks = values.reshape(NUM_LANDMARKS, width)
+                else:
+                    world = values.reshape(NUM_LANDMARKS, width)
         detections.append(_Detection(frame, time, keypoints, box, score,
-                                     _track_of(record.get("idx"), where, "idx", source)))
+                                     _track_of(record.get("idx"), where, "idx", source), marks, world))
         ids_of_detections.append(image_id)
     # A record without its own ``frame``: the number its id ends with ("frame_000123", "12.jpg")
     # when every id has a distinct one, else the id's order of first appearance.
@@ -360,6 +385,9 @@ def _assemble(detections: list[_Detection], source: str, fps: float | None, imag
     times = np.zeros(count, np.float32)
     rate = float(fps) if fps else DEFAULT_JSON_FPS
     has_times = bool(detections) and all(d.time is not None for d in detections)
+    with_marks = bool(detections) and all(d.landmarks is not None for d in detections)
+    marks = np.zeros((count, people, NUM_LANDMARKS, 5), np.float32) if with_marks else None
+    world = np.zeros((count, people, NUM_LANDMARKS, 3), np.float32) if with_marks else None
     for row, found in enumerate(by_row):
         counts[row] = len(found)
         times[row] = found[0].time if has_times else frames[row] / rate
@@ -368,6 +396,8 @@ def _assemble(detections: list[_Detection], source: str, fps: float | None, imag
             boxes[row, person] = detection.box
             scores[row, person] = detection.score
             tracks[row, person] = detection.track if detection.track >= 0 else person
+            if with_marks:
+                marks[row, person], world[row, person] = detection.landmarks, detection.world
     if image:
         fps_out, frame_count, duration = 0.0, 1, 0.0
     else:
@@ -376,7 +406,7 @@ def _assemble(detections: list[_Detection], source: str, fps: float | None, imag
     info = VideoInfo(path=source, width=0, height=0, fps=fps_out, frame_count=frame_count, duration=duration,
                      rotation=0, codec="json", image=image)
     return VideoPoses(info=info, frame_indices=np.asarray(frames, np.int64), times=times, keypoints=keypoints,
-                      boxes=boxes, scores=scores, counts=counts, tracks=tracks)
+                      boxes=boxes, scores=scores, counts=counts, tracks=tracks, landmarks=marks, world=world)
 
 
 def read_poses_json(path: str | os.PathLike, *, fps: float | None = None) -> VideoPoses:
