@@ -9,7 +9,7 @@ EXPORT_STAMP := $(VENV)/.export-installed
 SAMPLE_VIDEO := $(shell $(PYTHON) engine/media/samples.py)
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) apt-get
 
-.PHONY: install model media browser test bench demo clean gpu-wheels gpu-check
+.PHONY: install model media browser oracle test bench demo clean gpu-wheels gpu-check
 
 install: $(STAMP)
 
@@ -45,11 +45,25 @@ media: $(SAMPLE_VIDEO) $(STAMP)
 $(SAMPLE_VIDEO):
 	$(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq opencv-doc
 
+# The landmark model's oracles, in a virtual environment of their own (mediapipe 0.10.21 needs
+# protobuf below 5, Triton's client 5 or more): mediapipe's pose solution and the LiteRT
+# interpreter, run by the tests as a subprocess (tests/oracle_mediapipe.py).
+ORACLE := .venv-oracle
+ORACLE_STAMP := $(ORACLE)/.installed
+oracle: $(ORACLE_STAMP)
+$(ORACLE_STAMP):
+	test -x $(ORACLE)/bin/python || $(PYTHON) -m venv $(ORACLE)
+	$(ORACLE)/bin/python -m pip install -q --disable-pip-version-check --no-deps mediapipe==0.10.21 \
+		ai-edge-litert==1.4.0 numpy==1.26.4 protobuf==4.25.8 absl-py==2.5.1 attrs==26.1.0 flatbuffers==25.12.19 \
+		opencv-python-headless==4.10.0.84 matplotlib==3.9.4 contourpy==1.3.3 cycler==0.12.1 fonttools==4.69.1 \
+		kiwisolver==1.5.1 packaging==26.4 pillow==13.0.0 pyparsing==3.3.3 python-dateutil==4.0.0 six==1.17.0
+	touch $(ORACLE_STAMP)
+
 # Debian's chromium: the tests load report.html in a real headless browser.
 browser:
 	command -v chromium >/dev/null || ($(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium)
 
-test: model media browser
+test: model media browser oracle
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 bench: model media

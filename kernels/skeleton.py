@@ -143,14 +143,31 @@ def joint_angles(poses, min_confidence: float = 0.3) -> np.ndarray:
     if p.shape[-2:] != (NUM_KEYPOINTS, 3):
         raise ValueError(f"poses: expected shape [..., 17, 3], got {list(p.shape)}")
     a, b, c = (np.array([t[i] for t in JOINT_ANGLES.values()]) for i in range(3))
-    u, v = p[..., a, :2] - p[..., b, :2], p[..., c, :2] - p[..., b, :2]
+    flexion, norms = _flexions(p[..., a, :2] - p[..., b, :2], p[..., c, :2] - p[..., b, :2])
+    seen = (p[..., a, 2] > min_confidence) & (p[..., b, 2] > min_confidence) & (p[..., c, 2] > min_confidence)
+    return np.where(seen & (norms > 0) & np.isfinite(flexion), flexion, np.nan).astype(np.float32)
+
+
+def _flexions(u, v):
+    """Each joint's flexion (or elevation, :data:`ELEVATION_JOINTS`) in degrees from its two limb
+    vectors ``u = a - b``, ``v = c - b`` ``[..., J, D]``, and the product of their norms."""
     norms = np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         angle = np.degrees(np.arccos(np.clip((u * v).sum(-1) / norms, -1.0, 1.0)))
     elevation = np.array([name in ELEVATION_JOINTS for name in JOINT_NAMES])
-    flexion = np.where(elevation, angle, 180.0 - angle)
-    seen = (p[..., a, 2] > min_confidence) & (p[..., b, 2] > min_confidence) & (p[..., c, 2] > min_confidence)
-    return np.where(seen & (norms > 0) & np.isfinite(flexion), flexion, np.nan).astype(np.float32)
+    return np.where(elevation, angle, 180.0 - angle), norms
+
+
+def world_joint_angles(world) -> np.ndarray:
+    """:data:`JOINT_NAMES`' flexions in degrees, as :func:`joint_angles` defines them, measured in
+    3-D on world landmarks ``[..., 33, 3]`` (metres): ``[..., 8]`` float32, NaN where two points
+    coincide or a value is not finite."""
+    w = np.asarray(world, np.float64)
+    if w.shape[-2:] != (NUM_LANDMARKS, 3):
+        raise ValueError(f"world: expected shape [..., {NUM_LANDMARKS}, 3], got {list(w.shape)}")
+    a, b, c = (np.array([COCO_FROM_LANDMARKS[t[i]] for t in JOINT_ANGLES.values()]) for i in range(3))
+    flexion, norms = _flexions(w[..., a, :] - w[..., b, :], w[..., c, :] - w[..., b, :])
+    return np.where((norms > 0) & np.isfinite(flexion), flexion, np.nan).astype(np.float32)
 
 
 def angle_difference(name: str, attempt, reference):

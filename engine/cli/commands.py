@@ -338,6 +338,39 @@ def compare_command(args) -> int:
     return 0
 
 
+def gait_command(args) -> int:
+    from posescore.engine.jobs.gait import gait_job
+
+    report = _run_job(args, lambda c: gait_job(
+        args.input, c, height=args.height, treadmill_kmh=args.treadmill_speed, person=args.person, out=args.out,
+        csv=args.csv, fps=args.fps, progress=_Progress("decoded and inferred", args.quiet)),
+        args.input, landmarks=True)
+    s = report["summary"]
+
+    def figure(name, unit, scale=1.0):
+        value = s.get(name)
+        if not value:
+            return f"{name}: -"
+        left = "-" if value["left"] is None else f"{value['left'] * scale:.0f}"
+        right = "-" if value["right"] is None else f"{value['right'] * scale:.0f}"
+        asym = s["asymmetry_percent"].get(name)
+        return (f"{name.rsplit('_', 1)[0].replace('_', ' ')}: {value['mean'] * scale:.0f} {unit} (left {left}, right "
+                f"{right}" + (f", asymmetry {asym:.0f}%)" if asym is not None else ")"))
+
+    lines = [f"{report['mode']}, {s['steps']} steps, cadence {s['cadence_steps_per_min']:.0f} steps/min"
+             + (f", {s['speed_km_per_h']:.1f} km/h" if "speed_km_per_h" in s else ""),
+             figure("contact_time_s", "ms", 1000),
+             figure("flight_time_s", "ms", 1000) if report["mode"] == "running" else figure("double_support_s", "ms", 1000),
+             figure("knee_flexion_at_contact_deg", "deg"), figure("overstride_cm", "cm"),
+             figure("vertical_oscillation_cm", "cm"), figure("trunk_lean_deg", "deg"),
+             "foot strike: " + ", ".join(f"{k} {v}" for k, v in s["foot_strike"].items() if v)]
+    lines += [f"note: {n}" for n in report["notes"]]
+    for name, path in report.get("outputs", {}).items():
+        lines.append(f"{name:7} {path}")
+    _emit(args, report, lines)
+    return 0
+
+
 def reps_command(args) -> int:
     from posescore.engine.reports.feedback import moment_feedback, no_reps_sentence
     from posescore.engine.jobs.reps import reps_job

@@ -127,6 +127,19 @@ def add_job_commands(sub) -> None:
                       help="marker names of --trc (default: %(default)s)")
     pose.set_defaults(func=commands.pose_command)
 
+    gait = _job_parser(sub, "gait", "a runner's or walker's gait from a side view: contacts, cadence, contact "
+                                     "times, knee flexion, overstride, foot strike, asymmetry")
+    gait.add_argument("input", help="video (side view, whole body) or pose JSON from `posescore pose --landmarks`")
+    gait.add_argument("--height", type=float, default=None, metavar="M",
+                      help="the runner's height in metres (lengths in metres; default: the world landmarks' scale)")
+    gait.add_argument("--treadmill-speed", type=float, default=None, metavar="KMH",
+                      help="the treadmill's speed in km/h (stride length; refused for an overground run)")
+    gait.add_argument("--out", help="folder for gait.json, gait.png, gait.mp4, report.html, angles.mot, poses.json")
+    gait.add_argument("--csv", help="write one row per step to this CSV file")
+    gait.add_argument("--person", default="auto", metavar="SPEC",
+                      help=PERSON_HELP.format(what="the video", auto="the person who moves the most"))
+    gait.set_defaults(func=commands.gait_command)
+
     compare = _job_parser(sub, "compare", "score an attempt against a reference movement (DTW-aligned)")
     compare.add_argument("reference", help="video or pose JSON")
     compare.add_argument("attempt", help="video or pose JSON")
