@@ -36,7 +36,7 @@ EYE_HEIGHT_RATIO = 0.936
 #: toe up positive) bounds of Altman and Davis (2012): above 8 rearfoot, below -1.6 forefoot.
 REARFOOT_ABOVE, FOREFOOT_BELOW = 8.0, -1.6
 #: The smoothing's Gaussian sigma as a share of the stride.
-SMOOTHING = 0.03
+SMOOTHING = 0.05
 #: A gap of frames without the feet longer than this share of a stride splits the signal.
 MAX_GAP = 0.25
 #: An overground run: the pelvis travels at least this many statures across the frame.
@@ -82,11 +82,13 @@ class GaitResult:
     notes: list[str] = field(default_factory=list)
     speed_mps: float | None = None
     speed_from: str | None = None
+    seen: tuple[float, float] = (0.0, 0.0)  # the first and last time both feet are seen, seconds
 
     def report(self) -> dict:
         return {"mode": self.mode, "direction": "right" if self.direction > 0 else "left",
                 "metres_per_pixel": self.metres_per_pixel, "scale_from": self.scale_from,
                 "speed_m_per_s": self.speed_mps, "speed_from": self.speed_from,
+                "feet_seen_s": [round(self.seen[0], 4), round(self.seen[1], 4)],
                 "contacts": self.contacts, "summary": self.summary, "steps": self.steps, "notes": self.notes}
 
 
@@ -106,7 +108,7 @@ def _mean_of(landmarks: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma < 0.5:
+    if sigma <= 0:
         return values.copy()
     radius = int(math.ceil(3 * sigma))
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -284,7 +286,8 @@ def analyse_gait(gait: GaitInput, *, height: float | None = None, treadmill_kmh:
     signals = {"pelvis_height_px": np.where(visible, -pelvis[:, 1], np.nan), **smoothed}
     return GaitResult(mode=mode, direction=direction, metres_per_pixel=metres_per_pixel, scale_from=scale_from,
                       contacts=contacts, steps=steps, summary=summary, signals=signals, notes=notes,
-                      speed_mps=None if speed is None else round(speed, 3), speed_from=speed_from)
+                      speed_mps=None if speed is None else round(speed, 3), speed_from=speed_from,
+                      seen=(float(times[seen_rows[0]]), float(times[seen_rows[-1]])))
 
 
 def _foot_angle(heel: np.ndarray, toe: np.ndarray, direction: int) -> np.ndarray:
@@ -336,14 +339,25 @@ def _steps(contacts, times, marks, world, pelvis, direction, metres_per_pixel, p
             "peak_knee_flexion_stance_deg": _round(np.nanmax(stance_knee) if np.isfinite(stance_knee).any()
                                                    else np.nan, 2),
             "overstride_cm": _round((heel_x - hip_x) * direction * metres_per_pixel * 100, 2),
-            "vertical_oscillation_cm": (_round(np.ptp(pelvis_y[stride_rows]) * metres_per_pixel * 100, 2)
-                                        if stride is not None and stride_rows.sum() >= 2 else None),
+            "vertical_oscillation_cm": (_round(_oscillation(times[stride_rows], pelvis_y[stride_rows])
+                                               * metres_per_pixel * 100, 2)
+                                        if stride is not None and stride_rows.sum() >= 3 else None),
             "trunk_lean_deg": _round(np.nanmean(trunk[rows]) if np.isfinite(trunk[rows]).any() else np.nan, 2),
             "foot_strike_angle_deg": _round(strike_angle, 2),
             "foot_strike": _strike(strike_angle),
         }
         steps.append(step)
     return steps
+
+
+def _oscillation(times: np.ndarray, heights: np.ndarray) -> float:
+    """The range of ``heights`` over a stride about their straight-line trend (a runner coming
+    nearer the camera, or a slope, moves the pelvis in the image too)."""
+    ok = np.isfinite(heights)
+    if ok.sum() < 3:
+        return float("nan")
+    trend = np.polyval(np.polyfit(times[ok], heights[ok], 1), times[ok])
+    return float(np.ptp(heights[ok] - trend))
 
 
 def _trunk_lean(marks: np.ndarray, direction: int) -> np.ndarray:

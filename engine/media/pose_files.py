@@ -16,8 +16,9 @@ one object per detected person per frame::
       "landmarks": [x0, y0, z0, v0, p0, ...],  # with the landmarks model: BlazePose GHUM's 33
                                          # landmarks (165 numbers: pixels, z on x's scale,
                                          # visibility, presence)
-      "world_landmarks": [x0, y0, z0, ...]}]   # and their world coordinates (99 numbers, metres
+      "world_landmarks": [x0, y0, z0, ...],  # and their world coordinates (99 numbers, metres
                                          # from the hips' midpoint, y down)
+      "width": 1920, "height": 1080}]    # with them, the frame's size (what is in view)
 
 :func:`read_poses_json` reads that, AlphaPose's own output (``idx`` may be a list such as
 ``[0.0]``; ``image_id`` such as ``"0.jpg"`` or ``"TKD_1.png"``; keypoint sets of 26, 133 or 136
@@ -96,6 +97,8 @@ def to_alphapose(video_poses: VideoPoses, tracks: np.ndarray | None = None) -> l
             if video_poses.landmarks is not None:
                 record["landmarks"] = [float(v) for v in video_poses.landmarks[row, person].reshape(-1)]
                 record["world_landmarks"] = [float(v) for v in video_poses.world[row, person].reshape(-1)]
+                if video_poses.info.width and video_poses.info.height:
+                    record["width"], record["height"] = video_poses.info.width, video_poses.info.height
             records.append(record)
     return records
 
@@ -356,20 +359,36 @@ def records_to_poses(data: Any, source: str = "<json>", *, fps: float | None = N
     """A VideoPoses from parsed JSON ``data`` (see :func:`read_poses_json`); ``source`` names it in
     errors and becomes ``info.path``."""
     image_ids: list[str] = []
+    size = (0, 0)
     if isinstance(data, dict):
         detections = _openpose_people(data, "frame 0", source, 0)
     elif isinstance(data, list) and data and all(isinstance(d, dict) and "people" in d for d in data):
         detections = [d for i, frame in enumerate(data) for d in _openpose_people(frame, f"frame {i}", source, i)]
     elif isinstance(data, list):
         detections, image_ids = _alphapose_detections(data, source)
+        size = _frame_size(data, source)
     else:
         raise VideoError(f"{source}: expected a JSON list of AlphaPose / COCO results records or an OpenPose "
                          f"object with 'people', got {type(data).__name__}", path=source)
     return _assemble(detections, source, fps, image=len(image_ids) == 1 and
-                     Path(image_ids[0]).suffix.lower() in IMAGE_EXTENSIONS)
+                     Path(image_ids[0]).suffix.lower() in IMAGE_EXTENSIONS, size=size)
 
 
-def _assemble(detections: list[_Detection], source: str, fps: float | None, image: bool) -> VideoPoses:
+def _frame_size(records: list, source: str) -> tuple[int, int]:
+    """The frame's (width, height) that posescore writes beside landmarks, else (0, 0): unknown."""
+    for number, record in enumerate(records):
+        if isinstance(record, dict) and "width" in record and "height" in record:
+            width = _number(record["width"], f"record {number}", "width", source)
+            height = _number(record["height"], f"record {number}", "height", source)
+            if width < 1 or height < 1 or not (width.is_integer() and height.is_integer()):
+                raise VideoError(f"{source}: record {number}: fields 'width' and 'height': expected the frame's "
+                                 f"size in pixels, got {record['width']!r} x {record['height']!r}", path=source)
+            return int(width), int(height)
+    return 0, 0
+
+
+def _assemble(detections: list[_Detection], source: str, fps: float | None, image: bool,
+              size: tuple[int, int] = (0, 0)) -> VideoPoses:
     frames = sorted({d.frame for d in detections})
     row_of = {frame: row for row, frame in enumerate(frames)}
     by_row: list[list[_Detection]] = [[] for _ in frames]
@@ -403,7 +422,7 @@ def _assemble(detections: list[_Detection], source: str, fps: float | None, imag
     else:
         fps_out, frame_count = rate, (frames[-1] + 1) if frames else 0
         duration = float(times[-1]) + 1.0 / rate if count else 0.0
-    info = VideoInfo(path=source, width=0, height=0, fps=fps_out, frame_count=frame_count, duration=duration,
+    info = VideoInfo(path=source, width=size[0], height=size[1], fps=fps_out, frame_count=frame_count, duration=duration,
                      rotation=0, codec="json", image=image)
     return VideoPoses(info=info, frame_indices=np.asarray(frames, np.int64), times=times, keypoints=keypoints,
                       boxes=boxes, scores=scores, counts=counts, tracks=tracks, landmarks=marks, world=world)

@@ -64,9 +64,11 @@ def write_annotated_video(path: Path, source, poses, performer, result) -> Path:
     rows = {int(i): r for r, i in enumerate(poses.frame_indices)}
 
     def frames():
+        row = None
         for frame in iter_frames(source, fps=None):
             image = frame.rgb.copy()
-            row = rows.get(frame.index)
+            # Sampled with --fps: a frame between two sampled ones shows the last one's landmarks.
+            row = rows.get(frame.index, row)
             if row is not None and performer.present[row]:
                 marks = performer.landmarks[row]
                 for a, b in LANDMARK_LIMBS:
