@@ -620,4 +620,6 @@ def performer_rows(performer: Performer, rows: np.ndarray) -> Performer:
     """``performer`` on the rows ``rows`` of its video only (as ``VideoPoses.select``), its choice kept."""
     return replace(performer, poses=performer.poses[rows], present=performer.present[rows],
                    boxes=performer.boxes[rows], scores=performer.scores[rows],
-                   frame_indices=performer.frame_indices[rows], times=performer.times[rows])
+                   frame_indices=performer.frame_indices[rows], times=performer.times[rows],
+                   landmarks=None if performer.landmarks is None else performer.landmarks[rows],
+                   world=None if performer.world is None else performer.world[rows])

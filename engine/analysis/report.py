@@ -10,20 +10,21 @@ from posescore.engine.analysis.answers import MOMENT_GAP_S, movement_score
 from posescore.engine.analysis.people import Performer, performer_frames, performer_rows
 from posescore.engine.poses import VideoPoses
 from posescore.kernels import SCORE_THRESHOLD, under_threshold
-from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, PART_ANGLES, PART_NAMES, angle_difference,
-                                        joint_angles, tilts)
+from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, JOINT_NAMES, PART_ANGLES, PART_NAMES,
+                                        angle_difference, joint_angles, tilts, world_joint_angles)
 
 
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = SCORE_THRESHOLD,
                   mirror: bool = False, window: int | None = None, names=("reference", "attempt"),
-                  performers: tuple[Performer, Performer] | None = None) -> dict:
+                  performers: tuple[Performer, Performer] | None = None, world_angles: bool = False) -> dict:
     """DTW-align the main performers of two performances and score them.
 
     Frames without the performer are left out of the alignment (their times stay true in the
     report); the score is ``engine.analysis.answers.movement_score`` (one stable keypoint set, each
     performance interpolated to its alignment rate, DTW), the one a clip search hit gets too.
     ``window`` is in frames. ``performers``: the two main performers when
-    already found (``engine.analysis.people.main_performer``).
+    already found (``engine.analysis.people.main_performer``). ``world_angles``: the joints'
+    flexions measured in 3-D on the performers' world landmarks (``--3d``), not in the image.
 
     Returns the report dict: overall 0-100 score (``kernels.dtw_score``), DTW distance, the six part
     scores along the path (``kernels.aligned_part_scores``), those under ``threshold`` (as shown,
@@ -50,6 +51,9 @@ def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: floa
     r_frames, a_frames = reference.frame_indices[r_pos[r_at]], attempt.frame_indices[a_pos[a_at]]
     r_times, a_times = reference.times[r_pos[r_at]], attempt.times[a_pos[a_at]]
     r_angles, a_angles = _step_angles(r_perf.poses[r_pos], a_perf.poses[a_pos], r_at, a_at, mirrored)
+    if world_angles:
+        r_angles[:, :len(JOINT_NAMES)], a_angles[:, :len(JOINT_NAMES)] = _world_flexions(
+            r_perf.world[r_pos][r_at], a_perf.world[a_pos][a_at], mirrored)
     steps = [{"reference_frame": int(rf), "reference_time": round(float(rt), 3),
               "attempt_frame": int(af), "attempt_time": round(float(at), 3),
               "score": round(float(s), 2),
@@ -103,6 +107,19 @@ def _step_angles(reference: np.ndarray, attempt: np.ndarray, r_at: np.ndarray, a
         a_tilts = tilts(a_poses)
     return (np.concatenate([joint_angles(r_poses), tilts(r_poses)], axis=-1),
             np.concatenate([joint_angles(a_poses), a_tilts], axis=-1))
+
+
+def _world_flexions(reference: np.ndarray, attempt: np.ndarray, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The joints' flexions ``[S, 8]`` in 3-D (``kernels.skeleton.world_joint_angles``) of both at
+    each step, the attempt's sides swapped when it matched mirrored."""
+    a = world_joint_angles(attempt)
+    if mirrored:
+        a = a[:, [JOINT_NAMES.index(_other_side(name)) for name in JOINT_NAMES]]
+    return world_joint_angles(reference), a
+
+
+def _other_side(name: str) -> str:
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
 
 
 def _angle_entries(reference: np.ndarray, attempt: np.ndarray) -> dict:
@@ -171,7 +188,7 @@ def _worst_moments(steps: list[dict], threshold: float, count: int = 5) -> list[
 
 def rep_row(number: int, reference: VideoPoses, r_perf: Performer, attempt: VideoPoses, a_perf: Performer,
             first: int, last: int, backwards: bool, *, threshold: float = SCORE_THRESHOLD, mirror: bool = False,
-            names=("reference", "attempt")) -> dict:
+            names=("reference", "attempt"), world_angles: bool = False) -> dict:
     """One repetition as a report gives it (``reps`` and ``live`` alike): rows ``first..last`` of
     ``attempt`` scored by :func:`compare_poses` against the reference: number, frames, times,
     duration, score, ``flagged`` under ``threshold``, ``backwards``, parts, the worst part (its
@@ -179,7 +196,7 @@ def rep_row(number: int, reference: VideoPoses, r_perf: Performer, attempt: Vide
     span = np.arange(first, last + 1)
     report = compare_poses(reference, attempt.select(span), threshold=threshold, mirror=mirror,
                            names=(names[0], f"{names[1]} rep {number}"),
-                           performers=(r_perf, performer_rows(a_perf, span)))
+                           performers=(r_perf, performer_rows(a_perf, span)), world_angles=world_angles)
     scored = {k: v for k, v in report["parts"].items() if v is not None}
     return {"rep": number, "start_frame": int(attempt.frame_indices[first]),
             "end_frame": int(attempt.frame_indices[last]),

@@ -318,8 +318,8 @@ def compare_command(args) -> int:
     report = _run_job(args, lambda c: compare_job(
         args.reference, args.attempt, c, out_dir=args.out, threshold=args.threshold, mirror=args.mirror,
         fps=args.fps, window=args.window, csv=args.csv, progress=_Progress("decoded and inferred", args.quiet),
-        person=args.person, reference_person=args.reference_person),
-        args.reference, args.attempt)
+        person=args.person, reference_person=args.reference_person, three_d=args.three_d),
+        args.reference, args.attempt, landmarks=args.three_d)
     lines = [f"score {verdict(report['score'])}  (DTW distance {report['distance']:.3f}, "
              f"{len(report['steps'])} aligned steps{', mirrored' if report['mirrored'] else ''})",
              f"parts  {format_parts(report['parts'])}",
@@ -380,8 +380,8 @@ def reps_command(args) -> int:
         args.reference, args.attempt, c, start=args.start, end=args.end, threshold=args.threshold,
         mirror=args.mirror, fps=args.fps, min_ratio=args.min_ratio, max_ratio=args.max_ratio,
         min_score=args.min_score, out_dir=args.out, csv=args.csv, person=args.person,
-        reference_person=args.reference_person, progress=_Progress("decoded and inferred", args.quiet)),
-        args.reference, args.attempt)
+        reference_person=args.reference_person, progress=_Progress("decoded and inferred", args.quiet),
+        three_d=args.three_d), args.reference, args.attempt, landmarks=args.three_d)
     lines = [followed_sentence(result),
              f"{'rep':>3}  {'start-end':>15}  {'duration':>8}  {'score':>5}  {'worst part':10}  feedback"]
     for r in result["reps"]:
@@ -466,9 +466,9 @@ def find_command(args) -> int:
 
     result = _run_job(args, lambda c: find_job(args.pose, args.video, c, k=args.k, mirror=args.mirror,
                                                out_dir=args.out, fps=args.fps, person=args.person,
-                                               min_score=args.min_score,
+                                               min_score=args.min_score, three_d=args.three_d,
                                                progress=_Progress("decoded and inferred", args.quiet)),
-                      args.pose, args.video)
+                      args.pose, args.video, landmarks=args.three_d)
     if result["moments"]:
         lines = [f"{'time':>8}  {'frame':>6}  {'track':>5}  {'score':>5}  parts"]
         lines += [f"{m['time']:7.2f}s  {m['frame']:6d}  {m['track']:5d}  {m['score']:5.1f}  {format_parts(m['parts'])}"

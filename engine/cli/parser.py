@@ -80,6 +80,8 @@ def _job_parser(sub, name: str, help_text: str):
 PERSON_HELP = ("whom to follow in {what}: a track id (the `idx` that `posescore pose` writes), a point X,Y@T "
                "or a box X0,Y0,X1,Y1@T (pixels, in the frame nearest T seconds: the person whose box contains "
                "the point / overlaps the box most), or auto (default: {auto})")
+THREE_D_HELP = ("score in world coordinates (the landmarks model), each performance turned once to face one way: "
+                "holds better when the cameras stood apart; 2-D stays the default (docs/BENCHMARKS.md, Views)")
 ATTEMPT_AUTO = "the person whose movement best fits the reference's performer"
 REFERENCE_AUTO = "the person who moves the most; an error lists the tracks when two move alike"
 
@@ -148,6 +150,7 @@ def add_job_commands(sub) -> None:
     compare.add_argument("--mirror", action="store_true", help="also match the mirror image")
     compare.add_argument("--window", type=int, default=None, help="DTW window in frames")
     compare.add_argument("--csv", help="write per-step scores and joint angles to this CSV file")
+    compare.add_argument("--3d", dest="three_d", action="store_true", help=THREE_D_HELP)
     _person_options(compare)
     compare.set_defaults(func=commands.compare_command)
 
@@ -157,6 +160,7 @@ def add_job_commands(sub) -> None:
     _repetition_options(reps)
     reps.add_argument("--out", help="folder for reps.json, reps.mp4, reps.png and report.html")
     reps.add_argument("--csv", help="write per-step scores and joint angles of every repetition to this CSV file")
+    reps.add_argument("--3d", dest="three_d", action="store_true", help=THREE_D_HELP)
     _person_options(reps)
     reps.set_defaults(func=commands.reps_command)
 
@@ -199,6 +203,7 @@ def add_job_commands(sub) -> None:
     find.add_argument("--k", type=int, default=5)
     find.add_argument("--mirror", action="store_true", help="also match the mirror image")
     find.add_argument("--out", help="folder for best_match.png")
+    find.add_argument("--3d", dest="three_d", action="store_true", help=THREE_D_HELP)
     find.add_argument("--min-score", type=float, default=MIN_MOMENT_SCORE,
                       help="moments scoring under this are not the pose (none left: nothing similar)")
     find.add_argument("--person", default="auto", metavar="SPEC",

@@ -8,6 +8,7 @@ import numpy as np
 
 from posescore.engine.analysis.people import Performer
 from posescore.engine.analysis.report import compare_poses
+from posescore.engine.analysis.view import performers_in_3d
 from posescore.engine.jobs.inputs import FrameCursor, Progress, check_movement_source, choose_performers, load_poses
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
@@ -75,21 +76,26 @@ def _followed_thumbnail(path: Path, source, poses: VideoPoses, performer: Perfor
 
 def compare_job(reference, attempt, client, *, out_dir=None, threshold=SCORE_THRESHOLD, mirror=False,
                 fps=None, window=None, csv=None, progress: Progress | None = None, person=None,
-                reference_person=None) -> dict:
+                reference_person=None, three_d: bool = False) -> dict:
     """``posescore compare``: the report dict; with ``out_dir``, also report.json, the
     side-by-side video and the score plot there; with ``csv``, one row per aligned step.
     ``person`` / ``reference_person``: whom to follow in the attempt / the reference
     (``engine.analysis.people.parse_person``: a track id, ``X,Y@T``, ``X0,Y0,X1,Y1@T``, or auto:
-    None), chosen by ``jobs.inputs.choose_performers``."""
+    None), chosen by ``jobs.inputs.choose_performers``. ``three_d``: both performances taken in
+    world coordinates, each turned once to face one way and seen from one viewpoint
+    (``engine.analysis.view``), the joints' angles measured in 3-D: a score that holds when the
+    cameras stood apart."""
     check_movement_source(reference, "reference")
     check_movement_source(attempt, "attempt")
-    ref = load_poses(reference, client, fps=fps, progress=progress)
-    att = load_poses(attempt, client, fps=fps, progress=progress)
+    ref = load_poses(reference, client, fps=fps, progress=progress, landmarks=three_d)
+    att = load_poses(attempt, client, fps=fps, progress=progress, landmarks=three_d)
     # Tracking runs once per video; the report's sources say whom each follows and how chosen.
     performers = choose_performers(ref, att, (str(reference), str(attempt)), person=person,
                                    reference_person=reference_person, mirror=mirror, window=window)
+    scored = performers_in_3d(*performers) if three_d else performers
     report = compare_poses(ref, att, threshold=threshold, mirror=mirror, window=window,
-                           names=(str(reference), str(attempt)), performers=performers)
+                           names=(str(reference), str(attempt)), performers=scored, world_angles=three_d)
+    report["view"] = "3d" if three_d else "2d"
     if csv:
         report["outputs"] = {"csv": str(formats.write_steps_csv(csv, [(None, report)]))}
     if out_dir:

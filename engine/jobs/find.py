@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from posescore.engine.analysis.answers import score_answer
 from posescore.engine.analysis.people import track_people
+from posescore.engine.analysis.view import pose_in_3d, video_in_3d
 from posescore.engine.archive import MOMENT_GAP_S
 from posescore.engine.jobs.inputs import FrameCursor, JobError, Progress, load_poses, query_pose
 from posescore.engine.media.pose_files import is_poses_json
@@ -51,20 +53,39 @@ def find_moments(query: np.ndarray, poses: VideoPoses, k: int = 5, mirror: bool 
     return found
 
 
+def _query_in_3d(pose_source, client, query: np.ndarray, chosen: dict) -> np.ndarray:
+    """The chosen query person's world landmarks seen from the canonical viewpoint."""
+    found = load_poses(pose_source, client, landmarks=True)
+    row = int(np.argmin(np.abs(found.times.astype(np.float64) - chosen["time"])))
+    count = int(found.counts[row])
+    person = int(np.argmin(np.abs(found.keypoints[row, :count] - query).sum((1, 2))))
+    return pose_in_3d(found.world[row, person], found.landmarks[row, person])
+
+
 def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps=None,
-             progress: Progress | None = None, person=None, min_score: float = MIN_MOMENT_SCORE) -> dict:
+             progress: Progress | None = None, person=None, min_score: float = MIN_MOMENT_SCORE,
+             three_d: bool = False) -> dict:
     """``posescore find``: the k best moments; with ``out_dir`` also ``best_match.png`` (the query
     and the best frame side by side, skeletons coloured by part score). ``person``: whom of the
     query's people to look for (``jobs.inputs.query_pose``: a track id, ``X,Y@T``,
     ``X0,Y0,X1,Y1@T``, or auto, None: the main person); the result's ``pose_person`` says whom
-    (``track``, ``time``, ``choice``). The video's people are all searched."""
+    (``track``, ``time``, ``choice``). The video's people are all searched. ``three_d``: the query
+    and every person in world coordinates, each turned to face one way (the query on its own, a
+    person once for all their frames) and seen from one viewpoint (``engine.analysis.view``)."""
     query, chosen = query_pose(pose_source, client, person)
-    poses = load_poses(video, client, fps=fps, progress=progress)
-    moments = find_moments(query, poses, k=k, mirror=mirror, min_score=min_score)
+    poses = load_poses(video, client, fps=fps, progress=progress, landmarks=three_d)
+    searched = poses
+    if three_d:
+        query = _query_in_3d(pose_source, client, query, chosen)
+        searched = replace(video_in_3d(poses), tracks=poses.tracks if poses.tracks is not None
+                           else track_people(poses))
+    moments = find_moments(query, searched, k=k, mirror=mirror, min_score=min_score)
     result = {"pose": str(pose_source), "pose_person": chosen, "video": str(video), "min_score": min_score,
               "moments": moments}
+    if three_d:
+        result["view"] = "3d"
     if not moments:  # nothing similar: say how close the best came
-        result["best_score"] = find_moments(query, poses, k=1, mirror=mirror, min_score=-1.0)[0]["score"]
+        result["best_score"] = find_moments(query, searched, k=1, mirror=mirror, min_score=-1.0)[0]["score"]
     if out_dir and moments:
         best = moments[0]
         out = Path(out_dir)

@@ -11,6 +11,7 @@ import numpy as np
 from posescore.engine.analysis.people import Performer, performer_frames, performer_rows
 from posescore.engine.analysis.reps import REP_MAX_RATIO, REP_MIN_RATIO, REP_MIN_SCORE, search_reps
 from posescore.engine.analysis.report import rep_row, source_summary
+from posescore.engine.analysis.view import performer_in_3d
 from posescore.engine.jobs.inputs import FrameCursor, Progress, check_movement_source, choose_performers, load_poses
 from posescore.engine.media import pose_files as formats
 from posescore.engine.media.encode import write_video
@@ -24,7 +25,7 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
                threshold: float = SCORE_THRESHOLD, mirror: bool = False, min_ratio: float = REP_MIN_RATIO,
                max_ratio: float = REP_MAX_RATIO, min_score: float = REP_MIN_SCORE,
                names=("reference", "attempt"), performers: tuple[Performer, Performer] | None = None,
-               person=None, reference_person=None) -> dict:
+               person=None, reference_person=None, three_d: bool = False) -> dict:
     """Every repetition of the reference movement (its frames from ``start`` to ``end`` seconds,
     default all) in the attempt (``engine.analysis.reps.find_reps``), each with ``compare``'s report of
     that segment against the reference (:func:`compare_poses`: the same score). Returns the
@@ -32,12 +33,16 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
     worst moment, ``flagged`` when under ``threshold``, the full ``report``). ``performers``: the
     two performers when already chosen, else chosen by ``jobs.inputs.choose_performers`` from
     ``person`` / ``reference_person`` (a track id, ``X,Y@T``, ``X0,Y0,X1,Y1@T``, or auto: None; the
-    reference's over its rows from ``start`` to ``end``, the attempt's by its best repetition)."""
+    reference's over its rows from ``start`` to ``end``, the attempt's by its best repetition).
+    ``three_d``: both performers in world coordinates, each turned once for its whole video
+    (``engine.analysis.view.performer_in_3d``), the joints' angles measured in 3-D."""
     rows = reference_rows(reference, start, end)
     if performers is None:
         performers = choose_performers(reference, attempt, names, person=person, reference_person=reference_person,
                                        mirror=mirror, reference_rows=rows, repetition_ratio=min_ratio)
     r_perf, a_perf = performers
+    if three_d:
+        r_perf, a_perf = performer_in_3d(r_perf), performer_in_3d(a_perf)
     r_perf = performer_frames(reference, names[0], r_perf)[1]
     reference, r_perf = reference.select(rows), performer_rows(r_perf, rows)
     until = "the end" if end is None else f"{end:g} s"
@@ -47,7 +52,8 @@ def reps_poses(reference: VideoPoses, attempt: VideoPoses, *, start: float | Non
                          attempt.rate, min_ratio=min_ratio, max_ratio=max_ratio, min_score=min_score,
                          mirror=mirror)
     reps = [rep_row(number, reference, r_perf, attempt, a_perf, a_pos[rep.first], a_pos[rep.last], rep.backwards,
-                    threshold=threshold, mirror=mirror, names=names) for number, rep in enumerate(search.reps, 1)]
+                    threshold=threshold, mirror=mirror, names=names, world_angles=three_d)
+            for number, rep in enumerate(search.reps, 1)]
     times = reference.times[r_pos]
     return {"reference": {**source_summary(reference, r_perf, names[0]),
                           "start_time": round(float(times[0]), 3), "end_time": round(float(times[-1]), 3)},
@@ -108,22 +114,24 @@ def render_reps(result: dict, attempt: VideoPoses, performer: Performer, out_dir
 
 def reps_job(reference, attempt, client, *, start=None, end=None, threshold=SCORE_THRESHOLD, mirror=False, fps=None,
              min_ratio=REP_MIN_RATIO, max_ratio=REP_MAX_RATIO, min_score=REP_MIN_SCORE, out_dir=None,
-             csv=None, progress: Progress | None = None, person=None, reference_person=None) -> dict:
+             csv=None, progress: Progress | None = None, person=None, reference_person=None,
+             three_d: bool = False) -> dict:
     """``posescore reps``: :func:`reps_poses` of two videos or pose JSON files; with ``out_dir``
     also reps.json, reps.mp4, reps.png and report.html there; with ``csv`` one row per aligned
     step of every repetition. ``person`` / ``reference_person``: whom to follow (see
     :func:`reps_poses`)."""
     check_movement_source(reference, "reference")
     check_movement_source(attempt, "attempt")
-    ref = load_poses(reference, client, fps=fps, progress=progress)
-    att = load_poses(attempt, client, fps=fps, progress=progress)
+    ref = load_poses(reference, client, fps=fps, progress=progress, landmarks=three_d)
+    att = load_poses(attempt, client, fps=fps, progress=progress, landmarks=three_d)
     # Tracking runs once per video; the result's sources say whom each follows and how chosen.
     performers = choose_performers(ref, att, (str(reference), str(attempt)), person=person,
                                    reference_person=reference_person, mirror=mirror,
                                    reference_rows=reference_rows(ref, start, end), repetition_ratio=min_ratio)
     result = reps_poses(ref, att, start=start, end=end, threshold=threshold, mirror=mirror, min_ratio=min_ratio,
                         max_ratio=max_ratio, min_score=min_score, names=(str(reference), str(attempt)),
-                        performers=performers)
+                        performers=performers, three_d=three_d)
+    result["view"] = "3d" if three_d else "2d"
     if csv:
         formats.write_steps_csv(csv, [(r["rep"], r["report"]) for r in result["reps"]])
         result.setdefault("outputs", {})["csv"] = str(csv)
