@@ -44,6 +44,17 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[
     return total // 2, total - total // 2
 
 
+def _needed(nodes: list, initializers: list, outputs: list[str]) -> tuple[list, list]:
+    """The nodes (in order) and initializers the ``outputs`` depend on: the branches of outputs
+    left out (the segmentation mask's upsampling) are not computed."""
+    wanted, kept = set(outputs), []
+    for node in reversed(nodes):
+        if wanted.intersection(node.output):
+            kept.append(node)
+            wanted.update(name for name in node.input if name)
+    return kept[::-1], [init for init in initializers if init.name in wanted]
+
+
 def convert(tflite_bytes: bytes, *, outputs: list[str] | None = None, graph_name: str = "model"):
     """An ``onnx.ModelProto`` computing the TFLite model's subgraph 0; ``outputs`` (TFLite tensor
     names) keeps only those outputs, in that order (default: all). Rank-4 inputs and outputs stay
@@ -246,6 +257,7 @@ def convert(tflite_bytes: bytes, *, outputs: list[str] | None = None, graph_name
             nodes.append(helper.make_node("Identity", [names[index]], [name]))
         graph_outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *dims[1:]]))
 
+    nodes, initializers = _needed(nodes, initializers, [o.name for o in graph_outputs])
     onnx_graph = helper.make_graph(nodes, graph_name, graph_inputs, graph_outputs, initializers)
     result = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                producer_name=CONVERTER)
