@@ -14,7 +14,9 @@ from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServ
 
 README = DEFAULT_MODEL_REPOSITORY / "README.md"
 #: The outputs each model's answer holds, in the README's order.
-EXPECTED = [("pose", {"keypoints", "boxes", "scores", "count"}), ("score", {"scores", "part_scores"}),
+EXPECTED = [("pose", {"keypoints", "boxes", "scores", "count"}),
+            ("landmarks", {"keypoints", "count", "landmarks", "world_landmarks", "pose_flags"}),
+            ("score", {"scores", "part_scores"}),
             ("dtw", {"distance", "score", "part_scores", "mirrored", "path"}), ("search", {"scores", "video_names"}),
             ("live", {"events"})]
 
@@ -42,7 +44,7 @@ def test_the_readmes_curl_examples_answer(tmp_path):
     for answer, (model, outputs) in zip(answers, EXPECTED):
         assert "error" not in answer, (model, answer)
         assert answer["model_name"] == model and outputs <= {o["name"] for o in answer["outputs"]}, answer
-    scores = next(o for o in answers[1]["outputs"] if o["name"] == "scores")["data"]
+    scores = next(o for o in answers[2]["outputs"] if o["name"] == "scores")["data"]
     assert scores[0] == pytest.approx(100.0, abs=1e-3) and 50 < scores[1] < 100
-    events = json.loads(answers[4]["outputs"][0]["data"][0])
+    events = json.loads(answers[5]["outputs"][0]["data"][0])
     assert [e["event"] for e in events] == ["start", "frame", "end"]

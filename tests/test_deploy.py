@@ -43,7 +43,7 @@ def test_the_container_runs_triton_with_the_embedded_servers_hardening(manifests
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": key}
         assert key in secret["stringData"]
     assert flags["--model-repository"] == "/posescore/model_repository"
-    assert flags["--load-model"] == "*" and len(repository_models(DEFAULT_MODEL_REPOSITORY)) == 5
+    assert flags["--load-model"] == "*" and len(repository_models(DEFAULT_MODEL_REPOSITORY)) == 6
     # Triton's gRPC on the pod's loopback only; the front's container holds the pod's gRPC port.
     assert flags["--grpc-address"] == "127.0.0.1"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": int(flags["--metrics-port"])}

@@ -32,8 +32,8 @@ def parse_config(name):
                              model_config_pb2.ModelConfig())
 
 
-def test_repository_has_the_five_models():
-    assert MODELS == ["dtw", "live", "pose", "score", "search"]
+def test_repository_has_the_six_models():
+    assert MODELS == ["dtw", "landmarks", "live", "pose", "score", "search"]
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from posescore.engine.analysis.gait import GaitError, GaitInput, analyse_gait, check_options
 from posescore.engine.analysis.people import most_moving_performer, parse_person, person_by_spec, track_people
 from posescore.engine.jobs.inputs import Progress, load_poses
@@ -50,11 +52,44 @@ def gait_job(source, client, *, height: float | None = None, treadmill_kmh: floa
     if csv:
         write_gait_csv(csv, result.steps)
     if folder is not None:
-        from posescore.engine.reports.gait_report import write_gait_outputs
-
         report["outputs"] = write_gait_outputs(folder, source, poses, performer, result, report, video=video)
         (folder / "gait.json").write_text(json_text(report, indent=2) + "\n")
     return report
+
+
+def write_gait_outputs(folder: Path, source, poses, performer, result, report: dict, *, video: bool = True) -> dict:
+    """gait.png, angles.mot (the knees' and hips' flexions in 3-D), the annotated video gait.mp4
+    (unless ``video`` is False or the source is a pose JSON) and report.html in ``folder``; their
+    paths."""
+    from posescore.engine.media.encode import write_video
+    from posescore.engine.media.opensim import write_mot
+    from posescore.engine.media.video import iter_frames
+    from posescore.engine.reports.gait_report import draw_gait_frame, in_contact, plot_gait, write_gait_page
+    from posescore.kernels.skeleton import JOINT_NAMES, world_joint_angles
+
+    outputs = {"plot": str(plot_gait(folder / "gait.png", poses.times, result))}
+    angles = world_joint_angles(performer.world)
+    flexions = {f"{name}_flexion": np.where(performer.present, angles[:, JOINT_NAMES.index(name)], np.nan)
+                for name in ("left_knee", "right_knee", "left_hip", "right_hip")}
+    outputs["mot"] = str(write_mot(folder / "angles.mot", poses.times, flexions, name="posescore gait"))
+    if video and not is_poses_json(source):
+        rows = {int(index): row for row, index in enumerate(poses.frame_indices)}
+
+        def frames():
+            row = None
+            for frame in iter_frames(source):
+                # Sampled with --fps: a frame between two sampled ones shows the last one's landmarks.
+                row = rows.get(frame.index, row)
+                image = frame.rgb.copy()
+                if row is not None and performer.present[row]:
+                    t = float(poses.times[row])
+                    draw_gait_frame(image, performer.landmarks[row],
+                                    {side: in_contact(result, side, t) for side in ("left", "right")})
+                yield image
+
+        outputs["video"] = str(write_video(folder / "gait.mp4", frames(), poses.info.fps or poses.rate or 30.0))
+    outputs["page"] = str(write_gait_page(folder / "report.html", report, folder / "gait.png"))
+    return outputs
 
 
 def write_gait_csv(path: str | Path, steps: list[dict]) -> Path:

@@ -1,6 +1,6 @@
-"""The gait report's files: gait.png (the contact signals and knee angles with the contacts
-marked), an annotated video (the 33-landmark skeleton, the feet in contact marked), report.html (one
-self-contained page: summary, steps, the plot) and angles.mot (OpenSim)."""
+"""The gait report's drawings: gait.png (the contact signals and the pelvis with the contacts
+marked), a video frame's skeleton (the feet in contact filled) and report.html (one self-contained
+page: summary, steps, the plot). ``jobs.gait`` writes the files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posescore.kernels.skeleton import JOINT_NAMES, LANDMARK_LIMBS, LM, world_joint_angles
+from posescore.kernels.skeleton import LANDMARK_LIMBS, LM
 
 SIDE_COLOURS = {"left": (66, 135, 245), "right": (245, 130, 48)}  # RGB
 
@@ -46,7 +46,8 @@ def plot_gait(path: Path, times, result) -> Path:
     return path
 
 
-def _in_contact(result, side: str, t: float) -> bool:
+def in_contact(result, side: str, t: float) -> bool:
+    """Whether ``side``'s foot is on the ground at ``t`` seconds: between a contact and its toe-off."""
     for ic in result.contacts[side]["ic"]:
         to = next((x for x in result.contacts[side]["to"] if x > ic), None)
         if ic <= t <= (to if to is not None else ic):
@@ -54,53 +55,20 @@ def _in_contact(result, side: str, t: float) -> bool:
     return False
 
 
-def write_annotated_video(path: Path, source, poses, performer, result) -> Path:
-    """The video with the performer's 33-landmark skeleton; a foot in contact gets a filled disc."""
+def draw_gait_frame(image: np.ndarray, marks: np.ndarray, contact: dict[str, bool]) -> np.ndarray:
+    """``image`` with the 33-landmark skeleton ``marks [33, 5]`` drawn, each foot's heel and tip a
+    disc in its side's colour, filled while ``contact[side]``."""
     import cv2
 
-    from posescore.engine.media.encode import write_video
-    from posescore.engine.media.video import iter_frames
-
-    rows = {int(i): r for r, i in enumerate(poses.frame_indices)}
-
-    def frames():
-        row = None
-        for frame in iter_frames(source, fps=None):
-            image = frame.rgb.copy()
-            # Sampled with --fps: a frame between two sampled ones shows the last one's landmarks.
-            row = rows.get(frame.index, row)
-            if row is not None and performer.present[row]:
-                marks = performer.landmarks[row]
-                for a, b in LANDMARK_LIMBS:
-                    if marks[a, 3] > 0.3 and marks[b, 3] > 0.3:
-                        cv2.line(image, (int(marks[a, 0]), int(marks[a, 1])), (int(marks[b, 0]), int(marks[b, 1])),
-                                 (255, 255, 255), 2, cv2.LINE_AA)
-                for side, colour in SIDE_COLOURS.items():
-                    t = float(poses.times[row])
-                    for name in ("heel", "foot_index"):
-                        point = marks[LM[f"{side}_{name}"]]
-                        cv2.circle(image, (int(point[0]), int(point[1])), 7, colour,
-                                   -1 if _in_contact(result, side, t) else 2, cv2.LINE_AA)
-            yield image
-
-    return write_video(path, frames(), poses.info.fps or poses.rate or 30.0)
-
-
-def write_gait_outputs(folder: Path, source, poses, performer, result, report: dict, *, video: bool = True) -> dict:
-    """gait.png, the annotated video (unless ``video`` is False or the source is a pose JSON),
-    angles.mot and report.html in ``folder``; their paths."""
-    from posescore.engine.media.opensim import write_mot
-    from posescore.engine.media.pose_files import is_poses_json
-
-    outputs = {"plot": str(plot_gait(folder / "gait.png", poses.times, result))}
-    angles = world_joint_angles(performer.world)
-    knees = {f"{name}_flexion": np.where(performer.present, angles[:, JOINT_NAMES.index(name)], np.nan)
-             for name in ("left_knee", "right_knee", "left_hip", "right_hip")}
-    outputs["mot"] = str(write_mot(folder / "angles.mot", poses.times, knees, name="posescore gait"))
-    if video and not is_poses_json(source):
-        outputs["video"] = str(write_annotated_video(folder / "gait.mp4", source, poses, performer, result))
-    outputs["page"] = str(write_gait_page(folder / "report.html", report, folder / "gait.png"))
-    return outputs
+    for a, b in LANDMARK_LIMBS:
+        if marks[a, 3] > 0.3 and marks[b, 3] > 0.3:
+            cv2.line(image, (int(marks[a, 0]), int(marks[a, 1])), (int(marks[b, 0]), int(marks[b, 1])),
+                     (255, 255, 255), 2, cv2.LINE_AA)
+    for side, colour in SIDE_COLOURS.items():
+        for name in ("heel", "foot_index"):
+            point = marks[LM[f"{side}_{name}"]]
+            cv2.circle(image, (int(point[0]), int(point[1])), 7, colour, -1 if contact[side] else 2, cv2.LINE_AA)
+    return image
 
 
 def _cell(value) -> str:
