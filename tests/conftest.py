@@ -34,9 +34,10 @@ def pytest_configure(config):
     stubs compile the models' numba kernels into numba's cache (a fresh clone has none), once,
     rather than every worker's server compiling the same kernels at the same time."""
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        from posescore.engine.serving.server import TritonServer
+        from posescore.engine.serving.server import DEFAULT_MODEL_REPOSITORY, TritonServer, repository_models
 
-        with TritonServer():
+        # The landmarks model compiles nothing (NumPy and onnxruntime): left out.
+        with TritonServer(models=[m for m in repository_models(DEFAULT_MODEL_REPOSITORY) if m != "landmarks"]):
             pass
 
 
