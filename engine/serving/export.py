@@ -103,6 +103,7 @@ LANDMARK_TFLITE = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 LANDMARK_LICENCE = "Apache-2.0 (MediaPipe, BlazePose GHUM full)"
 #: Where the downloaded wheel's model is kept (POSESCORE_MODELS, default ~/.cache/posescore-models).
 MODEL_CACHE = Path(os.environ.get("POSESCORE_MODELS") or Path.home() / ".cache" / "posescore-models")
+MEDIA_WHEEL_FOLDER = MEDIAPIPE_WHEEL.replace("==", "-")
 
 
 def landmark_onnx_path(repository: str | Path = DEFAULT_MODEL_REPOSITORY) -> Path:
@@ -112,13 +113,14 @@ def landmark_onnx_path(repository: str | Path = DEFAULT_MODEL_REPOSITORY) -> Pat
 def landmark_tflite() -> Path:
     """``pose_landmark_full.tflite`` from the mediapipe wheel, fetched once with pip (no
     dependencies) into :data:`MODEL_CACHE`; a killed fetch leaves no partial file."""
-    import subprocess
-    import sys
-    import zipfile
+    from posescore.engine.media.samples import fetch_from_wheel
 
-    target = MODEL_CACHE / MEDIAPIPE_WHEEL.replace("==", "-") / Path(LANDMARK_TFLITE).name
-    if target.exists():
-        return target
+    target = MODEL_CACHE / MEDIA_WHEEL_FOLDER / Path(LANDMARK_TFLITE).name
+    try:
+        fetch_from_wheel(MEDIAPIPE_WHEEL, {LANDMARK_TFLITE: target})
+    except RuntimeError as err:
+        raise ExportError(str(err)) from None
+    return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
@@ -153,7 +155,7 @@ def landmark_model_is_current(repository: str | Path = DEFAULT_MODEL_REPOSITORY)
     """True when the landmark ONNX file exists and was converted from the cached TFLite model."""
     target = landmark_onnx_path(repository)
     stamp_file = target.with_suffix(".onnx.json")
-    cached = MODEL_CACHE / MEDIAPIPE_WHEEL.replace("==", "-") / Path(LANDMARK_TFLITE).name
+    cached = MODEL_CACHE / MEDIA_WHEEL_FOLDER / Path(LANDMARK_TFLITE).name
     if not (target.exists() and stamp_file.exists() and cached.exists()):
         return False
     try:

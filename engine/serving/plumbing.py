@@ -121,6 +121,17 @@ def input_array(request, name: str, xp=np, *, required: bool = True):
     return tensor.as_numpy()
 
 
+def frames_input(request, xp=np):
+    """Input ``frames`` as uint8 RGB ``[B, H, W, 3]`` with at least one frame of at least 1 x 1
+    pixels (Triton has checked the dtype and the trailing 3)."""
+    frames = input_array(request, "frames", xp)
+    if frames.shape[0] == 0:
+        raise RequestError("frames: empty batch, expected at least one frame [H, W, 3]")
+    if frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise RequestError(f"frames: expected frames of at least 1x1 pixels, got {frames.shape[1]}x{frames.shape[2]}")
+    return frames
+
+
 def poses_input(request, name: str, xp=np, *, min_count: int = 1):
     """Input ``name`` as finite float32 poses ``[..., 17, 3]`` with at least ``min_count`` poses.
 

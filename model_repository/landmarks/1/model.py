@@ -10,7 +10,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from posescore.engine.serving.landmarker import Landmarker
-from posescore.engine.serving.plumbing import (RequestError, input_array, output_tensor, parameters, serve_batch,
+from posescore.engine.serving.plumbing import (frames_input, output_tensor, parameters, serve_batch,
                                                start_metrics)
 
 POSE_OUTPUTS = ("keypoints", "boxes", "scores", "count")
@@ -28,13 +28,7 @@ class TritonPythonModel:
         self.landmarker.warm_up()
 
     def parse(self, request):
-        frames = input_array(request, "frames")
-        if frames.shape[0] == 0:
-            raise RequestError("frames: empty batch, expected at least one frame [H, W, 3]")
-        if frames.shape[1] == 0 or frames.shape[2] == 0:
-            raise RequestError(f"frames: expected frames of at least 1x1 pixels, got "
-                               f"{frames.shape[1]}x{frames.shape[2]}")
-        return frames
+        return frames_input(request)
 
     def _pose(self, frames):
         """The pose model's answer for ``frames``, through BLS."""

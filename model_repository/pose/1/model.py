@@ -7,7 +7,7 @@ our letterbox, the ONNX model in onnxruntime, our decoding and NMS).
 import os
 
 from posescore.engine.serving.detector import pose_detector
-from posescore.engine.serving.plumbing import (RequestError, input_array, instance_xp, output_tensor, parameters,
+from posescore.engine.serving.plumbing import (frames_input, instance_xp, output_tensor, parameters,
                                                serve_batch, start_metrics)
 
 
@@ -24,13 +24,7 @@ class TritonPythonModel:
         self.detector.warm_up()
 
     def parse(self, request):
-        frames = input_array(request, "frames", self.xp)
-        if frames.shape[0] == 0:
-            raise RequestError("frames: empty batch, expected at least one frame [H, W, 3]")
-        if frames.shape[1] == 0 or frames.shape[2] == 0:
-            raise RequestError(f"frames: expected frames of at least 1x1 pixels, got "
-                               f"{frames.shape[1]}x{frames.shape[2]}")
-        return frames
+        return frames_input(request, self.xp)
 
     def compute(self, batches):
         xp = self.xp
