@@ -367,7 +367,7 @@ def test_live_reads_a_network_stream_reconnects_and_says_when_it_is_gone(videos,
         for start, length in ((0, 3), (3, 3)):
             # At 15 fps: on two cores shared with the other test worker's models, live keeps up with
             # about 5 frames a second; at 30 the stream's own decoding left it too few to find a
-            # repetition in (2 of 3 fresh-clone runs this session).
+            # repetition in (both fresh-clone runs of this session failed so).
             subprocess.run(["ffmpeg", "-v", "error", "-re", "-ss", str(start), "-t", str(length), "-i",
                             str(attempt_video), "-r", "15", "-c:v", "mpeg4", "-q:v", "3", "-f", "mpegts",
                             f"udp://127.0.0.1:{port}?pkt_size=1316"], check=True, timeout=60)
