@@ -6,7 +6,6 @@ landmarks (poses.json, to run again without the server).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +102,3 @@ def write_gait_csv(path: str | Path, steps: list[dict]) -> Path:
         for step in steps:
             writer.writerow(["" if step.get(k) is None else step[k] for k in keys])
     return Path(path)
-
-
-def gait_json(path: str | Path) -> dict:
-    """A gait.json read back."""
-    return json.loads(Path(path).read_text())
-

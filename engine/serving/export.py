@@ -121,18 +121,6 @@ def landmark_tflite() -> Path:
     except RuntimeError as err:
         raise ExportError(str(err)) from None
     return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                              "--no-deps", MEDIAPIPE_WHEEL, "-d", tmp], capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("mediapipe-*.whl"))
-        if got.returncode != 0 or not wheels:
-            raise ExportError(f"pip download {MEDIAPIPE_WHEEL} failed: {got.stderr.strip()[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(wheel.read(LANDMARK_TFLITE))
-        os.replace(partial, target)
-    return target
 
 
 def _landmark_stamp(tflite: Path) -> dict:
