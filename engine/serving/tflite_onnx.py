@@ -161,34 +161,26 @@ def convert(tflite_bytes: bytes, *, outputs: list[str] | None = None, graph_name
                 raise ConversionError("DEQUANTIZE of a computed tensor is not supported")
             constants[out] = value.astype(np.float32)
             continue
-        if kind == "CONV_2D":
-            opts = options(op, tflite.Conv2DOptions)
-            weights = np.asarray(constant_value(ins[1]) if ins[1] not in names else None, np.float32)
-            o, kh, kw, _ = weights.shape
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            depthwise = kind == "DEPTHWISE_CONV_2D"
+            opts = options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
+            weights = constant_value(ins[1])
+            if weights is None:
+                raise ConversionError(f"{kind} with computed weights is not supported")
+            weights = np.asarray(weights, np.float32)
+            # TFLite's [out, kh, kw, in] (depthwise: [1, kh, kw, in * multiplier]) to ONNX's [out, in / group, kh, kw].
+            kh, kw = weights.shape[1:3]
+            group = shape(ins[0])[3] if depthwise else 1
+            if depthwise and weights.shape[3] % group:
+                raise ConversionError("DEPTHWISE_CONV_2D: output channels not a multiple of the input's")
             stride, dilation = (opts.StrideH(), opts.StrideW()), (opts.DilationHFactor(), opts.DilationWFactor())
-            inputs = [value_of(ins[0]), const(weights.transpose(0, 3, 1, 2), "w")]
+            inputs = [value_of(ins[0]), const(weights.transpose((3, 0, 1, 2) if depthwise else (0, 3, 1, 2)), "w")]
             if len(ins) > 2 and ins[2] >= 0:
                 inputs.append(const(np.asarray(constant_value(ins[2]), np.float32), "b"))
             conv = fresh("conv")
             nodes.append(helper.make_node("Conv", inputs, [conv], kernel_shape=[kh, kw], strides=list(stride),
-                                          dilations=list(dilation),
+                                          dilations=list(dilation), group=group,
                                           pads=spatial_pads(ins[0], (kh, kw), stride, opts.Padding(), dilation)))
-            activation(conv, opts.FusedActivationFunction(), out_name)
-        elif kind == "DEPTHWISE_CONV_2D":
-            opts = options(op, tflite.DepthwiseConv2DOptions)
-            weights = np.asarray(constant_value(ins[1]), np.float32)  # [1, kh, kw, C * multiplier]
-            _, kh, kw, channels_out = weights.shape
-            channels_in = shape(ins[0])[3]
-            stride, dilation = (opts.StrideH(), opts.StrideW()), (opts.DilationHFactor(), opts.DilationWFactor())
-            inputs = [value_of(ins[0]), const(weights.transpose(3, 0, 1, 2), "w")]
-            if len(ins) > 2 and ins[2] >= 0:
-                inputs.append(const(np.asarray(constant_value(ins[2]), np.float32), "b"))
-            conv = fresh("dwconv")
-            nodes.append(helper.make_node("Conv", inputs, [conv], kernel_shape=[kh, kw], strides=list(stride),
-                                          dilations=list(dilation), group=channels_in,
-                                          pads=spatial_pads(ins[0], (kh, kw), stride, opts.Padding(), dilation)))
-            if channels_out % channels_in:
-                raise ConversionError("DEPTHWISE_CONV_2D: output channels not a multiple of the input's")
             activation(conv, opts.FusedActivationFunction(), out_name)
         elif kind == "ADD":
             opts = options(op, tflite.AddOptions)
