@@ -106,7 +106,7 @@ def front_command(args) -> int:
     import signal
     import time
 
-    from posescore.engine.serving.grpc_front import BoundError, GrpcFront, request_bounds
+    from posescore.engine.serving.grpc_front import GrpcFront, request_bounds
     from posescore.engine.serving.server import repository_models
 
     key = os.environ.get(args.key_env, "")
@@ -120,7 +120,7 @@ def front_command(args) -> int:
         bounds = request_bounds(args.model_repository, repository_models(args.model_repository))
         front = GrpcFront(listen_host, listen_port, backend_port, key=key, bounds=bounds,
                           backend_host=backend_host).start()
-    except (ValueError, BoundError, OSError) as err:
+    except (ValueError, OSError) as err:  # a BoundError is a ValueError
         print(f"posescore front: {err}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -80,11 +80,9 @@ class _PoseWorker:
 
 def pose_model_parameters(repository: Path = DEFAULT_MODEL_REPOSITORY) -> dict[str, str]:
     """The pose model's parameters as its config.pbtxt sets them (what the server's model runs with)."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    from posescore.engine.serving.repository import model_parameters
 
-    config = text_format.Parse((repository / "pose" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    return {key: parameter.string_value for key, parameter in config.parameters.items()}
+    return model_parameters(repository, "pose")
 
 
 def _decode_batches(row: dict, fps: float | None, batch: int):

@@ -16,8 +16,8 @@ health service (``grpc.health.v1.Health``, which Kubernetes' gRPC probes ask):
 
 Each model's bound is the ``max_request_bytes`` parameter of its ``config.pbtxt``
 (:func:`request_bounds`), sized there from the model's own limits (``score``: ``max_candidates``
-poses). Triton's private endpoint answers the client protocols only to calls carrying the header
-:data:`FRONT_HEADER` with the key the front was given (``--grpc-restricted-protocol``, set by
+poses). Triton's private endpoint answers the client protocols only to calls carrying
+:data:`FRONT_METADATA` with the key the front was given (``--grpc-restricted-protocol``, set by
 ``TritonServer``); the front adds it and never forwards a client's own. A client's other metadata
 (the admin key's header included), its deadline and its cancellation are passed on, and Triton's
 status and message come back unchanged.
@@ -32,22 +32,24 @@ from pathlib import Path
 from typing import Iterable
 
 import grpc
-from google.protobuf import text_format
 from google.protobuf.message import DecodeError
-from tritonclient.grpc import model_config_pb2, service_pb2
+from tritonclient.grpc import service_pb2
+
+from posescore.engine.serving.http_front import FRONT_HEADER
+from posescore.engine.serving.repository import model_parameters
 
 #: The config.pbtxt parameter that bounds a model's request, in bytes.
 BOUND_PARAMETER = "max_request_bytes"
-#: The header that opens Triton's private gRPC endpoint (Triton prefixes it with
-#: ``triton-grpc-protocol-``); its value is the key given to the front.
-FRONT_HEADER = "posescore-front"
+#: The metadata that opens Triton's private gRPC endpoint (Triton's ``triton-grpc-protocol-``
+#: prefix on the fronts' header); its value is the key given to the front.
+FRONT_METADATA = f"triton-grpc-protocol-{FRONT_HEADER}"
 SERVICE = "inference.GRPCInferenceService"
 #: gRPC's standard health service, which Triton serves too (Kubernetes' gRPC probes ask it).
 HEALTH_SERVICE = "grpc.health.v1.Health"
 _INFER_METHODS = ("ModelInfer", "ModelStreamInfer")
 #: Metadata a client sends that the front does not pass on: gRPC's own, and the front's header.
 _NOT_FORWARDED = {"user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout",
-                  f"triton-grpc-protocol-{FRONT_HEADER}"}
+                  FRONT_METADATA}
 
 
 class BoundError(ValueError):
@@ -58,11 +60,9 @@ def request_bounds(repository: str | Path, models: Iterable[str]) -> dict[str, i
     """{model: the most bytes one of its requests may take} from each model's config.pbtxt."""
     bounds = {}
     for model in models:
-        path = Path(repository) / model / "config.pbtxt"
-        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-        value = config.parameters[BOUND_PARAMETER].string_value if BOUND_PARAMETER in config.parameters else ""
+        value = model_parameters(repository, model).get(BOUND_PARAMETER, "")
         if not value.isdigit() or int(value) <= 0:
-            raise BoundError(f"{path}: the parameter {BOUND_PARAMETER!r} must be a positive byte count, not "
+            raise BoundError(f"{Path(repository) / model / 'config.pbtxt'}: the parameter {BOUND_PARAMETER!r} must be a positive byte count, not "
                              f"{value!r}: it bounds the size of the model's requests at the gRPC front")
         bounds[model] = int(value)
     return bounds
@@ -86,7 +86,7 @@ def refusals_metrics(refused: Counter) -> str:
 
 class GrpcFront:
     """Listens on ``host:port`` and serves Triton's gRPC endpoint at ``host:backend_port``, each
-    inference request within ``bounds`` ({model: bytes}), adding :data:`FRONT_HEADER`: ``key``
+    inference request within ``bounds`` ({model: bytes}), adding :data:`FRONT_METADATA`: ``key``
     (``backend_host``, default ``host``, is where Triton listens).
     ``refused`` (given, or a new Counter) counts its refusals by model. ``start()`` / ``stop()``;
     one asyncio thread."""
@@ -126,7 +126,7 @@ class GrpcFront:
     def _metadata(self, context) -> tuple:
         passed = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k.lower() not in _NOT_FORWARDED
                        and not k.startswith(":"))
-        return passed + ((f"triton-grpc-protocol-{FRONT_HEADER}", self.key),)
+        return passed + ((FRONT_METADATA, self.key),)
 
     # -- handlers ---------------------------------------------------------------------------
     def _unary(self, name: str, service: str = SERVICE):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 from posescore.engine.archive.shard import ARCHIVE_ROOT_ENV, ARCHIVE_SHARD_ENV, ArchiveError, parse_shard
-from posescore.engine.serving.grpc_front import GrpcFront, refusals_metrics, request_bounds
+from posescore.engine.serving.grpc_front import FRONT_METADATA, GrpcFront, refusals_metrics, request_bounds
 from posescore.engine.serving.http_front import FRONT_HEADER, HttpFront
 from posescore.engine.serving.metrics_front import MetricsFront
 
@@ -236,7 +236,7 @@ class TritonServer:
 
     @property
     def _front_headers(self) -> dict[str, str]:
-        return {f"triton-grpc-protocol-{FRONT_HEADER}": self.front_key}
+        return {FRONT_METADATA: self.front_key}
 
     @property
     def http_url(self) -> str:
@@ -360,7 +360,8 @@ class TritonServer:
                 with contextlib.suppress(Exception):
                     # gRPC answers ready before Triton has started its HTTP service (a CI run's
                     # first HTTP request was refused): with HTTP on, wait for both.
-                    if client.is_server_ready(headers=self._front_headers) and (not self.http or _accepts(self.host, self._backend_http_port)):
+                    if client.is_server_ready(headers=self._front_headers) and (
+                            not self.http or _accepts(self.host, self._backend_http_port)):
                         # Ours, not another server that took the port meanwhile: only ours opens
                         # its admin surfaces to this key.
                         client.get_log_settings(headers={**self.admin_headers, **self._front_headers})
