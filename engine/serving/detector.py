@@ -36,6 +36,19 @@ def pose_detector(onnx_file: str, params: dict[str, str], *, threads: int | None
                         device_id=device_id)
 
 
+def onnx_session(onnx_file, threads: int = 0, device_id: int | None = None):
+    """An onnxruntime session of ``onnx_file`` with ``threads`` intra-op threads (0: its default),
+    on CUDA device ``device_id`` first when given and onnxruntime has the CUDA provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    providers: list = ["CPUExecutionProvider"]
+    if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+    return ort.InferenceSession(str(onnx_file), options, providers=providers)
+
+
 class PoseDetector:
     """The ``pose`` service: YOLO11n-pose through onnxruntime with our own letterbox, decoding and
     NMS (``kernels.letterbox`` / ``kernels.decode_poses``), matching ultralytics' predictor.
@@ -47,16 +60,9 @@ class PoseDetector:
     def __init__(self, onnx_file: str, *, image_size: int = IMAGE_SIZE, confidence: float = CONFIDENCE,
                  iou: float = IOU, max_people: int = MAX_PEOPLE, threads: int = 0, xp=np,
                  device_id: int | None = None):
-        import onnxruntime as ort
-
         self.image_size, self.confidence, self.iou, self.max_people = image_size, confidence, iou, max_people
         self.xp = xp
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        providers: list = ["CPUExecutionProvider"]
-        if xp is not np and device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
-        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+        self.session = onnx_session(onnx_file, threads, device_id if xp is not np else None)
         self.input_name = self.session.get_inputs()[0].name
 
     def _infer(self, images):

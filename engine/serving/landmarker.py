@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from posescore import kernels
+from posescore.engine.serving.detector import onnx_session
 from posescore.kernels.skeleton import NUM_LANDMARKS
 
 #: A person whose pose flag (the model's own "a body is in this crop") is below this gets
@@ -36,14 +37,7 @@ class Landmarker:
     """BlazePose GHUM full in onnxruntime (``threads`` intra-op threads, 0: its default)."""
 
     def __init__(self, onnx_file: str, *, threads: int = 0, device_id: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        providers: list = ["CPUExecutionProvider"]
-        if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
-        self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+        self.session = onnx_session(onnx_file, threads, device_id)
         self.input_name = self.session.get_inputs()[0].name
 
     def crops(self, frame: np.ndarray, rois: np.ndarray) -> np.ndarray:
