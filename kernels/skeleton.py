@@ -17,11 +17,13 @@ KEYPOINT_NAMES: tuple[str, ...] = (
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)  # 17
 KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 
+def mirrored_name(name: str) -> str:
+    """The name of a point's mirror image: "left" and "right" swapped ("mouth_left" too)."""
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
 # Index of each keypoint's mirror image (left <-> right); the nose maps to itself.
-FLIP_PERMUTATION: tuple[int, ...] = tuple(
-    KP[n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")]
-    for n in KEYPOINT_NAMES
-)
+FLIP_PERMUTATION: tuple[int, ...] = tuple(KP[mirrored_name(n)] for n in KEYPOINT_NAMES)
 
 PART_NAMES: tuple[str, ...] = ("head", "torso", "left_arm", "right_arm", "left_leg", "right_leg")
 NUM_PARTS = len(PART_NAMES)  # 6
@@ -222,8 +224,7 @@ LM = {name: i for i, name in enumerate(LANDMARK_NAMES)}
 #: is a COCO-17 pose.
 COCO_FROM_LANDMARKS: tuple[int, ...] = tuple(LM[name] for name in KEYPOINT_NAMES)
 #: Index of each landmark's mirror image (left <-> right).
-LANDMARK_FLIP: tuple[int, ...] = tuple(
-    LM[n.replace("left", "@").replace("right", "left").replace("@", "right")] for n in LANDMARK_NAMES)
+LANDMARK_FLIP: tuple[int, ...] = tuple(LM[mirrored_name(n)] for n in LANDMARK_NAMES)
 #: Drawn segments of the 33-landmark skeleton: COCO's limbs and the hands and feet.
 LANDMARK_LIMBS: tuple[tuple[int, int], ...] = tuple(
     (COCO_FROM_LANDMARKS[a], COCO_FROM_LANDMARKS[b]) for a, b in LIMBS) + tuple(

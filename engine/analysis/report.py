@@ -10,8 +10,8 @@ from posescore.engine.analysis.answers import MOMENT_GAP_S, movement_score
 from posescore.engine.analysis.people import Performer, performer_frames, performer_rows
 from posescore.engine.poses import VideoPoses
 from posescore.kernels import SCORE_THRESHOLD, under_threshold
-from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, JOINT_NAMES, PART_ANGLES, PART_NAMES,
-                                        angle_difference, joint_angles, tilts, world_joint_angles)
+from posescore.kernels.skeleton import (ANGLE_NAMES, FLIP_PERMUTATION, JOINT_NAMES, LANDMARK_FLIP, PART_ANGLES,
+                                        PART_NAMES, angle_difference, joint_angles, tilts, world_joint_angles)
 
 
 def compare_poses(reference: VideoPoses, attempt: VideoPoses, *, threshold: float = SCORE_THRESHOLD,
@@ -111,15 +111,9 @@ def _step_angles(reference: np.ndarray, attempt: np.ndarray, r_at: np.ndarray, a
 
 def _world_flexions(reference: np.ndarray, attempt: np.ndarray, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
     """The joints' flexions ``[S, 8]`` in 3-D (``kernels.skeleton.world_joint_angles``) of both at
-    each step, the attempt's sides swapped when it matched mirrored."""
-    a = world_joint_angles(attempt)
-    if mirrored:
-        a = a[:, [JOINT_NAMES.index(_other_side(name)) for name in JOINT_NAMES]]
-    return world_joint_angles(reference), a
-
-
-def _other_side(name: str) -> str:
-    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+    each step, the attempt's sides swapped when it matched mirrored (as :func:`_step_angles` swaps
+    its keypoints)."""
+    return world_joint_angles(reference), world_joint_angles(attempt[:, list(LANDMARK_FLIP)] if mirrored else attempt)
 
 
 def _angle_entries(reference: np.ndarray, attempt: np.ndarray) -> dict:

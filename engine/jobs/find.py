@@ -70,8 +70,8 @@ def find_job(pose_source, video, client, *, k=5, mirror=False, out_dir=None, fps
     query's people to look for (``jobs.inputs.query_pose``: a track id, ``X,Y@T``,
     ``X0,Y0,X1,Y1@T``, or auto, None: the main person); the result's ``pose_person`` says whom
     (``track``, ``time``, ``choice``). The video's people are all searched. ``three_d``: the query
-    and every person in world coordinates, each turned to face one way (the query on its own, a
-    person once for all their frames) and seen from one viewpoint (``engine.analysis.view``)."""
+    and every person in world coordinates, each pose turned on its own to face one way and seen
+    from one viewpoint (``engine.analysis.view``): a pose found whichever way the camera saw it."""
     query, chosen = query_pose(pose_source, client, person)
     poses = load_poses(video, client, fps=fps, progress=progress, landmarks=three_d)
     searched = poses
