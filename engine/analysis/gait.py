@@ -108,13 +108,11 @@ def _mean_of(landmarks: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return values.copy()
-    radius = int(math.ceil(3 * sigma))
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(values, radius, mode="reflect") if len(values) > radius else np.pad(values, radius, mode="edge")
-    return np.convolve(padded, kernel, mode="valid")
+    """``values`` smoothed by a Gaussian of ``sigma`` samples, mirrored at the ends."""
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(np.asarray(values, np.float64), sigma, mode="mirror", truncate=3.0) if sigma > 0 \
+        else np.array(values, np.float64)
 
 
 def _period(values: np.ndarray, low: int, high: int) -> int | None:
