@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from posescore.kernels.skeleton import JOINT_NAMES, LM, world_joint_angles
+from posescore.kernels.skeleton import COCO_FROM_LANDMARKS, JOINT_NAMES, LM, TILT_NAMES, tilts, world_joint_angles
 
 #: A landmark counts as seen at this visibility or more.
 MIN_VISIBILITY = 0.5
@@ -243,7 +243,6 @@ def analyse_gait(gait: GaitInput, *, height: float | None = None, treadmill_kmh:
     rate = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 30.0
     contacts = {s: {"ic": [], "to": []} for s in SIDES}
     smoothed = {f"{s}_{k}": np.full(len(times), np.nan) for s in SIDES for k in ("heel_ahead", "toe_behind")}
-    stride_periods = []
     first_period = _period(np.nan_to_num(ahead["left"][visible] - np.nanmean(ahead["left"][visible])),
                            int(0.3 * rate), int(3.0 * rate))
     gap = MAX_GAP * (first_period / rate if first_period else 1.0)
@@ -252,7 +251,6 @@ def analyse_gait(gait: GaitInput, *, height: float | None = None, treadmill_kmh:
         period = _period(ahead["left"][rows], int(0.3 * rate), int(3.0 * rate)) or first_period
         if period is None:
             continue
-        stride_periods.append(period / rate)
         sigma = SMOOTHING * period
         for s in SIDES:
             h = _gaussian_smooth(ahead[s][rows], sigma)
@@ -359,12 +357,11 @@ def _oscillation(times: np.ndarray, heights: np.ndarray) -> float:
 
 
 def _trunk_lean(marks: np.ndarray, direction: int) -> np.ndarray:
-    """The trunk's lean from the vertical, degrees, forward (the way the runner faces) positive."""
-    hips = _mean_of(marks, ("left_hip", "right_hip"))
-    shoulders = _mean_of(marks, ("left_shoulder", "right_shoulder"))
-    dx = (shoulders[:, 0] - hips[:, 0]) * direction
-    dy = hips[:, 1] - shoulders[:, 1]
-    return np.degrees(np.arctan2(dx, dy))
+    """The trunk's lean from the vertical, degrees, forward (the way the runner faces) positive:
+    ``kernels.skeleton.tilts``' trunk tilt of the landmarks' COCO points (NaN where the model saw
+    no body: visibility 0)."""
+    poses = marks[:, list(COCO_FROM_LANDMARKS)][..., [0, 1, 3]]
+    return tilts(poses, min_confidence=0.0)[:, TILT_NAMES.index("trunk_tilt")].astype(np.float64) * direction
 
 
 def _strike(angle: float) -> str | None:
