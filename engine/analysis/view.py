@@ -76,13 +76,17 @@ def canonical_view(aligned: np.ndarray, visibility: np.ndarray, present: np.ndar
     return poses.astype(np.float32)
 
 
+def _check_world(world) -> None:
+    if world is None:
+        raise ValueError("--3d needs world landmarks: give the video, or a pose JSON written by "
+                         "`posescore pose --landmarks`")
+
+
 def performer_in_3d(performer):
     """The Performer whose ``poses`` are its world landmarks aligned for the sequence and seen from
     the canonical viewpoint; its ``world`` aligned too (boxes, times and the rest unchanged).
     Raises ValueError when it has no world landmarks (a pose JSON without them)."""
-    if performer.world is None:
-        raise ValueError("--3d needs world landmarks: give the video, or a pose JSON written by "
-                         "`posescore pose --landmarks`")
+    _check_world(performer.world)
     aligned = align_sequence(performer.world, performer.present)
     poses = canonical_view(aligned, performer.landmarks[..., 3], performer.present)
     return replace(performer, poses=poses, world=aligned.astype(np.float32))
@@ -134,9 +138,7 @@ def video_in_3d(poses):
     landmarks turned by themselves (each pose on its own: a pose has no sequence) and seen from the
     canonical viewpoint, as :func:`pose_in_3d` makes a query. Raises ValueError without world
     landmarks."""
-    if poses.world is None:
-        raise ValueError("--3d needs world landmarks: give the video, or a pose JSON written by "
-                         "`posescore pose --landmarks`")
+    _check_world(poses.world)
     keypoints = np.zeros_like(poses.keypoints)
     people = np.arange(poses.max_people)[None, :] < poses.counts[:, None]
     for row, col in zip(*np.nonzero(people)):
